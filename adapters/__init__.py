@@ -1,0 +1,1 @@
+"""Source adapters (installed as ``qsframework.adapters``): Binance and MAVLink arrive in later issues."""

@@ -1,0 +1,22 @@
+"""QuantStream: one strategy class, backtested on recordings and run live, with proof both agree."""
+
+from .durations import Duration
+from .events import ALERT, KINDS, SIGNAL, TRADE, EventKind, define_kind
+from .strategy import Context, Strategy
+from .timers import TimerFires
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALERT",
+    "KINDS",
+    "SIGNAL",
+    "TRADE",
+    "Context",
+    "Duration",
+    "EventKind",
+    "Strategy",
+    "TimerFires",
+    "define_kind",
+    "__version__",
+]

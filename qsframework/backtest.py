@@ -1,0 +1,164 @@
+"""Backtest: a recording through the engine into signals/alerts Parquet and a report."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .durations import format_time
+from .engine import Engine, Path as EnginePath
+from .errors import UserError
+from .outputs import OutputBuffer
+from .params import describe_params
+from .recording import Recording
+from .strategy import Strategy
+
+
+class ParquetOutput:
+    """Streams one output kind into ``OUT/<name>.parquet``, renamed into place on close."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
+        self.schema = schema
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self.writer.write_table(table)
+            self.rows += table.num_rows
+
+    def close(self) -> None:
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BacktestResult:
+    events_in: int
+    signals: int
+    alerts: int
+    wall_s: float
+    ts_first: int | None
+    ts_last: int | None
+    report: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+
+
+def run_backtest(
+    strategy_cls: type[Strategy],
+    recording: Recording,
+    *,
+    out: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    start: int | None = None,
+    end: int | None = None,
+    batch_size: int = 65_536,
+    path: EnginePath = "auto",
+    seed: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
+    flush_rows: int = 100_000,
+) -> BacktestResult:
+    """Run ``strategy_cls`` over ``recording``; write outputs under ``out`` (or keep them in memory)."""
+    if batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if start is not None and end is not None and end <= start:
+        raise UserError("--end must be after --start")
+    engine = Engine(strategy_cls, overrides=overrides, path=path, seed=seed)
+    kinds = [k for k in engine.kinds if k in recording.kinds]
+    if not kinds:
+        raise UserError(
+            f"recording {str(recording.root)!r} has no {'/'.join(engine.kinds)} events "
+            f"(it has: {', '.join(recording.kinds) or 'nothing'})"
+        )
+    buffers: dict[str, OutputBuffer] = engine.ctx.outputs.buffers()
+    writers: dict[str, ParquetOutput] = {}
+    kept: dict[str, list[pa.Table]] = {name: [] for name in buffers}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        writers = {n: ParquetOutput(out / f"{n}.parquet", b.kind.schema) for n, b in buffers.items()}
+
+    def drain(force: bool = False) -> None:
+        for name, buf in buffers.items():
+            if len(buf) and (force or len(buf) >= flush_rows):
+                table = buf.drain()
+                if name in writers:
+                    writers[name].write(table)
+                else:
+                    kept[name].append(table)
+
+    first = last = None
+    t0 = time.perf_counter()
+    try:
+        for kind, batch in recording.stream_all(
+            kinds, start=start, end=end, keys=engine.keys, batch_size=batch_size
+        ):
+            engine.process(kind, batch, filtered=True)
+            ts = batch.column("ts_event")
+            if first is None:
+                first = ts[0].as_py()
+            last = ts[batch.num_rows - 1].as_py()
+            drain()
+            if on_progress is not None:
+                on_progress(batch.num_rows, last)
+        engine.finish()
+        drain(force=True)
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    for w in writers.values():
+        w.close()
+    wall = time.perf_counter() - t0
+    counts = {n: b.count for n, b in buffers.items()}
+    report = {
+        "strategy": f"{strategy_cls.__module__}.{strategy_cls.__qualname__}",
+        "strategy_name": strategy_cls.name,
+        "params": describe_params(engine.params),
+        "recording": str(recording.root),
+        "path": "batch" if engine.uses_batch_path else "event",
+        "batch_size": batch_size,
+        "events_in": engine.events_in,
+        "outputs": counts,
+        "wall_s": round(wall, 6),
+        "events_per_s": round(engine.events_in / wall, 1) if wall > 0 else None,
+        "span": {
+            "first_ns": first,
+            "last_ns": last,
+            "first": format_time(first) if first is not None else None,
+            "last": format_time(last) if last is not None else None,
+            "seconds": (last - first) / 1e9 if first is not None else 0.0,
+        },
+    }
+    if out is not None:
+        tmp = out / ".report.json.tmp"
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(tmp, out / "report.json")
+    tables = {
+        n: pa.concat_tables(kept[n]) if kept[n] else buffers[n].kind.schema.empty_table()
+        for n in buffers
+        if out is None
+    }
+    return BacktestResult(
+        events_in=engine.events_in,
+        signals=counts["signals"],
+        alerts=counts["alerts"],
+        wall_s=wall,
+        ts_first=first,
+        ts_last=last,
+        report=report,
+        tables=tables,
+    )

@@ -1,0 +1,191 @@
+"""The ``qsf`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .durations import format_time, parse_time
+from .errors import UserError
+
+BATCH_DEFAULT = 65_536
+
+
+def _time_option(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise UserError(f"{name}: {exc}") from None
+
+
+def _progress(total: int | None, description: str, *, unit: str = "events"):
+    """A rich progress bar on a terminal, nothing otherwise."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(f"{unit}"),
+        TimeRemainingColumn(),
+        disable=not sys.stderr.isatty(),
+        console=None,
+        transient=True,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="qsf")
+def main() -> None:
+    """QuantStream: backtest a strategy on recordings, run the same class live."""
+
+
+# -- backtest ------------------------------------------------------------------------
+@main.command()
+@click.argument("spec")
+@click.option("--recording", "recording_dir", required=True, metavar="DIR", help="Recording directory to replay.")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Where signals.parquet, alerts.parquet and report.json go.")
+@click.option("--start", metavar="T", help="First event time (ISO 8601 UTC or ns), inclusive.")
+@click.option("--end", metavar="T", help="Last event time (ISO 8601 UTC or ns), exclusive.")
+@click.option("--batch-size", default=BATCH_DEFAULT, show_default=True, type=int, help="Events per batch (outputs do not depend on it).")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a strategy parameter (repeatable); durations like 30s, 5m.")
+@click.option("--path", "path", type=click.Choice(["auto", "event", "batch"]), default="auto", show_default=True, help="Handler path: per-event, vectorized batch, or batch when the strategy has one.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the strategy's ctx.rng.")
+def backtest(spec: str, recording_dir: str, out_dir: str, start: str | None, end: str | None,
+             batch_size: int, params: tuple[str, ...], path: str, seed: int) -> None:
+    """Run strategy SPEC (file.py:Class or module:Class) over a recording.
+
+    Example: qsf backtest strategies/btc_eth_spread.py:BtcEthSpread --recording recordings/sample --out out -p window=30s
+    """
+    from .backtest import run_backtest
+    from .loader import load_strategy
+    from .params import build_params, parse_overrides
+    from .recording import Recording
+
+    overrides = parse_overrides(params)
+    cls = load_strategy(spec)
+    build_params(cls.Params, overrides, owner=f"strategy {cls.__name__}")  # fail before reading
+    recording = Recording(recording_dir)
+    t_start, t_end = _time_option(start, "--start"), _time_option(end, "--end")
+    total = recording.rows(list(cls.kinds))
+    with _progress(total, "backtest") as bar:
+        task = bar.add_task("backtest", total=total)
+        result = run_backtest(
+            cls, recording, out=Path(out_dir), overrides=overrides, start=t_start, end=t_end,
+            batch_size=batch_size, path=path, seed=seed,  # type: ignore[arg-type]
+            on_progress=lambda n, _ts: bar.advance(task, n),
+        )
+    r = result.report
+    span = r["span"]
+    click.echo(
+        f"{cls.__name__} ({r['path']} path): {result.events_in:,} events "
+        f"{span['first'] or '-'} .. {span['last'] or '-'} in {result.wall_s:.2f} s "
+        f"({r['events_per_s'] or 0:,.0f} events/s) -> {result.signals:,} signals, "
+        f"{result.alerts:,} alerts in {out_dir}/"
+    )
+
+
+# -- recordings ----------------------------------------------------------------------
+@main.group()
+def recordings() -> None:
+    """Inspect and create recordings (Parquet files of events)."""
+
+
+@recordings.command("info")
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def recordings_info(path: str, as_json: bool) -> None:
+    """Print kinds, keys, counts and time span of the recording at PATH."""
+    from .recording import Recording
+
+    info = Recording(path).info()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"recording {info['path']} (format v{info['format_version']})")
+    if not info["kinds"]:
+        click.echo("  (empty)")
+    for kind, k in info["kinds"].items():
+        secs = (k["ts_max"] - k["ts_min"]) / 1e9
+        click.echo(
+            f"  kind={kind}: {k['rows']:,} events in {k['files']} file(s), "
+            f"{format_time(k['ts_min'])} .. {format_time(k['ts_max'])} ({secs:,.1f} s)"
+        )
+        width = max(len(key) for key in k["keys"])
+        for key, v in k["keys"].items():
+            rate = v["rows"] / max(secs, 1e-9)
+            click.echo(f"    {key:<{width}}  {v['rows']:>12,}  {rate:10.1f}/s  "
+                       f"{format_time(v['ts_min'])} .. {format_time(v['ts_max'])}")
+
+
+@recordings.command("generate")
+@click.option("--symbols", default="BTCUSDT,ETHUSDT", show_default=True, help="Comma-separated symbols.")
+@click.option("--minutes", required=True, type=float, help="Length of the recording in minutes.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same bytes.")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Recording directory to write.")
+@click.option("--start", metavar="T", help="Start time (ISO 8601 UTC); default 2026-01-05T00:00:00Z.")
+def recordings_generate(symbols: str, minutes: float, seed: int, out_dir: str, start: str | None) -> None:
+    """Write a synthetic trade recording from the seeded market simulator."""
+    from .recording import RecordingWriter
+    from .simulate import DEFAULT_START_NS, estimate_rate, simulate_trades
+
+    syms = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+    if not syms:
+        raise UserError("--symbols needs at least one symbol")
+    if minutes <= 0:
+        raise UserError("--minutes must be positive")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out_dir!r} exists and is not empty; choose a new directory")
+    t0 = _time_option(start, "--start") if start else DEFAULT_START_NS
+    total = int(estimate_rate(syms) * minutes * 60)
+    rows = 0
+    with _progress(total, "generate", unit="trades") as bar, RecordingWriter(out) as writer:
+        task = bar.add_task("generate", total=total)
+        for table in simulate_trades(syms, minutes=minutes, seed=seed, start_ns=t0):
+            writer.write("trade", table)
+            rows += table.num_rows
+            bar.advance(task, table.num_rows)
+    click.echo(f"wrote {rows:,} synthetic trades of {', '.join(syms)} ({minutes:g} min, seed {seed}) to {out_dir}/")
+
+
+def run() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        code = main.main(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except UserError as exc:
+        click.echo(f"qsf: error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("qsf: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        hint = ""
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            hint = f" (see '{ctx.command_path} --help')"
+        click.echo(f"qsf: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("qsf: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,138 @@
+"""The engine: one code path from ordered events to a strategy and its outputs.
+
+Backtest and live feed it the same way: ``process(kind, batch)`` with batches in the
+total order of :mod:`qsframework.order`. The per-event path calls ``on_<kind>(event)``
+per row; the batch path calls ``on_<kind>_batch(batch, fires)`` and must agree with it.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .events import conform, get_kind
+from .params import build_params
+from .strategy import Context, Strategy
+from .timers import NEVER
+
+Path = Literal["auto", "event", "batch"]
+
+
+def _pylist(col: pa.Array) -> list:
+    """Python values of an Arrow column, by the fastest exact route."""
+    t = col.type
+    if col.null_count == 0 and (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+        return col.to_numpy(zero_copy_only=False).tolist()
+    return col.to_pylist()
+
+
+class Engine:
+    """Runs one strategy instance over ordered event batches."""
+
+    def __init__(
+        self,
+        strategy_cls: type[Strategy],
+        *,
+        params: Any = None,
+        overrides: dict[str, Any] | None = None,
+        path: Path = "auto",
+        seed: int = 0,
+    ) -> None:
+        if params is None:
+            params = build_params(
+                strategy_cls.Params, overrides or {}, owner=f"strategy {strategy_cls.__name__}"
+            )
+        self.ctx = Context(strategy=strategy_cls.name, seed=seed)
+        self.strategy = strategy_cls(params, self.ctx)
+        self.params = params
+        self.path = path
+        self.kinds = tuple(strategy_cls.kinds)
+        keys = self.strategy.keys()
+        self._key_set = pa.array(sorted(keys), pa.string()) if keys is not None else None
+        self._started = False
+        self.events_in = 0
+        self._handlers: dict[str, tuple[Any, Any]] = {}
+        for kind in self.kinds:
+            get_kind(kind)  # fail early on unknown kinds
+            one = getattr(self.strategy, f"on_{kind}", None)
+            many = getattr(self.strategy, f"on_{kind}_batch", None)
+            if path == "event":
+                many = None
+            elif path == "batch" and many is None:
+                raise TypeError(f"{strategy_cls.__name__} has no on_{kind}_batch for the batch path")
+            if many is None and one is None:
+                raise TypeError(f"{strategy_cls.__name__} subscribes to {kind} but has no on_{kind}")
+            self._handlers[kind] = (one, many)
+
+    @property
+    def uses_batch_path(self) -> bool:
+        return any(many is not None for _, many in self._handlers.values())
+
+    @property
+    def keys(self) -> list[str] | None:
+        return None if self._key_set is None else self._key_set.to_pylist()
+
+    # -- feeding -----------------------------------------------------------------
+    def process(self, kind: str, batch: pa.RecordBatch, *, filtered: bool = False) -> None:
+        """Process one batch of ``kind`` events that follows all earlier ones in total order."""
+        handlers = self._handlers.get(kind)
+        if handlers is None or batch.num_rows == 0:
+            return
+        batch = conform(batch, get_kind(kind))
+        if self._key_set is not None and not filtered:
+            batch = batch.filter(pc.is_in(batch.column("key"), value_set=self._key_set))
+            if batch.num_rows == 0:
+                return
+        if not self._started:
+            self._started = True
+            self.ctx.now = int(batch.column(0)[0].as_py())
+            self.strategy.on_start()
+        self.events_in += batch.num_rows
+        one, many = handlers
+        if many is None:
+            self._run_events(kind, batch, one)
+        else:
+            self._run_batch(batch, many)
+
+    def finish(self) -> None:
+        """End of input: no timer fires after the last event."""
+        if self._started:
+            self.strategy.on_stop()
+
+    # -- paths -------------------------------------------------------------------
+    def _fire_before(self, ts: int) -> None:
+        ctx, timers, on_timer = self.ctx, self.ctx.timers, self.strategy.on_timer
+        while (fire := timers.pop_before(ts)) is not None:
+            ctx.now = fire[0]
+            on_timer(fire[1], fire[0])
+
+    def _run_events(self, kind: str, batch: pa.RecordBatch, handler: Any) -> None:
+        make = partial(tuple.__new__, get_kind(kind).row)
+        cols = [_pylist(c) for c in batch.columns]
+        ctx = self.ctx
+        timers = ctx.timers
+        fire = self._fire_before
+        for event in map(make, zip(*cols)):
+            ts = event[0]
+            if ts > timers.due:
+                fire(ts)
+            ctx.now = ts
+            handler(event)
+
+    def _run_batch(self, batch: pa.RecordBatch, handler: Any) -> None:
+        ts = batch.column(0).to_numpy()
+        timers = self.ctx.timers
+        n, pos = len(ts), 0
+        while pos < n:
+            self._fire_before(int(ts[pos]))
+            cut = timers.next_one_shot()
+            end = n if cut == NEVER else max(pos + 1, int(np.searchsorted(ts, cut, side="right")))
+            seg_ts = ts[pos:end]
+            fires = timers.periodic_fires(seg_ts, before=int(seg_ts[-1]))
+            self.ctx.now = int(seg_ts[-1])
+            handler(batch if (pos == 0 and end == n) else batch.slice(pos, end - pos), fires)
+            pos = end

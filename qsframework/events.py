@@ -1,0 +1,136 @@
+"""Event kinds: one Arrow schema per kind, shared by Parquet, DuckDB, Kafka and the engine.
+
+Every kind starts with the common fields (``ts_event``, ``ts_recv``, ``source``, ``key``,
+``seq``); times are int64 UTC nanoseconds. New kinds register themselves with
+:func:`define_kind` and need no change to the engine.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+COMMON_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("ts_event", pa.int64(), nullable=False),
+    pa.field("ts_recv", pa.int64(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("key", pa.string(), nullable=False),
+    pa.field("seq", pa.int64(), nullable=False),
+)
+COMMON_NAMES: tuple[str, ...] = tuple(f.name for f in COMMON_FIELDS)
+
+#: Columns of the engine's total order, within one kind; across kinds the kind name
+#: breaks ties after ``key``: ``(ts_event, source, key, kind, seq)``.
+ORDER_COLUMNS: tuple[str, ...] = ("ts_event", "source", "key", "seq")
+
+
+@dataclass(frozen=True, slots=True)
+class EventKind:
+    """A kind of event: its name, Arrow schema, row type and Kafka topic."""
+
+    name: str
+    schema: pa.Schema
+    row: type
+    topic: str
+    doc: str = ""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.schema.names)
+
+    def empty(self) -> pa.Table:
+        return self.schema.empty_table()
+
+
+KINDS: dict[str, EventKind] = {}
+
+
+def define_kind(
+    name: str,
+    fields: list[pa.Field] | list[tuple[str, pa.DataType]],
+    *,
+    topic: str | None = None,
+    doc: str = "",
+) -> EventKind:
+    """Register an event kind whose schema is the common fields plus ``fields``."""
+    extra = [f if isinstance(f, pa.Field) else pa.field(f[0], f[1]) for f in fields]
+    schema = pa.schema([*COMMON_FIELDS, *extra])
+    row = namedtuple(name.title().replace("_", ""), schema.names)  # type: ignore[misc]
+    row.__doc__ = doc or f"One {name} event (fields as in its Arrow schema)."
+    kind = EventKind(name, schema, row, topic or f"qsf.{name}s", doc)
+    existing = KINDS.get(name)
+    if existing is not None and existing.schema != schema:
+        raise ValueError(f"event kind {name!r} is already defined with another schema")
+    KINDS.setdefault(name, kind)
+    return KINDS[name]
+
+
+def get_kind(name: str) -> EventKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        known = ", ".join(sorted(KINDS))
+        raise KeyError(f"unknown event kind {name!r} (known: {known})") from None
+
+
+TRADE = define_kind(
+    "trade",
+    [
+        pa.field("price", pa.float64(), nullable=False),
+        pa.field("qty", pa.float64(), nullable=False),
+        pa.field("is_buyer_maker", pa.bool_(), nullable=False),
+    ],
+    doc="A market trade; seq is the exchange trade id, key the symbol.",
+)
+SIGNAL = define_kind(
+    "signal",
+    [
+        pa.field("strategy", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("attrs", pa.string()),
+    ],
+    doc="A strategy's numeric output; attrs is JSON text of extra fields.",
+)
+ALERT = define_kind(
+    "alert",
+    [
+        pa.field("strategy", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("severity", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("dedup_key", pa.string(), nullable=False),
+    ],
+    doc="A strategy's alert for humans; dedup_key lets sinks send it once.",
+)
+
+Trade = TRADE.row
+Signal = SIGNAL.row
+Alert = ALERT.row
+
+
+def conform(batch: pa.RecordBatch | pa.Table, kind: EventKind) -> pa.RecordBatch:
+    """``batch`` with exactly the kind's columns, order and types (keys as plain strings).
+
+    Raises ``ValueError`` naming the first missing column.
+    """
+    if isinstance(batch, pa.Table):
+        table = batch.combine_chunks()
+        batches = table.to_batches()
+        batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
+    if batch.schema.equals(kind.schema, check_metadata=False):
+        return batch
+    cols = []
+    for field in kind.schema:
+        idx = batch.schema.get_field_index(field.name)
+        if idx < 0:
+            raise ValueError(f"{kind.name} events lack the column {field.name!r}")
+        col = batch.column(idx)
+        if col.type != field.type:
+            if pa.types.is_timestamp(col.type):
+                col = col.cast(pa.timestamp("ns", tz=col.type.tz)).cast(pa.int64())
+            col = col.cast(field.type)
+        cols.append(col)
+    return pa.RecordBatch.from_arrays(cols, schema=kind.schema)

@@ -1,0 +1,125 @@
+"""The engine's total order, and merging per-kind streams into it.
+
+Inputs are processed in ``(ts_event, source, key, kind, seq)`` order: within a kind that is
+``(ts_event, source, key, seq)``, the order recordings are sorted in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .events import ORDER_COLUMNS
+
+
+def sort_indices(table: pa.Table | pa.RecordBatch) -> pa.Array:
+    """Row indices that put one kind's rows in total order (stable)."""
+    return pc.sort_indices(table, sort_keys=[(c, "ascending") for c in ORDER_COLUMNS])
+
+
+def sort_table(table: pa.Table) -> pa.Table:
+    return table.take(sort_indices(table))
+
+
+def is_sorted(batch: pa.Table | pa.RecordBatch) -> bool:
+    """True when the rows are already in total order."""
+    if batch.num_rows < 2:
+        return True
+    ts = batch.column("ts_event").to_numpy()
+    diffs = np.diff(ts)
+    if (diffs < 0).any():
+        return False
+    if not (diffs == 0).any():
+        return True
+    idx = sort_indices(batch).to_numpy()
+    return bool((idx == np.arange(len(idx))).all())
+
+
+def _order_keys(kind_rank: int, batch: pa.RecordBatch) -> list[np.ndarray]:
+    cols = [batch.column(c) for c in ORDER_COLUMNS]
+    ts = cols[0].to_numpy()
+    source = np.asarray(cols[1].to_pylist(), dtype=str)
+    key = np.asarray(cols[2].to_pylist(), dtype=str)
+    seq = cols[3].to_numpy()
+    return [ts, source, key, np.full(len(ts), kind_rank), seq]
+
+
+def merge_kinds(
+    streams: dict[str, Iterable[pa.RecordBatch]],
+) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """Merge per-kind streams (each already in total order) into one ordered stream.
+
+    Yields ``(kind, batch)`` runs; consecutive rows of one kind stay in one batch.
+    """
+    if len(streams) == 1:
+        ((kind, stream),) = streams.items()
+        for batch in stream:
+            if batch.num_rows:
+                yield kind, batch
+        return
+    kinds = sorted(streams)
+    iters = {k: iter(streams[k]) for k in kinds}
+    buffers: dict[str, pa.RecordBatch | None] = {k: None for k in kinds}
+    live = set(kinds)  # streams that may still deliver rows
+
+    def pull(k: str) -> None:
+        for batch in iters[k]:
+            if batch.num_rows:
+                old = buffers[k]
+                buffers[k] = batch if old is None else _concat(old, batch)
+                return
+        live.discard(k)
+
+    while True:
+        for k in kinds:
+            if k in live and buffers[k] is None:
+                pull(k)
+        pending = {k: b for k, b in buffers.items() if b is not None}
+        if not pending:
+            return
+        lasts = {k: _last_ts(b) for k, b in pending.items() if k in live}
+        bound = min(lasts.values()) if lasts else None
+        parts: list[tuple[str, pa.RecordBatch]] = []
+        for k, b in pending.items():
+            n = b.num_rows if bound is None else int(
+                np.searchsorted(b.column("ts_event").to_numpy(), bound, side="left")
+            )
+            if n:
+                parts.append((k, b.slice(0, n)))
+                buffers[k] = b.slice(n) if n < b.num_rows else None
+        if not parts:  # every buffered row sits at the bound: read further on those streams
+            for k, last in lasts.items():
+                if last == bound:
+                    pull(k)
+            continue
+        yield from _interleave(parts, kinds)
+
+
+def _last_ts(batch: pa.RecordBatch) -> int:
+    return int(batch.column("ts_event")[batch.num_rows - 1].as_py())
+
+
+def _concat(a: pa.RecordBatch, b: pa.RecordBatch) -> pa.RecordBatch:
+    return pa.Table.from_batches([a, b]).combine_chunks().to_batches()[0]
+
+
+def _interleave(
+    parts: list[tuple[str, pa.RecordBatch]], kinds: list[str]
+) -> Iterator[tuple[str, pa.RecordBatch]]:
+    if len(parts) == 1:
+        yield parts[0]
+        return
+    keys = [_order_keys(kinds.index(k), b) for k, b in parts]
+    cols = [np.concatenate([kk[i] for kk in keys]) for i in range(5)]
+    order = np.lexsort(cols[::-1])
+    which = np.concatenate([np.full(b.num_rows, i) for i, (_, b) in enumerate(parts)])[order]
+    local = np.concatenate([np.arange(b.num_rows) for _, b in parts])[order]
+    starts = np.flatnonzero(np.diff(which, prepend=-1)).tolist()
+    ends = [*starts[1:], len(which)]
+    for s, e in zip(starts, ends):
+        k, b = parts[int(which[s])]
+        # rows of one part stay in their order, so each run is a contiguous slice
+        yield k, b.slice(int(local[s]), e - s)

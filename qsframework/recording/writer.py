@@ -1,0 +1,150 @@
+"""Write events as a recording: ``kind=K/date=YYYY-MM-DD/part-NNNNN.parquet`` (zstd).
+
+Each file holds rows sorted in total order and is written under a temporary name, synced
+and renamed, so a killed writer never leaves a half file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..events import conform, get_kind
+from ..order import is_sorted, sort_table
+from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST
+
+DAY_NS = 86_400 * 1_000_000_000
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _day(ts_ns: int) -> str:
+    return np.datetime64(ts_ns // DAY_NS, "D").astype(str)
+
+
+class RecordingWriter:
+    """Buffers events per (kind, date) and writes sorted, immutable part files."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        rows_per_file: int = 2_000_000,
+        row_group_rows: int = 131_072,
+        compression_level: int = 3,
+    ) -> None:
+        self.root = Path(root)
+        self.rows_per_file = rows_per_file
+        self.row_group_rows = row_group_rows
+        self.compression_level = compression_level
+        self._buffers: dict[tuple[str, str], list[pa.Table]] = {}
+        self._buffered: dict[tuple[str, str], int] = {}
+        self.rows_written = 0
+        self.files_written: list[Path] = []
+        self._kinds: set[str] = set()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        path = self.root / MANIFEST
+        kinds = set()
+        if path.exists():
+            try:
+                kinds = set(json.loads(path.read_text()).get("kinds", []))
+            except (ValueError, OSError):
+                kinds = set()
+        kinds |= self._kinds
+        doc = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kinds": sorted(kinds)}
+        _atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
+
+    def write(self, kind: str, data: pa.Table | pa.RecordBatch) -> None:
+        """Add events of ``kind`` (any order; each file is sorted before it is written)."""
+        ek = get_kind(kind)
+        if kind not in self._kinds:
+            self._kinds.add(kind)
+            self._write_manifest()
+        table = pa.Table.from_batches([conform(data, ek)])
+        if table.num_rows == 0:
+            return
+        days = table.column("ts_event").to_numpy() // DAY_NS
+        first, last = int(days.min()), int(days.max())
+        for day in range(first, last + 1):
+            part = table if first == last else table.filter(pa.array(days == day))
+            if part.num_rows == 0:
+                continue
+            k = (kind, _day(day * DAY_NS))
+            self._buffers.setdefault(k, []).append(part)
+            self._buffered[k] = self._buffered.get(k, 0) + part.num_rows
+            if self._buffered[k] >= self.rows_per_file:
+                self._flush(k)
+
+    def _flush(self, k: tuple[str, str]) -> None:
+        parts = self._buffers.pop(k, [])
+        self._buffered.pop(k, None)
+        if not parts:
+            return
+        table = pa.concat_tables(parts)
+        while table.num_rows:
+            chunk, table = table.slice(0, self.rows_per_file), table.slice(self.rows_per_file)
+            self._write_file(k, chunk)
+
+    def _write_file(self, k: tuple[str, str], table: pa.Table) -> None:
+        kind, day = k
+        if not is_sorted(table):
+            table = sort_table(table)
+        directory = self.root / f"kind={kind}" / f"date={day}"
+        directory.mkdir(parents=True, exist_ok=True)
+        index = len(list(directory.glob("part-*.parquet")))
+        path = directory / f"part-{index:05d}.parquet"
+        ts = table.column("ts_event")
+        meta = {
+            b"qsf.format": FORMAT_NAME.encode(),
+            b"qsf.format_version": str(FORMAT_VERSION).encode(),
+            b"qsf.kind": kind.encode(),
+            b"qsf.rows": str(table.num_rows).encode(),
+            b"qsf.ts_min": str(ts[0].as_py()).encode(),
+            b"qsf.ts_max": str(ts[table.num_rows - 1].as_py()).encode(),
+        }
+        table = table.replace_schema_metadata(meta)
+        tmp = directory / f".{path.name}.tmp"
+        pq.write_table(
+            table,
+            tmp,
+            compression="zstd",
+            compression_level=self.compression_level,
+            row_group_size=self.row_group_rows,
+            use_dictionary=["source", "key"],
+            write_statistics=True,
+        )
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        self.rows_written += table.num_rows
+        self.files_written.append(path)
+
+    def flush(self) -> None:
+        """Write every buffered row to files now."""
+        for k in sorted(self._buffers):
+            self._flush(k)
+        self._write_manifest()
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> RecordingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,103 @@
+"""Event-time timers: a timer due at T fires once event time moves strictly past T."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+
+NEVER = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFires:
+    """Periodic timer fires inside one batch, for a vectorized handler.
+
+    ``times[i]`` is when timer ``names[i]`` was due; ``pos[i]`` is the number of rows of
+    the batch at or before that time: the fire happens after row ``pos[i] - 1`` and before
+    row ``pos[i]``. Fires are in the order the per-event path would run them.
+    """
+
+    names: list[str]
+    times: np.ndarray
+    pos: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+NO_FIRES = TimerFires([], np.empty(0, np.int64), np.empty(0, np.int64))
+
+
+class TimerQueue:
+    """Pending timers in due order; ``due`` is the earliest due time (``NEVER`` if none).
+
+    Ties between timers due at the same time go by creation order, for periodic ones too.
+    """
+
+    __slots__ = ("_heap", "_count", "due")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, str, int]] = []
+        self._count = 0
+        self.due = NEVER
+
+    def add(self, when: int, name: str, period: int = 0) -> None:
+        heapq.heappush(self._heap, (int(when), self._count, name, int(period)))
+        self._count += 1
+        self.due = self._heap[0][0]
+
+    def cancel(self, name: str) -> None:
+        self._heap = [t for t in self._heap if t[2] != name]
+        heapq.heapify(self._heap)
+        self.due = self._heap[0][0] if self._heap else NEVER
+
+    def pop_before(self, ts: int) -> tuple[int, str] | None:
+        """Remove and return the next timer due strictly before ``ts``; periodic ones re-arm."""
+        heap = self._heap
+        if not heap or heap[0][0] >= ts:
+            return None
+        when, _, name, period = heapq.heappop(heap)
+        if period:
+            heapq.heappush(heap, (when + period, _, name, period))
+        self.due = heap[0][0] if heap else NEVER
+        return when, name
+
+    def next_one_shot(self) -> int:
+        """Due time of the earliest one-shot timer (``NEVER`` if none)."""
+        return min((t[0] for t in self._heap if not t[3]), default=NEVER)
+
+    def periodic_fires(self, ts: np.ndarray, before: int) -> TimerFires:
+        """Take every periodic fire due strictly before ``before`` (one-shots excluded).
+
+        ``ts`` are the batch's event times, used to place each fire. The queue is advanced
+        past the fires it returns, exactly as popping them one by one would.
+        """
+        if not self._heap or self.due >= before:
+            return NO_FIRES
+        names: list[str] = []
+        times: list[np.ndarray] = []
+        rest: list[tuple[int, int, str, int]] = []
+        for when, _order, name, period in sorted(self._heap, key=lambda t: t[1]):
+            if period and when < before:
+                n = (before - 1 - when) // period + 1
+                times.append(when + period * np.arange(n, dtype=np.int64))
+                names.extend([name] * n)
+                rest.append((when + n * period, _order, name, period))
+            else:
+                rest.append((when, _order, name, period))
+        if not names:
+            return NO_FIRES
+        all_times = np.concatenate(times)
+        # order of the per-event path: by due time, then by timer creation (heap tie-break)
+        order = np.argsort(all_times, kind="stable")
+        self._heap = rest
+        heapq.heapify(self._heap)
+        self.due = self._heap[0][0] if self._heap else NEVER
+        fire_times = all_times[order]
+        return TimerFires(
+            [names[i] for i in order.tolist()],
+            fire_times,
+            np.searchsorted(ts, fire_times, side="right").astype(np.int64),
+        )

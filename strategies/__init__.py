@@ -1,0 +1,1 @@
+"""Reference strategies bundled with QuantStream (installed as ``qsframework.strategies``)."""

@@ -1,0 +1,72 @@
+"""Shared fixtures: small trade tables with ties, gaps and divergences."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, settings
+
+from qsframework.events import TRADE
+from qsframework.order import sort_table
+
+ROOT = Path(__file__).resolve().parent.parent
+SPREAD_SPEC = str(ROOT / "strategies" / "btc_eth_spread.py") + ":BtcEthSpread"
+T0 = 1_767_571_200_000_000_000  # 2026-01-05T00:00:00Z
+
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def make_trades(
+    seed: int,
+    n: int,
+    *,
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT"),
+    gaps_ms: tuple[int, ...] = (0, 0, 1, 5, 40, 250, 1000, 7000),
+    jump: float = 0.01,
+    start: int = T0,
+) -> pa.Table:
+    """A random trade table in total order: ties, quiet gaps and sudden jumps included."""
+    rng = np.random.default_rng(seed)
+    ts = start + np.cumsum(rng.choice(np.array(gaps_ms, np.int64), n)) * 1_000_000
+    keys = rng.choice(np.array(symbols), n)
+    base = {s: 100.0 * (i + 1) for i, s in enumerate(symbols)}
+    steps = rng.normal(0, 0.0008, n) + rng.choice([0.0, 0.0, 0.0, jump, -jump], n, p=[0.9, 0.04, 0.02, 0.02, 0.02])
+    price = np.empty(n)
+    level = dict.fromkeys(symbols, 0.0)
+    for i, (k, s) in enumerate(zip(keys.tolist(), steps.tolist())):
+        level[k] += s
+        price[i] = round(base[k] * float(np.exp(level[k])), 2)
+    table = pa.table(
+        {
+            "ts_event": ts,
+            "ts_recv": ts + 3_000_000,
+            "source": pa.array(["binance"] * n),
+            "key": pa.array(keys.tolist()),
+            "seq": np.arange(n, dtype=np.int64) + 1000,
+            "price": price,
+            "qty": rng.lognormal(-3, 1, n),
+            "is_buyer_maker": rng.random(n) < 0.5,
+        },
+        schema=TRADE.schema,
+    )
+    return sort_table(table)
+
+
+def qsf_cmd() -> list[str]:
+    """The installed ``qsf`` next to this interpreter (falls back to ``python -m``)."""
+    exe = Path(sys.executable).with_name("qsf")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "qsframework.cli"]
+
+
+@pytest.fixture(scope="session")
+def spread_cls():
+    from qsframework.loader import load_strategy
+
+    return load_strategy(SPREAD_SPEC)

@@ -1,0 +1,152 @@
+"""Engine semantics: event-time timers, handlers, key filters, seeded randomness."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qsframework import Duration, Strategy
+from qsframework.engine import Engine
+from qsframework.errors import UserError
+
+from .conftest import make_trades
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeParams:
+    period: Duration = Duration("1s")
+    delay: Duration = Duration("300ms")
+
+
+class TimerProbe(Strategy):
+    """Logs every callback with the time it ran at; sets one-shot and periodic timers."""
+
+    Params = ProbeParams
+
+    def __init__(self, params, ctx):
+        super().__init__(params, ctx)
+        self.log: list[tuple] = []
+
+    def on_start(self):
+        self.log.append(("start", self.ctx.now))
+        self.ctx.every(self.p.period, "tick", first=self.ctx.now - self.ctx.now % self.p.period + self.p.period)
+
+    def on_trade(self, t):
+        self.log.append(("trade", t.ts_event, t.seq))
+        if t.seq % 5 == 0:
+            self.ctx.at(t.ts_event + self.p.delay, f"once-{t.seq}")
+        if t.seq % 7 == 0:
+            self.ctx.at(t.ts_event, f"same-{t.seq}")  # due now: fires once time moves on
+        self.ctx.signal(t.key, "draw", self.ctx.rng.random())
+
+    def on_timer(self, name, ts):
+        assert self.ctx.now == ts
+        self.log.append(("timer", ts, name))
+
+    def on_stop(self):
+        self.log.append(("stop", self.ctx.now))
+
+
+def run_probe(table: pa.Table, batch_size: int, **overrides) -> TimerProbe:
+    engine = Engine(TimerProbe, overrides=overrides, path="event")
+    for batch in table.to_batches(max_chunksize=batch_size):
+        engine.process("trade", batch)
+    engine.finish()
+    return engine.strategy  # type: ignore[return-value]
+
+
+def expected_timer_log(table: pa.Table, period: int, delay: int) -> list[tuple]:
+    """The timer contract written out independently: a timer due at T runs after every
+    event with ts_event <= T and before the first event with ts_event > T; never after
+    the last event."""
+    ts = table.column("ts_event").to_pylist()
+    seq = table.column("seq").to_pylist()
+    pending: list[tuple[int, int, str]] = []  # (due, creation order, name)
+    order = 0
+    first = ts[0] - ts[0] % period + period
+    pending.append((first, order, "tick"))
+    order += 1
+    log: list[tuple] = [("start", ts[0])]
+    for t, s in zip(ts, seq):
+        while True:
+            due = sorted(p for p in pending if p[0] < t)
+            if not due:
+                break
+            when, o, name = due[0]
+            pending.remove(due[0])
+            log.append(("timer", when, name))
+            if name == "tick":
+                pending.append((when + period, o, "tick"))
+        log.append(("trade", t, s))
+        if s % 5 == 0:
+            pending.append((t + delay, order, f"once-{s}"))
+            order += 1
+        if s % 7 == 0:
+            pending.append((t, order, f"same-{s}"))
+            order += 1
+    log.append(("stop", ts[-1]))
+    return log
+
+
+@settings(max_examples=30)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 200), batch=st.sampled_from([1, 3, 64, 10_000]))
+def test_timers_fire_strictly_after_due_in_event_time(seed, n, batch):
+    table = make_trades(seed, n, gaps_ms=(0, 1, 100, 300, 1000, 2500))
+    probe = run_probe(table, batch, period="1s", delay="300ms")
+    assert probe.log == expected_timer_log(table, 1_000_000_000, 300_000_000)
+
+
+def test_no_timer_after_last_event_and_none_before_due():
+    t0 = 1_000_000_000_000
+    ts = np.array([t0, t0 + 500_000_000, t0 + 1_000_000_000, t0 + 1_000_000_000, t0 + 2_500_000_000])
+    table = make_trades(0, 5).set_column(0, "ts_event", pa.array(ts))
+    probe = run_probe(table, 2, period="1s", delay="10s")
+    timers = [e for e in probe.log if e[0] == "timer"]
+    # tick at t0+1s fires only after both events at exactly t0+1s; tick at t0+2s fires
+    # before the event at t0+2.5s; tick at t0+3s never fires (no later event)
+    assert [e[1:] for e in timers if e[2] == "tick"] == [(t0 + 1_000_000_000, "tick"), (t0 + 2_000_000_000, "tick")]
+    i_tick = probe.log.index(("timer", t0 + 1_000_000_000, "tick"))
+    assert [e[0] for e in probe.log[i_tick - 2 : i_tick]] == ["trade", "trade"]
+    assert not any(e[2].startswith("once") for e in timers)  # due 10 s later: never reached
+
+
+def test_seeded_rng_is_deterministic_and_seed_dependent():
+    table = make_trades(3, 300)
+
+    def draws(seed: int) -> list[float]:
+        engine = Engine(TimerProbe, path="event", seed=seed)
+        engine.process("trade", table.to_batches()[0])
+        return engine.ctx.outputs.signals.drain().column("value").to_pylist()
+
+    assert draws(1) == draws(1)
+    assert draws(1) != draws(2)
+
+
+def test_key_filter_applies_to_unfiltered_input(spread_cls):
+    table = make_trades(5, 500, symbols=("BTCUSDT", "ETHUSDT", "XRPUSDT"))
+    engine = Engine(spread_cls, path="event")
+    engine.process("trade", table.to_batches()[0])
+    xrp = sum(1 for k in table.column("key").to_pylist() if k == "XRPUSDT")
+    assert xrp > 0
+    assert engine.events_in == table.num_rows - xrp
+
+
+def test_unknown_and_bad_parameters_are_user_errors(spread_cls):
+    with pytest.raises(UserError, match="unknown parameter 'windw'"):
+        Engine(spread_cls, overrides={"windw": "30s"})
+    with pytest.raises(UserError, match="window='soon'"):
+        Engine(spread_cls, overrides={"window": "soon"})
+    with pytest.raises(UserError, match="multiple of sample"):
+        Engine(spread_cls, overrides={"window": "1500ms"})
+    engine = Engine(spread_cls, overrides={"window": "5m", "threshold": "0.01"})
+    assert engine.params.window == 300_000_000_000 and engine.params.threshold == 0.01
+
+
+def test_batch_path_required_but_missing():
+    with pytest.raises(TypeError, match="on_trade_batch"):
+        Engine(TimerProbe, path="batch")
