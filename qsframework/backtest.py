@@ -18,6 +18,7 @@ from .engine import Engine, Path as EnginePath
 from .errors import UserError
 from .outputs import OutputBuffer
 from .params import describe_params
+from .readahead import read_ahead
 from .recording import Recording
 from .strategy import Strategy
 
@@ -103,9 +104,11 @@ def run_backtest(
     first = last = None
     t0 = time.perf_counter()
     try:
-        for kind, batch in recording.stream_all(
-            kinds, start=start, end=end, keys=engine.keys, batch_size=batch_size
-        ):
+        stream = recording.stream_all(
+            kinds, start=start, end=end, keys=engine.keys, batch_size=batch_size,
+            columns={k: engine.columns(k) for k in kinds},
+        )
+        for kind, batch in read_ahead(stream):
             engine.process(kind, batch, filtered=True)
             ts = batch.column("ts_event")
             if first is None:

@@ -56,8 +56,12 @@ class Engine:
         self._started = False
         self.events_in = 0
         self._handlers: dict[str, tuple[Any, Any]] = {}
+        self._schemas: dict[str, tuple[pa.Schema, type]] = {}
         for kind in self.kinds:
-            get_kind(kind)  # fail early on unknown kinds
+            fields = strategy_cls.fields.get(kind)
+            if fields is not None and self._key_set is not None:
+                fields = tuple(dict.fromkeys([*fields, "key"]))
+            self._schemas[kind] = get_kind(kind).project(fields)
             one = getattr(self.strategy, f"on_{kind}", None)
             many = getattr(self.strategy, f"on_{kind}_batch", None)
             if path == "event":
@@ -72,6 +76,10 @@ class Engine:
     def uses_batch_path(self) -> bool:
         return any(many is not None for _, many in self._handlers.values())
 
+    def columns(self, kind: str) -> list[str]:
+        """The fields of ``kind`` this strategy reads (sources may read only these)."""
+        return list(self._schemas[kind][0].names)
+
     @property
     def keys(self) -> list[str] | None:
         return None if self._key_set is None else self._key_set.to_pylist()
@@ -82,7 +90,8 @@ class Engine:
         handlers = self._handlers.get(kind)
         if handlers is None or batch.num_rows == 0:
             return
-        batch = conform(batch, get_kind(kind))
+        schema, row = self._schemas[kind]
+        batch = conform(batch, get_kind(kind), schema)
         if self._key_set is not None and not filtered:
             batch = batch.filter(pc.is_in(batch.column("key"), value_set=self._key_set))
             if batch.num_rows == 0:
@@ -94,7 +103,7 @@ class Engine:
         self.events_in += batch.num_rows
         one, many = handlers
         if many is None:
-            self._run_events(kind, batch, one)
+            self._run_events(row, batch, one)
         else:
             self._run_batch(batch, many)
 
@@ -110,8 +119,8 @@ class Engine:
             ctx.now = fire[0]
             on_timer(fire[1], fire[0])
 
-    def _run_events(self, kind: str, batch: pa.RecordBatch, handler: Any) -> None:
-        make = partial(tuple.__new__, get_kind(kind).row)
+    def _run_events(self, row: type, batch: pa.RecordBatch, handler: Any) -> None:
+        make = partial(tuple.__new__, row)
         cols = [_pylist(c) for c in batch.columns]
         ctx = self.ctx
         timers = ctx.timers

@@ -43,6 +43,30 @@ class EventKind:
     def empty(self) -> pa.Table:
         return self.schema.empty_table()
 
+    def project(self, fields: tuple[str, ...] | None) -> tuple[pa.Schema, type]:
+        """Schema and row type of a subset of the fields (``ts_event`` always included)."""
+        if fields is None:
+            return self.schema, self.row
+        return _projection(self, tuple(fields))
+
+
+_PROJECTIONS: dict[tuple[str, tuple[str, ...]], tuple[pa.Schema, type]] = {}
+
+
+def _projection(kind: EventKind, fields: tuple[str, ...]) -> tuple[pa.Schema, type]:
+    key = (kind.name, fields)
+    if key not in _PROJECTIONS:
+        unknown = [f for f in fields if f not in kind.schema.names]
+        if unknown:
+            raise ValueError(f"{kind.name} events have no field {unknown[0]!r}")
+        wanted = {"ts_event", *fields}
+        names = [n for n in kind.schema.names if n in wanted]  # schema order, ts_event first
+        schema = pa.schema([kind.schema.field(n) for n in names])
+        row = namedtuple(kind.row.__name__, names)  # type: ignore[misc]
+        row.__doc__ = kind.row.__doc__
+        _PROJECTIONS[key] = (schema, row)
+    return _PROJECTIONS[key]
+
 
 KINDS: dict[str, EventKind] = {}
 
@@ -111,19 +135,22 @@ Signal = SIGNAL.row
 Alert = ALERT.row
 
 
-def conform(batch: pa.RecordBatch | pa.Table, kind: EventKind) -> pa.RecordBatch:
-    """``batch`` with exactly the kind's columns, order and types (keys as plain strings).
+def conform(
+    batch: pa.RecordBatch | pa.Table, kind: EventKind, schema: pa.Schema | None = None
+) -> pa.RecordBatch:
+    """``batch`` with exactly the kind's columns (or ``schema``'s), order and types.
 
     Raises ``ValueError`` naming the first missing column.
     """
+    schema = kind.schema if schema is None else schema
     if isinstance(batch, pa.Table):
         table = batch.combine_chunks()
         batches = table.to_batches()
         batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
-    if batch.schema.equals(kind.schema, check_metadata=False):
+    if batch.schema.equals(schema, check_metadata=False):
         return batch
     cols = []
-    for field in kind.schema:
+    for field in schema:
         idx = batch.schema.get_field_index(field.name)
         if idx < 0:
             raise ValueError(f"{kind.name} events lack the column {field.name!r}")
@@ -133,4 +160,4 @@ def conform(batch: pa.RecordBatch | pa.Table, kind: EventKind) -> pa.RecordBatch
                 col = col.cast(pa.timestamp("ns", tz=col.type.tz)).cast(pa.int64())
             col = col.cast(field.type)
         cols.append(col)
-    return pa.RecordBatch.from_arrays(cols, schema=kind.schema)
+    return pa.RecordBatch.from_arrays(cols, schema=schema)

@@ -6,22 +6,33 @@ numbers from ``ctx.rng``; so the same input events always give the same outputs.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
+from collections.abc import Sequence
 from typing import Any, ClassVar
+
+import orjson
 
 from .outputs import Outputs
 from .params import NoParams
 from .timers import TimerQueue
 
 
-def _json(attrs: dict[str, Any] | None) -> str | None:
+def attrs_json(attrs: dict[str, Any] | None) -> str | None:
+    """Compact JSON with sorted keys (NaN/inf become null): the same text for the same attrs."""
     if attrs is None:
         return None
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in attrs.items()}
-    return json.dumps(clean, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return orjson.dumps(attrs, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def attrs_json_column(name: str, values: Sequence[Any]) -> list[str]:
+    """``[attrs_json({name: v}) for v in values]``, serialized in one call (same bytes)."""
+    if not values:
+        return []
+    head = attrs_json({name: None})[: -len("null}")]  # '{"name":'
+    body = orjson.dumps(list(values), option=orjson.OPT_SERIALIZE_NUMPY).decode()[1:-1]
+    return [f"{head}{v}}}" for v in body.split(",")]
 
 
 class Context:
@@ -71,8 +82,45 @@ class Context:
         if value is not None and not math.isfinite(value):
             value = None
         self.outputs.signals.append(
-            (t, t, self.source, key, self._next_seq(), self.strategy, name, value, _json(attrs))
+            (t, t, self.source, key, self._next_seq(), self.strategy, name, value, attrs_json(attrs))
         )
+
+    def signals(
+        self,
+        key: str,
+        name: str,
+        ts: Sequence[int],
+        values: Sequence[float | None],
+        attrs: Sequence[dict[str, Any] | None] | None = None,
+        *,
+        attrs_text: Sequence[str | None] | None = None,
+    ) -> None:
+        """Emit several signals at once, in order (for batch handlers).
+
+        ``attrs_text`` takes attrs already serialized with :func:`attrs_json`.
+        """
+        n = len(ts)
+        if not n:
+            return
+        cols = self.outputs.signals.columns
+        start = self._seq
+        self._seq += n
+        ts = [int(t) for t in ts]
+        cols[0].extend(ts)
+        cols[1].extend(ts)
+        cols[2].extend([self.source] * n)
+        cols[3].extend([key] * n)
+        cols[4].extend(range(start, start + n))
+        cols[5].extend([self.strategy] * n)
+        cols[6].extend([name] * n)
+        cols[7].extend([None if v is None or not math.isfinite(v) else float(v) for v in values])
+        if attrs_text is not None:
+            cols[8].extend(attrs_text)
+        elif attrs is not None:
+            cols[8].extend([attrs_json(a) for a in attrs])
+        else:
+            cols[8].extend([None] * n)
+        self.outputs.signals.count += n
 
     def alert(
         self,
@@ -108,6 +156,9 @@ class Strategy:
 
     name: ClassVar[str] = ""
     kinds: ClassVar[tuple[str, ...]] = ("trade",)
+    #: optional projection per kind, e.g. ``{"trade": ("key", "price")}``: only these
+    #: fields (plus ``ts_event``) are read and handed to the handlers. Faster; default all.
+    fields: ClassVar[dict[str, tuple[str, ...]]] = {}
     Params: ClassVar[type] = NoParams
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -131,3 +182,4 @@ class Strategy:
 
     def on_stop(self) -> None:
         """Called after the last event."""
+

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from math import log, sqrt
-from operator import mul
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from qsframework import Duration, Strategy, TimerFires
+from qsframework.strategy import attrs_json_column
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,44 +60,60 @@ class _Leg:
             self.lag_ts = ts.popleft()
             self.lag = px.popleft()
 
-    def arrays(self, ts: np.ndarray, px: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """Carried trades (lag first) followed by this batch's: (ts, prices, carried count)."""
-        head_ts = ([self.lag_ts] if self.lag is not None else []) + list(self.ts)
-        head_px = ([self.lag] if self.lag is not None else []) + list(self.px)
-        return (
-            np.concatenate([np.array(head_ts, np.int64), ts]),
-            np.concatenate([np.array(head_px, np.float64), px]),
-            len(head_ts),
-        )
 
-    def keep(self, ext_ts: np.ndarray, ext_px: np.ndarray, cut: int) -> None:
-        """Carry the state of a batch's end: lag at ``cut`` and the trades after it."""
-        if len(ext_ts) == 0:
-            return
-        j = int(np.searchsorted(ext_ts, cut, side="right")) - 1
-        self.last = float(ext_px[-1])
-        if j >= 0:
-            self.lag, self.lag_ts = float(ext_px[j]), int(ext_ts[j])
-        self.ts = deque(ext_ts[j + 1 :].tolist())
-        self.px = deque(ext_px[j + 1 :].tolist())
+class _Window:
+    """Running sums of the last ``n`` sample returns of both legs, for their correlation.
 
+    Each push adds the new return and subtracts the one leaving the window, in a fixed
+    order, so the batch path (cumulative sums) reproduces the per-event path bit for bit.
+    """
 
-def pearson(xs: list[float], ys: list[float]) -> float | None:
-    """Pearson correlation of two equal-length series; None when a variance is 0."""
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    dx = [x - mx for x in xs]
-    dy = [y - my for y in ys]
-    sxx, syy = sum(map(mul, dx, dx)), sum(map(mul, dy, dy))
-    if sxx == 0 or syy == 0:
-        return None
-    return max(-1.0, min(1.0, sum(map(mul, dx, dy)) / sqrt(sxx * syy)))
+    __slots__ = ("n", "ra", "rb", "ok", "sa", "sb", "saa", "sbb", "sab", "valid", "nza", "nzb")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.ra: deque[float] = deque(maxlen=n)
+        self.rb: deque[float] = deque(maxlen=n)
+        self.ok: deque[int] = deque(maxlen=n)  # 1 when both returns exist at that step
+        self.sa = self.sb = self.saa = self.sbb = self.sab = 0.0
+        self.valid = self.nza = self.nzb = 0
+
+    def push(self, ra: float, rb: float, ok: int) -> None:
+        if len(self.ok) == self.n:
+            ra_o, rb_o, ok_o = self.ra[0], self.rb[0], self.ok[0]
+        else:
+            ra_o = rb_o = 0.0
+            ok_o = 0
+        self.sa += ra - ra_o
+        self.sb += rb - rb_o
+        self.saa += ra * ra - ra_o * ra_o
+        self.sbb += rb * rb - rb_o * rb_o
+        self.sab += ra * rb - ra_o * rb_o
+        self.valid += ok - ok_o
+        self.nza += (ra != 0.0) - (ra_o != 0.0)
+        self.nzb += (rb != 0.0) - (rb_o != 0.0)
+        self.ra.append(ra)
+        self.rb.append(rb)
+        self.ok.append(ok)
+
+    def corr(self) -> float | None:
+        """Pearson correlation over a full window; None if incomplete or a variance is 0."""
+        n = self.n
+        if self.valid < n or not self.nza or not self.nzb:
+            return None
+        sa, sb = self.sa, self.sb
+        va = self.saa - sa * sa / n
+        vb = self.sbb - sb * sb / n
+        if va <= 0.0 or vb <= 0.0:
+            return None
+        return max(-1.0, min(1.0, (self.sab - sa * sb / n) / sqrt(va * vb)))
 
 
 class BtcEthSpread(Strategy):
     """Divergence between two symbols' rolling returns, with a sampled spread signal."""
 
     kinds = ("trade",)
+    fields = {"trade": ("key", "price")}
     Params = SpreadParams
 
     def __init__(self, params: SpreadParams, ctx) -> None:
@@ -109,12 +125,11 @@ class BtcEthSpread(Strategy):
         self._thr = params.threshold
         self._rearm_at = params.rearm * params.threshold
         self._A, self._B = _Leg(), _Leg()
+        self._legs = pa.array([params.a, params.b], pa.string())
         self._armed = True
         self._first = 0
-        n = self._w // self._s
-        self._grid: deque[tuple[int, float | None, float | None]] = deque(maxlen=n + 1)
-        self._ra: deque[float | None] = deque(maxlen=n)
-        self._rb: deque[float | None] = deque(maxlen=n)
+        self._win = _Window(self._w // self._s)
+        self._prev: tuple[float | None, float | None] | None = None  # grid prices at T - sample
 
     def keys(self) -> frozenset[str]:
         return frozenset({self._a, self._b})
@@ -173,47 +188,45 @@ class BtcEthSpread(Strategy):
         )
 
     def _sample(self, T: int) -> None:
-        """Grid point T: remember the as-of prices, emit the spread once it is defined."""
+        """Grid point T: push the sample returns, emit the spread once it is defined."""
         A, B = self._A, self._B
-        grid = self._grid
-        if grid:
-            _, pa_prev, pb_prev = grid[-1]
-            self._ra.append(log(A.last / pa_prev) if pa_prev is not None and A.last is not None else None)
-            self._rb.append(log(B.last / pb_prev) if pb_prev is not None and B.last is not None else None)
-        grid.append((T, A.last, B.last))
+        prev = self._prev
+        if prev is not None and None not in prev and A.last is not None and B.last is not None:
+            self._win.push(log(A.last / prev[0]), log(B.last / prev[1]), 1)
+        else:
+            self._win.push(0.0, 0.0, 0)
+        self._prev = (A.last, B.last)
         if T <= self._first or A.lag is None or B.lag is None:
             return
-        corr = None
-        ra, rb = self._ra, self._rb
-        if grid[0][0] == T - self._w and len(ra) == ra.maxlen and None not in ra and None not in rb:
-            corr = pearson(list(ra), list(rb))
         value = log(A.last / A.lag) - log(B.last / B.lag)
-        self.ctx.signal(self._pair, "spread", value, {"corr": corr}, ts=T)
+        self.ctx.signal(self._pair, "spread", value, {"corr": self._win.corr()}, ts=T)
 
     # -- batch path ----------------------------------------------------------------
     def on_trade_batch(self, batch: pa.RecordBatch, fires: TimerFires) -> None:
         ts = batch.column("ts_event").to_numpy()
-        keys = batch.column("key")
         price = batch.column("price").to_numpy()
-        is_a = pc.equal(keys, self._a).to_numpy(zero_copy_only=False)
-        is_b = pc.equal(keys, self._b).to_numpy(zero_copy_only=False)
-        A, B, w = self._A, self._B, self._w
-        a_ts, a_px, a_n = A.arrays(ts[is_a], price[is_a])
-        b_ts, b_px, b_n = B.arrays(ts[is_b], price[is_b])
-        # index (into the leg arrays) of each leg's last trade at or before every row
-        a_last = a_n - 1 + np.cumsum(is_a)
-        b_last = b_n - 1 + np.cumsum(is_b)
+        leg = pc.index_in(batch.column("key"), value_set=self._legs).fill_null(-1).to_numpy()
+        # one timeline: the trades carried from earlier batches, then this batch's rows
+        c_ts, c_px, c_leg = self._carried()
+        nc = len(c_ts)
+        L_ts = np.concatenate([c_ts, ts])
+        L_px = np.concatenate([c_px, price])
+        L_leg = np.concatenate([c_leg, leg])
+        pos = np.arange(len(L_ts))
+        # position of each leg's last trade at or before every position (-1: none yet)
+        fa = np.maximum.accumulate(np.where(L_leg == 0, pos, -1))
+        fb = np.maximum.accumulate(np.where(L_leg == 1, pos, -1))
+        w = self._w
 
-        rows = np.flatnonzero(is_a | is_b)
-        cut = ts[rows] - w
-        a_lag = np.searchsorted(a_ts, cut, side="right") - 1
-        b_lag = np.searchsorted(b_ts, cut, side="right") - 1
-        ok = (a_lag >= 0) & (b_lag >= 0)
-        rows, a_lag, b_lag = rows[ok], a_lag[ok], b_lag[ok]
-        pa_, pb_ = a_px[a_last[rows]], b_px[b_last[rows]]
-        la, lb = a_px[a_lag], b_px[b_lag]
-        d = np.log(pa_ / la) - np.log(pb_ / lb)
-        ad = np.abs(d)
+        rows = np.flatnonzero(leg >= 0) + nc
+        q = np.searchsorted(L_ts, L_ts[rows] - w, side="right") - 1  # last position <= t - W
+        qa = np.where(q >= 0, fa[q], -1)
+        qb = np.where(q >= 0, fb[q], -1)
+        ok = (qa >= 0) & (qb >= 0)
+        rows, qa, qb = rows[ok], qa[ok], qb[ok]
+        pa_, pb_ = L_px[fa[rows]], L_px[fb[rows]]
+        la, lb = L_px[qa], L_px[qb]
+        ad = np.abs(np.log(pa_ / la) - np.log(pb_ / lb))
         # a last-bit difference between numpy's log and math.log must not flip a decision
         near = np.flatnonzero(
             (np.abs(ad - self._thr) <= 1e-12) | (np.abs(ad - self._rearm_at) <= 1e-12)
@@ -223,7 +236,7 @@ class BtcEthSpread(Strategy):
         above = np.flatnonzero(ad > self._thr)
         below = np.flatnonzero(ad < self._rearm_at)
 
-        events: list[tuple[int, int, int]] = []  # (row position, order, index)
+        divs: list[int] = []  # indices into rows where the strategy fires
         i, armed = 0, self._armed
         while True:
             seq = above if armed else below
@@ -232,31 +245,128 @@ class BtcEthSpread(Strategy):
                 break
             i = int(seq[k])
             if armed:
-                events.append((int(rows[i]), 1, i))
+                divs.append(i)
             armed = not armed
             i += 1
-        events.extend((int(p), 0, f) for f, p in enumerate(fires.pos.tolist()))
-        events.sort()
+        spread = self._sample_batch(fires, nc, L_ts, L_px, fa, fb)
 
-        # replay emissions in per-event order; the arming state is already known
-        for pos, what, i in events:
-            if what == 1:
-                d_i = log(float(pa_[i]) / float(la[i])) - log(float(pb_[i]) / float(lb[i]))
-                self._diverged(int(ts[rows[i]]), d_i)
-            else:
-                T = int(fires.times[i])
-                A.last = float(a_px[a_last[pos - 1]]) if pos and a_last[pos - 1] >= 0 else (
-                    float(a_px[a_n - 1]) if a_n else None
-                )
-                B.last = float(b_px[b_last[pos - 1]]) if pos and b_last[pos - 1] >= 0 else (
-                    float(b_px[b_n - 1]) if b_n else None
-                )
-                j = int(np.searchsorted(a_ts, T - w, side="right")) - 1
-                A.lag = float(a_px[j]) if j >= 0 else None
-                j = int(np.searchsorted(b_ts, T - w, side="right")) - 1
-                B.lag = float(b_px[j]) if j >= 0 else None
-                self._sample(T)
+        # emit in per-event order: a fire at position p runs before row p
+        done = 0
+        fire_pos = spread[0]
+        for i in divs:
+            row = int(rows[i]) - nc
+            upto = int(np.searchsorted(fire_pos, row, side="right"))
+            self._emit_spreads(spread, done, upto)
+            done = upto
+            d_i = log(float(pa_[i]) / float(la[i])) - log(float(pb_[i]) / float(lb[i]))
+            self._diverged(int(ts[row]), d_i)
+        self._emit_spreads(spread, done, len(fire_pos))
         self._armed = armed
-        end_cut = int(ts[-1]) - w
-        A.keep(a_ts, a_px, end_cut)
-        B.keep(b_ts, b_px, end_cut)
+        self._carry(L_ts, L_px, L_leg, fa, fb, int(ts[-1]) - w)
+
+    def _carried(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Both legs' carried trades (lag entry, then the window) merged in time order."""
+        parts_ts, parts_px, parts_leg = [], [], []
+        for code, leg in ((0, self._A), (1, self._B)):
+            head_ts = ([leg.lag_ts] if leg.lag is not None else []) + list(leg.ts)
+            head_px = ([leg.lag] if leg.lag is not None else []) + list(leg.px)
+            parts_ts.append(np.array(head_ts, np.int64))
+            parts_px.append(np.array(head_px, np.float64))
+            parts_leg.append(np.full(len(head_ts), code, np.int64))
+        c_ts = np.concatenate(parts_ts)
+        order = np.argsort(c_ts, kind="stable")
+        return c_ts[order], np.concatenate(parts_px)[order], np.concatenate(parts_leg)[order]
+
+    def _carry(self, L_ts, L_px, L_leg, fa, fb, cut: int) -> None:
+        """Keep what later batches need: per leg, the lag trade at ``cut`` and those after it."""
+        q = int(np.searchsorted(L_ts, cut, side="right")) - 1
+        for code, leg, f in ((0, self._A, fa), (1, self._B, fb)):
+            if f[-1] < 0:
+                continue  # no trade of this leg yet
+            leg.last = float(L_px[f[-1]])
+            lag_pos = int(f[q]) if q >= 0 else -1
+            if lag_pos >= 0:
+                leg.lag, leg.lag_ts = float(L_px[lag_pos]), int(L_ts[lag_pos])
+            after = np.flatnonzero(L_leg[q + 1 :] == code) + q + 1
+            leg.ts = deque(L_ts[after].tolist())
+            leg.px = deque(L_px[after].tolist())
+
+    def _emit_spreads(self, spread, lo: int, hi: int) -> None:
+        _, times, values, attrs = spread
+        if hi > lo:
+            self.ctx.signals(self._pair, "spread", times[lo:hi], values[lo:hi], attrs_text=attrs[lo:hi])
+
+    def _sample_batch(self, fires: TimerFires, nc: int, L_ts, L_px, fa, fb):
+        """Every sample fire of the batch at once; the same arithmetic as ``_sample``."""
+        N = len(fires)
+        if N == 0:
+            return np.empty(0, np.int64), [], [], []
+        T, w = fires.times, self._w
+        at = fires.pos + nc - 1  # timeline position of the last row at or before T
+        ia = np.where(at >= 0, fa[np.maximum(at, 0)], -1)
+        ib = np.where(at >= 0, fb[np.maximum(at, 0)], -1)
+        has_a, has_b = ia >= 0, ib >= 0
+        pA = np.where(has_a, L_px[np.maximum(ia, 0)], np.nan)
+        pB = np.where(has_b, L_px[np.maximum(ib, 0)], np.nan)
+        # returns between consecutive grid points
+        prev = self._prev
+        first_ok = prev is not None and None not in prev
+        pA0 = np.concatenate([[prev[0] if first_ok else np.nan], pA[:-1]])
+        pB0 = np.concatenate([[prev[1] if first_ok else np.nan], pB[:-1]])
+        ok = has_a & has_b & ~np.isnan(pA0) & ~np.isnan(pB0)
+        ra, rb = np.zeros(N), np.zeros(N)
+        idx = np.flatnonzero(ok)
+        ra[idx] = list(map(log, (pA[idx] / pA0[idx]).tolist()))
+        rb[idx] = list(map(log, (pB[idx] / pB0[idx]).tolist()))
+        okr = ok.astype(np.int64)
+        # the window's running sums, as _Window.push would update them one by one
+        win, n = self._win, self._win.n
+        h = len(win.ok)
+        c_ra = np.concatenate([np.array(win.ra, np.float64), ra])
+        c_rb = np.concatenate([np.array(win.rb, np.float64), rb])
+        c_ok = np.concatenate([np.array(win.ok, np.int64), okr])
+        old = np.arange(N) + h - n
+        has_old = old >= 0
+        oi = np.maximum(old, 0)
+        ra_o = np.where(has_old, c_ra[oi], 0.0)
+        rb_o = np.where(has_old, c_rb[oi], 0.0)
+        ok_o = np.where(has_old, c_ok[oi], 0)
+
+        def run(s0: float, d: np.ndarray) -> np.ndarray:
+            return np.cumsum(np.concatenate([[s0], d]))[1:]
+
+        sa = run(win.sa, ra - ra_o)
+        sb = run(win.sb, rb - rb_o)
+        saa = run(win.saa, ra * ra - ra_o * ra_o)
+        sbb = run(win.sbb, rb * rb - rb_o * rb_o)
+        sab = run(win.sab, ra * rb - ra_o * rb_o)
+        valid = win.valid + np.cumsum(okr - ok_o)
+        nza = win.nza + np.cumsum((ra != 0.0).astype(np.int64) - (ra_o != 0.0))
+        nzb = win.nzb + np.cumsum((rb != 0.0).astype(np.int64) - (rb_o != 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            va = saa - sa * sa / n
+            vb = sbb - sb * sb / n
+            good = (valid >= n) & (nza > 0) & (nzb > 0) & (va > 0.0) & (vb > 0.0)
+            corr = np.minimum(1.0, np.maximum(-1.0, (sab - sa * sb / n) / np.sqrt(va * vb)))
+        # carry the window and the last grid prices
+        win.ra = deque(c_ra[-n:].tolist(), maxlen=n)
+        win.rb = deque(c_rb[-n:].tolist(), maxlen=n)
+        win.ok = deque(c_ok[-n:].tolist(), maxlen=n)
+        win.sa, win.sb, win.saa, win.sbb, win.sab = (
+            float(sa[-1]), float(sb[-1]), float(saa[-1]), float(sbb[-1]), float(sab[-1])
+        )
+        win.valid, win.nza, win.nzb = int(valid[-1]), int(nza[-1]), int(nzb[-1])
+        self._prev = (
+            float(pA[-1]) if has_a[-1] else None,
+            float(pB[-1]) if has_b[-1] else None,
+        )
+        # spread values where both lags exist and the grid point is after the first event
+        qT = np.searchsorted(L_ts, T - w, side="right") - 1
+        ja = np.where(qT >= 0, fa[np.maximum(qT, 0)], -1)
+        jb = np.where(qT >= 0, fb[np.maximum(qT, 0)], -1)
+        sel = np.flatnonzero((ja >= 0) & (jb >= 0) & (T > self._first))
+        qa = (pA[sel] / L_px[ja[sel]]).tolist()
+        qb = (pB[sel] / L_px[jb[sel]]).tolist()
+        values = [log(x) - log(y) for x, y in zip(qa, qb)]
+        attrs = attrs_json_column("corr", np.where(good, corr, np.nan)[sel].tolist())
+        return fires.pos[sel], T[sel].tolist(), values, attrs

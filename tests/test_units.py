@@ -68,3 +68,10 @@ def test_conform_casts_and_reports_missing_columns():
     assert out.schema.equals(TRADE.schema) and out.column(0).to_pylist() == [1]
     with pytest.raises(ValueError, match="'qty'"):
         conform(t.drop(["qty"]), TRADE)
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6)), max_size=50))
+def test_attrs_json_column_matches_one_by_one(values):
+    from qsframework.strategy import attrs_json, attrs_json_column
+
+    assert attrs_json_column("corr", values) == [attrs_json({"corr": v}) for v in values]

@@ -31,6 +31,7 @@ class FileInfo:
     rows: int
     ts_min: int
     ts_max: int
+    keys: frozenset[str] | None = None  # distinct keys, when the writer recorded them
 
 
 def _file_info(path: Path, kind: str) -> FileInfo:
@@ -54,7 +55,13 @@ def _file_info(path: Path, kind: str) -> FileInfo:
         if not stats or any(s is None or not s.has_min_max for s in stats):
             raise UserError(f"{str(path)!r} has no ts_event statistics")
         ts_min, ts_max = min(s.min for s in stats), max(s.max for s in stats)
-    return FileInfo(path, kind, md.num_rows, int(ts_min), int(ts_max))
+    keys = None
+    if b"qsf.keys" in meta:
+        try:
+            keys = frozenset(json.loads(meta[b"qsf.keys"]))
+        except ValueError:
+            keys = None
+    return FileInfo(path, kind, md.num_rows, int(ts_min), int(ts_max), keys)
 
 
 def _runs(files: list[FileInfo]) -> list[tuple[list[FileInfo], bool]]:
@@ -159,14 +166,24 @@ class Recording:
         end: int | None = None,
         keys: Sequence[str] | None = None,
         batch_size: int = 65_536,
+        columns: Sequence[str] | None = None,
     ) -> Iterator[pa.RecordBatch]:
-        """Batches of ``kind`` in total order with ``start <= ts_event < end`` and ``key in keys``."""
+        """Batches of ``kind`` in total order with ``start <= ts_event < end`` and ``key in keys``.
+
+        ``columns`` reads only those fields (``ts_event`` is always included).
+        """
         ek = get_kind(kind)
+        schema, _ = ek.project(tuple(columns) if columns is not None else None)
+        wanted = frozenset(keys) if keys is not None else None
         files = [
             f
             for f in self._files.get(kind, [])
-            if (start is None or f.ts_max >= start) and (end is None or f.ts_min < end)
+            if (start is None or f.ts_max >= start)
+            and (end is None or f.ts_min < end)
+            and (wanted is None or f.keys is None or f.keys & wanted)
         ]
+        if wanted is not None and all(f.keys is not None and f.keys <= wanted for f in files):
+            keys = None  # every row qualifies: skip the per-row filter
         where, params = ["TRUE"], []
         if start is not None:
             where.append("ts_event >= ?")
@@ -177,7 +194,7 @@ class Recording:
         if keys is not None:
             where.append("list_contains(?, key)")
             params.append(list(keys))
-        cols = ", ".join(f'"{n}"' for n in ek.names)
+        cols = ", ".join(f'"{n}"' for n in schema.names)
         order = ", ".join(ORDER_COLUMNS)
 
         def scans() -> Iterator[pa.RecordBatch]:
@@ -189,7 +206,7 @@ class Recording:
                 try:
                     reader = self._con.sql(sql, params=[paths, *params]).to_arrow_reader(batch_size)
                     for batch in reader:
-                        yield conform(batch, ek)
+                        yield conform(batch, ek, schema)
                 except duckdb.Error as exc:
                     raise UserError(f"reading {kind} events failed: {exc}") from None
 
@@ -203,10 +220,17 @@ class Recording:
         end: int | None = None,
         keys: Sequence[str] | None = None,
         batch_size: int = 65_536,
+        columns: dict[str, Sequence[str]] | None = None,
     ) -> Iterator[tuple[str, pa.RecordBatch]]:
         """Events of several kinds merged into the engine's total order."""
+        present = [k for k in kinds if k in self._files]
+        if columns and len(present) > 1:  # merging needs the order columns of every kind
+            columns = {k: [*dict.fromkeys([*c, *ORDER_COLUMNS])] for k, c in columns.items()}
         streams = {
-            k: self.stream(k, start=start, end=end, keys=keys, batch_size=batch_size)
+            k: self.stream(
+                k, start=start, end=end, keys=keys, batch_size=batch_size,
+                columns=(columns or {}).get(k),
+            )
             for k in kinds
             if k in self._files
         }

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..events import conform, get_kind
@@ -116,6 +117,7 @@ class RecordingWriter:
             b"qsf.rows": str(table.num_rows).encode(),
             b"qsf.ts_min": str(ts[0].as_py()).encode(),
             b"qsf.ts_max": str(ts[table.num_rows - 1].as_py()).encode(),
+            b"qsf.keys": json.dumps(sorted(pc.unique(table.column("key")).to_pylist())).encode(),
         }
         table = table.replace_schema_metadata(meta)
         tmp = directory / f".{path.name}.tmp"

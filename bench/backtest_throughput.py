@@ -1,0 +1,101 @@
+"""Backtest throughput: events/s of the engine against a bare Python loop over the same Parquet.
+
+Usage: python bench/backtest_throughput.py [--events 5000000] [--seed 1] [--data bench/data]
+
+Prints one row per run: a no-op strategy and the BTC/ETH spread strategy, each on the
+per-event and the batch path, and the bare loop (read the files, iterate, keep the last
+price per symbol) for comparison. Figures depend on the machine; run it twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from qsframework import Strategy, TimerFires  # noqa: E402
+from qsframework.backtest import run_backtest  # noqa: E402
+from qsframework.loader import load_strategy  # noqa: E402
+from qsframework.recording import Recording, RecordingWriter  # noqa: E402
+from qsframework.simulate import estimate_rate, simulate_trades  # noqa: E402
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+
+
+class NoOp(Strategy):
+    """Receives every trade and does nothing: the engine's own cost."""
+
+    def on_trade(self, t) -> None:
+        pass
+
+    def on_trade_batch(self, batch: pa.RecordBatch, fires: TimerFires) -> None:
+        pass
+
+
+def ensure_recording(root: Path, events: int, seed: int) -> Path:
+    minutes = events / estimate_rate(SYMBOLS) / 60
+    path = root / f"trades-{events}-{seed}"
+    if (path / "recording.json").exists():
+        return path
+    t0 = time.perf_counter()
+    with RecordingWriter(path) as w:
+        for table in simulate_trades(SYMBOLS, minutes=minutes, seed=seed):
+            w.write("trade", table)
+    print(f"generated {Recording(path).rows():,} events in {time.perf_counter() - t0:.1f} s -> {path}")
+    return path
+
+
+def bare_loop(rec: Recording) -> tuple[int, float]:
+    """Read each file, iterate rows in Python, keep the last price per symbol."""
+    t0 = time.perf_counter()
+    last: dict[str, float] = {}
+    n = 0
+    for f in rec.files("trade"):
+        for batch in pq.ParquetFile(f.path).iter_batches(65_536, columns=["key", "price"]):
+            keys = batch.column(0).to_pylist()
+            prices = batch.column(1).to_numpy().tolist()
+            for k, p in zip(keys, prices):
+                last[k] = p
+            n += len(prices)
+    return n, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=5_000_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--data", type=Path, default=ROOT / "bench" / "data")
+    ap.add_argument("--only", choices=["bare", "noop", "spread"], action="append")
+    args = ap.parse_args()
+    rec = Recording(ensure_recording(args.data, args.events, args.seed))
+    spread = load_strategy(str(ROOT / "strategies" / "btc_eth_spread.py") + ":BtcEthSpread")
+    only = set(args.only or ["bare", "noop", "spread"])
+
+    rows: list[tuple[str, int, float]] = []
+    if "bare" in only:
+        n, s = bare_loop(rec)
+        rows.append(("bare Python loop (read, iterate, last price)", n, s))
+    bare_s = rows[0][2] if rows else None
+    for label, cls in (("no-op", NoOp), ("spread", spread)):
+        if label.replace("-", "") not in only:
+            continue
+        for path in ("event", "batch"):
+            gc.collect()
+            r = run_backtest(cls, rec, path=path)
+            rows.append((f"{label} strategy, {path} path ({r.signals:,} signals)", r.events_in, r.wall_s))
+    print(f"\n{'run':<56} {'events':>11} {'seconds':>8} {'events/s':>12} {'x bare':>7}")
+    for label, n, s in rows:
+        ratio = f"{s / bare_s:6.2f}x" if bare_s else ""
+        print(f"{label:<56} {n:>11,} {s:>8.2f} {n / s:>12,.0f} {ratio:>7}")
+
+
+if __name__ == "__main__":
+    main()
