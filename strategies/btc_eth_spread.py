@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from qsframework import Duration, Strategy, TimerFires
+from qsframework.strategies.spread_kernel import DIVERGENCE, spread_kernel
+from qsframework.keycodes import key_codes
 from qsframework.strategy import attrs_json_column
 
 
@@ -125,7 +127,7 @@ class BtcEthSpread(Strategy):
         self._thr = params.threshold
         self._rearm_at = params.rearm * params.threshold
         self._A, self._B = _Leg(), _Leg()
-        self._legs = pa.array([params.a, params.b], pa.string())
+        self._legs = (params.a, params.b)
         self._armed = True
         self._first = 0
         self._win = _Window(self._w // self._s)
@@ -203,170 +205,70 @@ class BtcEthSpread(Strategy):
 
     # -- batch path ----------------------------------------------------------------
     def on_trade_batch(self, batch: pa.RecordBatch, fires: TimerFires) -> None:
+        """The per-event algorithm compiled over a whole batch: same operations, same bits."""
         ts = batch.column("ts_event").to_numpy()
         price = batch.column("price").to_numpy()
-        leg = pc.index_in(batch.column("key"), value_set=self._legs).fill_null(-1).to_numpy()
-        # one timeline: the trades carried from earlier batches, then this batch's rows
-        c_ts, c_px, c_leg = self._carried()
-        nc = len(c_ts)
-        L_ts = np.concatenate([c_ts, ts])
-        L_px = np.concatenate([c_px, price])
-        L_leg = np.concatenate([c_leg, leg])
-        pos = np.arange(len(L_ts))
-        # position of each leg's last trade at or before every position (-1: none yet)
-        fa = np.maximum.accumulate(np.where(L_leg == 0, pos, -1))
-        fb = np.maximum.accumulate(np.where(L_leg == 1, pos, -1))
-        w = self._w
-
-        rows = np.flatnonzero(leg >= 0) + nc
-        q = np.searchsorted(L_ts, L_ts[rows] - w, side="right") - 1  # last position <= t - W
-        qa = np.where(q >= 0, fa[q], -1)
-        qb = np.where(q >= 0, fb[q], -1)
-        ok = (qa >= 0) & (qb >= 0)
-        rows, qa, qb = rows[ok], qa[ok], qb[ok]
-        pa_, pb_ = L_px[fa[rows]], L_px[fb[rows]]
-        la, lb = L_px[qa], L_px[qb]
-        ad = np.abs(np.log(pa_ / la) - np.log(pb_ / lb))
-        # a last-bit difference between numpy's log and math.log must not flip a decision
-        near = np.flatnonzero(
-            (np.abs(ad - self._thr) <= 1e-12) | (np.abs(ad - self._rearm_at) <= 1e-12)
-        )
-        for i in near.tolist():
-            ad[i] = abs(log(float(pa_[i]) / float(la[i])) - log(float(pb_[i]) / float(lb[i])))
-        above = np.flatnonzero(ad > self._thr)
-        below = np.flatnonzero(ad < self._rearm_at)
-
-        divs: list[int] = []  # indices into rows where the strategy fires
-        i, armed = 0, self._armed
-        while True:
-            seq = above if armed else below
-            k = int(np.searchsorted(seq, i))
-            if k == len(seq):
-                break
-            i = int(seq[k])
-            if armed:
-                divs.append(i)
-            armed = not armed
-            i += 1
-        spread = self._sample_batch(fires, nc, L_ts, L_px, fa, fb)
-
-        # emit in per-event order: a fire at position p runs before row p
-        done = 0
-        fire_pos = spread[0]
-        for i in divs:
-            row = int(rows[i]) - nc
-            upto = int(np.searchsorted(fire_pos, row, side="right"))
-            self._emit_spreads(spread, done, upto)
-            done = upto
-            d_i = log(float(pa_[i]) / float(la[i])) - log(float(pb_[i]) / float(lb[i]))
-            self._diverged(int(ts[row]), d_i)
-        self._emit_spreads(spread, done, len(fire_pos))
-        self._armed = armed
-        self._carry(L_ts, L_px, L_leg, fa, fb, int(ts[-1]) - w)
-
-    def _carried(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Both legs' carried trades (lag entry, then the window) merged in time order."""
-        parts_ts, parts_px, parts_leg = [], [], []
-        for code, leg in ((0, self._A), (1, self._B)):
-            head_ts = ([leg.lag_ts] if leg.lag is not None else []) + list(leg.ts)
-            head_px = ([leg.lag] if leg.lag is not None else []) + list(leg.px)
-            parts_ts.append(np.array(head_ts, np.int64))
-            parts_px.append(np.array(head_px, np.float64))
-            parts_leg.append(np.full(len(head_ts), code, np.int64))
-        c_ts = np.concatenate(parts_ts)
-        order = np.argsort(c_ts, kind="stable")
-        return c_ts[order], np.concatenate(parts_px)[order], np.concatenate(parts_leg)[order]
-
-    def _carry(self, L_ts, L_px, L_leg, fa, fb, cut: int) -> None:
-        """Keep what later batches need: per leg, the lag trade at ``cut`` and those after it."""
-        q = int(np.searchsorted(L_ts, cut, side="right")) - 1
-        for code, leg, f in ((0, self._A, fa), (1, self._B, fb)):
-            if f[-1] < 0:
-                continue  # no trade of this leg yet
-            leg.last = float(L_px[f[-1]])
-            lag_pos = int(f[q]) if q >= 0 else -1
-            if lag_pos >= 0:
-                leg.lag, leg.lag_ts = float(L_px[lag_pos]), int(L_ts[lag_pos])
-            after = np.flatnonzero(L_leg[q + 1 :] == code) + q + 1
-            leg.ts = deque(L_ts[after].tolist())
-            leg.px = deque(L_px[after].tolist())
-
-    def _emit_spreads(self, spread, lo: int, hi: int) -> None:
-        _, times, values, attrs = spread
-        if hi > lo:
-            self.ctx.signals(self._pair, "spread", times[lo:hi], values[lo:hi], attrs_text=attrs[lo:hi])
-
-    def _sample_batch(self, fires: TimerFires, nc: int, L_ts, L_px, fa, fb):
-        """Every sample fire of the batch at once; the same arithmetic as ``_sample``."""
-        N = len(fires)
-        if N == 0:
-            return np.empty(0, np.int64), [], [], []
-        T, w = fires.times, self._w
-        at = fires.pos + nc - 1  # timeline position of the last row at or before T
-        ia = np.where(at >= 0, fa[np.maximum(at, 0)], -1)
-        ib = np.where(at >= 0, fb[np.maximum(at, 0)], -1)
-        has_a, has_b = ia >= 0, ib >= 0
-        pA = np.where(has_a, L_px[np.maximum(ia, 0)], np.nan)
-        pB = np.where(has_b, L_px[np.maximum(ib, 0)], np.nan)
-        # returns between consecutive grid points
+        leg = key_codes(batch.column("key"), self._legs)
+        A, B, win = self._A, self._B, self._win
+        nan = float("nan")
+        a_ts = np.concatenate([np.array(A.ts, np.int64), ts[leg == 0]])
+        a_px = np.concatenate([np.array(A.px, np.float64), price[leg == 0]])
+        b_ts = np.concatenate([np.array(B.ts, np.int64), ts[leg == 1]])
+        b_px = np.concatenate([np.array(B.px, np.float64), price[leg == 1]])
         prev = self._prev
-        first_ok = prev is not None and None not in prev
-        pA0 = np.concatenate([[prev[0] if first_ok else np.nan], pA[:-1]])
-        pB0 = np.concatenate([[prev[1] if first_ok else np.nan], pB[:-1]])
-        ok = has_a & has_b & ~np.isnan(pA0) & ~np.isnan(pB0)
-        ra, rb = np.zeros(N), np.zeros(N)
-        idx = np.flatnonzero(ok)
-        ra[idx] = list(map(log, (pA[idx] / pA0[idx]).tolist()))
-        rb[idx] = list(map(log, (pB[idx] / pB0[idx]).tolist()))
-        okr = ok.astype(np.int64)
-        # the window's running sums, as _Window.push would update them one by one
-        win, n = self._win, self._win.n
-        h = len(win.ok)
-        c_ra = np.concatenate([np.array(win.ra, np.float64), ra])
-        c_rb = np.concatenate([np.array(win.rb, np.float64), rb])
-        c_ok = np.concatenate([np.array(win.ok, np.int64), okr])
-        old = np.arange(N) + h - n
-        has_old = old >= 0
-        oi = np.maximum(old, 0)
-        ra_o = np.where(has_old, c_ra[oi], 0.0)
-        rb_o = np.where(has_old, c_rb[oi], 0.0)
-        ok_o = np.where(has_old, c_ok[oi], 0)
-
-        def run(s0: float, d: np.ndarray) -> np.ndarray:
-            return np.cumsum(np.concatenate([[s0], d]))[1:]
-
-        sa = run(win.sa, ra - ra_o)
-        sb = run(win.sb, rb - rb_o)
-        saa = run(win.saa, ra * ra - ra_o * ra_o)
-        sbb = run(win.sbb, rb * rb - rb_o * rb_o)
-        sab = run(win.sab, ra * rb - ra_o * rb_o)
-        valid = win.valid + np.cumsum(okr - ok_o)
-        nza = win.nza + np.cumsum((ra != 0.0).astype(np.int64) - (ra_o != 0.0))
-        nzb = win.nzb + np.cumsum((rb != 0.0).astype(np.int64) - (rb_o != 0.0))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            va = saa - sa * sa / n
-            vb = sbb - sb * sb / n
-            good = (valid >= n) & (nza > 0) & (nzb > 0) & (va > 0.0) & (vb > 0.0)
-            corr = np.minimum(1.0, np.maximum(-1.0, (sab - sa * sb / n) / np.sqrt(va * vb)))
-        # carry the window and the last grid prices
-        win.ra = deque(c_ra[-n:].tolist(), maxlen=n)
-        win.rb = deque(c_rb[-n:].tolist(), maxlen=n)
-        win.ok = deque(c_ok[-n:].tolist(), maxlen=n)
-        win.sa, win.sb, win.saa, win.sbb, win.sab = (
-            float(sa[-1]), float(sb[-1]), float(saa[-1]), float(sbb[-1]), float(sab[-1])
+        f = np.array([
+            nan if A.last is None else A.last, nan if B.last is None else B.last,
+            nan if A.lag is None else A.lag, nan if B.lag is None else B.lag,
+            win.sa, win.sb, win.saa, win.sbb, win.sab,
+            nan if prev is None or prev[0] is None else prev[0],
+            nan if prev is None or prev[1] is None else prev[1],
+        ])
+        i = np.array([
+            A.lag_ts, B.lag_ts, int(self._armed), 0, 0, win.valid, win.nza, win.nzb,
+            int(prev is not None), len(win.ok),
+        ], np.int64)
+        ring = np.zeros((3, win.n))
+        ring[0, : len(win.ok)] = list(win.ra)
+        ring[1, : len(win.ok)] = list(win.rb)
+        ring[2, : len(win.ok)] = list(win.ok)
+        out_kind = np.empty(len(ts) + len(fires), np.int8)
+        out_ts = np.empty(len(ts) + len(fires), np.int64)
+        out_val = np.empty(len(ts) + len(fires))
+        out_corr = np.empty(len(ts) + len(fires))
+        n_out = spread_kernel(
+            ts, leg, a_ts, a_px, b_ts, b_px, fires.times, fires.pos, f, i, ring,
+            self._w, self._thr, self._rearm_at, self._first, out_kind, out_ts, out_val, out_corr,
         )
-        win.valid, win.nza, win.nzb = int(valid[-1]), int(nza[-1]), int(nzb[-1])
-        self._prev = (
-            float(pA[-1]) if has_a[-1] else None,
-            float(pB[-1]) if has_b[-1] else None,
-        )
-        # spread values where both lags exist and the grid point is after the first event
-        qT = np.searchsorted(L_ts, T - w, side="right") - 1
-        ja = np.where(qT >= 0, fa[np.maximum(qT, 0)], -1)
-        jb = np.where(qT >= 0, fb[np.maximum(qT, 0)], -1)
-        sel = np.flatnonzero((ja >= 0) & (jb >= 0) & (T > self._first))
-        qa = (pA[sel] / L_px[ja[sel]]).tolist()
-        qb = (pB[sel] / L_px[jb[sel]]).tolist()
-        values = [log(x) - log(y) for x, y in zip(qa, qb)]
-        attrs = attrs_json_column("corr", np.where(good, corr, np.nan)[sel].tolist())
-        return fires.pos[sel], T[sel].tolist(), values, attrs
+        self._emit(out_kind[:n_out], out_ts[:n_out], out_val[:n_out], out_corr[:n_out])
+        # write the state back where the per-event path keeps it (after _emit, which
+        # disarms on each divergence as the per-event path does)
+        A.last, B.last = (None if x != x else float(x) for x in f[0:2])
+        A.lag, B.lag = (None if x != x else float(x) for x in f[2:4])
+        A.lag_ts, B.lag_ts = int(i[0]), int(i[1])
+        A.ts, A.px = deque(a_ts[i[3]:].tolist()), deque(a_px[i[3]:].tolist())
+        B.ts, B.px = deque(b_ts[i[4]:].tolist()), deque(b_px[i[4]:].tolist())
+        self._armed = bool(i[2])
+        win.sa, win.sb, win.saa, win.sbb, win.sab = (float(x) for x in f[4:9])
+        win.valid, win.nza, win.nzb = int(i[5]), int(i[6]), int(i[7])
+        if i[8]:
+            self._prev = tuple(None if x != x else float(x) for x in f[9:11])  # type: ignore[assignment]
+        h = int(i[9])
+        win.ra = deque(ring[0, :h].tolist(), maxlen=win.n)
+        win.rb = deque(ring[1, :h].tolist(), maxlen=win.n)
+        win.ok = deque(ring[2, :h].astype(np.int64).tolist(), maxlen=win.n)
+
+    def _emit(self, kind: np.ndarray, ts: np.ndarray, val: np.ndarray, corr: np.ndarray) -> None:
+        """Emit the kernel's records in order: runs of spreads in bulk, divergences one by one."""
+        if not len(kind):
+            return
+        starts = np.flatnonzero(np.diff(kind, prepend=-1))
+        ends = [*starts[1:].tolist(), len(kind)]
+        for lo, hi in zip(starts.tolist(), ends):
+            if kind[lo] == DIVERGENCE:
+                for k in range(lo, hi):
+                    self._diverged(int(ts[k]), float(val[k]))
+            else:
+                self.ctx.signals(
+                    self._pair, "spread", ts[lo:hi].tolist(), val[lo:hi].tolist(),
+                    attrs_text=attrs_json_column("corr", corr[lo:hi].tolist()),
+                )

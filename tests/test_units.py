@@ -75,3 +75,21 @@ def test_attrs_json_column_matches_one_by_one(values):
     from qsframework.strategy import attrs_json, attrs_json_column
 
     assert attrs_json_column("corr", values) == [attrs_json({"corr": v}) for v in values]
+
+
+@given(st.lists(st.sampled_from(["BTCUSDT", "ETHUSDT", "BTCUSD", "", "ÉTH", "ETHUSDTX"]), max_size=200),
+       st.integers(0, 5), st.sampled_from(["string", "large_string", "dictionary"]))
+def test_key_codes_match_python(values, cut, kind):
+    import numpy as np
+
+    from qsframework.keycodes import key_codes
+
+    arr = pa.array(values, pa.large_string() if kind == "large_string" else pa.string())
+    if kind == "dictionary":
+        arr = arr.dictionary_encode()
+    arr = arr.slice(min(cut, len(values)))  # sliced arrays start at an offset
+    keys = ["ETHUSDT", "BTCUSDT", "ÉTH"]
+    expected = [keys.index(v) if v in keys else -1 for v in arr.to_pylist()]
+    assert key_codes(arr, keys).tolist() == expected
+    assert key_codes(pa.chunked_array([arr, arr], type=arr.type), keys).tolist() == expected * 2
+    assert key_codes(arr, keys).dtype == np.int8

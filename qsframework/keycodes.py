@@ -1,0 +1,53 @@
+"""Map a string column to small integer codes fast (compiled), e.g. symbol -> leg index."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def _codes(offsets, data, start, n, want_offsets, want_data):  # pragma: no cover - compiled
+    out = np.full(n, -1, np.int8)
+    m = len(want_offsets) - 1
+    for r in range(n):
+        lo, hi = offsets[start + r], offsets[start + r + 1]
+        for k in range(m):
+            wlo, whi = want_offsets[k], want_offsets[k + 1]
+            if whi - wlo != hi - lo:
+                continue
+            same = True
+            for j in range(hi - lo):
+                if data[lo + j] != want_data[wlo + j]:
+                    same = False
+                    break
+            if same:
+                out[r] = k
+                break
+    return out
+
+
+def key_codes(column: pa.Array | pa.ChunkedArray, keys: Sequence[str]) -> np.ndarray:
+    """int8 array: the index in ``keys`` of each row's value, -1 for any other value."""
+    if isinstance(column, pa.ChunkedArray):
+        parts = [key_codes(c, keys) for c in column.chunks]
+        return np.concatenate(parts) if parts else np.empty(0, np.int8)
+    if len(keys) > 127:
+        raise ValueError("key_codes handles at most 127 keys")
+    if pa.types.is_dictionary(column.type) or not (
+        pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+    ):
+        column = column.cast(pa.string())
+    if column.null_count:
+        column = column.fill_null("\x00")
+    offset_type = np.int64 if pa.types.is_large_string(column.type) else np.int32
+    bufs = column.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=offset_type)
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.empty(0, np.uint8)
+    want = [k.encode() for k in keys]
+    want_offsets = np.cumsum([0, *map(len, want)]).astype(np.int64)
+    want_data = np.frombuffer(b"".join(want), dtype=np.uint8) if any(want) else np.empty(0, np.uint8)
+    return _codes(offsets, data, column.offset, len(column), want_offsets, want_data)

@@ -1,0 +1,117 @@
+"""Compiled batch path of strategies/btc_eth_spread.py (numba, no fast-math).
+
+The kernel repeats the per-event handlers statement for statement, with IEEE double
+arithmetic and the C library's log, so it reproduces them bit for bit; it lives in an
+importable module so numba can cache the compiled code between runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+DIVERGENCE, SPREAD = 0, 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def spread_kernel(ts, leg, a_ts, a_px, b_ts, b_px, fire_t, fire_pos, f, i, ring,
+                   w, thr, rearm_at, first, out_kind, out_ts, out_val, out_corr):  # pragma: no cover
+    """on_trade/on_timer of BtcEthSpread, statement for statement, over one batch.
+
+    f: last_a, last_b, lag_a, lag_b, sa, sb, saa, sbb, sab, prev_a, prev_b (NaN = none)
+    i: lag_ts_a, lag_ts_b, armed, head_a, head_b, valid, nza, nzb, have_prev, ring count
+    ring: the window's returns (oldest first), rebuilt in place on return.
+    """
+    last_a, last_b, lag_a, lag_b = f[0], f[1], f[2], f[3]
+    sa, sb, saa, sbb, sab, prev_a, prev_b = f[4], f[5], f[6], f[7], f[8], f[9], f[10]
+    lag_ts_a, lag_ts_b, armed = i[0], i[1], i[2] == 1
+    valid, nza, nzb, have_prev, count = i[5], i[6], i[7], i[8] == 1, i[9]
+    n = ring.shape[1]
+    ra_buf, rb_buf, ok_buf = ring[0].copy(), ring[1].copy(), ring[2].copy()
+    head = 0  # oldest entry of the ring
+    ha, hb = 0, 0  # first trade of each leg still inside the window
+    na, nb = len(a_ts) - int((leg == 0).sum()), len(b_ts) - int((leg == 1).sum())
+    k = 0  # next fire
+    out = 0
+    nf = len(fire_t)
+    for r in range(len(ts) + 1):
+        while k < nf and fire_pos[k] == r:  # on_timer(T): advance, then sample
+            T = fire_t[k]
+            k += 1
+            cut = T - w
+            while ha < na and a_ts[ha] <= cut:
+                lag_ts_a, lag_a = a_ts[ha], a_px[ha]
+                ha += 1
+            while hb < nb and b_ts[hb] <= cut:
+                lag_ts_b, lag_b = b_ts[hb], b_px[hb]
+                hb += 1
+            if have_prev and prev_a == prev_a and prev_b == prev_b and last_a == last_a and last_b == last_b:
+                ra, rb, ok = np.log(last_a / prev_a), np.log(last_b / prev_b), 1.0
+            else:
+                ra, rb, ok = 0.0, 0.0, 0.0
+            if count == n:
+                ra_o, rb_o, ok_o = ra_buf[head], rb_buf[head], ok_buf[head]
+                slot = head
+                head = (head + 1) % n
+            else:
+                ra_o, rb_o, ok_o = 0.0, 0.0, 0.0
+                slot = (head + count) % n
+                count += 1
+            sa += ra - ra_o
+            sb += rb - rb_o
+            saa += ra * ra - ra_o * ra_o
+            sbb += rb * rb - rb_o * rb_o
+            sab += ra * rb - ra_o * rb_o
+            valid += int(ok) - int(ok_o)
+            nza += int(ra != 0.0) - int(ra_o != 0.0)
+            nzb += int(rb != 0.0) - int(rb_o != 0.0)
+            ra_buf[slot], rb_buf[slot], ok_buf[slot] = ra, rb, ok
+            have_prev, prev_a, prev_b = True, last_a, last_b
+            if T <= first or lag_a != lag_a or lag_b != lag_b:
+                continue
+            corr = np.nan
+            if valid >= n and nza > 0 and nzb > 0:
+                va = saa - sa * sa / n
+                vb = sbb - sb * sb / n
+                if va > 0.0 and vb > 0.0:
+                    corr = max(-1.0, min(1.0, (sab - sa * sb / n) / np.sqrt(va * vb)))
+            out_kind[out], out_ts[out], out_corr[out] = SPREAD, T, corr
+            out_val[out] = np.log(last_a / lag_a) - np.log(last_b / lag_b)
+            out += 1
+        if r == len(ts):
+            break
+        code = leg[r]
+        if code < 0:
+            continue
+        t = ts[r]
+        cut = t - w
+        while ha < na and a_ts[ha] <= cut:
+            lag_ts_a, lag_a = a_ts[ha], a_px[ha]
+            ha += 1
+        while hb < nb and b_ts[hb] <= cut:
+            lag_ts_b, lag_b = b_ts[hb], b_px[hb]
+            hb += 1
+        if code == 0:
+            last_a = a_px[na]
+            na += 1
+        else:
+            last_b = b_px[nb]
+            nb += 1
+        if lag_a != lag_a or lag_b != lag_b:
+            continue
+        d = np.log(last_a / lag_a) - np.log(last_b / lag_b)
+        if armed:
+            if abs(d) > thr:
+                armed = False
+                out_kind[out], out_ts[out], out_val[out], out_corr[out] = DIVERGENCE, t, d, np.nan
+                out += 1
+        elif abs(d) < rearm_at:
+            armed = True
+    f[0], f[1], f[2], f[3] = last_a, last_b, lag_a, lag_b
+    f[4], f[5], f[6], f[7], f[8], f[9], f[10] = sa, sb, saa, sbb, sab, prev_a, prev_b
+    i[0], i[1], i[2], i[3], i[4] = lag_ts_a, lag_ts_b, int(armed), ha, hb
+    i[5], i[6], i[7], i[8], i[9] = valid, nza, nzb, int(have_prev), count
+    for j in range(count):  # oldest first
+        src = (head + j) % n
+        ring[0, j], ring[1, j], ring[2, j] = ra_buf[src], rb_buf[src], ok_buf[src]
+    return out
