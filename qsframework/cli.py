@@ -114,7 +114,9 @@ def recordings_info(path: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    click.echo(f"recording {info['path']} (format v{info['format_version']})")
+    origin = info.get("origin") or {}
+    note = " - SYNTHETIC (simulated market)" if origin.get("synthetic") else ""
+    click.echo(f"recording {info['path']} (format v{info['format_version']}){note}")
     if not info["kinds"]:
         click.echo("  (empty)")
     for kind, k in info["kinds"].items():
@@ -152,7 +154,15 @@ def recordings_generate(symbols: str, minutes: float, seed: int, out_dir: str, s
     t0 = _time_option(start, "--start") if start else DEFAULT_START_NS
     total = int(estimate_rate(syms) * minutes * 60)
     rows = 0
-    with _progress(total, "generate", unit="trades") as bar, RecordingWriter(out) as writer:
+    origin = {
+        "synthetic": True,
+        "generator": "qsframework.simulate",
+        "symbols": syms,
+        "minutes": minutes,
+        "seed": seed,
+        "start_ns": t0,
+    }
+    with _progress(total, "generate", unit="trades") as bar, RecordingWriter(out, origin=origin) as writer:
         task = bar.add_task("generate", total=total)
         for table in simulate_trades(syms, minutes=minutes, seed=seed, start_ns=t0):
             writer.write("trade", table)

@@ -117,9 +117,11 @@ class Recording:
         if not self.root.is_dir():
             raise UserError(f"recording {str(self.root)!r} is not a directory")
         manifest = self.root / MANIFEST
+        self.origin: dict | None = None
         if manifest.exists():
             try:
                 doc = json.loads(manifest.read_text())
+                self.origin = doc.get("origin")
                 version = int(doc["version"])
             except (ValueError, KeyError, TypeError, OSError):
                 raise UserError(f"{str(manifest)!r} is corrupt") from None
@@ -242,6 +244,8 @@ class Recording:
     def info(self) -> dict:
         """Kinds, keys, counts and time spans, computed with DuckDB."""
         out: dict = {"path": str(self.root), "format_version": FORMAT_VERSION, "kinds": {}}
+        if self.origin is not None:
+            out["origin"] = self.origin
         for kind, files in self._files.items():
             rows = self._con.execute(
                 "SELECT key, count(*), min(ts_event), max(ts_event) FROM read_parquet(?) "

@@ -45,8 +45,10 @@ class RecordingWriter:
         rows_per_file: int = 2_000_000,
         row_group_rows: int = 131_072,
         compression_level: int = 3,
+        origin: dict | None = None,
     ) -> None:
         self.root = Path(root)
+        self.origin = origin
         self.rows_per_file = rows_per_file
         self.row_group_rows = row_group_rows
         self.compression_level = compression_level
@@ -67,7 +69,16 @@ class RecordingWriter:
             except (ValueError, OSError):
                 kinds = set()
         kinds |= self._kinds
-        doc = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kinds": sorted(kinds)}
+        doc: dict = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kinds": sorted(kinds)}
+        if self.origin is not None:
+            doc["origin"] = self.origin
+        elif path.exists():
+            try:
+                old = json.loads(path.read_text()).get("origin")
+            except (ValueError, OSError):
+                old = None
+            if old is not None:
+                doc["origin"] = old
         _atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
 
     def write(self, kind: str, data: pa.Table | pa.RecordBatch) -> None:
