@@ -10,7 +10,8 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def _codes(offsets, data, start, n, want_offsets, want_data):  # pragma: no cover - compiled
+def codes_kernel(offsets, data, start, n, want_offsets, want_data):  # pragma: no cover - compiled
+    """Compiled core of :func:`key_codes`; callable from other numba kernels."""
     out = np.full(n, -1, np.int8)
     m = len(want_offsets) - 1
     for r in range(n):
@@ -30,13 +31,18 @@ def _codes(offsets, data, start, n, want_offsets, want_data):  # pragma: no cove
     return out
 
 
-def key_codes(column: pa.Array | pa.ChunkedArray, keys: Sequence[str]) -> np.ndarray:
-    """int8 array: the index in ``keys`` of each row's value, -1 for any other value."""
-    if isinstance(column, pa.ChunkedArray):
-        parts = [key_codes(c, keys) for c in column.chunks]
-        return np.concatenate(parts) if parts else np.empty(0, np.int8)
+def encode_keys(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The wanted keys as (offsets, utf-8 bytes), the form ``codes_kernel`` takes."""
     if len(keys) > 127:
         raise ValueError("key_codes handles at most 127 keys")
+    want = [k.encode() for k in keys]
+    offsets = np.cumsum([0, *map(len, want)]).astype(np.int64)
+    data = np.frombuffer(b"".join(want), dtype=np.uint8) if any(want) else np.empty(0, np.uint8)
+    return offsets, data
+
+
+def string_buffers(column: pa.Array) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(offsets, data, start, length) of a string column, without copying when possible."""
     if pa.types.is_dictionary(column.type) or not (
         pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
     ):
@@ -47,7 +53,14 @@ def key_codes(column: pa.Array | pa.ChunkedArray, keys: Sequence[str]) -> np.nda
     bufs = column.buffers()
     offsets = np.frombuffer(bufs[1], dtype=offset_type)
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.empty(0, np.uint8)
-    want = [k.encode() for k in keys]
-    want_offsets = np.cumsum([0, *map(len, want)]).astype(np.int64)
-    want_data = np.frombuffer(b"".join(want), dtype=np.uint8) if any(want) else np.empty(0, np.uint8)
-    return _codes(offsets, data, column.offset, len(column), want_offsets, want_data)
+    return offsets, data, column.offset, len(column)
+
+
+def key_codes(column: pa.Array | pa.ChunkedArray, keys: Sequence[str]) -> np.ndarray:
+    """int8 array: the index in ``keys`` of each row's value, -1 for any other value."""
+    if isinstance(column, pa.ChunkedArray):
+        parts = [key_codes(c, keys) for c in column.chunks]
+        return np.concatenate(parts) if parts else np.empty(0, np.int8)
+    want_offsets, want_data = encode_keys(keys)
+    offsets, data, start, n = string_buffers(column)
+    return codes_kernel(offsets, data, start, n, want_offsets, want_data)

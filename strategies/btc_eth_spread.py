@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from qsframework import Duration, Strategy, TimerFires
 from qsframework.strategies.spread_kernel import DIVERGENCE, spread_kernel
-from qsframework.keycodes import key_codes
+from qsframework.keycodes import encode_keys, string_buffers
 from qsframework.strategy import attrs_json_column
 
 
@@ -127,7 +127,7 @@ class BtcEthSpread(Strategy):
         self._thr = params.threshold
         self._rearm_at = params.rearm * params.threshold
         self._A, self._B = _Leg(), _Leg()
-        self._legs = (params.a, params.b)
+        self._legs = encode_keys((params.a, params.b))
         self._armed = True
         self._first = 0
         self._win = _Window(self._w // self._s)
@@ -208,13 +208,9 @@ class BtcEthSpread(Strategy):
         """The per-event algorithm compiled over a whole batch: same operations, same bits."""
         ts = batch.column("ts_event").to_numpy()
         price = batch.column("price").to_numpy()
-        leg = key_codes(batch.column("key"), self._legs)
+        key_offsets, key_data, key_start, _ = string_buffers(batch.column("key"))
         A, B, win = self._A, self._B, self._win
         nan = float("nan")
-        a_ts = np.concatenate([np.array(A.ts, np.int64), ts[leg == 0]])
-        a_px = np.concatenate([np.array(A.px, np.float64), price[leg == 0]])
-        b_ts = np.concatenate([np.array(B.ts, np.int64), ts[leg == 1]])
-        b_px = np.concatenate([np.array(B.px, np.float64), price[leg == 1]])
         prev = self._prev
         f = np.array([
             nan if A.last is None else A.last, nan if B.last is None else B.last,
@@ -235,8 +231,11 @@ class BtcEthSpread(Strategy):
         out_ts = np.empty(len(ts) + len(fires), np.int64)
         out_val = np.empty(len(ts) + len(fires))
         out_corr = np.empty(len(ts) + len(fires))
-        n_out = spread_kernel(
-            ts, leg, a_ts, a_px, b_ts, b_px, fires.times, fires.pos, f, i, ring,
+        n_out, a_ts, a_px, b_ts, b_px = spread_kernel(
+            ts, price, key_offsets, key_data, key_start, *self._legs,
+            np.array(A.ts, np.int64), np.array(A.px, np.float64),
+            np.array(B.ts, np.int64), np.array(B.px, np.float64),
+            fires.times, fires.pos, f, i, ring,
             self._w, self._thr, self._rearm_at, self._first, out_kind, out_ts, out_val, out_corr,
         )
         self._emit(out_kind[:n_out], out_ts[:n_out], out_val[:n_out], out_corr[:n_out])

@@ -10,13 +10,30 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from qsframework.keycodes import codes_kernel
+
 DIVERGENCE, SPREAD = 0, 1
 
 
+@njit(cache=True, inline="always")
+def _advance(ts, px, head, end, cut, lag_ts, lag):  # pragma: no cover - compiled
+    """_Leg.advance: trades at or before ``cut`` leave the window; the last one is the lag."""
+    while head < end and ts[head] <= cut:
+        lag_ts, lag = ts[head], px[head]
+        head += 1
+    return head, lag_ts, lag
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
-def spread_kernel(ts, leg, a_ts, a_px, b_ts, b_px, fire_t, fire_pos, f, i, ring,
-                   w, thr, rearm_at, first, out_kind, out_ts, out_val, out_corr):  # pragma: no cover
+def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, want_data,
+                  ca_ts, ca_px, cb_ts, cb_px, fire_t, fire_pos, f, i, ring,
+                  w, thr, rearm_at, first, out_kind, out_ts, out_val, out_corr):  # pragma: no cover
     """on_trade/on_timer of BtcEthSpread, statement for statement, over one batch.
+
+    Rows are matched to legs a (code 0) and b (code 1) from the key column's buffers;
+    each leg's trades are the carried ones (``ca_*``, ``cb_*``) then this batch's. Returns
+    the number of output records and the legs' trade arrays (``i[3]``/``i[4]`` index the
+    first still inside the window).
 
     f: last_a, last_b, lag_a, lag_b, sa, sb, saa, sbb, sab, prev_a, prev_b (NaN = none)
     i: lag_ts_a, lag_ts_b, armed, head_a, head_b, valid, nza, nzb, have_prev, ring count
@@ -30,7 +47,21 @@ def spread_kernel(ts, leg, a_ts, a_px, b_ts, b_px, fire_t, fire_pos, f, i, ring,
     ra_buf, rb_buf, ok_buf = ring[0].copy(), ring[1].copy(), ring[2].copy()
     head = 0  # oldest entry of the ring
     ha, hb = 0, 0  # first trade of each leg still inside the window
-    na, nb = len(a_ts) - int((leg == 0).sum()), len(b_ts) - int((leg == 1).sum())
+    leg = codes_kernel(key_offsets, key_data, key_start, len(ts), want_offsets, want_data)
+    na, nb = len(ca_ts), len(cb_ts)
+    a_ts = np.empty(na + int((leg == 0).sum()), np.int64)
+    a_px = np.empty(len(a_ts))
+    b_ts = np.empty(nb + int((leg == 1).sum()), np.int64)
+    b_px = np.empty(len(b_ts))
+    a_ts[:na], a_px[:na], b_ts[:nb], b_px[:nb] = ca_ts, ca_px, cb_ts, cb_px
+    ja, jb = na, nb
+    for r in range(len(ts)):
+        if leg[r] == 0:
+            a_ts[ja], a_px[ja] = ts[r], price[r]
+            ja += 1
+        elif leg[r] == 1:
+            b_ts[jb], b_px[jb] = ts[r], price[r]
+            jb += 1
     k = 0  # next fire
     out = 0
     nf = len(fire_t)
@@ -38,13 +69,8 @@ def spread_kernel(ts, leg, a_ts, a_px, b_ts, b_px, fire_t, fire_pos, f, i, ring,
         while k < nf and fire_pos[k] == r:  # on_timer(T): advance, then sample
             T = fire_t[k]
             k += 1
-            cut = T - w
-            while ha < na and a_ts[ha] <= cut:
-                lag_ts_a, lag_a = a_ts[ha], a_px[ha]
-                ha += 1
-            while hb < nb and b_ts[hb] <= cut:
-                lag_ts_b, lag_b = b_ts[hb], b_px[hb]
-                hb += 1
+            ha, lag_ts_a, lag_a = _advance(a_ts, a_px, ha, na, T - w, lag_ts_a, lag_a)
+            hb, lag_ts_b, lag_b = _advance(b_ts, b_px, hb, nb, T - w, lag_ts_b, lag_b)
             if have_prev and prev_a == prev_a and prev_b == prev_b and last_a == last_a and last_b == last_b:
                 ra, rb, ok = np.log(last_a / prev_a), np.log(last_b / prev_b), 1.0
             else:
@@ -84,13 +110,8 @@ def spread_kernel(ts, leg, a_ts, a_px, b_ts, b_px, fire_t, fire_pos, f, i, ring,
         if code < 0:
             continue
         t = ts[r]
-        cut = t - w
-        while ha < na and a_ts[ha] <= cut:
-            lag_ts_a, lag_a = a_ts[ha], a_px[ha]
-            ha += 1
-        while hb < nb and b_ts[hb] <= cut:
-            lag_ts_b, lag_b = b_ts[hb], b_px[hb]
-            hb += 1
+        ha, lag_ts_a, lag_a = _advance(a_ts, a_px, ha, na, t - w, lag_ts_a, lag_a)
+        hb, lag_ts_b, lag_b = _advance(b_ts, b_px, hb, nb, t - w, lag_ts_b, lag_b)
         if code == 0:
             last_a = a_px[na]
             na += 1
@@ -114,4 +135,4 @@ def spread_kernel(ts, leg, a_ts, a_px, b_ts, b_px, fire_t, fire_pos, f, i, ring,
     for j in range(count):  # oldest first
         src = (head + j) % n
         ring[0, j], ring[1, j], ring[2, j] = ra_buf[src], rb_buf[src], ok_buf[src]
-    return out
+    return out, a_ts, a_px, b_ts, b_px
