@@ -72,6 +72,7 @@ def run_backtest(
     seed: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
     flush_rows: int = 100_000,
+    spec: str | None = None,
 ) -> BacktestResult:
     """Run ``strategy_cls`` over ``recording``; write outputs under ``out`` (or keep them in memory)."""
     if batch_size < 1:
@@ -128,7 +129,7 @@ def run_backtest(
     wall = time.perf_counter() - t0
     counts = {n: b.count for n, b in buffers.items()}
     report = {
-        "strategy": f"{strategy_cls.__module__}.{strategy_cls.__qualname__}",
+        "strategy": spec or f"{strategy_cls.__module__}:{strategy_cls.__qualname__}",
         "strategy_name": strategy_cls.name,
         "params": describe_params(engine.params),
         "recording": str(recording.root),

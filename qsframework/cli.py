@@ -24,8 +24,9 @@ def _time_option(value: str | None, name: str) -> int | None:
         raise UserError(f"{name}: {exc}") from None
 
 
-def _progress(total: int | None, description: str, *, unit: str = "events"):
-    """A rich progress bar on a terminal, nothing otherwise."""
+def _progress(*, unit: str = "events"):
+    """A rich progress bar on stderr when it is a terminal, nothing otherwise."""
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -41,7 +42,7 @@ def _progress(total: int | None, description: str, *, unit: str = "events"):
         TextColumn(f"{unit}"),
         TimeRemainingColumn(),
         disable=not sys.stderr.isatty(),
-        console=None,
+        console=Console(stderr=True),
         transient=True,
     )
 
@@ -80,11 +81,11 @@ def backtest(spec: str, recording_dir: str, out_dir: str, start: str | None, end
     recording = Recording(recording_dir)
     t_start, t_end = _time_option(start, "--start"), _time_option(end, "--end")
     total = recording.rows(list(cls.kinds))
-    with _progress(total, "backtest") as bar:
+    with _progress() as bar:
         task = bar.add_task("backtest", total=total)
         result = run_backtest(
             cls, recording, out=Path(out_dir), overrides=overrides, start=t_start, end=t_end,
-            batch_size=batch_size, path=path, seed=seed,  # type: ignore[arg-type]
+            batch_size=batch_size, path=path, seed=seed, spec=spec,  # type: ignore[arg-type]
             on_progress=lambda n, _ts: bar.advance(task, n),
         )
     r = result.report
@@ -162,7 +163,7 @@ def recordings_generate(symbols: str, minutes: float, seed: int, out_dir: str, s
         "seed": seed,
         "start_ns": t0,
     }
-    with _progress(total, "generate", unit="trades") as bar, RecordingWriter(out, origin=origin) as writer:
+    with _progress(unit="trades") as bar, RecordingWriter(out, origin=origin) as writer:
         task = bar.add_task("generate", total=total)
         for table in simulate_trades(syms, minutes=minutes, seed=seed, start_ns=t0):
             writer.write("trade", table)

@@ -143,14 +143,13 @@ class BtcEthSpread(Strategy):
 
     # -- per-event path ----------------------------------------------------------
     def on_trade(self, t) -> None:
-        key = t.key
+        ts, key, price = t  # the declared fields, in schema order: ts_event, key, price
         if key == self._a:
             leg = self._A
         elif key == self._b:
             leg = self._B
         else:
             return
-        ts, price = t.ts_event, t.price
         cut = ts - self._w
         A, B = self._A, self._B
         if A.ts and A.ts[0] <= cut:

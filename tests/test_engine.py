@@ -150,3 +150,46 @@ def test_unknown_and_bad_parameters_are_user_errors(spread_cls):
 def test_batch_path_required_but_missing():
     with pytest.raises(TypeError, match="on_trade_batch"):
         Engine(TimerProbe, path="batch")
+
+
+def test_a_new_kind_runs_end_to_end_without_engine_changes(tmp_path):
+    """Register a kind, record it next to trades, backtest a strategy on both: the engine
+    dispatches to on_<kind> in the one total order."""
+    import pyarrow.compute as pc
+
+    from qsframework import define_kind
+    from qsframework.backtest import run_backtest
+    from qsframework.recording import Recording, RecordingWriter
+
+    level = define_kind("test_level", [("level", pa.float64())])
+
+    class Both(Strategy):
+        kinds = ("trade", "test_level")
+
+        def on_trade(self, t):
+            self.ctx.signal(t.key, "trade", t.price)
+
+        def on_test_level(self, e):
+            self.ctx.signal(e.key, "level", e.level)
+
+    trades = make_trades(21, 400, gaps_ms=(0, 1, 3))
+    ts = np.sort(np.random.default_rng(1).choice(trades.column("ts_event").to_numpy(), 150))
+    levels = pa.table(
+        {"ts_event": ts, "ts_recv": ts, "source": ["sensor"] * 150, "key": ["BTCUSDT"] * 150,
+         "seq": np.arange(150), "level": np.arange(150, dtype=float)},
+        schema=level.schema,
+    )
+    with RecordingWriter(tmp_path) as w:
+        w.write("trade", trades)
+        w.write("test_level", levels)
+    result = run_backtest(Both, Recording(tmp_path), batch_size=13)
+    got = result.tables["signals"]
+    assert got.num_rows == 550
+    # expected: all rows of both kinds in (ts_event, source, key, kind, seq) order
+    rows = [(r["ts_event"], r["source"], r["key"], "test_level", r["seq"], r["level"]) for r in levels.to_pylist()]
+    rows += [(r["ts_event"], r["source"], r["key"], "trade", r["seq"], r["price"]) for r in trades.to_pylist()]
+    rows.sort(key=lambda r: r[:5])
+    assert got.column("ts_event").to_pylist() == [r[0] for r in rows]
+    assert got.column("value").to_pylist() == [r[5] for r in rows]
+    names = pc.unique(got.column("name")).to_pylist()
+    assert sorted(names) == ["level", "trade"]

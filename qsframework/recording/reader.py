@@ -200,13 +200,14 @@ class Recording:
         order = ", ".join(ORDER_COLUMNS)
 
         def scans() -> Iterator[pa.RecordBatch]:
+            con = self._con.cursor()  # its own cursor: several kinds stream at once
             for group, needs_sort in _runs(files):
                 paths = [str(f.path) for f in group]
                 sql = f"SELECT {cols} FROM read_parquet(?) WHERE {' AND '.join(where)}"
                 if needs_sort:
                     sql += f" ORDER BY {order}"
                 try:
-                    reader = self._con.sql(sql, params=[paths, *params]).to_arrow_reader(batch_size)
+                    reader = con.sql(sql, params=[paths, *params]).to_arrow_reader(batch_size)
                     for batch in reader:
                         yield conform(batch, ek, schema)
                 except duckdb.Error as exc:
