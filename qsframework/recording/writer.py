@@ -92,6 +92,9 @@ class RecordingWriter:
             return
         days = table.column("ts_event").to_numpy() // DAY_NS
         first, last = int(days.min()), int(days.max())
+        # a later day has begun: earlier days of this kind are (normally) complete
+        for k in [k for k in self._buffers if k[0] == kind and k[1] < _day(last * DAY_NS)]:
+            self._flush(k, final=True)
         for day in range(first, last + 1):
             part = table if first == last else table.filter(pa.array(days == day))
             if part.num_rows == 0:
@@ -100,17 +103,21 @@ class RecordingWriter:
             self._buffers.setdefault(k, []).append(part)
             self._buffered[k] = self._buffered.get(k, 0) + part.num_rows
             if self._buffered[k] >= self.rows_per_file:
-                self._flush(k)
+                self._flush(k, final=False)
 
-    def _flush(self, k: tuple[str, str]) -> None:
+    def _flush(self, k: tuple[str, str], *, final: bool) -> None:
+        """Write full files of ``rows_per_file`` rows; the remainder too when ``final``."""
         parts = self._buffers.pop(k, [])
         self._buffered.pop(k, None)
         if not parts:
             return
         table = pa.concat_tables(parts)
-        while table.num_rows:
+        while table.num_rows >= self.rows_per_file or (final and table.num_rows):
             chunk, table = table.slice(0, self.rows_per_file), table.slice(self.rows_per_file)
             self._write_file(k, chunk)
+        if table.num_rows:
+            self._buffers[k] = [table]
+            self._buffered[k] = table.num_rows
 
     def _write_file(self, k: tuple[str, str], table: pa.Table) -> None:
         kind, day = k
@@ -150,7 +157,7 @@ class RecordingWriter:
     def flush(self) -> None:
         """Write every buffered row to files now."""
         for k in sorted(self._buffers):
-            self._flush(k)
+            self._flush(k, final=True)
         self._write_manifest()
 
     def close(self) -> None:
