@@ -11,17 +11,32 @@ from numba import njit
 
 @njit(cache=True, nogil=True)
 def codes_kernel(offsets, data, start, n, want_offsets, want_data):  # pragma: no cover - compiled
-    """Compiled core of :func:`key_codes`; callable from other numba kernels."""
-    out = np.full(n, -1, np.int8)
+    """Compiled core of :func:`key_codes`; callable from other numba kernels.
+
+    Values are compared as (length, first 8 bytes packed in a word), then byte by byte
+    past the eighth: one or two integer compares per row for symbol-sized keys.
+    """
     m = len(want_offsets) - 1
+    want_len = np.empty(m, np.int64)
+    want_word = np.zeros(m, np.uint64)
+    for k in range(m):
+        lo, hi = want_offsets[k], want_offsets[k + 1]
+        want_len[k] = hi - lo
+        for j in range(min(8, hi - lo)):
+            want_word[k] |= np.uint64(want_data[lo + j]) << np.uint64(8 * j)
+    out = np.full(n, -1, np.int8)
     for r in range(n):
         lo, hi = offsets[start + r], offsets[start + r + 1]
+        length = hi - lo
+        word = np.uint64(0)
+        for j in range(min(8, length)):
+            word |= np.uint64(data[lo + j]) << np.uint64(8 * j)
         for k in range(m):
-            wlo, whi = want_offsets[k], want_offsets[k + 1]
-            if whi - wlo != hi - lo:
+            if want_len[k] != length or want_word[k] != word:
                 continue
             same = True
-            for j in range(hi - lo):
+            wlo = want_offsets[k]
+            for j in range(8, length):
                 if data[lo + j] != want_data[wlo + j]:
                     same = False
                     break

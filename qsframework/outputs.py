@@ -8,29 +8,45 @@ from .events import ALERT, SIGNAL, EventKind
 
 
 class OutputBuffer:
-    """Column buffers for one output kind; ``drain()`` hands rows over as an Arrow table."""
+    """Rows of one output kind in emission order: single rows (``append``) and bulk
+    Arrow batches (``extend``) interleave freely; ``drain()`` hands them over as a table."""
 
-    __slots__ = ("kind", "columns", "count")
+    __slots__ = ("kind", "columns", "chunks", "chunk_rows", "count")
 
     def __init__(self, kind: EventKind) -> None:
         self.kind = kind
         self.columns: list[list] = [[] for _ in kind.names]
-        self.count = 0
+        self.chunks: list[pa.RecordBatch] = []
+        self.chunk_rows = 0
+        self.count = 0  # everything ever emitted, drained or not
 
     def append(self, row: tuple) -> None:
         for column, value in zip(self.columns, row):
             column.append(value)
         self.count += 1
 
+    def extend(self, arrays: list[pa.Array]) -> None:
+        """Add rows given as one Arrow array per field, after every row added so far."""
+        self._seal()
+        batch = pa.RecordBatch.from_arrays(arrays, schema=self.kind.schema)
+        self.chunks.append(batch)
+        self.chunk_rows += batch.num_rows
+        self.count += batch.num_rows
+
+    def _seal(self) -> None:
+        if self.columns[0]:
+            arrays = [pa.array(c, type=f.type) for c, f in zip(self.columns, self.kind.schema)]
+            self.chunks.append(pa.RecordBatch.from_arrays(arrays, schema=self.kind.schema))
+            self.chunk_rows += len(self.columns[0])
+            self.columns = [[] for _ in self.kind.names]
+
     def __len__(self) -> int:
-        return len(self.columns[0])
+        return self.chunk_rows + len(self.columns[0])
 
     def drain(self) -> pa.Table:
-        table = pa.Table.from_arrays(
-            [pa.array(c, type=f.type) for c, f in zip(self.columns, self.kind.schema)],
-            schema=self.kind.schema,
-        )
-        self.columns = [[] for _ in self.kind.names]
+        self._seal()
+        table = pa.Table.from_batches(self.chunks, schema=self.kind.schema)
+        self.chunks, self.chunk_rows = [], 0
         return table
 
 

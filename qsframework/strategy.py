@@ -12,7 +12,9 @@ import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 import orjson
+import pyarrow as pa
 
 from .outputs import Outputs
 from .params import NoParams
@@ -24,6 +26,13 @@ def attrs_json(attrs: dict[str, Any] | None) -> str | None:
     if attrs is None:
         return None
     return orjson.dumps(attrs, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def _repeat(text: str, n: int) -> pa.Array:
+    """A string array of ``n`` copies of ``text``, built from buffers."""
+    raw = text.encode()
+    offsets = np.arange(n + 1, dtype=np.int32) * len(raw)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))
 
 
 def attrs_json_column(name: str, values: Sequence[Any]) -> list[str]:
@@ -89,8 +98,8 @@ class Context:
         self,
         key: str,
         name: str,
-        ts: Sequence[int],
-        values: Sequence[float | None],
+        ts: Sequence[int] | np.ndarray,
+        values: Sequence[float | None] | np.ndarray,
         attrs: Sequence[dict[str, Any] | None] | None = None,
         *,
         attrs_text: Sequence[str | None] | None = None,
@@ -102,25 +111,23 @@ class Context:
         n = len(ts)
         if not n:
             return
-        cols = self.outputs.signals.columns
+        t = pa.array(np.asarray(ts, dtype=np.int64))
+        v = np.asarray([np.nan if x is None else x for x in values] if not isinstance(values, np.ndarray) else values, dtype=np.float64)
+        if attrs_text is None:
+            attrs_text = [attrs_json(a) for a in attrs] if attrs is not None else [None] * n
         start = self._seq
         self._seq += n
-        ts = [int(t) for t in ts]
-        cols[0].extend(ts)
-        cols[1].extend(ts)
-        cols[2].extend([self.source] * n)
-        cols[3].extend([key] * n)
-        cols[4].extend(range(start, start + n))
-        cols[5].extend([self.strategy] * n)
-        cols[6].extend([name] * n)
-        cols[7].extend([None if v is None or not math.isfinite(v) else float(v) for v in values])
-        if attrs_text is not None:
-            cols[8].extend(attrs_text)
-        elif attrs is not None:
-            cols[8].extend([attrs_json(a) for a in attrs])
-        else:
-            cols[8].extend([None] * n)
-        self.outputs.signals.count += n
+        self.outputs.signals.extend([
+            t,
+            t,
+            _repeat(self.source, n),
+            _repeat(key, n),
+            pa.array(np.arange(start, start + n, dtype=np.int64)),
+            _repeat(self.strategy, n),
+            _repeat(name, n),
+            pa.array(v, mask=~np.isfinite(v)),
+            pa.array(attrs_text, pa.string()),
+        ])
 
     def alert(
         self,

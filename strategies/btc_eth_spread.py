@@ -267,6 +267,6 @@ class BtcEthSpread(Strategy):
                     self._diverged(int(ts[k]), float(val[k]))
             else:
                 self.ctx.signals(
-                    self._pair, "spread", ts[lo:hi].tolist(), val[lo:hi].tolist(),
+                    self._pair, "spread", ts[lo:hi], val[lo:hi],
                     attrs_text=attrs_json_column("corr", corr[lo:hi].tolist()),
                 )

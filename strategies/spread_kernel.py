@@ -49,9 +49,9 @@ def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, wan
     ha, hb = 0, 0  # first trade of each leg still inside the window
     leg = codes_kernel(key_offsets, key_data, key_start, len(ts), want_offsets, want_data)
     na, nb = len(ca_ts), len(cb_ts)
-    a_ts = np.empty(na + int((leg == 0).sum()), np.int64)
+    a_ts = np.empty(na + len(ts), np.int64)  # carried trades, then the batch's (gathered below)
     a_px = np.empty(len(a_ts))
-    b_ts = np.empty(nb + int((leg == 1).sum()), np.int64)
+    b_ts = np.empty(nb + len(ts), np.int64)
     b_px = np.empty(len(b_ts))
     a_ts[:na], a_px[:na], b_ts[:nb], b_px[:nb] = ca_ts, ca_px, cb_ts, cb_px
     ja, jb = na, nb
@@ -62,6 +62,9 @@ def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, wan
         elif leg[r] == 1:
             b_ts[jb], b_px[jb] = ts[r], price[r]
             jb += 1
+    # ln(last/lag) per leg, recomputed only when last or lag moved (same value, fewer logs)
+    r_a = r_b = 0.0
+    stale_a = stale_b = True
     k = 0  # next fire
     out = 0
     nf = len(fire_t)
@@ -69,8 +72,10 @@ def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, wan
         while k < nf and fire_pos[k] == r:  # on_timer(T): advance, then sample
             T = fire_t[k]
             k += 1
-            ha, lag_ts_a, lag_a = _advance(a_ts, a_px, ha, na, T - w, lag_ts_a, lag_a)
-            hb, lag_ts_b, lag_b = _advance(b_ts, b_px, hb, nb, T - w, lag_ts_b, lag_b)
+            h, lag_ts_a, lag_a = _advance(a_ts, a_px, ha, na, T - w, lag_ts_a, lag_a)
+            stale_a, ha = stale_a or h != ha, h
+            h, lag_ts_b, lag_b = _advance(b_ts, b_px, hb, nb, T - w, lag_ts_b, lag_b)
+            stale_b, hb = stale_b or h != hb, h
             if have_prev and prev_a == prev_a and prev_b == prev_b and last_a == last_a and last_b == last_b:
                 ra, rb, ok = np.log(last_a / prev_a), np.log(last_b / prev_b), 1.0
             else:
@@ -101,8 +106,11 @@ def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, wan
                 vb = sbb - sb * sb / n
                 if va > 0.0 and vb > 0.0:
                     corr = max(-1.0, min(1.0, (sab - sa * sb / n) / np.sqrt(va * vb)))
-            out_kind[out], out_ts[out], out_corr[out] = SPREAD, T, corr
-            out_val[out] = np.log(last_a / lag_a) - np.log(last_b / lag_b)
+            if stale_a:
+                r_a, stale_a = np.log(last_a / lag_a), False
+            if stale_b:
+                r_b, stale_b = np.log(last_b / lag_b), False
+            out_kind[out], out_ts[out], out_val[out], out_corr[out] = SPREAD, T, r_a - r_b, corr
             out += 1
         if r == len(ts):
             break
@@ -110,17 +118,23 @@ def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, wan
         if code < 0:
             continue
         t = ts[r]
-        ha, lag_ts_a, lag_a = _advance(a_ts, a_px, ha, na, t - w, lag_ts_a, lag_a)
-        hb, lag_ts_b, lag_b = _advance(b_ts, b_px, hb, nb, t - w, lag_ts_b, lag_b)
+        h, lag_ts_a, lag_a = _advance(a_ts, a_px, ha, na, t - w, lag_ts_a, lag_a)
+        stale_a, ha = stale_a or h != ha, h
+        h, lag_ts_b, lag_b = _advance(b_ts, b_px, hb, nb, t - w, lag_ts_b, lag_b)
+        stale_b, hb = stale_b or h != hb, h
         if code == 0:
-            last_a = a_px[na]
+            last_a, stale_a = a_px[na], True
             na += 1
         else:
-            last_b = b_px[nb]
+            last_b, stale_b = b_px[nb], True
             nb += 1
         if lag_a != lag_a or lag_b != lag_b:
             continue
-        d = np.log(last_a / lag_a) - np.log(last_b / lag_b)
+        if stale_a:
+            r_a, stale_a = np.log(last_a / lag_a), False
+        if stale_b:
+            r_b, stale_b = np.log(last_b / lag_b), False
+        d = r_a - r_b
         if armed:
             if abs(d) > thr:
                 armed = False
@@ -135,4 +149,4 @@ def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, wan
     for j in range(count):  # oldest first
         src = (head + j) % n
         ring[0, j], ring[1, j], ring[2, j] = ra_buf[src], rb_buf[src], ok_buf[src]
-    return out, a_ts, a_px, b_ts, b_px
+    return out, a_ts[:na], a_px[:na], b_ts[:nb], b_px[:nb]
