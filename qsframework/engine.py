@@ -120,12 +120,14 @@ class Engine:
             on_timer(fire[1], fire[0])
 
     def _run_events(self, row: type, batch: pa.RecordBatch, handler: Any) -> None:
-        make = partial(tuple.__new__, row)
         cols = [_pylist(c) for c in batch.columns]
+        events = zip(*cols)
+        if self.strategy.rows == "named":
+            events = map(partial(tuple.__new__, row), events)
         ctx = self.ctx
         timers = ctx.timers
         fire = self._fire_before
-        for event in map(make, zip(*cols)):
+        for event in events:
             ts = event[0]
             if ts > timers.due:
                 fire(ts)

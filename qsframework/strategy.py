@@ -10,7 +10,7 @@ import math
 import random
 import re
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import orjson
@@ -166,6 +166,9 @@ class Strategy:
     #: optional projection per kind, e.g. ``{"trade": ("key", "price")}``: only these
     #: fields (plus ``ts_event``) are read and handed to the handlers. Faster; default all.
     fields: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: "named": handlers get named tuples (``t.price``); "tuple": plain tuples in field
+    #: order (``ts, key, price = t``), which saves building an object per event.
+    rows: ClassVar[Literal["named", "tuple"]] = "named"
     Params: ClassVar[type] = NoParams
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

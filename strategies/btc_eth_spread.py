@@ -116,6 +116,7 @@ class BtcEthSpread(Strategy):
 
     kinds = ("trade",)
     fields = {"trade": ("key", "price")}
+    rows = "tuple"  # on_trade gets (ts_event, key, price) as a plain tuple
     Params = SpreadParams
 
     def __init__(self, params: SpreadParams, ctx) -> None:
