@@ -102,6 +102,7 @@ def run_backtest(
                 else:
                     kept[name].append(table)
 
+    prepare_s = engine.prepare()  # e.g. compiling kernels on first use: not in wall_s
     first = last = None
     t0 = time.perf_counter()
     try:
@@ -138,6 +139,7 @@ def run_backtest(
         "events_in": engine.events_in,
         "outputs": counts,
         "wall_s": round(wall, 6),
+        "prepare_s": round(prepare_s, 6),
         "events_per_s": round(engine.events_in / wall, 1) if wall > 0 else None,
         "span": {
             "first_ns": first,

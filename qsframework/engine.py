@@ -7,6 +7,7 @@ per row; the batch path calls ``on_<kind>_batch(batch, fires)`` and must agree w
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import Any, Literal
 
@@ -75,6 +76,12 @@ class Engine:
     @property
     def uses_batch_path(self) -> bool:
         return any(many is not None for _, many in self._handlers.values())
+
+    def prepare(self) -> float:
+        """Let the strategy compile or load what it needs; returns the seconds it took."""
+        t0 = time.perf_counter()
+        self.strategy.prepare()
+        return time.perf_counter() - t0
 
     def columns(self, kind: str) -> list[str]:
         """The fields of ``kind`` this strategy reads (sources may read only these)."""

@@ -184,6 +184,9 @@ class Strategy:
         """Event keys this strategy wants (None: all); sources filter on them."""
         return None
 
+    def prepare(self) -> None:
+        """Called before the clock starts: compile kernels, load tables. Must not emit."""
+
     def on_start(self) -> None:
         """Called once, before the first event; ``ctx.now`` is that event's time."""
 

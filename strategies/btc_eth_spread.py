@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from qsframework import Duration, Strategy, TimerFires
+from qsframework import TRADE, Context, Duration, Strategy, TimerFires
 from qsframework.strategies.spread_kernel import DIVERGENCE, spread_kernel
 from qsframework.keycodes import encode_keys, string_buffers
 from qsframework.strategy import attrs_json_column
@@ -133,6 +133,19 @@ class BtcEthSpread(Strategy):
         self._first = 0
         self._win = _Window(self._w // self._s)
         self._prev: tuple[float | None, float | None] | None = None  # grid prices at T - sample
+
+    def prepare(self) -> None:
+        """Load the compiled batch kernel (compiling it on first use) on a scratch copy."""
+        scratch = type(self)(self.p, Context(strategy=self.name))
+        ts = [0, self._w + 2 * self._s]
+        batch = pa.RecordBatch.from_pydict(
+            {"ts_event": ts, "key": [self._a, self._b], "price": [1.0, 1.0]},
+            schema=TRADE.project(tuple(self.fields["trade"]))[0],
+        )
+        scratch.ctx.now = 0
+        scratch.on_start()
+        fires = TimerFires(["sample"], np.array([self._s], np.int64), np.array([1], np.int64))
+        scratch.on_trade_batch(batch, fires)
 
     def keys(self) -> frozenset[str]:
         return frozenset({self._a, self._b})
