@@ -68,6 +68,9 @@ def string_buffers(column: pa.Array) -> tuple[np.ndarray, np.ndarray, int, int]:
     bufs = column.buffers()
     offsets = np.frombuffer(bufs[1], dtype=offset_type)
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.empty(0, np.uint8)
+    # always read-only, whoever made the buffers: one compiled signature, not two
+    offsets.flags.writeable = False
+    data.flags.writeable = False
     return offsets, data, column.offset, len(column)
 
 
