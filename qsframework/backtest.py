@@ -71,6 +71,7 @@ def run_backtest(
     path: EnginePath = "auto",
     seed: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
     flush_rows: int = 100_000,
     spec: str | None = None,
 ) -> BacktestResult:
@@ -102,7 +103,11 @@ def run_backtest(
                 else:
                     kept[name].append(table)
 
+    if on_phase is not None:
+        on_phase("prepare")
     prepare_s = engine.prepare()  # e.g. compiling kernels on first use: not in wall_s
+    if on_phase is not None:
+        on_phase("run")
     first = last = None
     t0 = time.perf_counter()
     try:

@@ -87,6 +87,9 @@ def backtest(spec: str, recording_dir: str, out_dir: str, start: str | None, end
             cls, recording, out=Path(out_dir), overrides=overrides, start=t_start, end=t_end,
             batch_size=batch_size, path=path, seed=seed, spec=spec,  # type: ignore[arg-type]
             on_progress=lambda n, _ts: bar.advance(task, n),
+            on_phase=lambda phase: bar.update(
+                task, description="preparing (compiles kernels on first use)" if phase == "prepare" else "backtest"
+            ),
         )
     r = result.report
     span = r["span"]
