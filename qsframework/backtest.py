@@ -91,7 +91,12 @@ def run_backtest(
     writers: dict[str, ParquetOutput] = {}
     kept: dict[str, list[pa.Table]] = {name: [] for name in buffers}
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {str(out)!r} exists and is not a directory")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create --out {str(out)!r}: {exc.strerror}") from None
         writers = {n: ParquetOutput(out / f"{n}.parquet", b.kind.schema) for n, b in buffers.items()}
 
     def drain(force: bool = False) -> None:

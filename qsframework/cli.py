@@ -200,6 +200,10 @@ def run() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:  # disk full, permissions, ...: the user can act on it
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"qsf: error: {exc.strerror or exc}{where}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
