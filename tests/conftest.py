@@ -70,3 +70,20 @@ def spread_cls():
     from qsframework.loader import load_strategy
 
     return load_strategy(SPREAD_SPEC)
+
+
+@pytest.fixture(scope="session")
+def stack_endpoints(tmp_path_factory):
+    """A real broker and PostgreSQL: external ones from QSF_KAFKA_BOOTSTRAP/QSF_PG_DSN, or
+    the embedded stack started once for the whole session."""
+    from qsframework.stack import Stack, endpoints_from_env
+
+    external = endpoints_from_env()
+    if external is not None:
+        yield external
+        return
+    stack = Stack(tmp_path_factory.mktemp("stack"))
+    try:
+        yield stack.up()
+    finally:
+        stack.down(purge=True)

