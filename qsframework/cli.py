@@ -176,6 +176,54 @@ def recordings_generate(symbols: str, minutes: float, seed: int, out_dir: str, s
     click.echo(f"wrote {rows:,} synthetic trades of {', '.join(syms)} ({minutes:g} min, seed {seed}) to {out_dir}/")
 
 
+# -- ingest ----------------------------------------------------------------------------
+def _bootstrap(option: str | None) -> str:
+    import os
+
+    server = option or os.environ.get("QSF_KAFKA_BOOTSTRAP")
+    if not server:
+        raise UserError('no broker: set QSF_KAFKA_BOOTSTRAP (e.g. eval "$(qsf stack up)") or pass --bootstrap')
+    return server
+
+
+@main.group()
+def ingest() -> None:
+    """Publish events to Kafka topics (qsf.trades, ...)."""
+
+
+@ingest.command("replay")
+@click.option("--recording", "recording_dir", required=True, metavar="DIR", help="Recording to publish.")
+@click.option("--speed", type=float, metavar="X", help="Pace by event time, X times real time (default: as fast as possible).")
+@click.option("--start", metavar="T", help="First event time (ISO 8601 UTC or ns), inclusive.")
+@click.option("--end", metavar="T", help="Last event time, exclusive.")
+@click.option("--bootstrap", metavar="HOST:PORT", help="Broker (default: $QSF_KAFKA_BOOTSTRAP).")
+def ingest_replay(recording_dir: str, speed: float | None, start: str | None, end: str | None,
+                  bootstrap: str | None) -> None:
+    """Publish a recording's events to their topics in total order, then exit."""
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from .recording import Recording
+    from .replay import replay
+
+    if speed is not None and speed <= 0:
+        raise UserError("--speed must be positive")
+    server = _bootstrap(bootstrap)
+    rec = Recording(recording_dir)
+    t_start, t_end = _time_option(start, "--start"), _time_option(end, "--end")
+    with _progress() as bar:
+        task = bar.add_task("replay", total=rec.rows())
+        try:
+            stats = asyncio.run(replay(rec, server, speed=speed, start=t_start, end=t_end,
+                                       on_progress=lambda n: bar.advance(task, n)))
+        except KafkaError as exc:
+            raise UserError(f"broker {server}: {exc}") from None
+    topics = ", ".join(f"{t} {n:,}" for t, n in stats.per_topic.items())
+    click.echo(f"published {stats.events:,} events in {stats.wall_s:.2f} s "
+               f"({stats.events / max(stats.wall_s, 1e-9):,.0f}/s): {topics}")
+
+
 # -- stack -----------------------------------------------------------------------------
 _DIR_OPTION = click.option(
     "--dir", "stack_dir", metavar="DIR", help="Stack directory (default: $QSF_STACK_DIR or a per-user temp dir)."

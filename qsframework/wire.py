@@ -1,0 +1,88 @@
+"""The Kafka wire format: one compact JSON object per event, keyed by the event key.
+
+``{"ts_event": 1767571200107000000, "ts_recv": ..., "source": "binance", "key": "BTCUSDT",
+"seq": 3000000001, "price": 95001.5, "qty": 0.002, "is_buyer_maker": false}`` - the field
+names and types of the kind's Arrow schema, so any Kafka client can read and write it.
+Messages that do not decode to a valid event are returned with the reason, for the DLQ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import orjson
+import pyarrow as pa
+
+from .events import EventKind
+
+_CHECKS = {
+    "int64": lambda v: isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63,
+    "double": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float("inf"),
+    "string": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message that is not a valid event of its kind, and why."""
+
+    value: bytes
+    reason: str
+
+
+def encode(batch: pa.RecordBatch | pa.Table) -> list[tuple[bytes, bytes]]:
+    """(key, value) pairs for every row, in row order."""
+    names = batch.schema.names
+    cols = [c.to_pylist() for c in batch.columns]
+    key_index = names.index("key")
+    dumps = orjson.dumps
+    out = []
+    for row in zip(*cols):
+        out.append((row[key_index].encode(), dumps(dict(zip(names, row)))))
+    return out
+
+
+def decode(kind: EventKind, values: Iterable[bytes]) -> tuple[pa.Table, list[Rejected]]:
+    """Valid events as a table of the kind's schema (in message order), and the rejects."""
+    schema = kind.schema
+    checks = []
+    for field in schema:
+        check = _CHECKS.get(str(field.type))
+        if check is None:
+            raise TypeError(f"no wire check for {field.type}")
+        checks.append((field.name, check, field.nullable))
+    columns: list[list] = [[] for _ in checks]
+    rejected: list[Rejected] = []
+    for value in values:
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            rejected.append(Rejected(value, f"malformed JSON: {exc}"))
+            continue
+        if not isinstance(obj, dict):
+            rejected.append(Rejected(value, "not a JSON object"))
+            continue
+        row, reason = [], None
+        for name, check, nullable in checks:
+            v = obj.get(name)
+            if v is None:
+                if nullable:
+                    row.append(None)
+                    continue
+                reason = f"missing field {name!r}"
+                break
+            if not check(v):
+                reason = f"field {name!r} has a bad value {v!r:.40}"
+                break
+            row.append(float(v) if check is _CHECKS["double"] else v)
+        if reason is not None:
+            rejected.append(Rejected(value, reason))
+            continue
+        for column, v in zip(columns, row):
+            column.append(v)
+    table = pa.Table.from_arrays(
+        [pa.array(c, type=f.type) for c, f in zip(columns, schema)], schema=schema
+    )
+    return table, rejected
