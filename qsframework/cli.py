@@ -197,8 +197,9 @@ def ingest() -> None:
 @click.option("--start", metavar="T", help="First event time (ISO 8601 UTC or ns), inclusive.")
 @click.option("--end", metavar="T", help="Last event time, exclusive.")
 @click.option("--bootstrap", metavar="HOST:PORT", help="Broker (default: $QSF_KAFKA_BOOTSTRAP).")
+@click.option("--topic-prefix", default="qsf", show_default=True, help="Topics are PREFIX.trades, PREFIX.dlq, ...")
 def ingest_replay(recording_dir: str, speed: float | None, start: str | None, end: str | None,
-                  bootstrap: str | None) -> None:
+                  bootstrap: str | None, topic_prefix: str) -> None:
     """Publish a recording's events to their topics in total order, then exit."""
     import asyncio
 
@@ -216,12 +217,72 @@ def ingest_replay(recording_dir: str, speed: float | None, start: str | None, en
         task = bar.add_task("replay", total=rec.rows())
         try:
             stats = asyncio.run(replay(rec, server, speed=speed, start=t_start, end=t_end,
-                                       on_progress=lambda n: bar.advance(task, n)))
+                                       prefix=topic_prefix, on_progress=lambda n: bar.advance(task, n)))
         except KafkaError as exc:
             raise UserError(f"broker {server}: {exc}") from None
     topics = ", ".join(f"{t} {n:,}" for t, n in stats.per_topic.items())
     click.echo(f"published {stats.events:,} events in {stats.wall_s:.2f} s "
                f"({stats.events / max(stats.wall_s, 1e-9):,.0f}/s): {topics}")
+
+
+# -- process ---------------------------------------------------------------------------
+@main.command()
+@click.argument("spec")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a strategy parameter (repeatable).")
+@click.option("--group", metavar="G", help="Consumer group (default: qsf-<strategy name>).")
+@click.option("--sink", "sinks", multiple=True, type=click.Choice(["kafka"]), help="Also publish outputs to PREFIX.signals / PREFIX.alerts.")
+@click.option("--out", "out_dir", metavar="DIR", help="Write signals/alerts Parquet exactly like qsf backtest.")
+@click.option("--record", "record_dir", metavar="DIR", help="Write the consumed input as a recording.")
+@click.option("--exit-when-idle", type=float, metavar="SECONDS", help="Finish once no event arrived for this long.")
+@click.option("--lateness", default="0s", show_default=True, metavar="DURATION", help="Allowed out-of-orderness before the watermark.")
+@click.option("--bootstrap", metavar="HOST:PORT", help="Broker (default: $QSF_KAFKA_BOOTSTRAP).")
+@click.option("--topic-prefix", default="qsf", show_default=True, help="Topics are PREFIX.trades, PREFIX.dlq, ...")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress (lag, events/s, latency) every 5 s.")
+def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[str, ...], out_dir: str | None,
+            record_dir: str | None, exit_when_idle: float | None, lateness: str, bootstrap: str | None,
+            topic_prefix: str, verbose: bool) -> None:
+    """Run strategy SPEC live on Kafka topics with the backtest's engine.
+
+    Stops cleanly on SIGTERM/SIGINT: outputs flushed, offsets committed, exit code 0.
+    """
+    import asyncio
+    import logging
+
+    from aiokafka.errors import KafkaError
+
+    from .durations import parse_duration
+    from .loader import load_strategy
+    from .params import build_params, parse_overrides
+    from .processor import ProcessConfig, Processor, install_signal_handlers
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    overrides = parse_overrides(params)
+    cls = load_strategy(spec)
+    build_params(cls.Params, overrides, owner=f"strategy {cls.__name__}")
+    try:
+        lateness_ns = parse_duration(lateness)
+    except ValueError as exc:
+        raise UserError(f"--lateness: {exc}") from None
+    cfg = ProcessConfig(
+        bootstrap=_bootstrap(bootstrap), group=group or f"qsf-{cls.name}", prefix=topic_prefix,
+        lateness_ns=lateness_ns, exit_when_idle_s=exit_when_idle, out=Path(out_dir) if out_dir else None,
+        record=Path(record_dir) if record_dir else None, sinks=sinks, overrides=overrides,
+    )
+
+    async def main_async():
+        proc = Processor(cls, cfg)
+        install_signal_handlers(proc)
+        return await proc.run()
+
+    try:
+        stats = asyncio.run(main_async())
+    except KafkaError as exc:
+        raise UserError(f"broker {cfg.bootstrap}: {exc}") from None
+    lat = f", latency p50 {stats.latency_ms_p50:.1f} ms p99 {stats.latency_ms_p99:.1f} ms" if stats.latency_ms_p50 is not None else ""
+    click.echo(
+        f"{cls.__name__}: processed {stats.processed:,} events ({stats.rejected:,} rejected, {stats.late:,} late) "
+        f"in {stats.wall_s:.1f} s -> {stats.signals:,} signals, {stats.alerts:,} alerts{lat}"
+    )
 
 
 # -- stack -----------------------------------------------------------------------------

@@ -7,23 +7,33 @@ order. Topic creation is explicit and idempotent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.client import AIOKafkaClient
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.protocol.transaction import InitProducerIdRequest
 
 from .events import KINDS
 
 log = logging.getLogger("qsf.kafka")
 
+DEFAULT_PREFIX = "qsf"
 DLQ_TOPIC = "qsf.dlq"
 
 
-def topic_of(kind: str) -> str:
-    return KINDS[kind].topic
+def topic_of(kind: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """The kind's topic, e.g. ``qsf.trades``; another prefix gives a separate namespace."""
+    base = KINDS[kind].topic
+    return prefix + base[len(DEFAULT_PREFIX):] if base.startswith(DEFAULT_PREFIX + ".") else base
+
+
+def dlq_topic(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}.dlq"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,8 +47,12 @@ class ProducerConfig:
     idempotence: bool = True  # used when the broker supports it (Tansu does not)
 
 
-async def ensure_topics(bootstrap: str, topics: Iterable[str], *, partitions: int = 3) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are."""
+async def ensure_topics(bootstrap: str, topics: Iterable[str], *, partitions: int = 1) -> None:
+    """Create the topics that do not exist yet; existing ones are left as they are.
+
+    One partition by default: a strategy instance consumes every key of its topics in one
+    total order, and a single partition keeps the producer's order end to end.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -55,23 +69,36 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], *, partitions: in
         await admin.close()
 
 
+async def supports_idempotence(bootstrap: str) -> bool:
+    """Ask the broker for a producer id (what an idempotent producer needs first)."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    try:
+        await client.bootstrap()
+        node = client.get_random_node()
+        resp = await asyncio.wait_for(
+            client.send(node, InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)),
+            timeout=10,
+        )
+        return resp.error_code == 0
+    except (KafkaError, asyncio.TimeoutError):
+        return False
+    finally:
+        await client.close()
+
+
 async def start_producer(bootstrap: str, config: ProducerConfig = ProducerConfig()) -> AIOKafkaProducer:
-    """A started producer; idempotence is negotiated (dropped if the broker refuses it)."""
-    options = dict(
+    """A started producer; idempotence is negotiated (used only if the broker grants it)."""
+    idempotent = config.idempotence and await supports_idempotence(bootstrap)
+    if config.idempotence and not idempotent:
+        log.info("broker %s does not grant producer ids: producing with acks=%s, not idempotent",
+                 bootstrap, config.acks)
+    producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         linger_ms=config.linger_ms,
         max_batch_size=config.max_batch_size,
         compression_type=config.compression_type,
         acks=config.acks,
+        enable_idempotence=idempotent,
     )
-    if config.idempotence:
-        producer = AIOKafkaProducer(enable_idempotence=True, **options)
-        try:
-            await producer.start()
-            return producer
-        except KafkaError as exc:
-            await producer.stop()
-            log.info("broker refuses the idempotent producer (%s); using acks=%s without it", exc, config.acks)
-    producer = AIOKafkaProducer(enable_idempotence=False, **options)
     await producer.start()
     return producer

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .kafka import DLQ_TOPIC, ProducerConfig, ensure_topics, start_producer, topic_of
+from .kafka import DEFAULT_PREFIX, ProducerConfig, dlq_topic, ensure_topics, start_producer, topic_of
 from .recording import Recording
 from .wire import encode
 
@@ -29,6 +29,7 @@ async def replay(
     end: int | None = None,
     batch_size: int = 16_384,
     producer: ProducerConfig = ProducerConfig(),
+    prefix: str = DEFAULT_PREFIX,
     on_progress: Callable[[int], None] | None = None,
 ) -> ReplayStats:
     """Publish the recording's events (in total order) to their kinds' topics.
@@ -39,14 +40,14 @@ async def replay(
     if speed is not None and speed <= 0:
         raise ValueError("speed must be positive")
     kinds = kinds or recording.kinds
-    await ensure_topics(bootstrap, [*(topic_of(k) for k in kinds), DLQ_TOPIC])
+    await ensure_topics(bootstrap, [*(topic_of(k, prefix) for k in kinds), dlq_topic(prefix)])
     prod = await start_producer(bootstrap, producer)
     counts: dict[str, int] = {}
     t0 = time.monotonic()
     first_ts: int | None = None
     try:
         for kind, batch in recording.stream_all(kinds, start=start, end=end, batch_size=batch_size):
-            topic = topic_of(kind)
+            topic = topic_of(kind, prefix)
             ts = batch.column("ts_event").to_pylist()
             if first_ts is None:
                 first_ts = ts[0]

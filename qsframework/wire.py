@@ -26,10 +26,11 @@ _CHECKS = {
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A message that is not a valid event of its kind, and why."""
+    """A message that is not a valid event of its kind, why, and its position in the input."""
 
     value: bytes
     reason: str
+    index: int = -1
 
 
 def encode(batch: pa.RecordBatch | pa.Table) -> list[tuple[bytes, bytes]]:
@@ -55,14 +56,14 @@ def decode(kind: EventKind, values: Iterable[bytes]) -> tuple[pa.Table, list[Rej
         checks.append((field.name, check, field.nullable))
     columns: list[list] = [[] for _ in checks]
     rejected: list[Rejected] = []
-    for value in values:
+    for index, value in enumerate(values):
         try:
             obj = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            rejected.append(Rejected(value, f"malformed JSON: {exc}"))
+            rejected.append(Rejected(value, f"malformed JSON: {exc}", index))
             continue
         if not isinstance(obj, dict):
-            rejected.append(Rejected(value, "not a JSON object"))
+            rejected.append(Rejected(value, "not a JSON object", index))
             continue
         row, reason = [], None
         for name, check, nullable in checks:
@@ -78,7 +79,7 @@ def decode(kind: EventKind, values: Iterable[bytes]) -> tuple[pa.Table, list[Rej
                 break
             row.append(float(v) if check is _CHECKS["double"] else v)
         if reason is not None:
-            rejected.append(Rejected(value, reason))
+            rejected.append(Rejected(value, reason, index))
             continue
         for column, v in zip(columns, row):
             column.append(v)

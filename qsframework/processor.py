@@ -1,0 +1,298 @@
+"""``qsf process``: the live engine. Kafka in, the same engine and strategy as the backtest,
+outputs to sinks; offsets are committed only once the sinks hold the batch.
+
+Events of all input topics are merged into the engine's total order behind a watermark:
+the smallest of the partitions' latest event times, minus the allowed lateness. An event
+that arrives after events later than it were processed is late: it is counted and sent to
+the DLQ with the reason, never silently reordered. ``--record`` keeps exactly what the
+engine consumed, so a backtest of it reproduces the live outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from .backtest import ParquetOutput
+from .engine import Engine
+from .events import get_kind
+from .kafka import DEFAULT_PREFIX, ProducerConfig, dlq_topic, ensure_topics, start_producer, topic_of
+from .order import sort_table
+from .recording import RecordingWriter
+from .strategy import Strategy
+from .wire import decode, encode
+
+log = logging.getLogger("qsf.process")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessConfig:
+    bootstrap: str
+    group: str
+    prefix: str = DEFAULT_PREFIX
+    lateness_ns: int = 0
+    exit_when_idle_s: float | None = None
+    out: Path | None = None
+    record: Path | None = None
+    sinks: tuple[str, ...] = ()
+    overrides: dict[str, str] = field(default_factory=dict)
+    path: str = "auto"
+    poll_ms: int = 200
+    max_records: int = 20_000
+    log_every_s: float = 5.0
+
+
+@dataclass(kw_only=True)
+class ProcessStats:
+    consumed: int = 0
+    processed: int = 0
+    rejected: int = 0
+    late: int = 0
+    signals: int = 0
+    alerts: int = 0
+    commits: int = 0
+    wall_s: float = 0.0
+    latency_ms_p50: float | None = None
+    latency_ms_p99: float | None = None
+
+
+class _Pending:
+    """Consumed rows not yet released to the engine; each keeps its partition and offset
+    (columns ``_part``, ``_offset``) so commits never pass an unprocessed row."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, list[pa.Table]] = {}
+
+    def add(self, kind: str, table: pa.Table) -> None:
+        if table.num_rows:
+            self.tables.setdefault(kind, []).append(table)
+
+    def take(self, kind: str, upto: int | None) -> pa.Table | None:
+        """Remove and return (sorted) the rows with ts_event < ``upto`` (all if None)."""
+        parts = self.tables.pop(kind, [])
+        if not parts:
+            return None
+        table = sort_table(pa.concat_tables(parts))
+        if upto is None:
+            return table
+        n = int(np.searchsorted(table.column("ts_event").to_numpy(), upto, side="left"))
+        if n < table.num_rows:
+            self.tables[kind] = [table.slice(n)]
+        return table.slice(0, n) if n else None
+
+    def first_offsets(self) -> dict[int, int]:
+        """Per partition id, the smallest offset still pending."""
+        out: dict[int, int] = {}
+        for parts in self.tables.values():
+            for t in parts:
+                if not t.num_rows:
+                    continue
+                grouped = t.group_by("_part").aggregate([("_offset", "min")])
+                for part, off in zip(grouped.column("_part").to_pylist(), grouped.column("_offset_min").to_pylist()):
+                    out[part] = min(off, out.get(part, off))
+        return out
+
+
+class Processor:
+    """One strategy instance on Kafka topics."""
+
+    def __init__(self, strategy_cls: type[Strategy], config: ProcessConfig) -> None:
+        self.cfg = config
+        self.engine = Engine(strategy_cls, overrides=config.overrides, path=config.path)  # type: ignore[arg-type]
+        self.kinds = list(self.engine.kinds)
+        self.topics = {topic_of(k, config.prefix): k for k in self.kinds}
+        self.stats = ProcessStats()
+        self._stop = asyncio.Event()
+        self._pending = _Pending()
+        self._part_max: dict[TopicPartition, int] = {}
+        self._part_ids: dict[TopicPartition, int] = {}
+        self._next_offset: dict[TopicPartition, int] = {}  # last consumed + 1
+        self._released_upto: int | None = None  # rows with ts_event < this went to the engine
+        self._latencies: list[float] = []
+        self._outputs: dict[str, ParquetOutput] = {}
+        self._recorder = RecordingWriter(config.record) if config.record else None
+        if config.out is not None:
+            config.out.mkdir(parents=True, exist_ok=True)
+            for name, buf in self.engine.ctx.outputs.buffers().items():
+                self._outputs[name] = ParquetOutput(config.out / f"{name}.parquet", buf.kind.schema)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> ProcessStats:
+        cfg = self.cfg
+        await ensure_topics(cfg.bootstrap, [*self.topics, dlq_topic(cfg.prefix),
+                                            topic_of("signal", cfg.prefix), topic_of("alert", cfg.prefix)])
+        consumer = AIOKafkaConsumer(
+            *self.topics, bootstrap_servers=cfg.bootstrap, group_id=cfg.group,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+        )
+        producer = await start_producer(cfg.bootstrap, ProducerConfig())
+        await consumer.start()
+        self.engine.prepare()
+        t0 = last_log = time.monotonic()
+        idle_since = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                batches = await consumer.getmany(timeout_ms=cfg.poll_ms, max_records=cfg.max_records)
+                if not any(batches.values()):
+                    idle = time.monotonic() - idle_since
+                    if cfg.exit_when_idle_s is not None and idle >= cfg.exit_when_idle_s:
+                        await self._release(producer, upto=None)  # end of input: everything goes
+                        await self._commit(consumer, producer, final=True)
+                        break
+                    continue
+                idle_since = time.monotonic()
+                await self._ingest(batches, producer)
+                await self._release(producer, upto=self._watermark())
+                await self._commit(consumer, producer)
+                if time.monotonic() - last_log >= cfg.log_every_s:
+                    last_log = time.monotonic()
+                    self._log_progress(consumer, t0)
+            else:
+                await self._commit(consumer, producer)
+        finally:
+            self.stats.wall_s = time.monotonic() - t0
+            if self._latencies:
+                lat = np.array(self._latencies)
+                self.stats.latency_ms_p50 = float(np.percentile(lat, 50))
+                self.stats.latency_ms_p99 = float(np.percentile(lat, 99))
+            await consumer.stop()
+            await producer.stop()
+            self._close_outputs()
+        return self.stats
+
+    # -- steps ---------------------------------------------------------------------------
+    async def _ingest(self, batches, producer) -> None:
+        for tp, msgs in batches.items():
+            if not msgs:
+                continue
+            kind = self.topics[tp.topic]
+            self.stats.consumed += len(msgs)
+            self._next_offset[tp] = msgs[-1].offset + 1
+            part = self._part_ids.setdefault(tp, len(self._part_ids))
+            table, rejected = decode(get_kind(kind), [m.value for m in msgs])
+            for r in rejected:
+                await self._dead_letter(producer, tp.topic, r.value, r.reason)
+            self.stats.rejected += len(rejected)
+            if not table.num_rows:
+                continue
+            bad = {r.index for r in rejected}
+            offsets = [m.offset for i, m in enumerate(msgs) if i not in bad]
+            table = table.append_column("_part", pa.array(np.full(table.num_rows, part, np.int32)))
+            table = table.append_column("_offset", pa.array(offsets, pa.int64()))
+            ts = table.column("ts_event").to_numpy()
+            if self._released_upto is not None:
+                late = ts < self._released_upto
+                if late.any():
+                    for value in table.filter(pa.array(late)).drop(["_part", "_offset"]).to_pylist():
+                        await self._dead_letter(producer, tp.topic, orjson.dumps(value),
+                                                f"late: event time before the watermark {self._released_upto}")
+                    self.stats.late += int(late.sum())
+                    table = table.filter(pa.array(~late))
+                    ts = ts[~late]
+            if table.num_rows:
+                self._part_max[tp] = max(self._part_max.get(tp, ts.max()), int(ts.max()))
+                self._pending.add(kind, table)
+
+    def _watermark(self) -> int | None:
+        if not self._part_max:
+            return None
+        return min(self._part_max.values()) - self.cfg.lateness_ns
+
+    async def _release(self, producer, *, upto: int | None) -> None:
+        """Hand every pending row before ``upto`` to the engine, in total order."""
+        if upto is not None and self._released_upto is not None and upto <= self._released_upto:
+            return
+        tables = {k: t for k in self.kinds if (t := self._pending.take(k, upto)) is not None}
+        if tables:
+            if len(tables) == 1:
+                ((kind, table),) = tables.items()
+                merged = [(kind, b) for b in table.to_batches()]
+            else:
+                from .order import merge_kinds
+
+                merged = list(merge_kinds({k: t.to_batches() for k, t in tables.items()}))
+            for kind, batch in merged:
+                self.engine.process(kind, batch)
+                self.stats.processed += batch.num_rows
+                if self._recorder is not None:
+                    self._recorder.write(kind, batch)
+            now_ns = time.time_ns()
+            for table in tables.values():
+                lat_ms = (now_ns - table.column("ts_recv").to_numpy()[-1000:]) / 1e6
+                # receive-to-processed latency means something for live data only (not replays
+                # of old recordings): keep the samples received within the last hour
+                self._latencies.extend(lat_ms[(lat_ms >= 0) & (lat_ms < 3.6e6)].tolist())
+        if upto is not None:
+            self._released_upto = upto
+        await self._flush_outputs(producer)
+
+    async def _flush_outputs(self, producer) -> None:
+        for name, buf in self.engine.ctx.outputs.buffers().items():
+            if not len(buf):
+                continue
+            table = buf.drain()
+            if name in self._outputs:
+                self._outputs[name].write(table)
+            if "kafka" in self.cfg.sinks:
+                topic = topic_of(buf.kind.name, self.cfg.prefix)
+                for key, value in encode(table):
+                    await producer.send(topic, key=key, value=value)
+            if name == "signals":
+                self.stats.signals += table.num_rows
+            else:
+                self.stats.alerts += table.num_rows
+
+    async def _commit(self, consumer, producer, *, final: bool = False) -> None:
+        """Make the sinks durable, then commit what the engine has fully consumed."""
+        await producer.flush()
+        if self._recorder is not None:
+            self._recorder.flush()
+        pending = {} if final else self._pending.first_offsets()
+        offsets = {}
+        for tp, nxt in self._next_offset.items():
+            offsets[tp] = pending.get(self._part_ids[tp], nxt)  # never past an unprocessed row
+        if offsets:
+            await consumer.commit(offsets)
+            self.stats.commits += 1
+
+    async def _dead_letter(self, producer, topic: str, value: bytes, reason: str) -> None:
+        await producer.send(dlq_topic(self.cfg.prefix), value=value,
+                            headers=[("reason", reason.encode()), ("topic", topic.encode())])
+
+    def _close_outputs(self) -> None:
+        self.engine.finish()
+        for name, buf in self.engine.ctx.outputs.buffers().items():
+            if len(buf) and name in self._outputs:
+                self._outputs[name].write(buf.drain())
+        for out in self._outputs.values():
+            out.close()
+        if self._recorder is not None:
+            self._recorder.close()
+
+    def _log_progress(self, consumer, t0: float) -> None:
+        lag = 0
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            pos = consumer.last_stable_offset(tp) if hw is None else hw
+            lag += max(0, (hw or 0) - (pos or 0))
+        rate = self.stats.processed / max(time.monotonic() - t0, 1e-9)
+        p99 = float(np.percentile(self._latencies[-5000:], 99)) if self._latencies else float("nan")
+        log.info("processed %d events (%.0f/s), lag %d, signals %d, alerts %d, p99 latency %.1f ms",
+                 self.stats.processed, rate, lag, self.stats.signals, self.stats.alerts, p99)
+
+
+def install_signal_handlers(processor: Processor) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, processor.stop)
