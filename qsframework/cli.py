@@ -230,7 +230,8 @@ def ingest_replay(recording_dir: str, speed: float | None, start: str | None, en
 @click.argument("spec")
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a strategy parameter (repeatable).")
 @click.option("--group", metavar="G", help="Consumer group (default: qsf-<strategy name>).")
-@click.option("--sink", "sinks", multiple=True, type=click.Choice(["kafka"]), help="Also publish outputs to PREFIX.signals / PREFIX.alerts.")
+@click.option("--sink", "sinks", multiple=True, type=click.Choice(["kafka", "timescale"]),
+              help="kafka: publish outputs to PREFIX.signals/PREFIX.alerts; timescale: write input and outputs to $QSF_PG_DSN.")
 @click.option("--out", "out_dir", metavar="DIR", help="Write signals/alerts Parquet exactly like qsf backtest.")
 @click.option("--record", "record_dir", metavar="DIR", help="Write the consumed input as a recording.")
 @click.option("--exit-when-idle", type=float, metavar="SECONDS", help="Finish once no event arrived for this long.")
@@ -247,6 +248,7 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
     """
     import asyncio
     import logging
+    import os
 
     from aiokafka.errors import KafkaError
 
@@ -267,7 +269,10 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
         bootstrap=_bootstrap(bootstrap), group=group or f"qsf-{cls.name}", prefix=topic_prefix,
         lateness_ns=lateness_ns, exit_when_idle_s=exit_when_idle, out=Path(out_dir) if out_dir else None,
         record=Path(record_dir) if record_dir else None, sinks=sinks, overrides=overrides,
+        pg_dsn=os.environ.get("QSF_PG_DSN"),
     )
+    if "timescale" in sinks and not cfg.pg_dsn:
+        raise UserError('--sink timescale needs QSF_PG_DSN (e.g. eval "$(qsf stack up)")')
 
     async def main_async():
         proc = Processor(cls, cfg)

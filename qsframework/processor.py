@@ -44,6 +44,7 @@ class ProcessConfig:
     out: Path | None = None
     record: Path | None = None
     sinks: tuple[str, ...] = ()
+    pg_dsn: str | None = None
     overrides: dict[str, str] = field(default_factory=dict)
     path: str = "auto"
     poll_ms: int = 200
@@ -120,6 +121,13 @@ class Processor:
         self._latencies: list[float] = []
         self._outputs: dict[str, ParquetOutput] = {}
         self._recorder = RecordingWriter(config.record) if config.record else None
+        self._pg = None
+        if "timescale" in config.sinks:
+            from .sinks.postgres import PostgresSink
+
+            if not config.pg_dsn:
+                raise ValueError("the timescale sink needs a database: set QSF_PG_DSN")
+            self._pg = PostgresSink(config.pg_dsn)
         if config.out is not None:
             config.out.mkdir(parents=True, exist_ok=True)
             for name, buf in self.engine.ctx.outputs.buffers().items():
@@ -138,6 +146,8 @@ class Processor:
         )
         producer = await start_producer(cfg.bootstrap, ProducerConfig())
         await consumer.start()
+        if self._pg is not None:
+            await self._pg.start()
         self.engine.prepare()
         t0 = last_log = time.monotonic()
         idle_since = time.monotonic()
@@ -166,9 +176,14 @@ class Processor:
                 lat = np.array(self._latencies)
                 self.stats.latency_ms_p50 = float(np.percentile(lat, 50))
                 self.stats.latency_ms_p99 = float(np.percentile(lat, 99))
+            self.engine.finish()
+            await self._flush_outputs(producer)  # whatever on_stop emitted
+            await producer.flush()
             await consumer.stop()
             await producer.stop()
-            self._close_outputs()
+            self._close_files()
+            if self._pg is not None:
+                await self._pg.close()
         return self.stats
 
     # -- steps ---------------------------------------------------------------------------
@@ -227,6 +242,8 @@ class Processor:
                 self.stats.processed += batch.num_rows
                 if self._recorder is not None:
                     self._recorder.write(kind, batch)
+                if self._pg is not None:
+                    await self._pg.write(kind, pa.Table.from_batches([batch]))
             now_ns = time.time_ns()
             for table in tables.values():
                 lat_ms = (now_ns - table.column("ts_recv").to_numpy()[-1000:]) / 1e6
@@ -244,6 +261,8 @@ class Processor:
             table = buf.drain()
             if name in self._outputs:
                 self._outputs[name].write(table)
+            if self._pg is not None:
+                await self._pg.write(buf.kind.name, table)
             if "kafka" in self.cfg.sinks:
                 topic = topic_of(buf.kind.name, self.cfg.prefix)
                 for key, value in encode(table):
@@ -270,11 +289,7 @@ class Processor:
         await producer.send(dlq_topic(self.cfg.prefix), value=value,
                             headers=[("reason", reason.encode()), ("topic", topic.encode())])
 
-    def _close_outputs(self) -> None:
-        self.engine.finish()
-        for name, buf in self.engine.ctx.outputs.buffers().items():
-            if len(buf) and name in self._outputs:
-                self._outputs[name].write(buf.drain())
+    def _close_files(self) -> None:
         for out in self._outputs.values():
             out.close()
         if self._recorder is not None:

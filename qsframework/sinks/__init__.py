@@ -1,0 +1,1 @@
+"""Sinks: where the live engine's batches go before offsets are committed."""
