@@ -290,6 +290,30 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
     )
 
 
+# -- demo ------------------------------------------------------------------------------
+@main.command()
+@click.option("--duration", default=60.0, show_default=True, type=float, metavar="S", help="Stop after this many seconds.")
+@click.option("--speed", default=None, type=float, metavar="X", help="Replay the sample at X times real time (default: as fast as possible).")
+@click.option("--dir", "stack_dir", metavar="DIR", help="Stack directory for the embedded broker and database.")
+def demo(duration: float, speed: float | None, stack_dir: str | None) -> None:
+    """The live pipeline in one command: embedded stack, sample replayed as live, the spread
+    strategy writing to PostgreSQL, a running summary, and a clean stop."""
+    import asyncio
+
+    from .demo import SAMPLE, run_demo
+    from .stack import ServiceError
+
+    if not SAMPLE.exists():
+        raise UserError(f"the sample recording is missing ({SAMPLE}); run qsf demo from a source checkout")
+    try:
+        result = asyncio.run(run_demo(duration_s=duration, speed=speed,
+                                      stack_dir=Path(stack_dir) if stack_dir else None, report=click.echo))
+    except ServiceError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"demo done: {result.processed:,} events processed in {result.wall_s:.1f} s, "
+               f"{result.signals:,} signals, {result.alerts:,} alerts, {result.rows_in_db:,} rows in PostgreSQL")
+
+
 # -- stack -----------------------------------------------------------------------------
 _DIR_OPTION = click.option(
     "--dir", "stack_dir", metavar="DIR", help="Stack directory (default: $QSF_STACK_DIR or a per-user temp dir)."
