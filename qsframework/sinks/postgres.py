@@ -20,8 +20,9 @@ log = logging.getLogger("qsf.sink.postgres")
 
 TABLES = {"trade": "trades", "signal": "signals", "alert": "alerts"}
 SQL_DIR = Path(__file__).resolve().parents[2] / "infra" / "sql"
-_RETRYABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-              asyncpg.CannotConnectNowError, ConnectionError, asyncio.TimeoutError)
+# the database went away or is restarting: wait and retry (anything else is a real error)
+_RETRYABLE = (OSError, ConnectionError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
+              asyncpg.InterfaceError, asyncpg.exceptions.OperatorInterventionError)
 
 
 def schema_sql(name: str) -> str:
