@@ -230,17 +230,19 @@ def ingest_replay(recording_dir: str, speed: float | None, start: str | None, en
 @click.argument("spec")
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a strategy parameter (repeatable).")
 @click.option("--group", metavar="G", help="Consumer group (default: qsf-<strategy name>).")
-@click.option("--sink", "sinks", multiple=True, type=click.Choice(["kafka", "timescale"]),
-              help="kafka: publish outputs to PREFIX.signals/PREFIX.alerts; timescale: write input and outputs to $QSF_PG_DSN.")
+@click.option("--sink", "sinks", multiple=True, type=click.Choice(["kafka", "timescale", "telegram"]),
+              help="kafka: outputs to PREFIX.signals/PREFIX.alerts; timescale: input and outputs to $QSF_PG_DSN; "
+                   "telegram: alerts to $QSF_TELEGRAM_CHAT_ID via $QSF_TELEGRAM_TOKEN (sent once, deduplicated in $QSF_PG_DSN).")
 @click.option("--out", "out_dir", metavar="DIR", help="Write signals/alerts Parquet exactly like qsf backtest.")
 @click.option("--record", "record_dir", metavar="DIR", help="Write the consumed input as a recording.")
 @click.option("--exit-when-idle", type=float, metavar="SECONDS", help="Finish once no event arrived for this long.")
+@click.option("--state", "state_dir", metavar="DIR", help="Snapshot the engine with each commit; a restart resumes exactly from it.")
 @click.option("--lateness", default="0s", show_default=True, metavar="DURATION", help="Allowed out-of-orderness before the watermark.")
 @click.option("--bootstrap", metavar="HOST:PORT", help="Broker (default: $QSF_KAFKA_BOOTSTRAP).")
 @click.option("--topic-prefix", default="qsf", show_default=True, help="Topics are PREFIX.trades, PREFIX.dlq, ...")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress (lag, events/s, latency) every 5 s.")
 def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[str, ...], out_dir: str | None,
-            record_dir: str | None, exit_when_idle: float | None, lateness: str, bootstrap: str | None,
+            record_dir: str | None, exit_when_idle: float | None, state_dir: str | None, lateness: str, bootstrap: str | None,
             topic_prefix: str, verbose: bool) -> None:
     """Run strategy SPEC live on Kafka topics with the backtest's engine.
 
@@ -269,10 +271,12 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
         bootstrap=_bootstrap(bootstrap), group=group or f"qsf-{cls.name}", prefix=topic_prefix,
         lateness_ns=lateness_ns, exit_when_idle_s=exit_when_idle, out=Path(out_dir) if out_dir else None,
         record=Path(record_dir) if record_dir else None, sinks=sinks, overrides=overrides,
-        pg_dsn=os.environ.get("QSF_PG_DSN"),
+        pg_dsn=os.environ.get("QSF_PG_DSN"), state=Path(state_dir) if state_dir else None,
     )
     if "timescale" in sinks and not cfg.pg_dsn:
         raise UserError('--sink timescale needs QSF_PG_DSN (e.g. eval "$(qsf stack up)")')
+    if "telegram" in sinks and not (os.environ.get("QSF_TELEGRAM_TOKEN") and os.environ.get("QSF_TELEGRAM_CHAT_ID")):
+        raise UserError("--sink telegram needs QSF_TELEGRAM_TOKEN and QSF_TELEGRAM_CHAT_ID in the environment")
 
     async def main_async():
         proc = Processor(cls, cfg)

@@ -7,6 +7,7 @@ per row; the batch path calls ``on_<kind>_batch(batch, fires)`` and must agree w
 
 from __future__ import annotations
 
+import pickle
 import time
 from functools import partial
 from typing import Any, Literal
@@ -113,6 +114,31 @@ class Engine:
             self._run_events(row, batch, one)
         else:
             self._run_batch(batch, many)
+
+    # -- state -------------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        """The strategy's and context's state, to resume exactly where this engine is."""
+        ctx, timers = self.ctx, self.ctx.timers
+        state = {k: v for k, v in self.strategy.__dict__.items() if k not in ("ctx", "p")}
+        return pickle.dumps({
+            "strategy": state,
+            "timers": (list(timers._heap), timers._count, timers.due),
+            "seq": ctx._seq,
+            "rng": ctx.rng.getstate(),
+            "now": ctx.now,
+            "started": self._started,
+            "events_in": self.events_in,
+        }, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, blob: bytes) -> None:
+        """Resume from :meth:`snapshot` of an engine running the same strategy and parameters."""
+        snap = pickle.loads(blob)
+        self.strategy.__dict__.update(snap["strategy"])
+        ctx, timers = self.ctx, self.ctx.timers
+        timers._heap, timers._count, timers.due = snap["timers"]
+        ctx._seq, ctx.now = snap["seq"], snap["now"]
+        ctx.rng.setstate(snap["rng"])
+        self._started, self.events_in = snap["started"], snap["events_in"]
 
     def finish(self) -> None:
         """End of input: no timer fires after the last event."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import pickle
 import signal
 import time
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pyarrow as pa
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from .backtest import ParquetOutput
 from .engine import Engine
@@ -45,6 +47,7 @@ class ProcessConfig:
     record: Path | None = None
     sinks: tuple[str, ...] = ()
     pg_dsn: str | None = None
+    state: Path | None = None  # snapshot directory: a restart resumes exactly from it
     overrides: dict[str, str] = field(default_factory=dict)
     path: str = "auto"
     poll_ms: int = 200
@@ -128,6 +131,12 @@ class Processor:
             if not config.pg_dsn:
                 raise ValueError("the timescale sink needs a database: set QSF_PG_DSN")
             self._pg = PostgresSink(config.pg_dsn)
+        self._telegram = None
+        if "telegram" in config.sinks:
+            from .sinks.telegram import MemoryDedupStore, PostgresDedupStore, TelegramConfig, TelegramSink
+
+            store = PostgresDedupStore(config.pg_dsn) if config.pg_dsn else MemoryDedupStore()
+            self._telegram = TelegramSink(TelegramConfig.from_env(), store=store)
         if config.out is not None:
             config.out.mkdir(parents=True, exist_ok=True)
             for name, buf in self.engine.ctx.outputs.buffers().items():
@@ -141,13 +150,17 @@ class Processor:
         await ensure_topics(cfg.bootstrap, [*self.topics, dlq_topic(cfg.prefix),
                                             topic_of("signal", cfg.prefix), topic_of("alert", cfg.prefix)])
         consumer = AIOKafkaConsumer(
-            *self.topics, bootstrap_servers=cfg.bootstrap, group_id=cfg.group,
+            bootstrap_servers=cfg.bootstrap, group_id=cfg.group,
             enable_auto_commit=False, auto_offset_reset="earliest",
         )
+        resume = self._load_state()
+        consumer.subscribe(list(self.topics), listener=_SeekTo(consumer, resume))
         producer = await start_producer(cfg.bootstrap, ProducerConfig())
         await consumer.start()
         if self._pg is not None:
             await self._pg.start()
+        if self._telegram is not None:
+            await self._telegram.start()
         self.engine.prepare()
         t0 = last_log = time.monotonic()
         idle_since = time.monotonic()
@@ -184,6 +197,8 @@ class Processor:
             self._close_files()
             if self._pg is not None:
                 await self._pg.close()
+            if self._telegram is not None:
+                await self._telegram.close()
         return self.stats
 
     # -- steps ---------------------------------------------------------------------------
@@ -263,6 +278,8 @@ class Processor:
                 self._outputs[name].write(table)
             if self._pg is not None:
                 await self._pg.write(buf.kind.name, table)
+            if self._telegram is not None and name == "alerts":
+                await self._telegram.write(table)
             if "kafka" in self.cfg.sinks:
                 topic = topic_of(buf.kind.name, self.cfg.prefix)
                 for key, value in encode(table):
@@ -282,8 +299,42 @@ class Processor:
         for tp, nxt in self._next_offset.items():
             offsets[tp] = pending.get(self._part_ids[tp], nxt)  # never past an unprocessed row
         if offsets:
+            self._save_state(offsets)  # the snapshot first: it is what a restart trusts
             await consumer.commit(offsets)
             self.stats.commits += 1
+
+    # -- state for exact restarts ---------------------------------------------------------
+    def _state_file(self) -> Path | None:
+        return None if self.cfg.state is None else self.cfg.state / "processor.state"
+
+    def _save_state(self, offsets: dict[TopicPartition, int]) -> None:
+        path = self._state_file()
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = pickle.dumps({
+            "offsets": {(tp.topic, tp.partition): off for tp, off in offsets.items()},
+            "part_max": {(tp.topic, tp.partition): v for tp, v in self._part_max.items()},
+            "released_upto": self._released_upto,
+            "engine": self.engine.snapshot(),
+        }, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def _load_state(self) -> dict[TopicPartition, int]:
+        path = self._state_file()
+        if path is None or not path.exists():
+            return {}
+        state = pickle.loads(path.read_bytes())
+        self.engine.restore(state["engine"])
+        self._released_upto = state["released_upto"]
+        self._part_max = {TopicPartition(*k): v for k, v in state["part_max"].items()}
+        log.info("resuming from %s", path)
+        return {TopicPartition(*k): v for k, v in state["offsets"].items()}
 
     async def _dead_letter(self, producer, topic: str, value: bytes, reason: str) -> None:
         await producer.send(dlq_topic(self.cfg.prefix), value=value,
@@ -305,6 +356,21 @@ class Processor:
         p99 = float(np.percentile(self._latencies[-5000:], 99)) if self._latencies else float("nan")
         log.info("processed %d events (%.0f/s), lag %d, signals %d, alerts %d, p99 latency %.1f ms",
                  self.stats.processed, rate, lag, self.stats.signals, self.stats.alerts, p99)
+
+
+class _SeekTo(ConsumerRebalanceListener):
+    """On assignment, start from the snapshot's offsets (not the group's) when resuming."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        self.consumer, self.offsets = consumer, offsets
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        for tp in assigned:
+            if tp in self.offsets:
+                self.consumer.seek(tp, self.offsets[tp])
 
 
 def install_signal_handlers(processor: Processor) -> None:

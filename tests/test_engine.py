@@ -193,3 +193,24 @@ def test_a_new_kind_runs_end_to_end_without_engine_changes(tmp_path):
     assert got.column("value").to_pylist() == [r[5] for r in rows]
     names = pc.unique(got.column("name")).to_pylist()
     assert sorted(names) == ["level", "trade"]
+
+
+@settings(max_examples=25)
+@given(seed=st.integers(0, 10_000), cut=st.floats(0.05, 0.95), path=st.sampled_from(["event", "batch"]))
+def test_snapshot_and_restore_resume_exactly(spread_cls, seed, cut, path):
+    """Stop anywhere, snapshot, restore into a fresh engine: the outputs are those of one run."""
+    table = make_trades(seed, 600)
+    k = int(table.num_rows * cut)
+    overrides = {"window": "2s", "sample": "500ms", "threshold": "0.004"}
+    whole = Engine(spread_cls, overrides=overrides, path=path)
+    whole.process("trade", table.to_batches()[0])
+    whole.finish()
+    first = Engine(spread_cls, overrides=overrides, path=path)
+    first.process("trade", table.slice(0, k).to_batches()[0])
+    blob = first.snapshot()
+    second = Engine(spread_cls, overrides=overrides, path=path)
+    second.restore(blob)
+    second.process("trade", table.slice(k).to_batches()[0])
+    second.finish()
+    signals = pa.concat_tables([first.ctx.outputs.signals.drain(), second.ctx.outputs.signals.drain()])
+    assert signals.equals(whole.ctx.outputs.signals.drain())

@@ -191,3 +191,36 @@ def test_demo_runs_the_whole_pipeline_and_stops_cleanly(tmp_path):
     assert "alerts" in r.stdout and "processed" in r.stdout.splitlines()[2]
     status = Stack(tmp_path / "stack").status()
     assert not status["broker"]["running"] and not status["postgres"]["running"]
+
+
+def test_telegram_sink_sends_each_alert_once_across_redeliveries(stack_endpoints, tmp_path, spread_cls):
+    from .botapi import BotApiServer
+
+    trades = make_trades(15, 3000)
+    with RecordingWriter(tmp_path / "rec") as w:
+        w.write("trade", trades)
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    asyncio.run(replay(Recording(tmp_path / "rec"), stack_endpoints.kafka_bootstrap, prefix=prefix))
+    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    token = "123456:TEST-token-secret"
+    expected = run_backtest(spread_cls, Recording(tmp_path / "rec"), overrides=OVERRIDES)
+    assert expected.alerts > 0
+    sent_after: list[int] = []
+    with BotApiServer(token) as bot:
+        env = {**os.environ, "QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap, "QSF_PG_DSN": dsn,
+               "QSF_TELEGRAM_TOKEN": token, "QSF_TELEGRAM_CHAT_ID": "42", "QSF_TELEGRAM_API": bot.url}
+        for group in ("g1", "g2"):  # the second group re-delivers every alert: none is sent again
+            r = subprocess.run(
+                [*qsf_cmd(), "process", SPREAD_SPEC, *PARAMS, "--topic-prefix", prefix, "--group", f"{group}-{prefix}",
+                 "--sink", "telegram", "--exit-when-idle", "2", "-v"],
+                capture_output=True, text=True, env=env, timeout=240,
+            )
+            assert r.returncode == 0, r.stderr
+            assert token not in r.stderr and token not in r.stdout
+            sent_after.append(len(bot.texts()))
+        texts = bot.texts()
+    assert sent_after[0] == sent_after[1] > 0
+    # every alert is covered exactly once: as its own message or counted in a "+N more" summary
+    single = [t for t in texts if "divergence" in t.splitlines()[0]]
+    summaries = [int(t.split("+", 1)[1].split(" ", 1)[0]) for t in texts if t.startswith("+")]
+    assert len(single) + sum(summaries) == expected.alerts
