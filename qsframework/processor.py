@@ -259,15 +259,16 @@ class Processor:
                     self._recorder.write(kind, batch)
                 if self._pg is not None:
                     await self._pg.write(kind, pa.Table.from_batches([batch]))
-            now_ns = time.time_ns()
-            for table in tables.values():
-                lat_ms = (now_ns - table.column("ts_recv").to_numpy()[-1000:]) / 1e6
-                # receive-to-processed latency means something for live data only (not replays
-                # of old recordings): keep the samples received within the last hour
-                self._latencies.extend(lat_ms[(lat_ms >= 0) & (lat_ms < 3.6e6)].tolist())
         if upto is not None:
             self._released_upto = upto
         await self._flush_outputs(producer)
+        if tables:  # receive-to-durable latency: the sinks hold these rows now
+            now_ns = time.time_ns()
+            for table in tables.values():
+                lat_ms = (now_ns - table.column("ts_recv").to_numpy()[-1000:]) / 1e6
+                # meaningful for live data only (not replays of old recordings): keep the
+                # samples received within the last hour
+                self._latencies.extend(lat_ms[(lat_ms >= 0) & (lat_ms < 3.6e6)].tolist())
 
     async def _flush_outputs(self, producer) -> None:
         for name, buf in self.engine.ctx.outputs.buffers().items():

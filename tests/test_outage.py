@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
 import uuid
 
 import asyncpg
@@ -88,7 +89,10 @@ def test_processor_killed_with_sigkill_and_restarted(stack_endpoints, tmp_path, 
         feeder = asyncio.create_task(replay(Recording(tmp_path / "rec"), stack_endpoints.kafka_bootstrap,
                                             speed=span_s / 16, prefix=prefix))
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        await asyncio.sleep(9)  # mid-stream
+        await asyncio.sleep(9)  # mid-stream, once it has committed (and snapshotted) at least once
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "state" / "processor.state").exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         await feeder

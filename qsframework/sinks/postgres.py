@@ -1,4 +1,5 @@
-"""PostgreSQL/TimescaleDB sink (asyncpg): binary COPY into a staging table, then
+"""PostgreSQL/TimescaleDB sink (asyncpg): binary COPY straight into the table; a batch that
+overlaps stored rows (a re-delivery) is instead copied into a staging table and merged with
 ``INSERT ... ON CONFLICT DO NOTHING`` on natural keys, so re-delivered batches add nothing.
 
 If the database goes away the sink retries with backoff until it is back; the caller does
@@ -43,6 +44,7 @@ class PostgresSink:
         self.timescale = False
         self.rows_written = 0
         self.retries = 0
+        self.merged = 0  # batches that overlapped rows already stored
 
     async def start(self) -> None:
         await self._connect()
@@ -80,14 +82,19 @@ class PostgresSink:
                 if self.con is None or self.con.is_closed():
                     await self._connect()
                 assert self.con is not None
-                async with self.con.transaction():
-                    await self.con.execute(
-                        f"CREATE TEMP TABLE IF NOT EXISTS stage_{target} (LIKE {target}) ON COMMIT DELETE ROWS"
-                    )
-                    await self.con.copy_records_to_table(f"stage_{target}", records=records, columns=names)
-                    await self.con.execute(
-                        f"INSERT INTO {target} SELECT * FROM stage_{target} ON CONFLICT DO NOTHING"
-                    )
+                try:  # fast path: new rows go straight in by COPY
+                    async with self.con.transaction():
+                        await self.con.copy_records_to_table(target, records=records, columns=names)
+                except asyncpg.UniqueViolationError:  # a re-delivery: merge, keeping what is there
+                    async with self.con.transaction():
+                        await self.con.execute(
+                            f"CREATE TEMP TABLE IF NOT EXISTS stage_{target} (LIKE {target}) ON COMMIT DELETE ROWS"
+                        )
+                        await self.con.copy_records_to_table(f"stage_{target}", records=records, columns=names)
+                        await self.con.execute(
+                            f"INSERT INTO {target} SELECT * FROM stage_{target} ON CONFLICT DO NOTHING"
+                        )
+                    self.merged += 1
                 self.rows_written += len(records)
                 return
             except _RETRYABLE as exc:

@@ -1,0 +1,173 @@
+"""Live pipeline benchmark: broker -> qsf process -> PostgreSQL.
+
+Usage: python bench/live_pipeline.py [--events 300000] [--rate 5000] [--seconds 20]
+
+Prints three figures (targets from issue 3 in brackets):
+1. sustained events/s end to end: a backlog of --events trades on the broker, processed by
+   the spread strategy with the PostgreSQL sink [>= 50k events/s];
+2. p50/p99 latency from ts_recv (stamped when published) to durable in PostgreSQL, with
+   events published at a fixed --rate for --seconds [p99 < 100 ms at 5k events/s];
+3. the sink's rows/s next to a raw asyncpg COPY of the same rows [>= 70%].
+Uses QSF_KAFKA_BOOTSTRAP/QSF_PG_DSN when set, else starts the embedded stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from qsframework.events import TRADE  # noqa: E402
+from qsframework.kafka import ensure_topics, start_producer, topic_of  # noqa: E402
+from qsframework.loader import load_strategy  # noqa: E402
+from qsframework.processor import ProcessConfig, Processor  # noqa: E402
+from qsframework.simulate import simulate_trades  # noqa: E402
+from qsframework.sinks.postgres import PostgresSink  # noqa: E402
+from qsframework.stack import Stack, endpoints_from_env  # noqa: E402
+from qsframework.wire import encode  # noqa: E402
+
+SPREAD = load_strategy(str(ROOT / "strategies" / "btc_eth_spread.py") + ":BtcEthSpread")
+
+
+async def fresh_db(dsn: str) -> str:
+    import asyncpg
+
+    name = f"bench{uuid.uuid4().hex[:8]}"
+    con = await asyncpg.connect(dsn)
+    try:
+        await con.execute(f"CREATE DATABASE {name}")
+    finally:
+        await con.close()
+    return dsn.rsplit("/", 1)[0] + "/" + name
+
+
+async def publish(bootstrap: str, topic: str, table: pa.Table) -> None:
+    producer = await start_producer(bootstrap)
+    try:
+        for key, value in encode(table):
+            await producer.send(topic, key=key, value=value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def throughput(bootstrap: str, dsn: str, events: int) -> tuple[int, float]:
+    prefix = f"b{uuid.uuid4().hex[:6]}"
+    table = pa.concat_tables(simulate_trades(["BTCUSDT", "ETHUSDT"], minutes=events / 40 / 60 * 1.05, seed=3))
+    table = table.slice(0, events)
+    await ensure_topics(bootstrap, [topic_of("trade", prefix)])
+    await publish(bootstrap, topic_of("trade", prefix), table)
+    proc = Processor(SPREAD, ProcessConfig(bootstrap=bootstrap, group=f"{prefix}-g", prefix=prefix,
+                                           sinks=("timescale",), pg_dsn=dsn, exit_when_idle_s=2.0))
+    t0 = time.monotonic()
+    stats = await proc.run()
+    return stats.processed, time.monotonic() - t0 - 2.0  # minus the idle wait at the end
+
+
+async def latency(bootstrap: str, dsn: str, rate: int, seconds: float) -> tuple[float, float, int]:
+    prefix = f"b{uuid.uuid4().hex[:6]}"
+    topic = topic_of("trade", prefix)
+    await ensure_topics(bootstrap, [topic])
+    proc = Processor(SPREAD, ProcessConfig(bootstrap=bootstrap, group=f"{prefix}-g", prefix=prefix,
+                                           sinks=("timescale",), pg_dsn=dsn, exit_when_idle_s=2.0,
+                                           lateness_ns=0, poll_ms=20))
+    worker = asyncio.create_task(proc.run())
+    await asyncio.sleep(3)  # let it join the group
+    producer = await start_producer(bootstrap)
+    rng = np.random.default_rng(0)
+    sent, seq = 0, 0
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < seconds:
+            due = int((time.monotonic() - t0) * rate) - sent
+            if due > 0:
+                now = time.time_ns()
+                n = due
+                table = pa.table({
+                    "ts_event": np.full(n, now, np.int64), "ts_recv": np.full(n, now, np.int64),
+                    "source": ["bench"] * n, "key": rng.choice(["BTCUSDT", "ETHUSDT"], n).tolist(),
+                    "seq": np.arange(seq, seq + n, dtype=np.int64), "price": 100 + rng.random(n),
+                    "qty": np.ones(n), "is_buyer_maker": np.zeros(n, bool),
+                }, schema=TRADE.schema)
+                for key, value in encode(table):
+                    await producer.send(topic, key=key, value=value)
+                sent += n
+                seq += n
+            await asyncio.sleep(0.005)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    stats = await worker
+    return stats.latency_ms_p50 or float("nan"), stats.latency_ms_p99 or float("nan"), sent
+
+
+async def sink_vs_copy(dsn: str, rows: int) -> tuple[float, float]:
+    import asyncpg
+
+    table = pa.concat_tables(simulate_trades(["BTCUSDT", "ETHUSDT"], minutes=rows / 40 / 60 * 1.05, seed=4)).slice(0, rows)
+    sink = PostgresSink(dsn)
+    await sink.start()
+    t = time.monotonic()
+    for batch in table.to_batches(20_000):
+        await sink.write("trade", pa.Table.from_batches([batch]))
+    sink_s = time.monotonic() - t
+    await sink.close()
+    con = await asyncpg.connect(dsn)
+    try:
+        await con.execute("CREATE TABLE raw_copy (LIKE trades INCLUDING ALL)")
+        names = table.schema.names
+        t = time.monotonic()
+        for batch in table.to_batches(20_000):
+            records = list(zip(*(batch.column(n).to_pylist() for n in names)))
+            await con.copy_records_to_table("raw_copy", records=records, columns=names)
+        raw_s = time.monotonic() - t
+    finally:
+        await con.close()
+    return rows / sink_s, rows / raw_s
+
+
+async def main_async(args) -> None:
+    external = endpoints_from_env()
+    stack = None
+    if external is None:
+        stack = Stack(Path(tempfile.mkdtemp(prefix="qsf-bench-")))
+        endpoints = stack.up()
+    else:
+        endpoints = external
+    try:
+        dsn = await fresh_db(endpoints.pg_dsn)
+        n, secs = await throughput(endpoints.kafka_bootstrap, dsn, args.events)
+        print(f"end to end (broker -> process -> PostgreSQL): {n:,} events in {secs:.1f} s = {n / secs:,.0f} events/s"
+              f"  [target >= 50,000]")
+        p50, p99, sent = await latency(endpoints.kafka_bootstrap, dsn, args.rate, args.seconds)
+        print(f"latency ts_recv -> durable at {args.rate:,} events/s ({sent:,} events): p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+              f"  [target p99 < 100 ms]")
+        sink_rate, raw_rate = await sink_vs_copy(dsn, args.copy_rows)
+        print(f"PostgreSQL sink {sink_rate:,.0f} rows/s vs raw asyncpg COPY {raw_rate:,.0f} rows/s "
+              f"= {sink_rate / raw_rate:.0%}  [target >= 70%]")
+    finally:
+        if stack is not None:
+            stack.down(purge=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--rate", type=int, default=5_000)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--copy-rows", type=int, default=200_000)
+    asyncio.run(main_async(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
