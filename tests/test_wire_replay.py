@@ -110,3 +110,22 @@ async def _consume_all(bootstrap: str, topic: str, group: str, want: int) -> lis
     finally:
         await consumer.stop()
     return got
+
+
+@settings(max_examples=60)
+@given(st.lists(st.fixed_dictionaries({
+    "ts_event": st.one_of(st.integers(0, 2**62), st.floats(0, 1e18), st.booleans(), st.none()),
+    "ts_recv": st.integers(0, 2**62), "source": st.sampled_from(["b", "x"]), "key": st.sampled_from(["K", "L"]),
+    "seq": st.one_of(st.integers(-5, 2**40), st.just(True), st.text(max_size=2)),
+    "price": st.one_of(st.floats(allow_nan=True, allow_infinity=False, width=64), st.integers(-3, 3), st.text(max_size=2)),
+    "qty": st.floats(0, 10), "is_buyer_maker": st.one_of(st.booleans(), st.integers(0, 1)),
+}), min_size=1, max_size=8))
+def test_batch_decoding_judges_every_message_like_one_by_one(rows):
+    """The one-parse fast path never accepts what the message-by-message path rejects."""
+    from qsframework.wire import _decode_each
+
+    values = [orjson.dumps(r) for r in rows]
+    together, rejected_together = decode(TRADE, values)
+    careful, rejected_careful = _decode_each(TRADE, values)
+    assert together.equals(careful)
+    assert [(r.value, r.index) for r in rejected_together] == [(r.value, r.index) for r in rejected_careful]
