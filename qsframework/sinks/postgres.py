@@ -22,8 +22,11 @@ log = logging.getLogger("qsf.sink.postgres")
 TABLES = {"trade": "trades", "signal": "signals", "alert": "alerts"}
 SQL_DIR = Path(__file__).resolve().parents[2] / "infra" / "sql"
 # the database went away or is restarting: wait and retry (anything else is a real error)
+# (InternalClientError: the connection died mid-COPY and its protocol state is broken; the
+# retry below throws that connection away and opens a new one)
 _RETRYABLE = (OSError, ConnectionError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
-              asyncpg.InterfaceError, asyncpg.exceptions.OperatorInterventionError)
+              asyncpg.InterfaceError, asyncpg.exceptions.OperatorInterventionError,
+              asyncpg.exceptions.InternalClientError)
 
 
 def schema_sql(name: str) -> str:
