@@ -14,7 +14,6 @@ from math import log, sqrt
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from qsframework import TRADE, Context, Duration, Strategy, TimerFires
 from qsframework.strategies.spread_kernel import DIVERGENCE, spread_kernel

@@ -8,8 +8,6 @@ import subprocess
 import time
 
 import orjson
-import pyarrow as pa
-import pytest
 from aiokafka import AIOKafkaConsumer
 from hypothesis import given, settings
 from hypothesis import strategies as st

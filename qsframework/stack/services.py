@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from abc import ABC, abstractmethod
 import os
 import shutil
 import signal
@@ -81,15 +82,16 @@ def _stop_pid(pid: int | None, timeout: float = 10.0) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Service:
+class _Service(ABC):
     """A background server on a loopback port, known by its pid."""
 
     root: Path
     host: str = "127.0.0.1"
     port: int
 
+    @abstractmethod
     def pid(self) -> int | None:
-        raise NotImplementedError
+        """The server's process id, or None when it has none recorded."""
 
     def running(self) -> bool:
         return pid_alive(self.pid()) and port_open(self.host, self.port)
