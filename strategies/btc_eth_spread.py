@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from math import log, sqrt
+from itertools import repeat
+from math import exp, log, sqrt
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +20,8 @@ from qsframework import TRADE, Context, Duration, Strategy, TimerFires
 from qsframework.strategies.spread_kernel import DIVERGENCE, spread_kernel
 from qsframework.keycodes import encode_keys, string_buffers
 from qsframework.strategy import attrs_json_column
+
+_NONE = float("nan")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,23 +46,17 @@ class SpreadParams:
             raise ValueError("rearm must be between 0 and 1")
 
 
-class _Leg:
-    """One symbol: last price, and the trades of the last window for the lagged price."""
+def _leave(q: list[tuple], i: int, cut: int, w: int) -> tuple[int, int, tuple | None]:
+    """Move past the trades of ``q`` (from index ``i``) at or before ``cut``.
 
-    __slots__ = ("last", "lag", "lag_ts", "ts", "px")
-
-    def __init__(self) -> None:
-        self.last: float | None = None
-        self.lag: float | None = None  # price of the last trade with ts_event <= cut
-        self.lag_ts = 0
-        self.ts: deque[int] = deque()  # trades with ts_event > cut, oldest first
-        self.px: deque[float] = deque()
-
-    def advance(self, cut: int) -> None:
-        ts, px = self.ts, self.px
-        while ts and ts[0] <= cut:
-            self.lag_ts = ts.popleft()
-            self.lag = px.popleft()
+    Returns the index of the first trade still inside the window, the event time after
+    which that trade leaves (-1 when the leg has none yet: check on every event) and the
+    last trade that left (None if none did).
+    """
+    j, n = i, len(q)
+    while j < n and q[j][0] <= cut:
+        j += 1
+    return j, (q[j][0] + w - 1 if j < n else -1), (q[j - 1] if j > i else None)
 
 
 class _Window:
@@ -126,12 +123,27 @@ class BtcEthSpread(Strategy):
         self._s = int(params.sample)
         self._thr = params.threshold
         self._rearm_at = params.rearm * params.threshold
-        self._A, self._B = _Leg(), _Leg()
+        # Per leg: its trades as (ts_event, key, price) tuples, oldest first; _ia/_ib index
+        # the first one still inside the window (ts_event > t - W), the ones before it
+        # have left (trimmed on timer fires). NaN stands for "no price yet".
+        self._qa: list[tuple] = []
+        self._qb: list[tuple] = []
+        self._ia = self._ib = 0
+        self._la = self._lb = _NONE  # last prices
+        self._lag_a = self._lag_b = _NONE  # prices of the last trades with ts_event <= t - W
+        self._na = self._nb = self._next = -1  # event time after which a/b/either lag moves
+        self._k = _NONE  # lag_b / lag_a
+        # Fast path: d = ln(x) up to rounding (< 1e-15), x = (la/lb) * (lag_b/lag_a). x well
+        # inside the threshold band means no divergence; well outside the re-arm band means
+        # no re-arm. Only near a boundary (or while a lag is missing) is d computed exactly.
+        margin = 1e-9
+        self._fire_lo, self._fire_hi = exp(-self._thr + margin), exp(self._thr - margin)
+        self._rearm_lo, self._rearm_hi = exp(-self._rearm_at - margin), exp(self._rearm_at + margin)
         self._legs = encode_keys((params.a, params.b))
         self._armed = True
         self._first = 0
         self._win = _Window(self._w // self._s)
-        self._prev: tuple[float | None, float | None] | None = None  # grid prices at T - sample
+        self._prev: tuple[float, float] | None = None  # last prices at grid point T - sample
 
     def prepare(self) -> None:
         """Load the compiled batch kernel (compiling it on first use) on a scratch copy."""
@@ -158,34 +170,58 @@ class BtcEthSpread(Strategy):
     def on_trade(self, t) -> None:
         ts, key, price = t  # the declared fields, in schema order: ts_event, key, price
         if key == self._a:
-            leg = self._A
+            self._qa.append(t)
+            self._la = price
         elif key == self._b:
-            leg = self._B
+            self._qb.append(t)
+            self._lb = price
         else:
             return
-        cut = ts - self._w
-        A, B = self._A, self._B
-        if A.ts and A.ts[0] <= cut:
-            A.advance(cut)
-        if B.ts and B.ts[0] <= cut:
-            B.advance(cut)
-        leg.last = price
-        leg.ts.append(ts)
-        leg.px.append(price)
-        if A.lag is None or B.lag is None:
+        if ts > self._next:
+            self._advance(ts)
+        x = self._la / self._lb * self._k
+        if self._armed:
+            if self._fire_lo < x < self._fire_hi:
+                return
+        elif not self._rearm_lo < x < self._rearm_hi:
             return
-        d = log(A.last / A.lag) - log(B.last / B.lag)
+        self._check(ts)
+
+    def on_timer(self, name: str, ts: int) -> None:
+        if ts > self._next:
+            self._advance(ts)
+        if self._ia > 4096:
+            del self._qa[: self._ia]
+            self._ia, self._na = 0, (self._qa[0][0] + self._w - 1 if self._qa else -1)
+        if self._ib > 4096:
+            del self._qb[: self._ib]
+            self._ib, self._nb = 0, (self._qb[0][0] + self._w - 1 if self._qb else -1)
+        self._sample(ts)
+
+    def _advance(self, now: int) -> None:
+        """Trades at or before ``now - W`` leave the window; the last to leave is the lag."""
+        cut, w = now - self._w, self._w
+        if now > self._na:
+            self._ia, self._na, gone = _leave(self._qa, self._ia, cut, w)
+            if gone is not None:
+                self._lag_a = gone[2]
+        if now > self._nb:
+            self._ib, self._nb, gone = _leave(self._qb, self._ib, cut, w)
+            if gone is not None:
+                self._lag_b = gone[2]
+        self._next = min(self._na, self._nb)
+        self._k = self._lag_b / self._lag_a
+
+    def _check(self, ts: int) -> None:
+        """The exact rule: d from the two legs' log returns, with hysteresis."""
+        if self._lag_a != self._lag_a or self._lag_b != self._lag_b:
+            return
+        d = log(self._la / self._lag_a) - log(self._lb / self._lag_b)
         if self._armed:
             if abs(d) > self._thr:
                 self._diverged(ts, d)
         elif abs(d) < self._rearm_at:
             self._armed = True
-
-    def on_timer(self, name: str, ts: int) -> None:
-        cut = ts - self._w
-        self._A.advance(cut)
-        self._B.advance(cut)
-        self._sample(ts)
 
     # -- shared by both paths ----------------------------------------------------
     def _diverged(self, ts: int, d: float) -> None:
@@ -203,16 +239,15 @@ class BtcEthSpread(Strategy):
 
     def _sample(self, T: int) -> None:
         """Grid point T: push the sample returns, emit the spread once it is defined."""
-        A, B = self._A, self._B
-        prev = self._prev
-        if prev is not None and None not in prev and A.last is not None and B.last is not None:
-            self._win.push(log(A.last / prev[0]), log(B.last / prev[1]), 1)
+        la, lb, prev = self._la, self._lb, self._prev
+        if prev is not None and prev[0] == prev[0] and prev[1] == prev[1] and la == la and lb == lb:
+            self._win.push(log(la / prev[0]), log(lb / prev[1]), 1)
         else:
             self._win.push(0.0, 0.0, 0)
-        self._prev = (A.last, B.last)
-        if T <= self._first or A.lag is None or B.lag is None:
+        self._prev = (la, lb)
+        if T <= self._first or self._lag_a != self._lag_a or self._lag_b != self._lag_b:
             return
-        value = log(A.last / A.lag) - log(B.last / B.lag)
+        value = log(la / self._lag_a) - log(lb / self._lag_b)
         self.ctx.signal(self._pair, "spread", value, {"corr": self._win.corr()}, ts=T)
 
     # -- batch path ----------------------------------------------------------------
@@ -221,18 +256,15 @@ class BtcEthSpread(Strategy):
         ts = batch.column("ts_event").to_numpy()
         price = batch.column("price").to_numpy()
         key_offsets, key_data, key_start, _ = string_buffers(batch.column("key"))
-        A, B, win = self._A, self._B, self._win
-        nan = float("nan")
-        prev = self._prev
+        win, prev = self._win, self._prev
+        qa, qb = self._qa[self._ia :], self._qb[self._ib :]
         f = np.array([
-            nan if A.last is None else A.last, nan if B.last is None else B.last,
-            nan if A.lag is None else A.lag, nan if B.lag is None else B.lag,
+            self._la, self._lb, self._lag_a, self._lag_b,
             win.sa, win.sb, win.saa, win.sbb, win.sab,
-            nan if prev is None or prev[0] is None else prev[0],
-            nan if prev is None or prev[1] is None else prev[1],
+            _NONE if prev is None else prev[0], _NONE if prev is None else prev[1],
         ])
         i = np.array([
-            A.lag_ts, B.lag_ts, int(self._armed), 0, 0, win.valid, win.nza, win.nzb,
+            0, 0, int(self._armed), 0, 0, win.valid, win.nza, win.nzb,
             int(prev is not None), len(win.ok),
         ], np.int64)
         ring = np.zeros((3, win.n))
@@ -245,24 +277,30 @@ class BtcEthSpread(Strategy):
         out_corr = np.empty(len(ts) + len(fires))
         n_out, a_ts, a_px, b_ts, b_px = spread_kernel(
             ts, price, key_offsets, key_data, key_start, *self._legs,
-            np.array(A.ts, np.int64), np.array(A.px, np.float64),
-            np.array(B.ts, np.int64), np.array(B.px, np.float64),
+            np.fromiter((t[0] for t in qa), np.int64, len(qa)),
+            np.fromiter((t[2] for t in qa), np.float64, len(qa)),
+            np.fromiter((t[0] for t in qb), np.int64, len(qb)),
+            np.fromiter((t[2] for t in qb), np.float64, len(qb)),
             fires.times, fires.pos, f, i, ring,
             self._w, self._thr, self._rearm_at, self._first, out_kind, out_ts, out_val, out_corr,
         )
         self._emit(out_kind[:n_out], out_ts[:n_out], out_val[:n_out], out_corr[:n_out])
         # write the state back where the per-event path keeps it (after _emit, which
         # disarms on each divergence as the per-event path does)
-        A.last, B.last = (None if x != x else float(x) for x in f[0:2])
-        A.lag, B.lag = (None if x != x else float(x) for x in f[2:4])
-        A.lag_ts, B.lag_ts = int(i[0]), int(i[1])
-        A.ts, A.px = deque(a_ts[i[3]:].tolist()), deque(a_px[i[3]:].tolist())
-        B.ts, B.px = deque(b_ts[i[4]:].tolist()), deque(b_px[i[4]:].tolist())
+        self._la, self._lb, self._lag_a, self._lag_b = (float(x) for x in f[0:4])
+        w = self._w
+        self._qa = list(zip(a_ts[i[3] :].tolist(), repeat(self._a), a_px[i[3] :].tolist()))
+        self._qb = list(zip(b_ts[i[4] :].tolist(), repeat(self._b), b_px[i[4] :].tolist()))
+        self._ia = self._ib = 0
+        self._na = self._qa[0][0] + w - 1 if self._qa else -1
+        self._nb = self._qb[0][0] + w - 1 if self._qb else -1
+        self._next = min(self._na, self._nb)
+        self._k = self._lag_b / self._lag_a
         self._armed = bool(i[2])
         win.sa, win.sb, win.saa, win.sbb, win.sab = (float(x) for x in f[4:9])
         win.valid, win.nza, win.nzb = int(i[5]), int(i[6]), int(i[7])
         if i[8]:
-            self._prev = tuple(None if x != x else float(x) for x in f[9:11])  # type: ignore[assignment]
+            self._prev = (float(f[9]), float(f[10]))
         h = int(i[9])
         win.ra = deque(ring[0, :h].tolist(), maxlen=win.n)
         win.rb = deque(ring[1, :h].tolist(), maxlen=win.n)
