@@ -225,6 +225,101 @@ def ingest_replay(recording_dir: str, speed: float | None, start: str | None, en
                f"({stats.events / max(stats.wall_s, 1e-9):,.0f}/s): {topics}")
 
 
+def _binance_options(fn):
+    """Options shared by ``qsf record binance`` and ``qsf ingest binance``."""
+    options = [
+        click.option("--symbols", required=True, metavar="LIST", help="Comma-separated symbols, e.g. btcusdt,ethusdt."),
+        click.option("--url", default=None, metavar="URL", help="WebSocket base URL (default: Binance's public endpoint)."),
+        click.option("--stream", type=click.Choice(["trade", "aggTrade"]), default="trade", show_default=True, help="Raw trades or aggregate trades."),
+        click.option("--duration", type=float, metavar="S", help="Stop after S seconds (default: run until SIGTERM/Ctrl-C)."),
+        click.option("--backfill/--no-backfill", default=False, show_default=True, help="Fetch the trades of a gap from the REST API."),
+        click.option("--rest-url", default=None, metavar="URL", help="REST base URL for --backfill (default: Binance's public API)."),
+        click.option("--microseconds", is_flag=True, help="Ask for timeUnit=MICROSECOND (times are exact either way)."),
+        click.option("--rotate-after", default="23.5h", show_default=True, metavar="DURATION", help="Open an overlapping new connection after this long (Binance closes at 24 h)."),
+        click.option("-v", "--verbose", is_flag=True, help="Log connections, gaps and bad frames."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _binance_config(symbols: str, url: str | None, stream: str, backfill: bool, rest_url: str | None,
+                    microseconds: bool, rotate_after: str):
+    from .durations import parse_duration
+
+    try:
+        from qsframework.adapters.binance.client import DEFAULT_REST, DEFAULT_URL, BinanceConfig
+
+        syms = tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
+        return BinanceConfig(symbols=syms, stream=stream, url=url or DEFAULT_URL,
+                             rest_url=rest_url or DEFAULT_REST, backfill=backfill,
+                             microseconds=microseconds,
+                             rotate_after=parse_duration(rotate_after) / 1e9)
+    except ImportError as exc:
+        raise UserError(f"the Binance adapter needs {exc.name}: pip install 'qsframework[binance]'") from None
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _binance_run(coro_fn, verbose: bool):
+    import asyncio
+    import logging
+
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        summary = asyncio.run(coro_fn())
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"{summary.trades:,} trades in {summary.wall_s:.1f} s; {summary.gaps} gaps "
+               f"({summary.missing:,} missing ids, {summary.backfilled:,} backfilled); "
+               f"{summary.duplicates:,} duplicates and {summary.rejected:,} bad frames dropped; "
+               f"{summary.reconnects} reconnects, {summary.rotations} rotations")
+
+
+@main.group()
+def record() -> None:
+    """Record live sources straight to a recording (Parquet)."""
+
+
+@record.command("binance")
+@_binance_options
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Recording directory (created or appended to).")
+@click.option("--roll", default="60s", show_default=True, metavar="DURATION", help="Write buffered events as new files this often (a crash loses at most this much).")
+def record_binance_cmd(symbols: str, url: str | None, stream: str, duration: float | None, backfill: bool,
+                       rest_url: str | None, microseconds: bool, rotate_after: str, verbose: bool,
+                       out_dir: str, roll: str) -> None:
+    """Record Binance spot trades from the WebSocket streams.
+
+    Example: qsf record binance --symbols btcusdt,ethusdt --out recordings/live --duration 3600
+    """
+    from qsframework.adapters.binance.live import record_binance
+
+    from .durations import parse_duration
+
+    cfg = _binance_config(symbols, url, stream, backfill, rest_url, microseconds, rotate_after)
+    try:
+        roll_s = parse_duration(roll) / 1e9
+    except ValueError as exc:
+        raise UserError(f"--roll: {exc}") from None
+    _binance_run(lambda: record_binance(cfg, out_dir, duration=duration, roll=roll_s), verbose)
+
+
+@ingest.command("binance")
+@_binance_options
+@click.option("--bootstrap", metavar="HOST:PORT", help="Broker (default: $QSF_KAFKA_BOOTSTRAP).")
+@click.option("--topic-prefix", default="qsf", show_default=True, help="Topics are PREFIX.trades, PREFIX.gaps, PREFIX.dlq.")
+def ingest_binance_cmd(symbols: str, url: str | None, stream: str, duration: float | None, backfill: bool,
+                       rest_url: str | None, microseconds: bool, rotate_after: str, verbose: bool,
+                       bootstrap: str | None, topic_prefix: str) -> None:
+    """Publish Binance spot trades to Kafka (PREFIX.trades; gaps to PREFIX.gaps; bad frames to PREFIX.dlq)."""
+    from qsframework.adapters.binance.live import ingest_binance
+
+    cfg = _binance_config(symbols, url, stream, backfill, rest_url, microseconds, rotate_after)
+    server = _bootstrap(bootstrap)
+    _binance_run(lambda: ingest_binance(cfg, server, prefix=topic_prefix, duration=duration), verbose)
+
+
 # -- process ---------------------------------------------------------------------------
 @main.command()
 @click.argument("spec")

@@ -130,6 +130,17 @@ ALERT = define_kind(
     doc="A strategy's alert for humans; dedup_key lets sinks send it once.",
 )
 
+GAP = define_kind(
+    "gap",
+    [
+        pa.field("first_id", pa.int64(), nullable=False),
+        pa.field("last_id", pa.int64(), nullable=False),
+        pa.field("filled", pa.int64(), nullable=False),
+    ],
+    doc="Missing trade ids first_id..last_id of key (the symbol), seen as a jump in the ids; "
+    "filled counts those backfilled; ts_event is the first trade after the gap.",
+)
+
 Trade = TRADE.row
 Signal = SIGNAL.row
 Alert = ALERT.row

@@ -1,0 +1,1 @@
+"""Binance spot trades: the WebSocket source, its parser and the historical dump importer."""
