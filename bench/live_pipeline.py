@@ -76,7 +76,42 @@ async def throughput(bootstrap: str, dsn: str, events: int) -> tuple[int, float]
     return stats.processed, (stats.last_processed_at or 0) - (stats.first_processed_at or 0)
 
 
+async def _publish_at_rate(bootstrap: str, topic: str, rate: int, seconds: float) -> int:
+    """Publish trades stamped ts_recv = now at ``rate`` events/s for ``seconds``."""
+    producer = await start_producer(bootstrap)
+    rng = np.random.default_rng(0)
+    sent = 0
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < seconds:
+            due = int((time.monotonic() - t0) * rate) - sent
+            if due > 0:
+                now = time.time_ns()
+                table = pa.table({
+                    "ts_event": np.full(due, now, np.int64), "ts_recv": np.full(due, now, np.int64),
+                    "source": ["bench"] * due, "key": rng.choice(["BTCUSDT", "ETHUSDT"], due).tolist(),
+                    "seq": np.arange(sent, sent + due, dtype=np.int64), "price": 100 + rng.random(due),
+                    "qty": np.ones(due), "is_buyer_maker": np.zeros(due, bool),
+                }, schema=TRADE.schema)
+                for key, value in encode(table):
+                    await producer.send(topic, key=key, value=value)
+                sent += due
+            await asyncio.sleep(0.002)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+def _publisher(bootstrap: str, topic: str, rate: int, seconds: float, out) -> None:
+    out.put(asyncio.run(_publish_at_rate(bootstrap, topic, rate, seconds)))
+
+
 async def latency(bootstrap: str, dsn: str, rate: int, seconds: float) -> tuple[float, float, int]:
+    """The publisher runs in its own process, as a feed would: the processor's event loop
+    and CPU time are its own."""
+    import multiprocessing as mp
+
     prefix = f"b{uuid.uuid4().hex[:6]}"
     topic = topic_of("trade", prefix)
     await ensure_topics(bootstrap, [topic])
@@ -85,30 +120,13 @@ async def latency(bootstrap: str, dsn: str, rate: int, seconds: float) -> tuple[
                                            lateness_ns=0, poll_ms=20))
     worker = asyncio.create_task(proc.run())
     await asyncio.sleep(3)  # let it join the group
-    producer = await start_producer(bootstrap)
-    rng = np.random.default_rng(0)
-    sent, seq = 0, 0
-    t0 = time.monotonic()
-    try:
-        while time.monotonic() - t0 < seconds:
-            due = int((time.monotonic() - t0) * rate) - sent
-            if due > 0:
-                now = time.time_ns()
-                n = due
-                table = pa.table({
-                    "ts_event": np.full(n, now, np.int64), "ts_recv": np.full(n, now, np.int64),
-                    "source": ["bench"] * n, "key": rng.choice(["BTCUSDT", "ETHUSDT"], n).tolist(),
-                    "seq": np.arange(seq, seq + n, dtype=np.int64), "price": 100 + rng.random(n),
-                    "qty": np.ones(n), "is_buyer_maker": np.zeros(n, bool),
-                }, schema=TRADE.schema)
-                for key, value in encode(table):
-                    await producer.send(topic, key=key, value=value)
-                sent += n
-                seq += n
-            await asyncio.sleep(0.005)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    publisher = ctx.Process(target=_publisher, args=(bootstrap, topic, rate, seconds, out))
+    publisher.start()
+    while publisher.is_alive():
+        await asyncio.sleep(0.2)
+    sent = out.get(timeout=10)
     stats = await worker
     return stats.latency_ms_p50 or float("nan"), stats.latency_ms_p99 or float("nan"), sent
 

@@ -22,6 +22,7 @@ from .strategy import Context, Strategy
 from .timers import NEVER
 
 Path = Literal["auto", "event", "batch"]
+SMALL_BATCH = 512
 
 
 def _pylist(col: pa.Array) -> list:
@@ -43,6 +44,7 @@ class Engine:
         overrides: dict[str, Any] | None = None,
         path: Path = "auto",
         seed: int = 0,
+        small_batch: int = SMALL_BATCH,
     ) -> None:
         if params is None:
             params = build_params(
@@ -53,6 +55,10 @@ class Engine:
         self.params = params
         self.path = path
         self.kinds = tuple(strategy_cls.kinds)
+        # "auto" hands batches below small_batch rows to the per-event handler (same
+        # outputs, and cheaper than setting up a vectorized pass for a few rows: live
+        # micro-batches); "batch" always takes the batch handler
+        self._small = small_batch if path == "auto" else 0
         keys = self.strategy.keys()
         self._key_set = pa.array(sorted(keys), pa.string()) if keys is not None else None
         self._started = False
@@ -110,7 +116,7 @@ class Engine:
             self.strategy.on_start()
         self.events_in += batch.num_rows
         one, many = handlers
-        if many is None:
+        if many is None or (batch.num_rows < self._small and one is not None):
             self._run_events(row, batch, one)
         else:
             self._run_batch(batch, many)

@@ -43,6 +43,25 @@ def test_paths_and_batch_sizes_agree(spread_cls, seed, n, p):
             assert got[1].equals(reference[1]), (path, size)
 
 
+@settings(max_examples=25)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 600), sizes=st.lists(st.integers(1, 40), min_size=1), p=params)
+def test_paths_mixed_within_one_run_agree(spread_cls, seed, n, sizes, p):
+    """Live micro-batches of varying sizes switch between the per-event and the batch
+    handler (path "auto"): the state handed between them keeps the outputs identical."""
+    table = make_trades(seed, n, symbols=("BTCUSDT", "ETHUSDT"))
+    reference = run(spread_cls, table, path="event", batch_size=65536, **p)
+    engine = Engine(spread_cls, overrides={k: str(v) for k, v in p.items()}, path="auto", small_batch=12)
+    pos, i = 0, 0
+    while pos < n:
+        size = sizes[i % len(sizes)]
+        engine.process("trade", table.slice(pos, size).to_batches()[0])
+        pos, i = pos + size, i + 1
+    engine.finish()
+    outputs = engine.ctx.outputs
+    assert outputs.signals.drain().equals(reference[0])
+    assert outputs.alerts.drain().equals(reference[1])
+
+
 @settings(max_examples=15)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(50, 3000))
 def test_same_input_same_output_bit_for_bit(spread_cls, seed, n):
