@@ -176,6 +176,46 @@ def recordings_generate(symbols: str, minutes: float, seed: int, out_dir: str, s
     click.echo(f"wrote {rows:,} synthetic trades of {', '.join(syms)} ({minutes:g} min, seed {seed}) to {out_dir}/")
 
 
+@recordings.group("import")
+def recordings_import() -> None:
+    """Import outside data as a recording."""
+
+
+@recordings_import.command("binance-csv")
+@click.argument("files", nargs=-1, required=True, metavar="FILES...")
+@click.option("--symbol", metavar="S", help="Symbol of every file (default: from each file name).")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Recording directory to write (new or empty).")
+def recordings_import_binance(files: tuple[str, ...], symbol: str | None, out_dir: str) -> None:
+    """Import Binance spot trades/aggTrades dumps (data.binance.vision, .zip or .csv).
+
+    Verifies each file's .CHECKSUM when present; times in ms (before 2025) or us are told
+    apart by magnitude. Example:
+    qsf recordings import binance-csv BTCUSDT-trades-2025-01-*.zip ETHUSDT-trades-2025-01-*.zip --out recordings/jan
+    """
+    from qsframework.adapters.binance.importer import estimate_rows, import_binance_csv
+
+    with _progress(unit="rows") as bar:
+        task = bar.add_task("import", total=estimate_rows(files))
+        stats = import_binance_csv(files, out=out_dir, symbol=symbol, progress=lambda n: bar.advance(task, n))
+    span = ""
+    if stats.first_ts_event is not None:
+        span = f" - {format_time(stats.first_ts_event)} .. {format_time(stats.last_ts_event)}"
+    symbols = ", ".join(f"{k} {v:,}" for k, v in stats.by_symbol.items())
+    click.echo(f"imported {stats.rows:,} trades ({symbols}; {stats.kind}) from {len(stats.files)} file(s) "
+               f"into {out_dir}/{span}")
+    for f in stats.files:
+        unit = f", {f.time_unit} timestamps" if f.time_unit else ""
+        click.echo(f"  {Path(f.path).name}: {f.rows:,} rows{unit}, checksum {f.checksum}")
+    if stats.unverified:
+        click.echo(f"warning: {len(stats.unverified)} file(s) unverified (no .CHECKSUM)", err=True)
+    if stats.bad_rows:
+        click.echo(f"{stats.bad_rows:,} bad rows skipped, e.g.:", err=True)
+        for example in stats.bad_examples:
+            click.echo(f"  {example}", err=True)
+    if stats.skipped_duplicates:
+        click.echo(f"skipped {stats.skipped_duplicates:,} duplicate trades (overlapping files)")
+
+
 # -- ingest ----------------------------------------------------------------------------
 def _bootstrap(option: str | None) -> str:
     import os

@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 from urllib.parse import parse_qsl
 
+from .quiet_http import QuietHandler
+
 # the tags Telegram's HTML parse mode knows
 ALLOWED_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre",
                 "span", "tg-spoiler", "tg-emoji", "blockquote"}
@@ -193,12 +195,7 @@ class BotApiServer:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:  # quiet
-                return None
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 self._reply(404, {"ok": False, "error_code": 404, "description": "Not Found"})
 

@@ -182,7 +182,6 @@ class BinanceSource:
                 now = time.time_ns()
                 conn.frames += 1
                 if isinstance(frame, bytes):
-                    parser.stats.frames += 1
                     parser.rejects.append(Reject(frame, "binary frame", now))
                     parser.stats.rejected += 1
                 elif conn.standby:

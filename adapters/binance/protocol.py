@@ -43,7 +43,6 @@ class Reject:
 
 @dataclass(slots=True)
 class ParserStats:
-    frames: int = 0
     trades: int = 0
     duplicates: int = 0
     gaps: int = 0
@@ -52,6 +51,11 @@ class ParserStats:
     rejected: int = 0
     control: int = 0  # subscription replies and other non-trade messages
     shutdowns: int = 0
+
+    @property
+    def frames(self) -> int:
+        """Frames seen (trades taken so far, dropped ones, rejects, control messages)."""
+        return self.trades + self.duplicates + self.rejected + self.control + self.shutdowns
 
 
 def stream_names(symbols: Iterable[str], stream: str) -> dict[str, str]:
@@ -91,7 +95,7 @@ class TradeParser:
     _id: str = field(init=False)
     _last: dict[str, int] = field(init=False, default_factory=dict)
     _holes: dict[str, list[list[int]]] = field(init=False, default_factory=dict)
-    _cols: tuple[list, ...] = field(init=False)
+    _rows: list[tuple] = field(init=False)
     _gaps: list[tuple] = field(init=False, default_factory=list)
     rejects: list[Reject] = field(init=False, default_factory=list)
     shutdown: bool = field(init=False, default=False)
@@ -101,7 +105,7 @@ class TradeParser:
         self._symbols = frozenset(self._streams.values())
         self._event = self.stream
         self._id = _ID_FIELD[self.stream]
-        self._cols = ([], [], [], [], [], [], [])
+        self._rows = []
 
     @property
     def stream_path(self) -> str:
@@ -115,7 +119,6 @@ class TradeParser:
     # -- feeding -------------------------------------------------------------------
     def feed(self, frame: bytes | str, ts_recv: int) -> None:
         """One WebSocket frame received at ``ts_recv`` (ns)."""
-        self.stats.frames += 1
         try:
             obj = orjson.loads(frame)
             stream = obj.get("stream")
@@ -139,7 +142,7 @@ class TradeParser:
                 raise TypeError
             price = float(p)
             qty = float(q)
-            if not (0.0 < price < inf and 0.0 < qty < inf) or type(p) is bool:
+            if not (0.0 < price < inf and 0.0 < qty < inf) or type(p) is bool or type(q) is bool:
                 raise ValueError
         except Exception:  # noqa: BLE001 - any failure: a control message, or find the reason
             try:
@@ -160,14 +163,7 @@ class TradeParser:
                 self._gap(sym, last + 1, tid - 1, ts, ts_recv)
         if last is None or tid > last:
             self._last[sym] = tid
-        c = self._cols
-        c[0].append(ts)
-        c[1].append(ts_recv)
-        c[2].append(sym)
-        c[3].append(tid)
-        c[4].append(price)
-        c[5].append(qty)
-        c[6].append(m)
+        self._rows.append((ts, ts_recv, sym, tid, price, qty, m))
 
     def feed_many(self, frames: Iterable[bytes | str], ts_recv: int) -> None:
         for frame in frames:
@@ -179,14 +175,15 @@ class TradeParser:
 
     # -- taking --------------------------------------------------------------------
     def pending(self) -> int:
-        return len(self._cols[0]) + len(self._gaps)
+        return len(self._rows) + len(self._gaps)
 
     def take_trades(self) -> pa.Table:
         """The trades fed since the last take, in arrival order, as a ``trade`` table."""
-        c = self._cols
-        n = len(c[0])
+        rows, self._rows = self._rows, []
+        n = len(rows)
         self.stats.trades += n
-        table = pa.Table.from_arrays(
+        c = list(zip(*rows)) if n else [()] * 7
+        return pa.Table.from_arrays(
             [
                 pa.array(c[0], pa.int64()),
                 pa.array(c[1], pa.int64()),
@@ -199,8 +196,6 @@ class TradeParser:
             ],
             schema=TRADE.schema,
         )
-        self._cols = ([], [], [], [], [], [], [])
-        return table
 
     def take_gaps(self) -> pa.Table:
         """The gaps found since the last take, as a ``gap`` table."""

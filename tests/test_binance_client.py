@@ -1,0 +1,270 @@
+"""The Binance WebSocket source against a local server speaking Binance's protocol.
+
+Each test runs the real client over real sockets, injects one kind of trouble at the
+server (close, serverShutdown, 24 h limit, lost ids, duplicates, junk frames, refused
+handshakes, silence on pings) and checks that every trade the exchange made is delivered
+exactly once, or reported as a gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+
+import pyarrow as pa
+import pytest
+
+from qsframework.adapters.binance.client import Batch, BinanceConfig, BinanceSource
+from qsframework.recording import Recording
+
+from .binance_server import BinanceServer
+from .conftest import qsf_cmd
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+
+
+def config(srv: BinanceServer, **kw) -> BinanceConfig:
+    kw.setdefault("flush_interval", 0.05)
+    kw.setdefault("backoff_initial", 0.1)
+    kw.setdefault("backoff_max", 0.5)
+    return BinanceConfig(symbols=SYMBOLS, url=srv.ws_url, rest_url=srv.rest_url, **kw)
+
+
+def run_source(cfg: BinanceConfig, duration: float, script=None):
+    """Run the source for ``duration`` s while ``script(srv-calls)`` runs; return what it emitted."""
+    got: list[Batch] = []
+
+    async def main():
+        source = BinanceSource(cfg)
+
+        async def sink(batch: Batch) -> None:
+            got.append(batch)
+
+        task = asyncio.create_task(source.run(sink, duration=duration))
+        if script is not None:
+            await script(source)
+        await task
+        return source
+
+    source = asyncio.run(main())
+    trades = pa.concat_tables([b.trades for b in got]) if got else None
+    gaps = pa.concat_tables([b.gaps for b in got]) if got else None
+    rejects = [r for b in got for r in b.rejects]
+    return source, trades, gaps, rejects
+
+
+def ids_of(trades: pa.Table, symbol: str) -> list[int]:
+    keys = trades.column("key").to_pylist()
+    return [i for k, i in zip(keys, trades.column("seq").to_pylist()) if k == symbol]
+
+
+def later(seconds: float, fn, *args, **kw):
+    """A script step: after ``seconds``, call a (blocking) server method off the event loop."""
+    async def step(source):
+        await asyncio.sleep(seconds)
+        await asyncio.to_thread(fn, *args, **kw)
+    return step
+
+
+def no_control_flood(srv: BinanceServer) -> None:
+    for conn in srv.connections:
+        assert conn.rate_violations == 0, conn
+
+
+def test_trades_arrive_exactly_as_the_exchange_made_them():
+    with BinanceServer(SYMBOLS, rate=2000) as srv:
+        source, trades, gaps, rejects = run_source(config(srv), 1.5)
+        assert trades.num_rows > 500
+        for sym in SYMBOLS:
+            got = ids_of(trades, sym)
+            assert got == srv.sent_ids(sym)  # nothing lost, nothing doubled, in order
+            assert got == list(range(got[0], got[0] + len(got)))
+            truth = {t.id: t for t in srv.all_trades(sym)}
+            rows = [r for r in trades.to_pylist() if r["key"] == sym]
+            for r in rows[:50]:
+                t = truth[r["seq"]].rest()
+                assert r["price"] == float(t["price"]) and r["qty"] == float(t["qty"])
+                assert r["ts_event"] == t["time"] * 1_000_000 and r["is_buyer_maker"] == t["isBuyerMaker"]
+        assert gaps.num_rows == 0 and rejects == []
+        assert source.stats.connections == 1 and source.stats.reconnects == 0
+        no_control_flood(srv)
+
+
+def test_microsecond_time_unit():
+    with BinanceServer(SYMBOLS, rate=1000) as srv:
+        _, trades, _, _ = run_source(config(srv, microseconds=True), 0.8)
+        assert srv.connections[0].micro
+        truth = {t.id: t for t in srv.all_trades("BTCUSDT")}
+        row = next(r for r in trades.to_pylist() if r["key"] == "BTCUSDT")
+        assert row["ts_event"] == truth[row["seq"]].rest(micro=True)["time"] * 1_000
+
+
+def test_server_close_reconnects_and_backfill_fills_the_gap():
+    with BinanceServer(SYMBOLS, rate=2000) as srv:
+
+        async def script(source):
+            await asyncio.sleep(0.6)
+            await asyncio.to_thread(srv.pause, 0.4)  # the reconnect is refused for a while
+            await asyncio.to_thread(srv.close_all)
+
+        source, trades, gaps, _ = run_source(config(srv, backfill=True), 2.5, script)
+        assert source.stats.reconnects >= 1 and len(srv.connections) >= 2
+        for sym in SYMBOLS:
+            got = ids_of(trades, sym)
+            assert sorted(got) == list(range(min(got), max(got) + 1)), "a hole was left"
+            assert len(got) == len(set(got)), "a trade was doubled"
+        g = gaps.to_pylist()
+        assert g and all(x["filled"] == x["last_id"] - x["first_id"] + 1 for x in g)
+        assert source.stats.backfilled == sum(x["filled"] for x in g)
+        assert any(r.path.endswith("/historicalTrades") for r in srv.rest_requests)
+
+
+def test_without_backfill_a_lost_stretch_is_one_gap_event():
+    with BinanceServer(SYMBOLS, rate=2000) as srv:
+        source, trades, gaps, _ = run_source(config(srv), 2.0, later(0.6, srv.kill_all))
+        assert source.stats.reconnects >= 1
+        for sym in SYMBOLS:
+            got = ids_of(trades, sym)
+            sent = srv.sent_ids(sym)
+            assert got == sorted(set(sent))  # every id sent, once
+            missing = sorted(set(range(got[0], got[-1] + 1)) - set(got))
+            reported = [i for g in gaps.to_pylist() if g["key"] == sym
+                        for i in range(g["first_id"], g["last_id"] + 1)]
+            assert reported == missing
+
+
+def test_server_shutdown_hands_over_to_a_new_connection_without_loss():
+    with BinanceServer(SYMBOLS, rate=2000) as srv:
+        source, trades, gaps, _ = run_source(config(srv), 2.0, later(0.6, srv.server_shutdown, 0.5))
+        assert source.stats.rotations == 1 and source.stats.reconnects == 0
+        assert srv.connections[0].shutdown_notified
+        assert gaps.num_rows == 0
+        for sym in SYMBOLS:
+            got = ids_of(trades, sym)
+            assert got == list(range(got[0], got[0] + len(got)))
+        assert source.parser.stats.duplicates > 0  # the two connections did overlap
+
+
+def test_rotation_before_the_connection_lifetime_ends():
+    with BinanceServer(SYMBOLS, rate=2000, max_lifetime=1.0) as srv:
+        source, trades, gaps, _ = run_source(config(srv, rotate_after=0.6), 2.6)
+        assert source.stats.rotations >= 2 and source.stats.reconnects == 0
+        assert not any(c.close_reason == "lifetime" for c in srv.connections)
+        assert gaps.num_rows == 0
+        for sym in SYMBOLS:
+            got = ids_of(trades, sym)
+            assert got == list(range(got[0], got[0] + len(got)))
+
+
+def test_duplicates_lost_ids_and_junk_frames():
+    with BinanceServer(SYMBOLS, rate=2000) as srv:
+        first = srv.exchange.position()  # about where the stream starts
+        srv.duplicate_ids("BTCUSDT", range(1_000_000 + first // 2, 1_000_000 + first // 2 + 3000, 7), later=3)
+        srv.drop_ids("ETHUSDT", range(1_000_000 + first // 2 + 200, 1_000_000 + first // 2 + 205))
+        junk = ['{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT","t":1,"p":"-1","q":"1","T":5,"m":true}}',
+                "{oops", '{"stream":"xrpusdt@trade","data":{}}', b"\x00\x01binary"]
+        source, trades, gaps, rejects = run_source(config(srv), 1.5, later(0.5, srv.send_malformed, junk))
+        assert source.parser.stats.duplicates > 0
+        for sym in SYMBOLS:
+            got = ids_of(trades, sym)
+            assert len(got) == len(set(got)) and got == sorted(got)
+        assert sorted(r.reason for r in rejects) == sorted(
+            ["price is not a positive number: '-1'", "malformed JSON", "unknown stream 'xrpusdt@trade'", "binary frame"])
+        dropped = [(g["first_id"], g["last_id"]) for g in gaps.to_pylist() if g["key"] == "ETHUSDT"]
+        eth = ids_of(trades, "ETHUSDT")
+        assert eth[0] < 1_000_000 + first // 2 + 200 <= eth[-1]
+        assert (1_000_000 + first // 2 + 200, 1_000_000 + first // 2 + 204) in dropped
+
+
+def test_pings_are_answered():
+    with BinanceServer(SYMBOLS, rate=500, ping_interval=0.2, pong_timeout=1.5) as srv:
+        source, trades, _, _ = run_source(config(srv, ping_interval=None), 2.0)
+        conn = srv.connections[0]
+        assert conn.pings_sent >= 5 and conn.pongs_received >= conn.pings_sent - 2
+        assert not conn.dropped_for_pong and source.stats.reconnects == 0
+        no_control_flood(srv)
+
+
+def test_refused_handshakes_back_off():
+    with BinanceServer(SYMBOLS, rate=500) as srv:
+        srv.pause(1.5)
+        source, trades, _, _ = run_source(config(srv, backoff_initial=0.1, backoff_max=1.0), 3.0)
+        refused = len(srv.rejected)
+        assert 2 <= refused <= 8, refused  # retried, with growing waits, not hammering
+        assert trades.num_rows > 0 and source.stats.connections == 1
+
+
+def test_unknown_symbol_is_a_clear_error():
+    with BinanceServer(SYMBOLS, rate=500) as srv:
+        with pytest.raises(ValueError, match="refused the subscription"):
+            run_source(BinanceConfig(symbols=("NOPEUSDT",), url=srv.ws_url), 2.0)
+
+
+def test_record_binance_cli_then_backtest(tmp_path):
+    out = tmp_path / "rec"
+    with BinanceServer(SYMBOLS, rate=1500) as srv:
+        r = subprocess.run([*qsf_cmd(), "record", "binance", "--symbols", "btcusdt,ethusdt", "--url", srv.ws_url,
+                                   "--out", str(out), "--duration", "2", "--roll", "1s"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        sent = {s: srv.sent_ids(s) for s in SYMBOLS}
+    assert "trades in" in r.stdout and "0 gaps" in r.stdout
+    rec = Recording(out)
+    table = pa.Table.from_batches(list(rec.stream("trade")))
+    for sym in SYMBOLS:
+        assert sorted(ids_of(table, sym)) == sorted(set(sent[sym]))
+    assert json.loads((out / "recording.json").read_text())["origin"]["source"] == "binance"
+    bt = subprocess.run([*qsf_cmd(), "backtest", "strategies/btc_eth_spread.py:BtcEthSpread", "--recording", str(out),
+                                "--out", str(tmp_path / "bt"), "-p", "window=1s", "-p", "sample=100ms"],
+                        capture_output=True, text=True, timeout=120)
+    assert bt.returncode == 0, bt.stderr
+    report = json.loads((tmp_path / "bt" / "report.json").read_text())
+    assert report["events_in"] == table.num_rows
+
+
+def test_record_binance_bad_input_is_one_line(tmp_path):
+    for args, msg in ((["--symbols", "btc/usdt"], "not a Binance symbol"),
+                      (["--symbols", "btcusdt", "--url", "http://x"], "must start with ws://"),
+                      (["--symbols", "btcusdt", "--roll", "soon"], "--roll")):
+        r = subprocess.run([*qsf_cmd(), "record", "binance", *args, "--out", str(tmp_path / "r")],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_ingest_binance_publishes_trades_and_dead_letters_junk(stack_endpoints):
+    """qsf ingest binance -> PREFIX.trades (every trade once), PREFIX.dlq (junk with its reason)."""
+    import os
+    import threading
+    import time
+
+    from qsframework.events import TRADE
+    from qsframework.wire import decode
+
+    from .test_wire_replay import _consume_all
+
+    prefix = f"bn{time.time_ns() % 10**9}"
+    env = {**os.environ, "QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap}
+    with BinanceServer(SYMBOLS, rate=1000) as srv:
+        def inject() -> None:  # once the client is connected
+            srv.wait_until(lambda: any(c.open for c in srv.connections), 60)
+            time.sleep(0.3)
+            srv.send_malformed(["{oops"])
+
+        junk = threading.Thread(target=inject)
+        junk.start()
+        r = subprocess.run([*qsf_cmd(), "ingest", "binance", "--symbols", "btcusdt,ethusdt", "--url", srv.ws_url,
+                            "--duration", "4", "--topic-prefix", prefix],
+                           capture_output=True, text=True, env=env, timeout=120)
+        junk.join()
+        assert r.returncode == 0, r.stderr
+        sent = {s: sorted(set(srv.sent_ids(s))) for s in SYMBOLS}
+    want = sum(len(v) for v in sent.values())
+    values = asyncio.run(_consume_all(stack_endpoints.kafka_bootstrap, f"{prefix}.trades", f"{prefix}-g", want))
+    table, rejected = decode(TRADE, values)
+    assert not rejected and table.num_rows == want
+    for sym in SYMBOLS:
+        assert ids_of(table, sym) == sent[sym]
+    dlq = asyncio.run(_consume_all(stack_endpoints.kafka_bootstrap, f"{prefix}.dlq", f"{prefix}-d", 1))
+    assert dlq == [b"{oops"]
