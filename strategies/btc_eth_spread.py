@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from itertools import repeat
 from math import exp, log, sqrt
 
 import numpy as np
@@ -46,17 +45,16 @@ class SpreadParams:
             raise ValueError("rearm must be between 0 and 1")
 
 
-def _leave(q: list[tuple], i: int, cut: int, w: int) -> tuple[int, int, tuple | None]:
-    """Move past the trades of ``q`` (from index ``i``) at or before ``cut``.
+def _leave(ts: list[int], i: int, cut: int, w: int) -> tuple[int, int]:
+    """Move past the trades at or before ``cut`` (their times ``ts``, from index ``i``).
 
-    Returns the index of the first trade still inside the window, the event time after
-    which that trade leaves (-1 when the leg has none yet: check on every event) and the
-    last trade that left (None if none did).
+    Returns the index of the first trade still inside the window and the event time after
+    which that trade leaves (-1 when the leg has none yet: check on every event).
     """
-    j, n = i, len(q)
-    while j < n and q[j][0] <= cut:
+    j, n = i, len(ts)
+    while j < n and ts[j] <= cut:
         j += 1
-    return j, (q[j][0] + w - 1 if j < n else -1), (q[j - 1] if j > i else None)
+    return j, (ts[j] + w - 1 if j < n else -1)
 
 
 class _Window:
@@ -123,11 +121,14 @@ class BtcEthSpread(Strategy):
         self._s = int(params.sample)
         self._thr = params.threshold
         self._rearm_at = params.rearm * params.threshold
-        # Per leg: its trades as (ts_event, key, price) tuples, oldest first; _ia/_ib index
-        # the first one still inside the window (ts_event > t - W), the ones before it
-        # have left (trimmed on timer fires). NaN stands for "no price yet".
-        self._qa: list[tuple] = []
-        self._qb: list[tuple] = []
+        # Per leg: its trades' times and prices (plain ints and floats: nothing for the
+        # garbage collector to walk), oldest first; _ia/_ib index the first trade still
+        # inside the window (ts_event > t - W), the ones before it have left (trimmed on
+        # timer fires). NaN stands for "no price yet".
+        self._ta: list[int] = []
+        self._pa: list[float] = []
+        self._tb: list[int] = []
+        self._pb: list[float] = []
         self._ia = self._ib = 0
         self._la = self._lb = _NONE  # last prices
         self._lag_a = self._lag_b = _NONE  # prices of the last trades with ts_event <= t - W
@@ -170,10 +171,12 @@ class BtcEthSpread(Strategy):
     def on_trade(self, t) -> None:
         ts, key, price = t  # the declared fields, in schema order: ts_event, key, price
         if key == self._a:
-            self._qa.append(t)
+            self._ta.append(ts)
+            self._pa.append(price)
             self._la = price
         elif key == self._b:
-            self._qb.append(t)
+            self._tb.append(ts)
+            self._pb.append(price)
             self._lb = price
         else:
             return
@@ -191,24 +194,28 @@ class BtcEthSpread(Strategy):
         if ts > self._next:
             self._advance(ts)
         if self._ia > 4096:
-            del self._qa[: self._ia]
-            self._ia, self._na = 0, (self._qa[0][0] + self._w - 1 if self._qa else -1)
+            del self._ta[: self._ia], self._pa[: self._ia]
+            self._ia = 0
         if self._ib > 4096:
-            del self._qb[: self._ib]
-            self._ib, self._nb = 0, (self._qb[0][0] + self._w - 1 if self._qb else -1)
+            del self._tb[: self._ib], self._pb[: self._ib]
+            self._ib = 0
         self._sample(ts)
 
     def _advance(self, now: int) -> None:
         """Trades at or before ``now - W`` leave the window; the last to leave is the lag."""
         cut, w = now - self._w, self._w
         if now > self._na:
-            self._ia, self._na, gone = _leave(self._qa, self._ia, cut, w)
-            if gone is not None:
-                self._lag_a = gone[2]
+            i = self._ia
+            j, self._na = _leave(self._ta, i, cut, w)
+            if j > i:
+                self._lag_a = self._pa[j - 1]
+                self._ia = j
         if now > self._nb:
-            self._ib, self._nb, gone = _leave(self._qb, self._ib, cut, w)
-            if gone is not None:
-                self._lag_b = gone[2]
+            i = self._ib
+            j, self._nb = _leave(self._tb, i, cut, w)
+            if j > i:
+                self._lag_b = self._pb[j - 1]
+                self._ib = j
         self._next = min(self._na, self._nb)
         self._k = self._lag_b / self._lag_a
 
@@ -257,7 +264,6 @@ class BtcEthSpread(Strategy):
         price = batch.column("price").to_numpy()
         key_offsets, key_data, key_start, _ = string_buffers(batch.column("key"))
         win, prev = self._win, self._prev
-        qa, qb = self._qa[self._ia :], self._qb[self._ib :]
         f = np.array([
             self._la, self._lb, self._lag_a, self._lag_b,
             win.sa, win.sb, win.saa, win.sbb, win.sab,
@@ -277,10 +283,8 @@ class BtcEthSpread(Strategy):
         out_corr = np.empty(len(ts) + len(fires))
         n_out, a_ts, a_px, b_ts, b_px = spread_kernel(
             ts, price, key_offsets, key_data, key_start, *self._legs,
-            np.fromiter((t[0] for t in qa), np.int64, len(qa)),
-            np.fromiter((t[2] for t in qa), np.float64, len(qa)),
-            np.fromiter((t[0] for t in qb), np.int64, len(qb)),
-            np.fromiter((t[2] for t in qb), np.float64, len(qb)),
+            np.array(self._ta[self._ia :], np.int64), np.array(self._pa[self._ia :], np.float64),
+            np.array(self._tb[self._ib :], np.int64), np.array(self._pb[self._ib :], np.float64),
             fires.times, fires.pos, f, i, ring,
             self._w, self._thr, self._rearm_at, self._first, out_kind, out_ts, out_val, out_corr,
         )
@@ -289,11 +293,11 @@ class BtcEthSpread(Strategy):
         # disarms on each divergence as the per-event path does)
         self._la, self._lb, self._lag_a, self._lag_b = (float(x) for x in f[0:4])
         w = self._w
-        self._qa = list(zip(a_ts[i[3] :].tolist(), repeat(self._a), a_px[i[3] :].tolist()))
-        self._qb = list(zip(b_ts[i[4] :].tolist(), repeat(self._b), b_px[i[4] :].tolist()))
+        self._ta, self._pa = a_ts[i[3] :].tolist(), a_px[i[3] :].tolist()
+        self._tb, self._pb = b_ts[i[4] :].tolist(), b_px[i[4] :].tolist()
         self._ia = self._ib = 0
-        self._na = self._qa[0][0] + w - 1 if self._qa else -1
-        self._nb = self._qb[0][0] + w - 1 if self._qb else -1
+        self._na = self._ta[0] + w - 1 if self._ta else -1
+        self._nb = self._tb[0] + w - 1 if self._tb else -1
         self._next = min(self._na, self._nb)
         self._k = self._lag_b / self._lag_a
         self._armed = bool(i[2])
