@@ -7,7 +7,8 @@ Prints three figures (targets from issue 3 in brackets):
    the spread strategy with the PostgreSQL sink, timed from the first processed batch to
    the last one made durable [>= 50k events/s];
 2. p50/p99 latency from ts_recv (stamped when published) to durable in PostgreSQL, with
-   events published at a fixed --rate for --seconds [p99 < 100 ms at 5k events/s];
+   events published at a fixed --rate for --seconds by another process, after a 3 s
+   warm-up [p99 < 100 ms at 5k events/s];
 3. the sink's rows/s next to a raw asyncpg COPY of the same rows [>= 70%].
 Uses QSF_KAFKA_BOOTSTRAP/QSF_PG_DSN when set, else starts the embedded stack.
 """
@@ -32,7 +33,7 @@ from qsframework.events import TRADE  # noqa: E402
 from qsframework.kafka import ensure_topics, start_producer, topic_of  # noqa: E402
 from qsframework.loader import load_strategy  # noqa: E402
 from qsframework.processor import ProcessConfig, Processor  # noqa: E402
-from qsframework.simulate import simulate_trades  # noqa: E402
+from qsframework.simulate import estimate_rate, simulate_trades  # noqa: E402
 from qsframework.sinks.postgres import PostgresSink  # noqa: E402
 from qsframework.stack import Stack, endpoints_from_env  # noqa: E402
 from qsframework.wire import encode  # noqa: E402
@@ -64,7 +65,8 @@ async def publish(bootstrap: str, topic: str, table: pa.Table) -> None:
 
 async def throughput(bootstrap: str, dsn: str, events: int) -> tuple[int, float]:
     prefix = f"b{uuid.uuid4().hex[:6]}"
-    table = pa.concat_tables(simulate_trades(["BTCUSDT", "ETHUSDT"], minutes=events / 40 / 60 * 1.05, seed=3))
+    minutes = events / estimate_rate(["BTCUSDT", "ETHUSDT"]) / 60 * 1.1  # margin: at least `events`
+    table = pa.concat_tables(simulate_trades(["BTCUSDT", "ETHUSDT"], minutes=minutes, seed=3))
     table = table.slice(0, events)
     await ensure_topics(bootstrap, [topic_of("trade", prefix)])
     await publish(bootstrap, topic_of("trade", prefix), table)
@@ -122,8 +124,13 @@ async def latency(bootstrap: str, dsn: str, rate: int, seconds: float) -> tuple[
     await asyncio.sleep(3)  # let it join the group
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    publisher = ctx.Process(target=_publisher, args=(bootstrap, topic, rate, seconds, out))
+    warmup = 3.0  # the consumer's first fetches and the publisher's start-up are not the steady state
+    publisher = ctx.Process(target=_publisher, args=(bootstrap, topic, rate, seconds + warmup, out))
     publisher.start()
+    while proc.stats.consumed == 0 and publisher.is_alive():
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(warmup)
+    proc.restart_latency_window()
     while publisher.is_alive():
         await asyncio.sleep(0.2)
     sent = out.get(timeout=10)
@@ -134,7 +141,8 @@ async def latency(bootstrap: str, dsn: str, rate: int, seconds: float) -> tuple[
 async def sink_vs_copy(dsn: str, rows: int) -> tuple[float, float]:
     import asyncpg
 
-    table = pa.concat_tables(simulate_trades(["BTCUSDT", "ETHUSDT"], minutes=rows / 40 / 60 * 1.05, seed=4)).slice(0, rows)
+    minutes = rows / estimate_rate(["BTCUSDT", "ETHUSDT"]) / 60 * 1.1
+    table = pa.concat_tables(simulate_trades(["BTCUSDT", "ETHUSDT"], minutes=minutes, seed=4)).slice(0, rows)
     sink = PostgresSink(dsn)
     await sink.start()
     t = time.monotonic()

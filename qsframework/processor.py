@@ -124,6 +124,12 @@ class Processor:
         self._next_offset: dict[TopicPartition, int] = {}  # last consumed + 1
         self._released_upto: int | None = None  # rows with ts_event < this went to the engine
         self._latencies: list[float] = []
+        # PostgreSQL writes run while the next poll is fetched and processed: each poll's
+        # rows are written by a task chained after the previous poll's, and a poll's
+        # offsets (and state snapshot) are committed once its task is done
+        self._pg_items: list[tuple[str, pa.Table]] = []
+        self._durable: asyncio.Task | None = None
+        self._deferred: tuple[asyncio.Task | None, dict, bytes | None] | None = None
         self._outputs: dict[str, ParquetOutput] = {}
         self._recorder = RecordingWriter(config.record) if config.record else None
         self._pg = None
@@ -146,6 +152,10 @@ class Processor:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def restart_latency_window(self) -> None:
+        """Forget the latency samples so far (e.g. a benchmark's warm-up)."""
+        self._latencies.clear()
 
     async def run(self) -> ProcessStats:
         cfg = self.cfg
@@ -175,8 +185,9 @@ class Processor:
                     idle = time.monotonic() - idle_since
                     if cfg.exit_when_idle_s is not None and idle >= cfg.exit_when_idle_s:
                         await self._release(producer, upto=None)  # end of input: everything goes
-                        await self._commit(consumer, producer, final=True)
+                        await self._commit(consumer, producer, final=True, drain=True)
                         break
+                    await self._commit_deferred(consumer)  # quiet: catch up on durability
                     continue
                 idle_since = time.monotonic()
                 await self._ingest(batches, producer)
@@ -186,8 +197,10 @@ class Processor:
                     last_log = time.monotonic()
                     self._log_progress(consumer, t0)
             else:
-                await self._commit(consumer, producer)
+                await self._commit(consumer, producer, drain=True)
         finally:
+            if self._durable is not None and not self._durable.done():
+                self._durable.cancel()  # failing: nothing more is committed
             self.stats.wall_s = time.monotonic() - t0
             if self._latencies:
                 lat = np.array(self._latencies)
@@ -195,6 +208,9 @@ class Processor:
                 self.stats.latency_ms_p99 = float(np.percentile(lat, 99))
             self.engine.finish()
             await self._flush_outputs(producer)  # whatever on_stop emitted
+            if self._pg_items and (self._durable is None or not self._durable.cancelled()):
+                items, self._pg_items = self._pg_items, []
+                await self._write_pg(self._durable, items, [])
             await producer.flush()
             await consumer.stop()
             await producer.stop()
@@ -264,18 +280,37 @@ class Processor:
                 if self._recorder is not None:
                     self._recorder.write(kind, batch)
                 if self._pg is not None:
-                    await self._pg.write(kind, pa.Table.from_batches([batch]))
+                    self._pg_items.append((kind, pa.Table.from_batches([batch])))
         if upto is not None:
             self._released_upto = upto
         await self._flush_outputs(producer)
-        if tables:  # receive-to-durable latency: the sinks hold these rows now
-            self.stats.last_processed_at = time.monotonic()
-            now_ns = time.time_ns()
-            for table in tables.values():
-                lat_ms = (now_ns - table.column("ts_recv").to_numpy()[-1000:]) / 1e6
-                # meaningful for live data only (not replays of old recordings): keep the
-                # samples received within the last hour
-                self._latencies.extend(lat_ms[(lat_ms >= 0) & (lat_ms < 3.6e6)].tolist())
+        recv = [t.column("ts_recv").to_numpy()[-1000:] for t in tables.values()]
+        if self._pg is not None:
+            if self._pg_items:
+                items, self._pg_items = self._pg_items, []
+                self._durable = asyncio.create_task(self._write_pg(self._durable, items, recv))
+        elif tables:
+            self._durable_now(recv)
+
+    async def _write_pg(self, previous: asyncio.Task | None, items: list[tuple[str, pa.Table]],
+                        recv: list[np.ndarray]) -> None:
+        """Write one poll's rows, after the previous poll's (one connection, in order)."""
+        if previous is not None:
+            await previous
+        for kind, table in items:
+            await self._pg.write(kind, table)  # type: ignore[union-attr]
+        if recv:
+            self._durable_now(recv)
+
+    def _durable_now(self, recv: list[np.ndarray]) -> None:
+        """Receive-to-durable latency of rows the sinks hold now."""
+        self.stats.last_processed_at = time.monotonic()
+        now_ns = time.time_ns()
+        for ts_recv in recv:
+            lat_ms = (now_ns - ts_recv) / 1e6
+            # meaningful for live data only (not replays of old recordings): keep the
+            # samples received within the last hour
+            self._latencies.extend(lat_ms[(lat_ms >= 0) & (lat_ms < 3.6e6)].tolist())
 
     async def _flush_outputs(self, producer) -> None:
         for name, buf in self.engine.ctx.outputs.buffers().items():
@@ -285,7 +320,7 @@ class Processor:
             if name in self._outputs:
                 self._outputs[name].write(table)
             if self._pg is not None:
-                await self._pg.write(buf.kind.name, table)
+                self._pg_items.append((buf.kind.name, table))
             if self._telegram is not None and name == "alerts":
                 await self._telegram.write(table)
             if "kafka" in self.cfg.sinks:
@@ -297,8 +332,13 @@ class Processor:
             else:
                 self.stats.alerts += table.num_rows
 
-    async def _commit(self, consumer, producer, *, final: bool = False) -> None:
-        """Make the sinks durable, then commit what the engine has fully consumed."""
+    async def _commit(self, consumer, producer, *, final: bool = False, drain: bool = False) -> None:
+        """Commit what the engine has fully consumed, once the sinks hold it.
+
+        The PostgreSQL sink's writes for this poll may still be running: then this poll's
+        offsets and state are kept and committed at the next call (or now with ``drain``),
+        after the previous poll's, whose writes must be done by then.
+        """
         await producer.flush()
         if self._recorder is not None:
             self._recorder.flush()
@@ -306,8 +346,23 @@ class Processor:
         offsets = {}
         for tp, nxt in self._next_offset.items():
             offsets[tp] = pending.get(self._part_ids[tp], nxt)  # never past an unprocessed row
+        blob = self._state_blob(offsets) if offsets else None
+        previous, self._deferred = self._deferred, (self._durable, offsets, blob)
+        if previous is not None:
+            await self._commit_now(consumer, *previous)
+        if drain or self._pg is None:
+            await self._commit_deferred(consumer)
+
+    async def _commit_deferred(self, consumer) -> None:
+        if self._deferred is not None:
+            deferred, self._deferred = self._deferred, None
+            await self._commit_now(consumer, *deferred)
+
+    async def _commit_now(self, consumer, durable: asyncio.Task | None, offsets: dict, blob: bytes | None) -> None:
+        if durable is not None:
+            await durable
         if offsets:
-            self._save_state(offsets)  # the snapshot first: it is what a restart trusts
+            self._save_state(blob)  # the snapshot first: it is what a restart trusts
             await consumer.commit(offsets)
             self.stats.commits += 1
 
@@ -315,17 +370,22 @@ class Processor:
     def _state_file(self) -> Path | None:
         return None if self.cfg.state is None else self.cfg.state / "processor.state"
 
-    def _save_state(self, offsets: dict[TopicPartition, int]) -> None:
-        path = self._state_file()
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        blob = pickle.dumps({
+    def _state_blob(self, offsets: dict[TopicPartition, int]) -> bytes | None:
+        """The engine's state as of ``offsets`` (taken now, saved once they are durable)."""
+        if self._state_file() is None:
+            return None
+        return pickle.dumps({
             "offsets": {(tp.topic, tp.partition): off for tp, off in offsets.items()},
             "part_max": {(tp.topic, tp.partition): v for tp, v in self._part_max.items()},
             "released_upto": self._released_upto,
             "engine": self.engine.snapshot(),
         }, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _save_state(self, blob: bytes | None) -> None:
+        path = self._state_file()
+        if path is None or blob is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as fh:
             fh.write(blob)
