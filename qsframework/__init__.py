@@ -2,6 +2,7 @@
 
 from .durations import Duration
 from .events import ALERT, KINDS, SIGNAL, TRADE, EventKind, define_kind
+from . import telemetry  # noqa: F401 - registers the telemetry kinds
 from .strategy import Context, Strategy
 from .timers import TimerFires
 
