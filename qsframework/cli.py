@@ -216,6 +216,32 @@ def recordings_import_binance(files: tuple[str, ...], symbol: str | None, out_di
         click.echo(f"skipped {stats.skipped_duplicates:,} duplicate trades (overlapping files)")
 
 
+@recordings_import.command("tlog")
+@click.argument("file", metavar="FILE")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Recording directory to write (new or empty).")
+@click.option("--system-id", type=int, metavar="N", help="The vehicle's MAVLink system id (default: the first vehicle heartbeat's).")
+@click.option("--component-id", type=int, metavar="N", help="Its component id (default: the heartbeat's, usually 1).")
+def recordings_import_tlog(file: str, out_dir: str, system_id: int | None, component_id: int | None) -> None:
+    """Import a MAVLink telemetry log (.tlog) as telemetry events.
+
+    Only the vehicle's own messages are kept (not a ground station's); ts_event is the
+    log's per-packet time. Example: qsf recordings import tlog flight.tlog --out recordings/flight
+    """
+    try:
+        from qsframework.adapters.mavlink.tlog import import_tlog
+    except ImportError as exc:
+        raise UserError(f"MAVLink support needs {exc.name}: pip install 'qsframework[mavlink]'") from None
+    size = Path(file).stat().st_size if Path(file).exists() else 0
+    with _progress(unit="messages") as bar:
+        task = bar.add_task("import", total=max(size // 40, 1))  # about 40 bytes per record
+        stats = import_tlog(file, out=out_dir, system_id=system_id, component_id=component_id,
+                            progress=lambda n: bar.advance(task, n))
+    span = f"{format_time(stats.first_ts)} .. {format_time(stats.last_ts)}" if stats.first_ts else ""
+    click.echo(f"imported {stats.packets:,} telemetry messages of system {stats.system_id} component "
+               f"{stats.component_id} into {out_dir}/ ({span}); {stats.foreign:,} from other systems and "
+               f"{stats.other:,} of other types skipped, {stats.skipped_bytes:,} damaged bytes passed over")
+
+
 # -- ingest ----------------------------------------------------------------------------
 def _bootstrap(option: str | None) -> str:
     import os
