@@ -14,7 +14,6 @@ import asyncio
 import logging
 import os
 import pickle
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from .events import get_kind
 from .kafka import DEFAULT_PREFIX, ProducerConfig, dlq_topic, ensure_topics, start_producer, topic_of
 from .order import sort_table
 from .recording import RecordingWriter
+from .shutdown import stop_on_signals
 from .strategy import Strategy
 from .wire import decode, encode
 
@@ -442,6 +442,4 @@ class _SeekTo(ConsumerRebalanceListener):
 
 
 def install_signal_handlers(processor: Processor) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, processor.stop)
+    stop_on_signals(processor.stop)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qsframework.recording import RecordingWriter
+from qsframework.shutdown import stop_on_signals
 
 from .client import Batch, BinanceConfig, BinanceSource
 
@@ -74,12 +74,7 @@ def _summary(source: BinanceSource, t0: float) -> RunSummary:
 
 
 async def _drive(source: BinanceSource, sink, duration: float | None, status: Status | None) -> RunSummary:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, source.stop)
-        except (NotImplementedError, RuntimeError):  # not the main thread
-            pass
+    stop_on_signals(source.stop)
     t0 = time.monotonic()
     ticker = asyncio.create_task(status.run()) if status is not None else None
     try:

@@ -1,0 +1,187 @@
+"""Live MAVLink: a pymavlink connection (``udpin:``, ``udpout:``, ``tcp:``, serial) -> telemetry events.
+
+Only the vehicle's own messages become events: the vehicle is the given system/component
+id, or the sender of the first heartbeat that is not a ground station's (messages that
+arrive before it are held, then sorted out). Event time is the receive time, or with
+``clock="vehicle"`` the vehicle's own ``time_boot_ms`` (anchored to the receive time of
+the first message), which keeps event time right when a log or an emulator is replayed
+faster than real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pyarrow as pa
+
+from .decode import TelemetryDecoder, decode_messages, is_vehicle_heartbeat
+
+log = logging.getLogger("qsf.mavlink")
+
+Clock = Literal["receive", "vehicle"]
+Sink = Callable[[list[tuple[str, pa.Table]]], Awaitable[None]]
+_HELD_MAX = 20_000  # messages held while waiting for the vehicle's first heartbeat
+
+
+@dataclass(frozen=True, kw_only=True)
+class MavlinkConfig:
+    url: str
+    system_id: int | None = None
+    component_id: int | None = None
+    clock: Clock = "receive"
+    heartbeat: bool = True  # send a ground-station heartbeat each second (tcp/udpout need one)
+    flush_interval: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not self.url or ":" not in self.url and not self.url.startswith("/dev/"):
+            raise ValueError(f"not a MAVLink connection: {self.url!r} (e.g. udpin:0.0.0.0:14550, tcp:127.0.0.1:5760)")
+        if self.clock not in ("receive", "vehicle"):
+            raise ValueError("clock must be 'receive' or 'vehicle'")
+
+
+@dataclass(slots=True)
+class SourceStats:
+    received: int = 0
+    events: int = 0
+    foreign: int = 0
+    bad: int = 0
+    epoch_ns: int | None = None  # vehicle clock: ts_event = epoch_ns + time_boot_ms * 1e6
+    system_id: int | None = None
+    component_id: int | None = None
+    started: float = field(default_factory=time.monotonic)
+    last_message: float | None = None
+
+
+class MavlinkSource:
+    """Reads a MAVLink link and hands telemetry events to ``sink`` every flush interval."""
+
+    def __init__(self, config: MavlinkConfig) -> None:
+        self.cfg = config
+        self.stats = SourceStats(system_id=config.system_id, component_id=config.component_id)
+        self.decoder = TelemetryDecoder()
+        self._stop = asyncio.Event()
+        self._held: list[tuple[object, int]] = []
+        self._batch: list[object] = []
+        self._batch_ts: list[int] = []
+        self._boot_ms = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, sink: Sink, *, duration: float | None = None,
+                  until: Callable[[], bool] | None = None) -> SourceStats:
+        """Read until ``stop()``, ``duration`` seconds, or ``until()`` is true."""
+        from pymavlink import mavutil
+
+        try:
+            conn = mavutil.mavlink_connection(self.cfg.url, dialect="ardupilotmega", source_system=255,
+                                              source_component=190, autoreconnect=True)
+        except Exception as exc:  # noqa: BLE001 - pymavlink raises many kinds for a bad URL
+            raise ValueError(f"cannot open {self.cfg.url}: {exc}") from None
+        _big_receive_buffer(conn)
+        deadline = None if duration is None else time.monotonic() + duration
+        last_flush = last_hb = 0.0
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if deadline is not None and now >= deadline or (until is not None and until()):
+                    break
+                if self.cfg.heartbeat and now - last_hb >= 1.0:
+                    last_hb = now
+                    try:
+                        conn.mav.heartbeat_send(mavutil.mavlink.MAV_TYPE_GCS, mavutil.mavlink.MAV_AUTOPILOT_INVALID,
+                                                0, 0, 0)
+                    except OSError:
+                        pass  # udpin before anyone talked to us: nowhere to send yet
+                got = 0
+                while got < 2000:
+                    try:
+                        msg = conn.recv_match(blocking=False)
+                    except (OSError, ConnectionError) as exc:
+                        log.warning("link error: %s", exc)
+                        msg = None
+                    if msg is None:
+                        break
+                    got += 1
+                    self._on_message(msg, time.time_ns())
+                if time.monotonic() - last_flush >= self.cfg.flush_interval:
+                    last_flush = time.monotonic()
+                    await self._flush(sink)
+                if not got:
+                    await asyncio.sleep(0.002)
+                else:
+                    await asyncio.sleep(0)
+            await self._flush(sink)
+        finally:
+            conn.close()
+        return self.stats
+
+    # -- messages ------------------------------------------------------------------------
+    def _on_message(self, msg, recv_ns: int) -> None:
+        kind = msg.get_type()
+        if kind == "BAD_DATA":
+            self.stats.bad += 1
+            return
+        self.stats.received += 1
+        self.stats.last_message = time.monotonic()
+        if self.stats.system_id is None:
+            if kind == "HEARTBEAT" and is_vehicle_heartbeat(msg.autopilot, msg.type):
+                self.stats.system_id = msg.get_srcSystem()
+                if self.stats.component_id is None:
+                    self.stats.component_id = msg.get_srcComponent()
+                log.info("vehicle: system %d component %d", self.stats.system_id, self.stats.component_id)
+                held, self._held = self._held, []
+                for m, ts in held:
+                    self._accept(m, ts)
+                self._accept(msg, recv_ns)
+            elif len(self._held) < _HELD_MAX:
+                self._held.append((msg, recv_ns))
+            else:
+                self.stats.foreign += 1
+            return
+        self._accept(msg, recv_ns)
+
+    def _accept(self, msg, recv_ns: int) -> None:
+        s = self.stats
+        if msg.get_srcSystem() != s.system_id or (s.component_id is not None and msg.get_srcComponent() != s.component_id):
+            s.foreign += 1
+            return
+        ts = recv_ns
+        if self.cfg.clock == "vehicle":
+            boot = getattr(msg, "time_boot_ms", None)
+            if boot is not None:
+                if s.epoch_ns is None:
+                    s.epoch_ns = recv_ns - boot * 1_000_000
+                self._boot_ms = max(self._boot_ms, boot)
+            if s.epoch_ns is None:
+                s.epoch_ns = recv_ns - self._boot_ms * 1_000_000
+            ts = s.epoch_ns + self._boot_ms * 1_000_000
+        self._batch.append(msg)
+        self._batch_ts.append(ts)
+
+    async def _flush(self, sink: Sink) -> None:
+        if not self._batch:
+            return
+        msgs, ts = self._batch, self._batch_ts
+        self._batch, self._batch_ts = [], []
+        out = decode_messages(self.decoder, msgs, ts)
+        self.stats.events += sum(t.num_rows for _, t in out)
+        if out:
+            await sink(out)
+
+
+def _big_receive_buffer(conn, size: int = 8 << 20) -> None:
+    """UDP links: room for bursts while events are being written (the kernel may cap it)."""
+    import socket
+
+    sock = getattr(conn, "port", None)
+    if isinstance(sock, socket.socket) and sock.type == socket.SOCK_DGRAM:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        except OSError:
+            pass
