@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .errors import UserError
 from .events import conform, get_kind
 from .params import build_params
 from .strategy import Context, Strategy
@@ -75,9 +76,9 @@ class Engine:
             if path == "event":
                 many = None
             elif path == "batch" and many is None:
-                raise TypeError(f"{strategy_cls.__name__} has no on_{kind}_batch for the batch path")
+                raise UserError(f"{strategy_cls.__name__} has no on_{kind}_batch: use --path event or auto")
             if many is None and one is None:
-                raise TypeError(f"{strategy_cls.__name__} subscribes to {kind} but has no on_{kind}")
+                raise UserError(f"{strategy_cls.__name__} subscribes to {kind} but has no on_{kind}")
             self._handlers[kind] = (one, many)
 
     @property

@@ -148,7 +148,7 @@ def test_unknown_and_bad_parameters_are_user_errors(spread_cls):
 
 
 def test_batch_path_required_but_missing():
-    with pytest.raises(TypeError, match="on_trade_batch"):
+    with pytest.raises(UserError, match="on_trade_batch"):
         Engine(TimerProbe, path="batch")
 
 
