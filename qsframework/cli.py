@@ -467,6 +467,85 @@ def ingest_mavlink_cmd(url: str, duration: float | None, system_id: int | None, 
     _mavlink_summary(stats)
 
 
+@main.group()
+def sitl() -> None:
+    """The vehicle emulator (an ArduCopter SITL stand-in) and anomaly runs."""
+
+
+def _sitl_module():
+    try:
+        from qsframework.adapters.mavlink import sitl as module
+    except ImportError as exc:
+        raise UserError(f"the emulator needs {exc.name}: pip install 'qsframework[mavlink]'") from None
+    return module
+
+
+@sitl.command("emulate")
+@click.option("--to", "target", required=True, metavar="udp:HOST:PORT", help="Where to send the MAVLink stream.")
+@click.option("--scenario", default="clean", show_default=True, metavar="NAME|FILE", help="A bundled scenario (qsf sitl scenario list) or a TOML file.")
+@click.option("--duration", type=float, metavar="S", help="Stop after S mission seconds (default: the scenario's).")
+@click.option("--speedup", default=1.0, show_default=True, type=float, metavar="X", help="Mission time runs X times faster than real time.")
+@click.option("--truth", metavar="FILE", help="Write the injected faults and their onset times (JSON).")
+@click.option("--seed", default=0, show_default=True, type=int)
+def sitl_emulate(target: str, scenario: str, duration: float | None, speedup: float, truth: str | None, seed: int) -> None:
+    """Fly a scenario and stream it as MAVLink v2 over UDP, like an ArduCopter SITL.
+
+    Example: qsf sitl emulate --to udp:127.0.0.1:14550 --scenario gps_loss --speedup 10 --truth truth.json
+    """
+    module = _sitl_module()
+    plan = module.Scenario.load(scenario)
+    with _progress(unit="mission s") as bar:
+        task = bar.add_task(plan.name, total=duration or plan.duration_s)
+        stats = module.emulate(plan, to=target, speedup=speedup, duration=duration, truth=truth, seed=seed,
+                               on_progress=lambda t, total: bar.update(task, completed=t))
+    faults = ", ".join(f"{f['name']} at {f['onset_s']:.1f} s" for f in stats.faults) or "no faults"
+    click.echo(f"{plan.name}: {stats.packets:,} packets in {stats.mission_s:.0f} mission s "
+               f"({stats.wall_s:.1f} s wall); {faults}" + (f"; truth in {truth}" if truth else ""))
+
+
+@sitl.group("scenario")
+def sitl_scenario() -> None:
+    """Scenarios: flights with faults on a timeline."""
+
+
+@sitl_scenario.command("list")
+def sitl_scenario_list() -> None:
+    """The bundled scenarios and what they inject."""
+    module = _sitl_module()
+    for name in module.list_scenarios():
+        plan = module.Scenario.load(name)
+        faults = ", ".join(f"{f.param}={f.value:g} at {f.at_s:g} s" for f in plan.faults) or "-"
+        click.echo(f"{name:<15} {plan.duration_s:>5.0f} s  {faults}  {plan.description}")
+
+
+@sitl_scenario.command("run")
+@click.argument("name")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Where report.json, truth.json, the recording and the outputs go.")
+@click.option("--speedup", default=20.0, show_default=True, type=float, metavar="X", help="Mission time runs X times faster than real time.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a UavAnomaly parameter.")
+def sitl_scenario_run(name: str, out_dir: str, speedup: float, seed: int, params: tuple[str, ...]) -> None:
+    """Fly scenario NAME through UDP into the MAVLink adapter and UavAnomaly; score the alerts.
+
+    Writes DIR/report.json: per injected fault, detected or not, by which alert, with what
+    latency (mission seconds), and the false positives. Example: qsf sitl scenario run gps_loss --out out/gps_loss
+    """
+    _sitl_module()
+    from qsframework.adapters.mavlink.anomaly import RunConfig, run_scenario
+
+    from .params import parse_overrides
+
+    overrides = {k: str(v) for k, v in parse_overrides(params).items()}
+    if speedup <= 0:
+        raise UserError("--speedup must be positive")
+    report = run_scenario(name, out_dir, config=RunConfig(speedup=speedup, seed=seed, overrides=overrides))
+    for f in report["faults"]:
+        verdict = (f"detected as {f['alert']} after {f['latency_s']:.1f} s" if f["detected"] else "MISSED")
+        click.echo(f"  {f['fault']:<15} onset {f['onset_s']:6.1f} s: {verdict}")
+    click.echo(f"{report['scenario']}: {report['detected']} of {len(report['faults'])} faults detected, "
+               f"{len(report['false_positives'])} false positives -> {out_dir}/report.json")
+
+
 # -- process ---------------------------------------------------------------------------
 @main.command()
 @click.argument("spec")

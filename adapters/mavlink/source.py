@@ -68,6 +68,7 @@ class MavlinkSource:
         self._held: list[tuple[object, int]] = []
         self._batch: list[object] = []
         self._batch_ts: list[int] = []
+        self._untimed: list[object] = []  # vehicle clock: messages before the first time_boot_ms
         self._boot_ms = 0
 
     def stop(self) -> None:
@@ -151,16 +152,24 @@ class MavlinkSource:
         if msg.get_srcSystem() != s.system_id or (s.component_id is not None and msg.get_srcComponent() != s.component_id):
             s.foreign += 1
             return
-        ts = recv_ns
         if self.cfg.clock == "vehicle":
             boot = getattr(msg, "time_boot_ms", None)
-            if boot is not None:
-                if s.epoch_ns is None:
-                    s.epoch_ns = recv_ns - boot * 1_000_000
-                self._boot_ms = max(self._boot_ms, boot)
             if s.epoch_ns is None:
-                s.epoch_ns = recv_ns - self._boot_ms * 1_000_000
+                if boot is None:  # wait for the first message that tells the vehicle's time
+                    if len(self._untimed) < _HELD_MAX:
+                        self._untimed.append(msg)
+                    return
+                s.epoch_ns = recv_ns - boot * 1_000_000
+                self._boot_ms = boot
+                held, self._untimed = self._untimed, []
+                for m in held:
+                    self._batch.append(m)
+                    self._batch_ts.append(s.epoch_ns + boot * 1_000_000)
+            if boot is not None:
+                self._boot_ms = max(self._boot_ms, boot)
             ts = s.epoch_ns + self._boot_ms * 1_000_000
+        else:
+            ts = recv_ns
         self._batch.append(msg)
         self._batch_ts.append(ts)
 
