@@ -519,31 +519,49 @@ def sitl_scenario_list() -> None:
 
 
 @sitl_scenario.command("run")
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--all", "run_all", is_flag=True, help="Run every bundled scenario (each in DIR/NAME), except the 1-hour endurance flight.")
 @click.option("--out", "out_dir", required=True, metavar="DIR", help="Where report.json, truth.json, the recording and the outputs go.")
 @click.option("--speedup", default=20.0, show_default=True, type=float, metavar="X", help="Mission time runs X times faster than real time.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a UavAnomaly parameter.")
-def sitl_scenario_run(name: str, out_dir: str, speedup: float, seed: int, params: tuple[str, ...]) -> None:
+def sitl_scenario_run(name: str | None, run_all: bool, out_dir: str, speedup: float, seed: int,
+                      params: tuple[str, ...]) -> None:
     """Fly scenario NAME through UDP into the MAVLink adapter and UavAnomaly; score the alerts.
 
     Writes DIR/report.json: per injected fault, detected or not, by which alert, with what
-    latency (mission seconds), and the false positives. Example: qsf sitl scenario run gps_loss --out out/gps_loss
+    latency (mission seconds) against the target (1 s, plus the detector's own timer for the
+    battery and the link), and the false positives. Example: qsf sitl scenario run gps_loss --out out/gps_loss
     """
-    _sitl_module()
+    module = _sitl_module()
     from qsframework.adapters.mavlink.anomaly import RunConfig, run_scenario
 
     from .params import parse_overrides
 
-    overrides = {k: str(v) for k, v in parse_overrides(params).items()}
+    if (name is None) == (not run_all):
+        raise UserError("give a scenario NAME or --all")
     if speedup <= 0:
         raise UserError("--speedup must be positive")
-    report = run_scenario(name, out_dir, config=RunConfig(speedup=speedup, seed=seed, overrides=overrides))
-    for f in report["faults"]:
-        verdict = (f"detected as {f['alert']} after {f['latency_s']:.1f} s" if f["detected"] else "MISSED")
-        click.echo(f"  {f['fault']:<15} onset {f['onset_s']:6.1f} s: {verdict}")
-    click.echo(f"{report['scenario']}: {report['detected']} of {len(report['faults'])} faults detected, "
-               f"{len(report['false_positives'])} false positives -> {out_dir}/report.json")
+    config = RunConfig(speedup=speedup, seed=seed, overrides=parse_overrides(params))
+    names = [n for n in module.list_scenarios() if n != "endurance"] if run_all else [name]
+    totals = [0, 0, 0, 0]
+    for scenario in names:
+        out = Path(out_dir) / scenario if run_all else Path(out_dir)
+        report = run_scenario(scenario, out, config=config)
+        for f in report["faults"]:
+            verdict = "MISSED"
+            if f["detected"]:
+                late = "" if f["in_time"] else f" (target {f['target_s']:g} s: LATE)"
+                verdict = f"detected as {f['alert']} after {f['latency_s']:.1f} s{late}"
+            click.echo(f"  {f['fault']:<15} onset {f['onset_s']:6.1f} s: {verdict}")
+        fp = len(report["false_positives"])
+        click.echo(f"{report['scenario']}: {report['detected']} of {len(report['faults'])} faults detected "
+                   f"({report['in_time']} in time), {fp} false positives -> {out}/report.json")
+        totals = [totals[0] + report["detected"], totals[1] + len(report["faults"]),
+                  totals[2] + report["in_time"], totals[3] + fp]
+    if run_all:
+        click.echo(f"all {len(names)} scenarios: {totals[0]} of {totals[1]} faults detected ({totals[2]} in time), "
+                   f"{totals[3]} false positives")
 
 
 # -- process ---------------------------------------------------------------------------

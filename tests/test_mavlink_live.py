@@ -89,3 +89,50 @@ def test_record_mavlink_cli(tmp_path):
     bad = subprocess.run([*qsf_cmd(), "record", "mavlink", "--url", "nonsense", "--out", str(tmp_path / "r2")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_malformed_bytes_and_crc_errors_are_counted_not_fatal(tmp_path):
+    """Junk datagrams and packets with a broken CRC on the port: counted as bad, and every
+    intact packet still becomes its event."""
+    good = [b for _, b in packets(10)]
+    mixed: list[bytes] = []
+    for i, buf in enumerate(good):
+        if i % 25 == 3:
+            mixed.append(b"\xfd\x09garbage that is not mavlink")
+        if i % 40 == 7:
+            broken = bytearray(buf)
+            broken[-3] ^= 0xFF  # payload changed: the CRC no longer matches
+            mixed.append(bytes(broken))
+        mixed.append(buf)
+    port = free_udp_port()
+    sender = send_later(port, mixed)
+    cfg = MavlinkConfig(url=f"udpin:127.0.0.1:{port}", heartbeat=False)
+    stats = asyncio.run(record_mavlink(cfg, tmp_path / "rec", duration=3.0))
+    sender.join()
+    assert stats.bad > 0
+    assert Recording(tmp_path / "rec").rows(["position"]) == 100  # every intact position message
+
+
+def test_emulator_tlog_counts_match_pymavlink(tmp_path):
+    """A log written by the emulator: the importer keeps as many messages of each type as
+    pymavlink reads from the vehicle."""
+    from collections import Counter
+
+    from pymavlink import mavutil
+
+    from qsframework.adapters.mavlink.decode import BY_NAME
+    from qsframework.adapters.mavlink.sitl import Scenario
+    from qsframework.adapters.mavlink.sitl import write_tlog as emulate_to_tlog
+
+    path = tmp_path / "multi.tlog"
+    emulate_to_tlog(Scenario.load("multi"), path, duration=120, start_unix_us=1_767_571_200_000_000)
+    conn = mavutil.mavlink_connection(str(path), dialect="ardupilotmega")
+    ref: Counter[str] = Counter()
+    while (m := conn.recv_match(blocking=False)) is not None:
+        if m.get_type() in BY_NAME and m.get_srcSystem() == 1:
+            ref[BY_NAME[m.get_type()].kind] += 1
+    conn.close()
+    got: Counter[str] = Counter()
+    for kind, table in read_tlog(path):
+        got[kind] += table.num_rows
+    assert got == ref and got["position"] >= 1000

@@ -27,6 +27,11 @@ from qsframework.recording import RecordingWriter
 from .sitl import BOOT_OFFSET_S, Scenario, emulate
 from .source import MavlinkConfig, MavlinkSource
 
+# detectors that must wait by design: a fault counts as detected in time when its alert
+# comes within TARGET_S of the onset plus this wait (parameter of UavAnomaly, default)
+WAITS = {"battery_low": ("batt_low_timer", 10.0), "link_loss": ("link_timeout", 5.0)}
+TARGET_S = 1.0
+
 # what each fault should be reported as (besides its own name)
 ALSO_EXPECT = {
     "battery_low": ("battery_low", "battery_sag"),
@@ -153,14 +158,30 @@ def score(truth: dict, alerts: list[dict], *, epoch_ns: int | None, config: RunC
             "alert_s": first["mission_s"] if first else None,
             "latency_s": round(first["mission_s"] - onset, 3) if first else None,
             "side_effects": sorted({serious[i]["name"] for i in window} - names),
+            "target_s": TARGET_S + _wait(f["name"], config),
+            "in_time": first is not None and first["mission_s"] - onset <= TARGET_S + _wait(f["name"], config),
         })
     false_pos = [{"name": a["name"], "severity": a["severity"], "mission_s": a["mission_s"], "text": a["text"]}
                  for i, a in enumerate(serious) if i not in explained]
     return {
         "faults": faults,
         "detected": sum(f["detected"] for f in faults),
+        "in_time": sum(f["in_time"] for f in faults),
         "missed": sum(not f["detected"] for f in faults),
         "false_positives": false_pos,
         "alerts": [{"name": a["name"], "severity": a["severity"], "mission_s": a["mission_s"], "text": a["text"]}
                    for a in serious],
     }
+
+
+def _wait(fault: str, config: RunConfig) -> float:
+    """How long the fault's detector waits by design (its timer parameter), in seconds."""
+    if fault not in WAITS:
+        return 0.0
+    param, default = WAITS[fault]
+    value = (config.overrides or {}).get(param)
+    if value is None:
+        return default
+    from qsframework.durations import parse_duration
+
+    return parse_duration(value) / 1e9

@@ -84,7 +84,9 @@ class MavlinkSource:
                                               source_component=190, autoreconnect=True)
         except Exception as exc:  # noqa: BLE001 - pymavlink raises many kinds for a bad URL
             raise ValueError(f"cannot open {self.cfg.url}: {exc}") from None
-        _big_receive_buffer(conn)
+        udp = isinstance(conn, mavutil.mavudp)
+        if udp:
+            _big_receive_buffer(conn)
         deadline = None if duration is None else time.monotonic() + duration
         last_flush = last_hb = 0.0
         try:
@@ -99,17 +101,7 @@ class MavlinkSource:
                                                 0, 0, 0)
                     except OSError:
                         pass  # udpin before anyone talked to us: nowhere to send yet
-                got = 0
-                while got < 2000:
-                    try:
-                        msg = conn.recv_match(blocking=False)
-                    except (OSError, ConnectionError) as exc:
-                        log.warning("link error: %s", exc)
-                        msg = None
-                    if msg is None:
-                        break
-                    got += 1
-                    self._on_message(msg, time.time_ns())
+                got = self._read_datagrams(conn) if udp else self._read_stream(conn)
                 if time.monotonic() - last_flush >= self.cfg.flush_interval:
                     last_flush = time.monotonic()
                     await self._flush(sink)
@@ -117,10 +109,61 @@ class MavlinkSource:
                     await asyncio.sleep(0.002)
                 else:
                     await asyncio.sleep(0)
+            if not udp:
+                self._drain(conn)
             await self._flush(sink)
         finally:
             conn.close()
         return self.stats
+
+    def _read_stream(self, conn, limit: int = 2000) -> int:
+        """TCP and serial: pymavlink's stream parser."""
+        got = 0
+        while got < limit:
+            try:
+                msg = conn.recv_match(blocking=False)
+            except (OSError, ConnectionError) as exc:
+                log.warning("link error: %s", exc)
+                msg = None
+            if msg is None:
+                break
+            got += 1
+            self._on_message(msg, time.time_ns())
+        return got
+
+    def _read_datagrams(self, conn, limit: int = 500) -> int:
+        """UDP: each datagram is parsed on its own, so junk in one never swallows the next."""
+        got = 0
+        for _ in range(limit):
+            try:
+                data = conn.recv()
+            except (OSError, ConnectionError) as exc:
+                log.warning("link error: %s", exc)
+                break
+            if not data:
+                break
+            now = time.time_ns()
+            msgs, bad = split_datagram(conn.mav, bytes(data) if not isinstance(data, str) else data.encode("latin-1"))
+            self.stats.bad += bad
+            for msg in msgs:
+                self._on_message(msg, now)
+            got += len(msgs) + bad
+        return got
+
+    def _drain(self, conn) -> None:
+        """Messages still in pymavlink's buffer: a UDP read yields one message per datagram,
+        so bad datagrams leave good messages queued behind them."""
+        misses = 0
+        while misses < 3:
+            try:
+                msg = conn.recv_match(blocking=False)
+            except (OSError, ConnectionError):
+                msg = None
+            if msg is None:
+                misses += 1
+                continue
+            misses = 0
+            self._on_message(msg, time.time_ns())
 
     # -- messages ------------------------------------------------------------------------
     def _on_message(self, msg, recv_ns: int) -> None:
@@ -194,3 +237,27 @@ def _big_receive_buffer(conn, size: int = 8 << 20) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
         except OSError:
             pass
+
+
+def split_datagram(mav, data: bytes) -> tuple[list, int]:
+    """The MAVLink packets of one datagram, CRC-checked by pymavlink; and how many bad
+    stretches (junk bytes, broken or cut packets) were passed over."""
+    out, bad, pos, n = [], 0, 0, len(data)
+    while pos < n:
+        magic = data[pos]
+        size = 0
+        if magic == 0xFD and pos + 3 <= n:
+            size = 12 + data[pos + 1] + (13 if data[pos + 2] & 1 else 0)
+        elif magic == 0xFE and pos + 2 <= n:
+            size = 8 + data[pos + 1]
+        if size and pos + size <= n:
+            try:
+                out.append(mav.decode(bytearray(data[pos:pos + size])))
+                pos += size
+                continue
+            except Exception:  # noqa: BLE001 - pymavlink's MAVError and struct errors alike
+                pass
+        bad += 1
+        nxt = [i for i in (data.find(b"\xfd", pos + 1), data.find(b"\xfe", pos + 1)) if i >= 0]
+        pos = min(nxt) if nxt else n
+    return out, bad
