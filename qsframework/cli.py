@@ -564,6 +564,32 @@ def sitl_scenario_run(name: str | None, run_all: bool, out_dir: str, speedup: fl
                    f"{totals[3]} false positives")
 
 
+@sitl.command("run")
+@click.option("--connect", required=True, metavar="URL", help="The SITL's MAVLink port, e.g. tcp:127.0.0.1:5760 (or a real vehicle's link).")
+@click.option("--scenario", metavar="NAME|FILE", help="Inject this scenario's SIM_* faults by PARAM_SET on its timeline.")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Where the recording, alerts, truth.json and report.json go.")
+@click.option("--duration", default=300.0, show_default=True, type=float, metavar="S", help="How long to watch.")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a UavAnomaly parameter.")
+def sitl_run(connect: str, scenario: str | None, out_dir: str, duration: float, params: tuple[str, ...]) -> None:
+    """Watch a real ArduPilot SITL (optional tier: needs your own SITL), injecting faults.
+
+    Start SITL (e.g. sim_vehicle.py -v ArduCopter), arm and fly a mission from MAVProxy or a
+    ground station, then: qsf sitl run --connect tcp:127.0.0.1:5762 --scenario gps_loss --out out/real
+    """
+    _sitl_module()
+    from qsframework.adapters.mavlink.anomaly import run_real_sitl
+
+    from .params import parse_overrides
+
+    try:
+        report = run_real_sitl(connect, out_dir, scenario=scenario, duration=duration, overrides=parse_overrides(params))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"{report['messages']:,} messages, {report['events']:,} events; {report['detected']} of "
+               f"{len(report['faults'])} injected faults detected, {len(report['false_positives'])} other alerts "
+               f"-> {out_dir}/report.json")
+
+
 # -- process ---------------------------------------------------------------------------
 @main.command()
 @click.argument("spec")

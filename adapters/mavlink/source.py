@@ -75,8 +75,12 @@ class MavlinkSource:
         self._stop.set()
 
     async def run(self, sink: Sink, *, duration: float | None = None,
-                  until: Callable[[], bool] | None = None) -> SourceStats:
-        """Read until ``stop()``, ``duration`` seconds, or ``until()`` is true."""
+                  until: Callable[[], bool] | None = None,
+                  tick: Callable[[object], None] | None = None) -> SourceStats:
+        """Read until ``stop()``, ``duration`` seconds, or ``until()`` is true.
+
+        ``tick(connection)`` runs on every pass of the loop (to send commands on the link).
+        """
         from pymavlink import mavutil
 
         try:
@@ -101,6 +105,8 @@ class MavlinkSource:
                                                 0, 0, 0)
                     except OSError:
                         pass  # udpin before anyone talked to us: nowhere to send yet
+                if tick is not None:
+                    tick(conn)
                 got = self._read_datagrams(conn) if udp else self._read_stream(conn)
                 if time.monotonic() - last_flush >= self.cfg.flush_interval:
                     last_flush = time.monotonic()
