@@ -450,7 +450,7 @@ def record_mavlink_cmd(url: str, duration: float | None, system_id: int | None, 
 @ingest.command("mavlink")
 @_mavlink_options
 @click.option("--bootstrap", metavar="HOST:PORT", help="Broker (default: $QSF_KAFKA_BOOTSTRAP).")
-@click.option("--topic-prefix", default="qsf", show_default=True, help="Topics are PREFIX.telemetry.<kind>.")
+@click.option("--topic-prefix", default="qsf", show_default=True, help="Topics are PREFIX.telemetry.")
 def ingest_mavlink_cmd(url: str, duration: float | None, system_id: int | None, component_id: int | None,
                        clock: str, bootstrap: str | None, topic_prefix: str) -> None:
     """Publish a vehicle's MAVLink telemetry to Kafka (PREFIX.telemetry.position, ...)."""

@@ -32,6 +32,20 @@ def topic_of(kind: str, prefix: str = DEFAULT_PREFIX) -> str:
     return prefix + base[len(DEFAULT_PREFIX):] if base.startswith(DEFAULT_PREFIX + ".") else base
 
 
+KIND_HEADER = "kind"
+
+
+def kind_headers(kind: str) -> list[tuple[str, bytes]]:
+    """Message headers naming the event kind (needed on topics several kinds share)."""
+    return [(KIND_HEADER, kind.encode())]
+
+
+def shares_topic(kind: str) -> bool:
+    """True if other kinds use the same topic (e.g. the telemetry kinds on qsf.telemetry)."""
+    topic = KINDS[kind].topic
+    return sum(k.topic == topic for k in KINDS.values()) > 1
+
+
 def dlq_topic(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}.dlq"
 

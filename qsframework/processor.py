@@ -25,8 +25,18 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from .backtest import ParquetOutput
 from .engine import Engine
-from .events import get_kind
-from .kafka import DEFAULT_PREFIX, ProducerConfig, dlq_topic, ensure_topics, start_producer, topic_of
+from .events import KINDS, get_kind
+from .kafka import (
+    DEFAULT_PREFIX,
+    KIND_HEADER,
+    ProducerConfig,
+    dlq_topic,
+    ensure_topics,
+    kind_headers,
+    shares_topic,
+    start_producer,
+    topic_of,
+)
 from .order import sort_table
 from .recording import RecordingWriter
 from .shutdown import stop_on_signals
@@ -115,7 +125,9 @@ class Processor:
         self.cfg = config
         self.engine = Engine(strategy_cls, overrides=config.overrides, path=config.path)  # type: ignore[arg-type]
         self.kinds = list(self.engine.kinds)
-        self.topics = {topic_of(k, config.prefix): k for k in self.kinds}
+        self.topics: dict[str, tuple[str, ...]] = {}  # topic -> the subscribed kinds it carries
+        for k in self.kinds:
+            self.topics[topic_of(k, config.prefix)] = (*self.topics.get(topic_of(k, config.prefix), ()), k)
         self.stats = ProcessStats()
         self._stop = asyncio.Event()
         self._pending = _Pending()
@@ -226,33 +238,49 @@ class Processor:
         for tp, msgs in batches.items():
             if not msgs:
                 continue
-            kind = self.topics[tp.topic]
             self.stats.consumed += len(msgs)
             self._next_offset[tp] = msgs[-1].offset + 1
             part = self._part_ids.setdefault(tp, len(self._part_ids))
-            table, rejected = decode(get_kind(kind), [m.value for m in msgs])
-            for r in rejected:
-                await self._dead_letter(producer, tp.topic, r.value, r.reason)
-            self.stats.rejected += len(rejected)
-            if not table.num_rows:
+            kinds = self.topics[tp.topic]
+            if len(kinds) == 1 and not shares_topic(kinds[0]):
+                await self._ingest_kind(tp, part, kinds[0], msgs, producer)
                 continue
-            bad = {r.index for r in rejected}
-            offsets = [m.offset for i, m in enumerate(msgs) if i not in bad]
-            table = table.append_column("_part", pa.array(np.full(table.num_rows, part, np.int32)))
-            table = table.append_column("_offset", pa.array(offsets, pa.int64()))
-            ts = table.column("ts_event").to_numpy()
-            if self._released_upto is not None:
-                late = ts < self._released_upto
-                if late.any():
-                    for value in table.filter(pa.array(late)).drop(["_part", "_offset"]).to_pylist():
-                        await self._dead_letter(producer, tp.topic, orjson.dumps(value),
-                                                f"late: event time before the watermark {self._released_upto}")
-                    self.stats.late += int(late.sum())
-                    table = table.filter(pa.array(~late))
-                    ts = ts[~late]
-            if table.num_rows:
-                self._part_max[tp] = max(self._part_max.get(tp, ts.max()), int(ts.max()))
-                self._pending.add(kind, table)
+            groups: dict[str, list] = {}  # a shared topic: each message names its kind
+            for m in msgs:
+                kind = next((v.decode(errors="replace") for k, v in (m.headers or ()) if k == KIND_HEADER), None)
+                if kind in kinds:
+                    groups.setdefault(kind, []).append(m)
+                elif kind is None or kind not in KINDS:
+                    self.stats.rejected += 1
+                    await self._dead_letter(producer, tp.topic, m.value,
+                                            "no kind header" if kind is None else f"unknown kind {kind[:40]!r}")
+            for kind, group in groups.items():  # other kinds on the topic are for other strategies
+                await self._ingest_kind(tp, part, kind, group, producer)
+
+    async def _ingest_kind(self, tp: TopicPartition, part: int, kind: str, msgs: list, producer) -> None:
+        table, rejected = decode(get_kind(kind), [m.value for m in msgs])
+        for r in rejected:
+            await self._dead_letter(producer, tp.topic, r.value, r.reason)
+        self.stats.rejected += len(rejected)
+        if not table.num_rows:
+            return
+        bad = {r.index for r in rejected}
+        offsets = [m.offset for i, m in enumerate(msgs) if i not in bad]
+        table = table.append_column("_part", pa.array(np.full(table.num_rows, part, np.int32)))
+        table = table.append_column("_offset", pa.array(offsets, pa.int64()))
+        ts = table.column("ts_event").to_numpy()
+        if self._released_upto is not None:
+            late = ts < self._released_upto
+            if late.any():
+                for value in table.filter(pa.array(late)).drop(["_part", "_offset"]).to_pylist():
+                    await self._dead_letter(producer, tp.topic, orjson.dumps(value),
+                                            f"late: event time before the watermark {self._released_upto}")
+                self.stats.late += int(late.sum())
+                table = table.filter(pa.array(~late))
+                ts = ts[~late]
+        if table.num_rows:
+            self._part_max[tp] = max(self._part_max.get(tp, ts.max()), int(ts.max()))
+            self._pending.add(kind, table)
 
     def _watermark(self) -> int | None:
         if not self._part_max:
@@ -324,9 +352,9 @@ class Processor:
             if self._telegram is not None and name == "alerts":
                 await self._telegram.write(table)
             if "kafka" in self.cfg.sinks:
-                topic = topic_of(buf.kind.name, self.cfg.prefix)
+                topic, headers = topic_of(buf.kind.name, self.cfg.prefix), kind_headers(buf.kind.name)
                 for key, value in encode(table):
-                    await producer.send(topic, key=key, value=value)
+                    await producer.send(topic, key=key, value=value, headers=headers)
             if name == "signals":
                 self.stats.signals += table.num_rows
             else:

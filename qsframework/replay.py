@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .kafka import DEFAULT_PREFIX, ProducerConfig, dlq_topic, ensure_topics, start_producer, topic_of
+from .kafka import DEFAULT_PREFIX, ProducerConfig, dlq_topic, ensure_topics, kind_headers, start_producer, topic_of
 from .recording import Recording
 from .wire import encode
 
@@ -48,6 +48,7 @@ async def replay(
     try:
         for kind, batch in recording.stream_all(kinds, start=start, end=end, batch_size=batch_size):
             topic = topic_of(kind, prefix)
+            headers = kind_headers(kind)
             ts = batch.column("ts_event").to_pylist()
             if first_ts is None:
                 first_ts = ts[0]
@@ -56,7 +57,7 @@ async def replay(
                     delay = (t - first_ts) / 1e9 / speed - (time.monotonic() - t0)
                     if delay > 0.001:
                         await asyncio.sleep(delay)
-                await prod.send(topic, key=key, value=value)
+                await prod.send(topic, key=key, value=value, headers=headers)
             counts[topic] = counts.get(topic, 0) + batch.num_rows
             if on_progress is not None:
                 on_progress(batch.num_rows)

@@ -1,5 +1,6 @@
-"""Telemetry live: a flight log replayed onto the broker's telemetry topics, UavAnomaly run by
-`qsf process` on them, gives exactly the backtest's alerts (and so does its --record)."""
+"""Telemetry live: a flight log replayed onto the broker's shared telemetry topic, UavAnomaly
+run by `qsf process` on it, gives exactly the backtest's alerts (and so does its --record);
+messages that do not say their kind go to the DLQ."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from qsframework.recording import Recording
 from qsframework.replay import replay
 
 from .conftest import qsf_cmd
+from .test_wire_replay import _consume_all
 
 SPEC = "strategies/uav_anomaly.py:UavAnomaly"
 
@@ -28,6 +30,7 @@ def test_uav_anomaly_live_equals_backtest(stack_endpoints, tmp_path):
     rec = Recording(tmp_path / "rec")
     prefix = f"u{uuid.uuid4().hex[:8]}"
     asyncio.run(replay(rec, stack_endpoints.kafka_bootstrap, prefix=prefix))
+    asyncio.run(_publish_headerless(stack_endpoints.kafka_bootstrap, f"{prefix}.telemetry"))
     env = {**os.environ, "QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap}
     r = subprocess.run([*qsf_cmd(), "process", SPEC, "--topic-prefix", prefix, "--group", f"g-{prefix}",
                         "--out", str(tmp_path / "live"), "--record", str(tmp_path / "rec-live"),
@@ -41,3 +44,18 @@ def test_uav_anomaly_live_equals_backtest(stack_endpoints, tmp_path):
         assert pq.read_table(tmp_path / "live" / f"{out}.parquet").equals(backtest.tables[out]), out
     again = run_backtest(cls, Recording(tmp_path / "rec-live"))
     assert again.tables["alerts"].equals(backtest.tables["alerts"])
+    dlq = asyncio.run(_consume_all(stack_endpoints.kafka_bootstrap, f"{prefix}.dlq", f"{prefix}-d", 2))
+    assert sorted(dlq) == [b'{"kind": "mystery"}', b'{"no": "header"}']
+
+
+async def _publish_headerless(bootstrap: str, topic: str) -> None:
+    """On a shared topic a message must say its kind: these two cannot be placed."""
+    from qsframework.kafka import start_producer
+
+    producer = await start_producer(bootstrap)
+    try:
+        await producer.send(topic, key=b"1", value=b'{"no": "header"}')
+        await producer.send(topic, key=b"1", value=b'{"kind": "mystery"}', headers=[("kind", b"mystery")])
+        await producer.flush()
+    finally:
+        await producer.stop()

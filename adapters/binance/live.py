@@ -123,7 +123,7 @@ async def record_binance(config: BinanceConfig, out: str | Path, *, duration: fl
 async def ingest_binance(config: BinanceConfig, bootstrap: str, *, prefix: str = "qsf",
                          duration: float | None = None, status: Status | bool | None = None) -> RunSummary:
     """Publish trades to PREFIX.trades, gaps to PREFIX.gaps and bad frames to PREFIX.dlq."""
-    from qsframework.kafka import dlq_topic, ensure_topics, start_producer, topic_of
+    from qsframework.kafka import dlq_topic, ensure_topics, kind_headers, start_producer, topic_of
     from qsframework.wire import encode
 
     trades_t, gaps_t, dlq_t = topic_of("trade", prefix), topic_of("gap", prefix), dlq_topic(prefix)
@@ -132,10 +132,11 @@ async def ingest_binance(config: BinanceConfig, bootstrap: str, *, prefix: str =
     source = BinanceSource(config)
 
     async def sink(batch: Batch) -> None:
-        for topic, table in ((trades_t, batch.trades), (gaps_t, batch.gaps)):
+        for kind, topic, table in (("trade", trades_t, batch.trades), ("gap", gaps_t, batch.gaps)):
             if table.num_rows:
+                headers = kind_headers(kind)
                 for key, value in encode(table):
-                    await producer.send(topic, key=key, value=value)
+                    await producer.send(topic, key=key, value=value, headers=headers)
         for r in batch.rejects:
             await producer.send(dlq_t, value=r.frame, headers=[
                 ("reason", r.reason.encode()), ("topic", b"binance"), ("source", config.url.encode())])

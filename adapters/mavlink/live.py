@@ -37,8 +37,8 @@ async def record_mavlink(config: MavlinkConfig, out: str | Path, *, duration: fl
 
 async def ingest_mavlink(config: MavlinkConfig, bootstrap: str, *, prefix: str = "qsf",
                          duration: float | None = None) -> SourceStats:
-    """Publish the vehicle's telemetry to PREFIX.telemetry.<kind> topics."""
-    from qsframework.kafka import dlq_topic, ensure_topics, start_producer, topic_of
+    """Publish the vehicle's telemetry to PREFIX.telemetry (the kind in each message's header)."""
+    from qsframework.kafka import dlq_topic, ensure_topics, kind_headers, start_producer, topic_of
     from qsframework.telemetry import TELEMETRY_KINDS
     from qsframework.wire import encode
 
@@ -48,9 +48,9 @@ async def ingest_mavlink(config: MavlinkConfig, bootstrap: str, *, prefix: str =
 
     async def sink(tables: list[tuple[str, pa.Table]]) -> None:
         for kind, table in tables:
-            topic = topic_of(kind, prefix)
+            topic, headers = topic_of(kind, prefix), kind_headers(kind)
             for key, value in encode(table):
-                await producer.send(topic, key=key, value=value)
+                await producer.send(topic, key=key, value=value, headers=headers)
         await producer.flush()
 
     stop_on_signals(source.stop)
