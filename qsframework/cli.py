@@ -242,6 +242,28 @@ def recordings_import_tlog(file: str, out_dir: str, system_id: int | None, compo
                f"{stats.other:,} of other types skipped, {stats.skipped_bytes:,} damaged bytes passed over")
 
 
+@recordings_import.command("dataflash")
+@click.argument("file", metavar="FILE")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Recording directory to write (new or empty).")
+def recordings_import_dataflash(file: str, out_dir: str) -> None:
+    """Import an ArduPilot onboard log (DataFlash .bin) as telemetry events.
+
+    Onboard logs have no telemetry link: heartbeat events mark arming and mode changes
+    only, so run UavAnomaly on them with -p link=false. Example:
+    qsf recordings import dataflash 00000042.BIN --out recordings/flight42
+    """
+    try:
+        from qsframework.adapters.mavlink.dataflash import import_dataflash
+    except ImportError as exc:
+        raise UserError(f"MAVLink support needs {exc.name}: pip install 'qsframework[mavlink]'") from None
+    with _progress(unit="events") as bar:
+        task = bar.add_task("import", total=None)
+        stats = import_dataflash(file, out=out_dir, progress=lambda n: bar.advance(task, n))
+    span = f"{format_time(stats.first_ts)} .. {format_time(stats.last_ts)}" if stats.first_ts else ""
+    kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.by_kind.items()))
+    click.echo(f"imported {stats.events:,} telemetry events of system {stats.system_id} into {out_dir}/ ({span}): {kinds}")
+
+
 # -- ingest ----------------------------------------------------------------------------
 def _bootstrap(option: str | None) -> str:
     import os

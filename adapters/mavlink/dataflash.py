@@ -1,0 +1,260 @@
+"""ArduPilot DataFlash logs (``.bin``, the autopilot's onboard log) -> telemetry events.
+
+pymavlink's ``DFReader_binary`` parses the log (message by message, in file order, skipping
+damaged bytes); each message's ``_timestamp`` is unix time derived from the GPS week/ms of
+the log's GPS messages (without GPS messages it is seconds since boot). Event fields:
+``key`` = the log's ``SYSID_THISMAV`` parameter (else "1"), ``source`` = "dataflash", ``seq`` =
+running count of emitted events, ``ts_event = ts_recv`` = the message's time in ns (rounded
+to the microsecond). Only instance/core 0 of the messages that have one (GPS ``I``/``Instance``,
+VIBE ``IMU``, XKF4/NKF4 ``C``); every battery instance is kept (``battery_id`` tells them apart).
+
+Mapping (ArduCopter 4.x messages; SI units, angles of attitude in radians):
+
+- ``POS`` Lat, Lng (deg), Alt (m AMSL), RelHomeAlt (m) -> ``position`` (vx/vy/vz/heading null).
+- ``GPS`` Status (fix type), NSats, HDop, Lat, Lng, Alt (m), Spd (m/s), GCrs (deg) -> ``gps``
+  (vdop null).
+- ``BAT`` Inst, Volt (V), Curr (A), RemPct (%, null when the log has none) -> ``battery``
+  (battery_id = Inst, msg = "BAT").
+- ``ATT`` Roll, Pitch, Yaw (deg) -> ``attitude`` in radians (rates null).
+- ``VIBE`` VibeX/Y/Z (m/s^2) and clipping: ``Clip`` (newer logs, one counter -> clipping_0,
+  clipping_1/2 = 0) or ``Clip0/1/2`` -> ``vibration``; ``clip_inc_*`` are the increments since
+  the previous VIBE (0 for the first; a counter that goes down means a reboot: the new count).
+- ``XKF4`` (EKF3) or ``NKF4`` (EKF2) SV, SP, SH, SM, SVT (test ratios), SS (status) -> ``ekf``
+  (velocity, pos_horiz, pos_vert, compass, terrain_alt variances; flags = SS or 0).
+- ``MODE`` (ModeNum, else Mode) and arming (``ARM`` ArmState, or ``EV`` Id 10 armed / 11
+  disarmed) -> ``heartbeat`` at each change of mode or armed state, with the current state:
+  mode name from pymavlink's copter table (null before the first MODE), custom_mode = the
+  mode number, vehicle_type 2 (quadrotor), autopilot 3 (ArduPilot), base_mode 129 armed / 1
+  disarmed, system_status 4 (active) armed / 3 (standby) disarmed.
+- ``MSG`` Message -> ``statustext`` (severity 6, info).
+
+An onboard log has no radio link: its heartbeat events mark changes only, they are not
+periodic, so run ``UavAnomaly`` with ``-p link=false`` on an imported DataFlash log (else
+every quiet stretch longer than link_timeout would look like a link loss).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from qsframework.errors import UserError
+from qsframework.events import get_kind
+
+SOURCE = "dataflash"
+COPTER = 2  # MAV_TYPE_QUADROTOR
+AUTOPILOT_ARDUPILOT = 3  # MAV_AUTOPILOT_ARDUPILOTMEGA
+EV_ARMED, EV_DISARMED = 10, 11
+TYPES = frozenset({"POS", "GPS", "BAT", "ATT", "VIBE", "XKF4", "NKF4", "MODE", "ARM", "EV", "MSG"})
+_INSTANCE_FIELDS = {"GPS": ("I", "Instance"), "VIBE": ("IMU",), "XKF4": ("C",), "NKF4": ("C",)}
+
+
+@dataclass(slots=True)
+class DataflashStats:
+    messages: int = 0  # messages of the mapped types read from the log
+    events: int = 0  # telemetry events emitted
+    other_instance: int = 0  # messages of a second GPS, IMU or EKF core (not emitted)
+    system_id: int = 1
+    first_ts: int | None = None
+    last_ts: int | None = None
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _State:
+    armed: bool = False
+    mode: int | None = None
+    clip: tuple[int, int, int] | None = None
+
+
+def _rad(deg: float) -> float:
+    return math.radians(deg)
+
+
+def _instance(m: Any, name: str) -> int:
+    for f in _INSTANCE_FIELDS.get(name, ()):
+        if f in m._fieldnames:
+            return int(getattr(m, f))
+    return 0
+
+
+def _get(m: Any, name: str, default: Any = None) -> Any:
+    return getattr(m, name) if name in m._fieldnames else default
+
+
+def _rows(m: Any, name: str, st: _State, modes: dict[int, str]) -> list[tuple[str, dict[str, Any]]]:
+    """The events (kind, fields) of one message: none, one, or (heartbeat) one at a change."""
+    if name == "POS":
+        return [("position", {"lat": m.Lat, "lon": m.Lng, "alt": m.Alt, "relative_alt": m.RelHomeAlt})]
+    if name == "GPS":
+        return [("gps", {"fix_type": m.Status, "satellites": m.NSats, "hdop": m.HDop, "lat": m.Lat,
+                         "lon": m.Lng, "alt": m.Alt, "ground_speed": m.Spd, "course": m.GCrs})]
+    if name == "BAT":
+        rem = _get(m, "RemPct")
+        return [("battery", {"battery_id": m.Inst, "voltage": m.Volt, "current": m.Curr,
+                             "remaining": None if rem is None else float(rem), "msg": "BAT"})]
+    if name == "ATT":
+        return [("attitude", {"roll": _rad(m.Roll), "pitch": _rad(m.Pitch), "yaw": _rad(m.Yaw)})]
+    if name == "VIBE":
+        if "Clip" in m._fieldnames:
+            clip = (int(m.Clip), 0, 0)
+        else:
+            clip = (int(m.Clip0), int(m.Clip1), int(m.Clip2))
+        prev = st.clip
+        inc = (0, 0, 0) if prev is None else tuple(n - p if n >= p else n for n, p in zip(clip, prev))
+        st.clip = clip
+        row = {"vibe_x": m.VibeX, "vibe_y": m.VibeY, "vibe_z": m.VibeZ}
+        for i in range(3):
+            row[f"clipping_{i}"], row[f"clip_inc_{i}"] = clip[i], inc[i]
+        return [("vibration", row)]
+    if name in ("XKF4", "NKF4"):
+        return [("ekf", {"flags": int(_get(m, "SS", 0)), "velocity_variance": m.SV, "pos_horiz_variance": m.SP,
+                         "pos_vert_variance": m.SH, "compass_variance": m.SM, "terrain_alt_variance": m.SVT})]
+    if name == "MSG":
+        return [("statustext", {"severity": 6, "text": str(m.Message)})]
+    armed, mode = st.armed, st.mode
+    if name == "MODE":
+        mode = int(_get(m, "ModeNum", m.Mode))
+    elif name == "ARM":
+        armed = bool(m.ArmState)
+    elif name == "EV" and m.Id in (EV_ARMED, EV_DISARMED):
+        armed = m.Id == EV_ARMED
+    if (armed, mode) == (st.armed, st.mode):
+        return []
+    st.armed, st.mode = armed, mode
+    return [("heartbeat", {
+        "armed": armed, "mode": None if mode is None else modes.get(mode, f"Mode({mode})"), "custom_mode": mode,
+        "base_mode": 129 if armed else 1, "system_status": 4 if armed else 3,
+        "vehicle_type": COPTER, "autopilot": AUTOPILOT_ARDUPILOT})]
+
+
+class _Columns:
+    """One kind's pending events as Python column lists."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = get_kind(kind)
+        self.names = [f.name for f in list(self.kind.schema)[5:]]
+        self.ts: list[int] = []
+        self.seq: list[int] = []
+        self.cols: dict[str, list[Any]] = {n: [] for n in self.names}
+
+    def add(self, ts: int, seq: int, row: dict[str, Any]) -> None:
+        self.ts.append(ts)
+        self.seq.append(seq)
+        for n in self.names:
+            self.cols[n].append(row.get(n))
+
+    def table(self, key: str) -> pa.Table:
+        n = len(self.ts)
+        schema = self.kind.schema
+        arrays = [pa.array(self.ts, pa.int64()), pa.array(self.ts, pa.int64()), pa.array([SOURCE] * n, pa.string()),
+                  pa.array([key] * n, pa.string()), pa.array(self.seq, pa.int64())]
+        arrays += [pa.array(self.cols[f.name], f.type) for f in list(schema)[5:]]
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _open(path: Path) -> Any:
+    from pymavlink.DFReader import DFReader_binary
+
+    if not path.is_file():
+        raise UserError(f"cannot read {path}: no such file" if not path.exists() else f"cannot read {path}: not a file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty")
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            reader = DFReader_binary(str(path), zero_time_base=False)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    except Exception:  # noqa: BLE001 - pymavlink raises plain exceptions on malformed formats
+        raise UserError(f"{path} is not an ArduPilot DataFlash log (.bin)") from None
+    if len(reader.formats) <= 1:  # only FMT's own built-in format: no FMT message was found
+        reader.close()
+        raise UserError(f"{path} is not an ArduPilot DataFlash log (.bin): it has no message formats")
+    return reader
+
+
+def _system_id(reader: Any) -> int:
+    """The first SYSID_THISMAV in the log's PARM messages, else 1."""
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        m = reader.recv_match(type="PARM", condition='PARM.Name == "SYSID_THISMAV"', strict=True)
+        reader.rewind()
+    return int(m.Value) if m is not None else 1
+
+
+def read_dataflash(path: str | Path, *, stats: DataflashStats | None = None,
+                   chunk: int = 100_000) -> Iterator[tuple[str, pa.Table]]:
+    """(kind, table) of the telemetry in the DataFlash log ``path``, about ``chunk`` events at a time."""
+    from pymavlink import mavutil
+
+    path = Path(path)
+    stats = stats if stats is not None else DataflashStats()
+    reader = _open(path)
+    try:
+        stats.system_id = _system_id(reader)
+        key = str(stats.system_id)
+        modes: dict[int, str] = mavutil.mode_mapping_bynumber(COPTER) or {}
+        st = _State()
+        pending: dict[str, _Columns] = {}
+        npending = 0
+        while True:
+            with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+                m = reader.recv_msg()
+            if m is None:
+                break
+            name = m.get_type()
+            if name not in TYPES:
+                continue
+            if _instance(m, name) != 0:
+                stats.other_instance += 1
+                continue
+            stats.messages += 1
+            ts = round(m._timestamp * 1e6) * 1000
+            for kind, row in _rows(m, name, st, modes):
+                cols = pending.get(kind)
+                if cols is None:
+                    cols = pending[kind] = _Columns(kind)
+                cols.add(ts, stats.events, row)
+                stats.events += 1
+                stats.by_kind[kind] = stats.by_kind.get(kind, 0) + 1
+                if stats.first_ts is None:
+                    stats.first_ts = ts
+                stats.last_ts = ts
+                npending += 1
+            if npending >= chunk:
+                for kind, cols in pending.items():
+                    yield kind, cols.table(key)
+                pending, npending = {}, 0
+        for kind, cols in pending.items():
+            yield kind, cols.table(key)
+        if not stats.events:
+            raise UserError(f"no telemetry in {path}: is it an ArduPilot DataFlash log (.bin)?")
+    finally:
+        reader.close()
+
+
+def import_dataflash(path: str | Path, *, out: str | Path,
+                     progress: Callable[[int], None] | None = None) -> DataflashStats:
+    """Write the telemetry in the DataFlash log ``path`` as the recording ``out``."""
+    from qsframework.recording import RecordingWriter
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} is not empty: import into a new directory")
+    stats = DataflashStats()
+    origin = {"source": SOURCE, "imported_from": Path(path).name, "format": "dataflash", "synthetic": False}
+    tables = read_dataflash(path, stats=stats)
+    first = next(tables)  # a bad log raises UserError here, before the recording is created
+    with RecordingWriter(out, origin=origin) as writer:
+        for kind, table in itertools.chain([first], tables):
+            writer.write(kind, table)
+            if progress is not None:
+                progress(table.num_rows)
+    return stats
