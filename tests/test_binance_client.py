@@ -268,3 +268,16 @@ def test_ingest_binance_publishes_trades_and_dead_letters_junk(stack_endpoints):
         assert ids_of(table, sym) == sent[sym]
     dlq = asyncio.run(_consume_all(stack_endpoints.kafka_bootstrap, f"{prefix}.dlq", f"{prefix}-d", 1))
     assert dlq == [b"{oops"]
+
+
+def test_agg_trade_stream_backfills_from_the_agg_trades_endpoint():
+    with BinanceServer(SYMBOLS, rate=2000) as srv:
+        source, trades, gaps, _ = run_source(config(srv, stream="aggTrade", backfill=True), 2.0,
+                                             later(0.6, srv.kill_all))
+        assert source.stats.reconnects >= 1 and gaps.num_rows >= 1
+        for sym in SYMBOLS:
+            got = ids_of(trades, sym)
+            assert sorted(got) == list(range(min(got), max(got) + 1)) and len(got) == len(set(got))
+            truth = {a.id for a in srv.all_agg_trades(sym)}
+            assert set(got) <= set(truth)
+        assert any(r.path.endswith("/aggTrades") for r in srv.rest_requests)
