@@ -127,7 +127,8 @@ def test_without_backfill_a_lost_stretch_is_one_gap_event():
         for sym in SYMBOLS:
             got = ids_of(trades, sym)
             sent = srv.sent_ids(sym)
-            assert got == sorted(set(sent))  # every id sent, once
+            # once each, in order; ids in flight when the TCP link was cut never arrive
+            assert got == sorted(set(got)) and set(got) <= set(sent)
             missing = sorted(set(range(got[0], got[-1] + 1)) - set(got))
             reported = [i for g in gaps.to_pylist() if g["key"] == sym
                         for i in range(g["first_id"], g["last_id"] + 1)]
@@ -147,8 +148,9 @@ def test_server_shutdown_hands_over_to_a_new_connection_without_loss():
 
 
 def test_rotation_before_the_connection_lifetime_ends():
-    with BinanceServer(SYMBOLS, rate=2000, max_lifetime=1.0) as srv:
-        source, trades, gaps, _ = run_source(config(srv, rotate_after=0.6), 2.6)
+    # the new connection opens 1.2 s before the server's limit: room for a slow machine
+    with BinanceServer(SYMBOLS, rate=2000, max_lifetime=2.0) as srv:
+        source, trades, gaps, _ = run_source(config(srv, rotate_after=0.8), 3.6)
         assert source.stats.rotations >= 2 and source.stats.reconnects == 0
         assert not any(c.close_reason == "lifetime" for c in srv.connections)
         assert gaps.num_rows == 0
