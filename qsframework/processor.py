@@ -127,7 +127,8 @@ class Processor:
         self.kinds = list(self.engine.kinds)
         self.topics: dict[str, tuple[str, ...]] = {}  # topic -> the subscribed kinds it carries
         for k in self.kinds:
-            self.topics[topic_of(k, config.prefix)] = (*self.topics.get(topic_of(k, config.prefix), ()), k)
+            topic = topic_of(k, config.prefix)
+            self.topics[topic] = (*self.topics.get(topic, ()), k)
         self.stats = ProcessStats()
         self._stop = asyncio.Event()
         self._pending = _Pending()

@@ -58,7 +58,6 @@ def _free_udp_port() -> int:
 def run_scenario(name: str, out: str | Path, *, config: RunConfig = RunConfig(), progress=None) -> dict:
     """Fly ``name`` and write ``out/report.json``, ``out/truth.json``, ``out/recording``,
     ``out/alerts.parquet`` and ``out/signals.parquet``; returns the report."""
-    from qsframework.backtest import ParquetOutput
     from qsframework.loader import load_strategy
 
     scenario = Scenario.load(name)
@@ -84,15 +83,7 @@ def run_scenario(name: str, out: str | Path, *, config: RunConfig = RunConfig(),
         finally:
             done.set()
 
-    async def sink(tables: list[tuple[str, pa.Table]]) -> None:
-        by_kind = {}
-        for kind, table in tables:
-            writer.write(kind, table)
-            by_kind.setdefault(kind, []).append(table)
-        merged = merge_kinds({k: pa.concat_tables(v).sort_by([("ts_event", "ascending"), ("seq", "ascending")])
-                                 .to_batches() for k, v in by_kind.items()})
-        for kind, batch in merged:
-            engine.process(kind, batch)
+    sink = _record_and_process(writer, engine)
 
     async def main() -> None:
         flight = threading.Thread(target=fly, name="sitl-emulator", daemon=True)
@@ -111,10 +102,8 @@ def run_scenario(name: str, out: str | Path, *, config: RunConfig = RunConfig(),
     engine.finish()
     outputs = engine.ctx.outputs
     alerts, signals = outputs.alerts.drain(), outputs.signals.drain()
-    for name_, table in (("alerts", alerts), ("signals", signals)):
-        sink_file = ParquetOutput(out / f"{name_}.parquet", table.schema)
-        sink_file.write(table)
-        sink_file.close()
+    _write_parquet(out / "alerts.parquet", alerts)
+    _write_parquet(out / "signals.parquet", signals)
     truth = json.loads(truth_path.read_text())
     report = score(truth, alerts.to_pylist(), epoch_ns=source.stats.epoch_ns, config=config)
     report.update({
@@ -124,6 +113,30 @@ def run_scenario(name: str, out: str | Path, *, config: RunConfig = RunConfig(),
     })
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _record_and_process(writer: RecordingWriter, engine: Engine):
+    """A source sink: each flush is recorded, then merged into total order for the engine."""
+
+    async def sink(tables: list[tuple[str, pa.Table]]) -> None:
+        by_kind: dict[str, list[pa.Table]] = {}
+        for kind, table in tables:
+            writer.write(kind, table)
+            by_kind.setdefault(kind, []).append(table)
+        merged = merge_kinds({k: pa.concat_tables(v).sort_by([("ts_event", "ascending"), ("seq", "ascending")])
+                              .to_batches() for k, v in by_kind.items()})
+        for kind, batch in merged:
+            engine.process(kind, batch)
+
+    return sink
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    from qsframework.backtest import ParquetOutput
+
+    out = ParquetOutput(path, table.schema)
+    out.write(table)
+    out.close()
 
 
 def _drained(source: MavlinkSource) -> bool:
@@ -196,7 +209,6 @@ def run_real_sitl(connect: str, out: str | Path, *, scenario: str | None = None,
     """
     from pymavlink import mavutil
 
-    from qsframework.backtest import ParquetOutput
     from qsframework.loader import load_strategy
 
     plan = Scenario.load(scenario) if scenario else None
@@ -238,15 +250,7 @@ def run_real_sitl(connect: str, out: str | Path, *, scenario: str | None = None,
             param_set(conn, item[1], item[2])
             restore.remove(item)
 
-    async def sink(tables: list[tuple[str, pa.Table]]) -> None:
-        by_kind: dict[str, list[pa.Table]] = {}
-        for kind, table in tables:
-            writer.write(kind, table)
-            by_kind.setdefault(kind, []).append(table)
-        merged = merge_kinds({k: pa.concat_tables(v).sort_by([("ts_event", "ascending"), ("seq", "ascending")])
-                                 .to_batches() for k, v in by_kind.items()})
-        for kind, batch in merged:
-            engine.process(kind, batch)
+    sink = _record_and_process(writer, engine)
 
     try:
         asyncio.run(source.run(sink, duration=duration, tick=tick))
@@ -254,9 +258,7 @@ def run_real_sitl(connect: str, out: str | Path, *, scenario: str | None = None,
         writer.close()
     engine.finish()
     alerts = engine.ctx.outputs.alerts.drain()
-    out_file = ParquetOutput(out / "alerts.parquet", alerts.schema)
-    out_file.write(alerts)
-    out_file.close()
+    _write_parquet(out / "alerts.parquet", alerts)
     record = {"scenario": plan.name if plan else None, "mission_s": round(time.monotonic() - t0, 3), "faults": truth}
     (out / "truth.json").write_text(json.dumps(record, indent=2) + "\n")
     report = score(record, alerts.to_pylist(), epoch_ns=start_ns - int(BOOT_OFFSET_S * 1e9))

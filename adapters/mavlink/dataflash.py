@@ -44,10 +44,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from qsframework.errors import UserError
 from qsframework.events import get_kind
+
+from .decode import clip_increments
 
 SOURCE = "dataflash"
 COPTER = 2  # MAV_TYPE_QUADROTOR
@@ -108,8 +111,8 @@ def _rows(m: Any, name: str, st: _State, modes: dict[int, str]) -> list[tuple[st
             clip = (int(m.Clip), 0, 0)
         else:
             clip = (int(m.Clip0), int(m.Clip1), int(m.Clip2))
-        prev = st.clip
-        inc = (0, 0, 0) if prev is None else tuple(n - p if n >= p else n for n, p in zip(clip, prev))
+        now = np.array(clip, np.int64)
+        inc = clip_increments(None if st.clip is None else np.array(st.clip, np.int64), now).tolist()
         st.clip = clip
         row = {"vibe_x": m.VibeX, "vibe_y": m.VibeY, "vibe_z": m.VibeZ}
         for i in range(3):

@@ -223,10 +223,7 @@ class TelemetryDecoder:
         for r, key in enumerate(keys.astype(str).tolist()):
             prev = self._clip.get(key)
             now = clips[r]
-            if prev is None:
-                inc[r] = 0
-            else:
-                inc[r] = np.where(now >= prev, now - prev, now)  # a counter that went down: reboot
+            inc[r] = clip_increments(prev, now)
             self._clip[key] = now
         out: dict[str, object] = {"vibe_x": _f(raw["vibration_x"]), "vibe_y": _f(raw["vibration_y"]),
                                   "vibe_z": _f(raw["vibration_z"])}
@@ -234,6 +231,14 @@ class TelemetryDecoder:
             out[f"clipping_{i}"] = clips[:, i]
             out[f"clip_inc_{i}"] = inc[:, i]
         return out
+
+
+def clip_increments(prev: np.ndarray | None, now: np.ndarray) -> np.ndarray:
+    """Clipping counts gained per axis since ``prev`` (0 for a first sample); a count that
+    went down means the vehicle rebooted, so the new count is the increment."""
+    if prev is None:
+        return np.zeros_like(now)
+    return np.where(now >= prev, now - prev, now)
 
 
 def is_vehicle_heartbeat(autopilot: int, vehicle_type: int) -> bool:
