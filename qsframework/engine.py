@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any, Literal
 
@@ -24,14 +25,27 @@ from .timers import NEVER
 
 Path = Literal["auto", "event", "batch"]
 SMALL_BATCH = 512
+EVENT_CHUNK = 4096  # rows turned into Python objects at a time on the per-event path
 
 
-def _pylist(col: pa.Array) -> list:
-    """Python values of an Arrow column, by the fastest exact route."""
+def _pylists(col: pa.Array) -> Callable[[int, int], list]:
+    """Python values of rows [lo, hi) of an Arrow column, by the fastest exact route."""
     t = col.type
-    if col.null_count == 0 and (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
-        return col.to_numpy(zero_copy_only=False).tolist()
-    return col.to_pylist()
+    if col.null_count:
+        return lambda lo, hi: col.slice(lo, hi - lo).to_pylist()
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+        values = col.to_numpy(zero_copy_only=False)
+        return lambda lo, hi: values[lo:hi].tolist()
+    if pa.types.is_string(t) and len(col) >= 64:
+        # few distinct values (keys, sources): build each string once, then pick them by
+        # index, which also hands the strategy the same str object for the same key
+        enc = pc.dictionary_encode(col)
+        if len(enc.dictionary) * 8 <= len(col):
+            strings = np.empty(len(enc.dictionary), dtype=object)
+            strings[:] = enc.dictionary.to_pylist()
+            index = enc.indices.to_numpy()
+            return lambda lo, hi: strings[index[lo:hi]].tolist()
+    return lambda lo, hi: col.slice(lo, hi - lo).to_pylist()
 
 
 class Engine:
@@ -64,22 +78,29 @@ class Engine:
         self._key_set = pa.array(sorted(keys), pa.string()) if keys is not None else None
         self._started = False
         self.events_in = 0
-        self._handlers: dict[str, tuple[Any, Any]] = {}
         self._schemas: dict[str, tuple[pa.Schema, type]] = {}
         for kind in self.kinds:
             fields = strategy_cls.fields.get(kind)
             if fields is not None and self._key_set is not None:
                 fields = tuple(dict.fromkeys([*fields, "key"]))
             self._schemas[kind] = get_kind(kind).project(fields)
+        self._handlers = self._bind()
+
+    def _bind(self) -> dict[str, tuple[Any, Any]]:
+        """Each kind's per-event and batch handlers, as the path allows."""
+        handlers: dict[str, tuple[Any, Any]] = {}
+        name = type(self.strategy).__name__
+        for kind in self.kinds:
             one = getattr(self.strategy, f"on_{kind}", None)
             many = getattr(self.strategy, f"on_{kind}_batch", None)
-            if path == "event":
+            if self.path == "event":
                 many = None
-            elif path == "batch" and many is None:
-                raise UserError(f"{strategy_cls.__name__} has no on_{kind}_batch: use --path event or auto")
+            elif self.path == "batch" and many is None:
+                raise UserError(f"{name} has no on_{kind}_batch: use --path event or auto")
             if many is None and one is None:
-                raise UserError(f"{strategy_cls.__name__} subscribes to {kind} but has no on_{kind}")
-            self._handlers[kind] = (one, many)
+                raise UserError(f"{name} subscribes to {kind} but has no on_{kind}")
+            handlers[kind] = (one, many)
+        return handlers
 
     @property
     def uses_batch_path(self) -> bool:
@@ -146,6 +167,8 @@ class Engine:
         ctx._seq, ctx.now = snap["seq"], snap["now"]
         ctx.rng.setstate(snap["rng"])
         self._started, self.events_in = snap["started"], snap["events_in"]
+        self.strategy.on_restore()
+        self._handlers = self._bind()  # handlers may be bound to restored objects
 
     def finish(self) -> None:
         """End of input: no timer fires after the last event."""
@@ -160,19 +183,25 @@ class Engine:
             on_timer(fire[1], fire[0])
 
     def _run_events(self, row: type, batch: pa.RecordBatch, handler: Any) -> None:
-        cols = [_pylist(c) for c in batch.columns]
-        events = zip(*cols)
-        if self.strategy.rows == "named":
-            events = map(partial(tuple.__new__, row), events)
+        columns = [_pylists(c) for c in batch.columns]
+        named = self.strategy.rows == "named"
         ctx = self.ctx
         timers = ctx.timers
         fire = self._fire_before
-        for event in events:
-            ts = event[0]
-            if ts > timers.due:
-                fire(ts)
-            ctx.now = ts
-            handler(event)
+        n = batch.num_rows
+        # a few thousand rows at a time: their Python objects are made, used and freed
+        # while still in the CPU cache, and freed memory is reused for the next rows
+        for lo in range(0, n, EVENT_CHUNK):
+            hi = min(n, lo + EVENT_CHUNK)
+            events = zip(*[values(lo, hi) for values in columns])
+            if named:
+                events = map(partial(tuple.__new__, row), events)
+            for event in events:
+                ts = event[0]
+                if ts > timers.due:
+                    fire(ts)
+                ctx.now = ts
+                handler(event)
 
     def _run_batch(self, batch: pa.RecordBatch, handler: Any) -> None:
         ts = batch.column(0).to_numpy()

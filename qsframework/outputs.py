@@ -11,18 +11,17 @@ class OutputBuffer:
     """Rows of one output kind in emission order: single rows (``append``) and bulk
     Arrow batches (``extend``) interleave freely; ``drain()`` hands them over as a table."""
 
-    __slots__ = ("kind", "columns", "chunks", "chunk_rows", "count")
+    __slots__ = ("kind", "rows", "chunks", "chunk_rows", "count")
 
     def __init__(self, kind: EventKind) -> None:
         self.kind = kind
-        self.columns: list[list] = [[] for _ in kind.names]
+        self.rows: list[tuple] = []  # single rows not yet sealed into a chunk
         self.chunks: list[pa.RecordBatch] = []
         self.chunk_rows = 0
         self.count = 0  # everything ever emitted, drained or not
 
     def append(self, row: tuple) -> None:
-        for column, value in zip(self.columns, row):
-            column.append(value)
+        self.rows.append(row)
         self.count += 1
 
     def extend(self, arrays: list[pa.Array]) -> None:
@@ -34,14 +33,15 @@ class OutputBuffer:
         self.count += batch.num_rows
 
     def _seal(self) -> None:
-        if self.columns[0]:
-            arrays = [pa.array(c, type=f.type) for c, f in zip(self.columns, self.kind.schema)]
+        if self.rows:
+            columns = zip(*self.rows)
+            arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.kind.schema)]
             self.chunks.append(pa.RecordBatch.from_arrays(arrays, schema=self.kind.schema))
-            self.chunk_rows += len(self.columns[0])
-            self.columns = [[] for _ in self.kind.names]
+            self.chunk_rows += len(self.rows)
+            self.rows = []
 
     def __len__(self) -> int:
-        return self.chunk_rows + len(self.columns[0])
+        return self.chunk_rows + len(self.rows)
 
     def drain(self) -> pa.Table:
         self._seal()

@@ -196,3 +196,7 @@ class Strategy:
     def on_stop(self) -> None:
         """Called after the last event."""
 
+    def on_restore(self) -> None:
+        """Called after a snapshot's state was loaded into this instance (``qsf process
+        --state``): re-attach what a snapshot does not keep, such as callbacks."""
+

@@ -58,9 +58,11 @@ class TimerQueue:
         heap = self._heap
         if not heap or heap[0][0] >= ts:
             return None
-        when, _, name, period = heapq.heappop(heap)
-        if period:
-            heapq.heappush(heap, (when + period, _, name, period))
+        when, order, name, period = heap[0]
+        if period:  # re-arm in place: one sift instead of a pop and a push
+            heapq.heapreplace(heap, (when + period, order, name, period))
+        else:
+            heapq.heappop(heap)
         self.due = heap[0][0] if heap else NEVER
         return when, name
 

@@ -27,7 +27,7 @@ def _advance(ts, px, head, end, cut, lag_ts, lag):  # pragma: no cover - compile
 @njit(cache=True, nogil=True, error_model="numpy")
 def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, want_data,
                   ca_ts, ca_px, cb_ts, cb_px, fire_t, fire_pos, f, i, ring,
-                  w, thr, rearm_at, first, out_kind, out_ts, out_val, out_corr):  # pragma: no cover
+                  w, thr, rearm_at, band, first, out_kind, out_ts, out_val, out_corr):  # pragma: no cover
     """on_trade/on_timer of BtcEthSpread, statement for statement, over one batch.
 
     Rows are matched to legs a (code 0) and b (code 1) from the key column's buffers;
@@ -38,6 +38,7 @@ def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, wan
     f: last_a, last_b, lag_a, lag_b, sa, sb, saa, sbb, sab, prev_a, prev_b (NaN = none)
     i: lag_ts_a, lag_ts_b, armed, head_a, head_b, valid, nza, nzb, have_prev, ring count
     ring: the window's returns (oldest first), rebuilt in place on return.
+    band: SpreadCore's fire_lo, fire_hi, rearm_lo, rearm_hi (the ratio pre-check).
     """
     last_a, last_b, lag_a, lag_b = f[0], f[1], f[2], f[3]
     sa, sb, saa, sbb, sab, prev_a, prev_b = f[4], f[5], f[6], f[7], f[8], f[9], f[10]
@@ -62,9 +63,7 @@ def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, wan
         elif leg[r] == 1:
             b_ts[jb], b_px[jb] = ts[r], price[r]
             jb += 1
-    # ln(last/lag) per leg, recomputed only when last or lag moved (same value, fewer logs)
-    r_a = r_b = 0.0
-    stale_a = stale_b = True
+    fire_lo, fire_hi, rearm_lo, rearm_hi = band[0], band[1], band[2], band[3]
     k = 0  # next fire
     out = 0
     nf = len(fire_t)
@@ -72,10 +71,8 @@ def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, wan
         while k < nf and fire_pos[k] == r:  # on_timer(T): advance, then sample
             T = fire_t[k]
             k += 1
-            h, lag_ts_a, lag_a = _advance(a_ts, a_px, ha, na, T - w, lag_ts_a, lag_a)
-            stale_a, ha = stale_a or h != ha, h
-            h, lag_ts_b, lag_b = _advance(b_ts, b_px, hb, nb, T - w, lag_ts_b, lag_b)
-            stale_b, hb = stale_b or h != hb, h
+            ha, lag_ts_a, lag_a = _advance(a_ts, a_px, ha, na, T - w, lag_ts_a, lag_a)
+            hb, lag_ts_b, lag_b = _advance(b_ts, b_px, hb, nb, T - w, lag_ts_b, lag_b)
             if have_prev and prev_a == prev_a and prev_b == prev_b and last_a == last_a and last_b == last_b:
                 ra, rb, ok = np.log(last_a / prev_a), np.log(last_b / prev_b), 1.0
             else:
@@ -106,11 +103,8 @@ def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, wan
                 vb = sbb - sb * sb / n
                 if va > 0.0 and vb > 0.0:
                     corr = max(-1.0, min(1.0, (sab - sa * sb / n) / np.sqrt(va * vb)))
-            if stale_a:
-                r_a, stale_a = np.log(last_a / lag_a), False
-            if stale_b:
-                r_b, stale_b = np.log(last_b / lag_b), False
-            out_kind[out], out_ts[out], out_val[out], out_corr[out] = SPREAD, T, r_a - r_b, corr
+            value = np.log(last_a / lag_a) - np.log(last_b / lag_b)
+            out_kind[out], out_ts[out], out_val[out], out_corr[out] = SPREAD, T, value, corr
             out += 1
         if r == len(ts):
             break
@@ -118,23 +112,24 @@ def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, wan
         if code < 0:
             continue
         t = ts[r]
-        h, lag_ts_a, lag_a = _advance(a_ts, a_px, ha, na, t - w, lag_ts_a, lag_a)
-        stale_a, ha = stale_a or h != ha, h
-        h, lag_ts_b, lag_b = _advance(b_ts, b_px, hb, nb, t - w, lag_ts_b, lag_b)
-        stale_b, hb = stale_b or h != hb, h
+        ha, lag_ts_a, lag_a = _advance(a_ts, a_px, ha, na, t - w, lag_ts_a, lag_a)
+        hb, lag_ts_b, lag_b = _advance(b_ts, b_px, hb, nb, t - w, lag_ts_b, lag_b)
         if code == 0:
-            last_a, stale_a = a_px[na], True
+            last_a = a_px[na]
             na += 1
         else:
-            last_b, stale_b = b_px[nb], True
+            last_b = b_px[nb]
             nb += 1
         if lag_a != lag_a or lag_b != lag_b:
             continue
-        if stale_a:
-            r_a, stale_a = np.log(last_a / lag_a), False
-        if stale_b:
-            r_b, stale_b = np.log(last_b / lag_b), False
-        d = r_a - r_b
+        # SpreadCore's pre-check: well inside the band nothing can change, no logs needed
+        x = last_a / last_b * (lag_b / lag_a)
+        if armed:
+            if fire_lo < x < fire_hi:
+                continue
+        elif not rearm_lo < x < rearm_hi:
+            continue
+        d = np.log(last_a / lag_a) - np.log(last_b / lag_b)
         if armed:
             if abs(d) > thr:
                 armed = False
