@@ -46,6 +46,30 @@ def codes_kernel(offsets, data, start, n, want_offsets, want_data):  # pragma: n
     return out
 
 
+@njit(cache=True, nogil=True)
+def pair_codes_kernel(offsets, data, start, n, want_offsets, want_data):  # pragma: no cover - compiled
+    """:func:`codes_kernel` for a column known to hold only the two wanted keys (the
+    engine hands a strategy only the keys it asked for): one length or byte compare per
+    row, at the first place where the two keys differ."""
+    len_a = want_offsets[1] - want_offsets[0]
+    len_b = want_offsets[2] - want_offsets[1]
+    out = np.empty(n, np.int8)
+    if len_a != len_b:
+        for r in range(n):
+            out[r] = 0 if offsets[start + r + 1] - offsets[start + r] == len_a else 1
+        return out
+    p = 0
+    while p < len_a and want_data[p] == want_data[len_a + p]:
+        p += 1
+    if p == len_a:  # the same key twice
+        out[:] = 0
+        return out
+    byte_a = want_data[p]
+    for r in range(n):
+        out[r] = 0 if data[offsets[start + r] + p] == byte_a else 1
+    return out
+
+
 def encode_keys(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """The wanted keys as (offsets, utf-8 bytes), the form ``codes_kernel`` takes."""
     if len(keys) > 127:

@@ -35,13 +35,27 @@ def _repeat(text: str, n: int) -> pa.Array:
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))
 
 
-def attrs_json_column(name: str, values: Sequence[Any]) -> list[str]:
-    """``[attrs_json({name: v}) for v in values]``, serialized in one call (same bytes)."""
-    if not values:
-        return []
-    head = attrs_json({name: None})[: -len("null}")]  # '{"name":'
-    body = orjson.dumps(list(values), option=orjson.OPT_SERIALIZE_NUMPY).decode()[1:-1]
-    return [f"{head}{v}}}" for v in body.split(",")]
+def attrs_json_column(name: str, values: Sequence[Any]) -> pa.Array:
+    """``[attrs_json({name: v}) for v in values]`` as an Arrow string array (same bytes),
+    for numeric values (or None).
+
+    One orjson call serializes every value; each comma between two values then becomes
+    the end of one object and the start of the next, and the offsets come from the
+    commas' positions, so no Python string is made per row.
+    """
+    n = len(values)
+    if not n:
+        return pa.array([], pa.string())
+    head = attrs_json({name: None})[: -len("null}")].encode()  # b'{"name":'
+    body = orjson.dumps(list(values), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+    commas = np.flatnonzero(np.frombuffer(body, np.uint8) == ord(","))
+    ends = np.empty(n, np.int64)
+    ends[:-1], ends[-1] = commas, len(body)  # where each value's text ends in body
+    lengths = np.diff(ends, prepend=-1) - 1 + len(head) + 1
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    data = head + body.replace(b",", b"}" + head) + b"}"
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 class Context:
@@ -102,7 +116,7 @@ class Context:
         values: Sequence[float | None] | np.ndarray,
         attrs: Sequence[dict[str, Any] | None] | None = None,
         *,
-        attrs_text: Sequence[str | None] | None = None,
+        attrs_text: Sequence[str | None] | pa.Array | None = None,
     ) -> None:
         """Emit several signals at once, in order (for batch handlers).
 
@@ -126,7 +140,7 @@ class Context:
             _repeat(self.strategy, n),
             _repeat(name, n),
             pa.array(v, mask=~np.isfinite(v)),
-            pa.array(attrs_text, pa.string()),
+            attrs_text if isinstance(attrs_text, pa.Array) else pa.array(attrs_text, pa.string()),
         ])
 
     def alert(
@@ -181,7 +195,8 @@ class Strategy:
         self.ctx = ctx
 
     def keys(self) -> frozenset[str] | None:
-        """Event keys this strategy wants (None: all); sources filter on them."""
+        """Event keys this strategy wants (None: all). Sources filter on them, and the
+        engine hands the handlers only events with these keys."""
         return None
 
     def prepare(self) -> None:

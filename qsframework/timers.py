@@ -78,6 +78,15 @@ class TimerQueue:
         """
         if not self._heap or self.due >= before:
             return NO_FIRES
+        if len(self._heap) == 1 and self._heap[0][3]:  # one periodic timer: no merge needed
+            when, order, name, period = self._heap[0]
+            n = (before - 1 - when) // period + 1
+            fire_times = when + period * np.arange(n, dtype=np.int64)
+            self._heap[0] = (when + n * period, order, name, period)
+            self.due = self._heap[0][0]
+            return TimerFires(
+                [name] * n, fire_times, np.searchsorted(ts, fire_times, side="right").astype(np.int64)
+            )
         names: list[str] = []
         times: list[np.ndarray] = []
         rest: list[tuple[int, int, str, int]] = []

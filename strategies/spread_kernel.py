@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from qsframework.keycodes import codes_kernel
+from qsframework.keycodes import pair_codes_kernel
 
 DIVERGENCE, SPREAD = 0, 1
 
@@ -48,11 +48,15 @@ def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, wan
     ra_buf, rb_buf, ok_buf = ring[0].copy(), ring[1].copy(), ring[2].copy()
     head = 0  # oldest entry of the ring
     ha, hb = 0, 0  # first trade of each leg still inside the window
-    leg = codes_kernel(key_offsets, key_data, key_start, len(ts), want_offsets, want_data)
+    # rows are only ever a or b: the engine hands a strategy just the keys() it asked for
+    leg = pair_codes_kernel(key_offsets, key_data, key_start, len(ts), want_offsets, want_data)
     na, nb = len(ca_ts), len(cb_ts)
-    a_ts = np.empty(na + len(ts), np.int64)  # carried trades, then the batch's (gathered below)
+    in_a = 0
+    for r in range(len(ts)):
+        in_a += leg[r] == 0
+    a_ts = np.empty(na + in_a, np.int64)  # carried trades, then the batch's (gathered below)
     a_px = np.empty(len(a_ts))
-    b_ts = np.empty(nb + len(ts), np.int64)
+    b_ts = np.empty(nb + len(ts) - in_a, np.int64)
     b_px = np.empty(len(b_ts))
     a_ts[:na], a_px[:na], b_ts[:nb], b_px[:nb] = ca_ts, ca_px, cb_ts, cb_px
     ja, jb = na, nb

@@ -74,7 +74,10 @@ def test_conform_casts_and_reports_missing_columns():
 def test_attrs_json_column_matches_one_by_one(values):
     from qsframework.strategy import attrs_json, attrs_json_column
 
-    assert attrs_json_column("corr", values) == [attrs_json({"corr": v}) for v in values]
+    column = attrs_json_column("corr", values)
+    assert column.type == pa.string()
+    column.validate(full=True)
+    assert column.to_pylist() == [attrs_json({"corr": v}) for v in values]
 
 
 @given(st.lists(st.sampled_from(["BTCUSDT", "ETHUSDT", "BTCUSD", "", "ÉTH", "ETHUSDTX"]), max_size=200),
@@ -93,3 +96,21 @@ def test_key_codes_match_python(values, cut, kind):
     assert key_codes(arr, keys).tolist() == expected
     assert key_codes(pa.chunked_array([arr, arr], type=arr.type), keys).tolist() == expected * 2
     assert key_codes(arr, keys).dtype == np.int8
+
+
+PAIR_KEYS = ["BTCUSDT", "ETHUSDT", "BTCUSD", "BTCUSDC", "", "ÉTH", "ETH", "ETHUSDTX"]
+
+
+@given(st.lists(st.sampled_from(PAIR_KEYS), min_size=2, max_size=2, unique=True),
+       st.lists(st.booleans(), max_size=200), st.integers(0, 5), st.booleans())
+def test_pair_codes_match_exact_codes_on_two_key_columns(pair, picks, cut, large):
+    """The engine's two-key shortcut gives the exact codes wherever only those keys occur."""
+    from qsframework.keycodes import codes_kernel, encode_keys, pair_codes_kernel, string_buffers
+
+    arr = pa.array([pair[p] for p in picks], pa.large_string() if large else pa.string())
+    arr = arr.slice(min(cut, len(picks)))
+    offsets, data, start, n = string_buffers(arr)
+    want = encode_keys(pair)
+    exact = codes_kernel(offsets, data, start, n, *want)
+    assert pair_codes_kernel(offsets, data, start, n, *want).tolist() == exact.tolist()
+    assert (exact >= 0).all()
