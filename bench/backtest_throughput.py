@@ -3,7 +3,8 @@
 Usage: python bench/backtest_throughput.py [--events 5000000] [--seed 1] [--data bench/data]
 
 Prints one row per run: a no-op strategy and the BTC/ETH spread strategy, each on the
-per-event and the batch path, and the bare loop (read the files, iterate, keep the last
+per-event and the batch path (and, when the spread strategy's core is compiled, its
+per-event path with the core interpreted), and the bare loop (read the files, iterate, keep the last
 price per symbol) for comparison. Each row is the fastest of --repeat runs, after a
 warm-up run that loads compiled kernels. Figures depend on the machine.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from qsframework import Strategy, TimerFires  # noqa: E402
+from qsframework import Strategy, TimerFires, compiled  # noqa: E402
 from qsframework.backtest import run_backtest  # noqa: E402
 from qsframework.loader import load_strategy  # noqa: E402
 from qsframework.recording import Recording, RecordingWriter  # noqa: E402
@@ -52,6 +54,15 @@ def ensure_recording(root: Path, events: int, seed: int) -> Path:
             w.write("trade", table)
     print(f"generated {Recording(path).rows():,} events in {time.perf_counter() - t0:.1f} s -> {path}")
     return path
+
+
+def source_core():
+    """The spread strategy's per-event core run from its source by the interpreter."""
+    path = ROOT / "strategies" / "spread_core.py"
+    spec = importlib.util.spec_from_file_location("spread_core_interpreted", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def bare_loop(rec: Recording) -> tuple[int, float]:
@@ -88,25 +99,35 @@ def main() -> None:
     bare_s = rows[0][2] if rows else None
     first = rec.span()[0]  # type: ignore[index]
     results: dict[tuple[str, str], float] = {}
-    for label, cls in (("no-op", NoOp), ("spread", spread)):
+    spread_module = sys.modules[spread.__module__]
+    compiled_core = spread_module.core
+    runs_wanted = [("no-op", NoOp, "event", ""), ("no-op", NoOp, "batch", ""),
+                   ("spread", spread, "event", ""), ("spread", spread, "batch", "")]
+    if compiled.is_compiled(compiled_core):
+        runs_wanted.append(("spread", spread, "event", "interpreted"))
+    for label, cls, path, core in runs_wanted:
         if label.replace("-", "") not in only:
             continue
-        for path in ("event", "batch"):
-            # warm up: load compiled kernels and caches, as any long run amortizes them
-            run_backtest(cls, rec, path=path, end=first + 60 * 10**9)
-            runs = []
-            for _ in range(args.repeat):
-                gc.collect()
-                runs.append(run_backtest(cls, rec, path=path))
-            r = min(runs, key=lambda x: x.wall_s)
-            rows.append((f"{label} strategy, {path} path ({r.signals:,} signals)", r.events_in, r.wall_s))
-            results[(label, path)] = r.events_in / r.wall_s
-    print(f"\n{'run':<56} {'events':>11} {'seconds':>8} {'events/s':>12} {'x bare':>7}")
+        spread_module.core = source_core() if core == "interpreted" else compiled_core
+        # warm up: load compiled kernels and caches, as any long run amortizes them
+        run_backtest(cls, rec, path=path, end=first + 60 * 10**9)
+        runs = []
+        for _ in range(args.repeat):
+            gc.collect()
+            runs.append(run_backtest(cls, rec, path=path))
+        r = min(runs, key=lambda x: x.wall_s)
+        note = ", core interpreted" if core else ""
+        rows.append((f"{label} strategy, {path} path{note} ({r.signals:,} signals)", r.events_in, r.wall_s))
+        results[(label, path, core)] = r.events_in / r.wall_s
+    spread_module.core = compiled_core
+    state = "compiled (mypyc)" if compiled.is_compiled(compiled_core) else "interpreted (no build)"
+    print(f"\nspread strategy's per-event core: {state}")
+    print(f"\n{'run':<66} {'events':>11} {'seconds':>8} {'events/s':>12} {'x bare':>7}")
     for label, n, s in rows:
         ratio = f"{s / bare_s:6.2f}x" if bare_s else ""
-        print(f"{label:<56} {n:>11,} {s:>8.2f} {n / s:>12,.0f} {ratio:>7}")
-    if ("spread", "event") in results:
-        ev, ba = results[("spread", "event")], results[("spread", "batch")]
+        print(f"{label:<66} {n:>11,} {s:>8.2f} {n / s:>12,.0f} {ratio:>7}")
+    if ("spread", "event", "") in results:
+        ev, ba = results[("spread", "event", "")], results[("spread", "batch", "")]
         print("\ntargets (issue 2):")
         print(f"  spread per-event >= 500,000 events/s: {ev:,.0f} {'PASS' if ev >= 5e5 else 'MISS'}")
         if bare_s:

@@ -121,3 +121,14 @@ def test_a_build_older_than_its_source_is_not_used(tmp_path, caplog):
         assert "older than" in caplog.text
     finally:
         sys.modules.pop(name, None)
+
+
+def test_pure_python_switch_runs_the_source(tmp_path, monkeypatch):
+    name = "qsf_test_pure.core"
+    text = b"WHO = 'source'\n"
+    fake_build(tmp_path, name, text, text)
+    monkeypatch.setenv("QSF_PURE_PYTHON", "1")
+    try:
+        assert compiled.load(name).WHO == "source"
+    finally:
+        sys.modules.pop(name, None)
