@@ -55,7 +55,7 @@ def ext_modules() -> list:
     paths = [_stage(name, src) for name, src in _compiled_modules().items()]
     try:
         exts = mypycify(paths, opt_level="3")
-    except BaseException as e:  # mypyc exits on a type error: install pure Python instead
+    except (Exception, SystemExit) as e:  # mypyc exits on a type error: install pure Python
         print(f"setup.py: mypyc failed ({e!r}); installing pure Python", file=sys.stderr)
         return []
     for ext in exts:
