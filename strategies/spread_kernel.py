@@ -17,7 +17,7 @@ DIVERGENCE, SPREAD = 0, 1
 
 @njit(cache=True, inline="always")
 def _advance(ts, px, head, end, cut, lag_ts, lag):  # pragma: no cover - compiled
-    """_Leg.advance: trades at or before ``cut`` leave the window; the last one is the lag."""
+    """SpreadCore.advance for one leg: trades at or before ``cut`` leave; the last is the lag."""
     while head < end and ts[head] <= cut:
         lag_ts, lag = ts[head], px[head]
         head += 1
@@ -28,7 +28,7 @@ def _advance(ts, px, head, end, cut, lag_ts, lag):  # pragma: no cover - compile
 def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, want_data,
                   ca_ts, ca_px, cb_ts, cb_px, fire_t, fire_pos, f, i, ring,
                   w, thr, rearm_at, band, first, out_kind, out_ts, out_val, out_corr):  # pragma: no cover
-    """on_trade/on_timer of BtcEthSpread, statement for statement, over one batch.
+    """SpreadCore.on_trade and .grid, statement for statement, over one batch.
 
     Rows are matched to legs a (code 0) and b (code 1) from the key column's buffers;
     each leg's trades are the carried ones (``ca_*``, ``cb_*``) then this batch's. Returns
