@@ -78,15 +78,6 @@ class TimerQueue:
         """
         if not self._heap or self.due >= before:
             return NO_FIRES
-        if len(self._heap) == 1 and self._heap[0][3]:  # one periodic timer: no merge needed
-            when, order, name, period = self._heap[0]
-            n = (before - 1 - when) // period + 1
-            fire_times = when + period * np.arange(n, dtype=np.int64)
-            self._heap[0] = (when + n * period, order, name, period)
-            self.due = self._heap[0][0]
-            return TimerFires(
-                [name] * n, fire_times, np.searchsorted(ts, fire_times, side="right").astype(np.int64)
-            )
         names: list[str] = []
         times: list[np.ndarray] = []
         rest: list[tuple[int, int, str, int]] = []
@@ -100,15 +91,17 @@ class TimerQueue:
                 rest.append((when, _order, name, period))
         if not names:
             return NO_FIRES
-        all_times = np.concatenate(times)
-        # order of the per-event path: by due time, then by timer creation (heap tie-break)
-        order = np.argsort(all_times, kind="stable")
         self._heap = rest
         heapq.heapify(self._heap)
         self.due = self._heap[0][0] if self._heap else NEVER
-        fire_times = all_times[order]
+        if len(times) == 1:  # one timer fired: its times are already in order
+            fire_times = times[0]
+        else:
+            # order of the per-event path: by due time, then by timer creation (heap tie-break)
+            all_times = np.concatenate(times)
+            order = np.argsort(all_times, kind="stable")
+            names = [names[i] for i in order.tolist()]
+            fire_times = all_times[order]
         return TimerFires(
-            [names[i] for i in order.tolist()],
-            fire_times,
-            np.searchsorted(ts, fire_times, side="right").astype(np.int64),
+            names, fire_times, np.searchsorted(ts, fire_times, side="right").astype(np.int64)
         )

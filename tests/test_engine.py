@@ -214,3 +214,26 @@ def test_snapshot_and_restore_resume_exactly(spread_cls, seed, cut, path):
     second.finish()
     signals = pa.concat_tables([first.ctx.outputs.signals.drain(), second.ctx.outputs.signals.drain()])
     assert signals.equals(whole.ctx.outputs.signals.drain())
+
+
+@settings(max_examples=60)
+@given(
+    timers=st.lists(st.tuples(st.integers(0, 50), st.integers(1, 20)), min_size=1, max_size=4),
+    before=st.integers(0, 200),
+)
+def test_periodic_fires_equal_popping_one_by_one(timers, before):
+    """The batch path's fires (one timer or several merged) are the per-event path's pops."""
+    from qsframework.timers import TimerQueue
+
+    bulk, single = TimerQueue(), TimerQueue()
+    for k, (first, period) in enumerate(timers):
+        bulk.add(first, f"t{k}", period)
+        single.add(first, f"t{k}", period)
+    ts = np.arange(0, 200, 3, dtype=np.int64)
+    fires = bulk.periodic_fires(ts, before=before)
+    popped = []
+    while (fire := single.pop_before(before)) is not None:
+        popped.append(fire)
+    assert list(zip(fires.times.tolist(), fires.names)) == popped
+    assert fires.pos.tolist() == np.searchsorted(ts, [t for t, _ in popped], side="right").tolist()
+    assert bulk.due == single.due and sorted(bulk._heap) == sorted(single._heap)
