@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -54,15 +53,6 @@ def ensure_recording(root: Path, events: int, seed: int) -> Path:
             w.write("trade", table)
     print(f"generated {Recording(path).rows():,} events in {time.perf_counter() - t0:.1f} s -> {path}")
     return path
-
-
-def source_core():
-    """The spread strategy's per-event core run from its source by the interpreter."""
-    path = ROOT / "strategies" / "spread_core.py"
-    spec = importlib.util.spec_from_file_location("spread_core_interpreted", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def bare_loop(rec: Recording) -> tuple[int, float]:
@@ -108,7 +98,10 @@ def main() -> None:
     for label, cls, path, core in runs_wanted:
         if label.replace("-", "") not in only:
             continue
-        spread_module.core = source_core() if core == "interpreted" else compiled_core
+        spread_module.core = (
+            compiled.import_source(compiled_core.__name__, as_name="spread_core_interpreted")
+            if core == "interpreted" else compiled_core
+        )
         # warm up: load compiled kernels and caches, as any long run amortizes them
         run_backtest(cls, rec, path=path, end=first + 60 * 10**9)
         runs = []

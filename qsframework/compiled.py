@@ -3,8 +3,8 @@
 A compiled module carries ``SOURCE_SHA256``, the hash of the source it was built from.
 :func:`load` imports the compiled module when that hash matches the ``.py`` beside it and
 the source otherwise (an editable checkout whose source changed after the build), so an
-edit is never shadowed by an old build; ``QSF_PURE_PYTHON=1`` runs the source regardless. Either way the module is registered under its own
-name, so pickles refer to one class.
+edit is never shadowed by an old build; ``QSF_PURE_PYTHON=1`` runs the source regardless.
+Either way the module is registered under its own name, so pickles refer to one class.
 """
 
 from __future__ import annotations
@@ -32,6 +32,23 @@ def is_compiled(module: ModuleType) -> bool:
     return not str(getattr(module, "__file__", "")).endswith(".py")
 
 
+def source_path(name: str) -> Path:
+    """The ``.py`` of module ``name``, beside its compiled build if it has one."""
+    module = importlib.import_module(name)
+    return Path(module.__file__).parent / (name.rpartition(".")[2] + ".py")  # type: ignore[arg-type]
+
+
+def import_source(name: str, *, as_name: str | None = None) -> ModuleType:
+    """Run the source of module ``name`` (never its build), registered as ``as_name``;
+    by default as ``name`` itself, in place of the build."""
+    as_name = as_name or name
+    spec = importlib.util.spec_from_file_location(as_name, source_path(name))
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[as_name] = module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
 def load(name: str) -> ModuleType:
     """The compiled build of ``name`` if it matches its source, else the source itself.
 
@@ -41,7 +58,7 @@ def load(name: str) -> ModuleType:
     module = importlib.import_module(name)
     if not is_compiled(module):
         return module
-    source = Path(module.__file__).parent / (name.rpartition(".")[2] + ".py")  # type: ignore[arg-type]
+    source = source_path(name)
     if not source.exists():
         return module
     if os.environ.get("QSF_PURE_PYTHON"):
@@ -51,8 +68,4 @@ def load(name: str) -> ModuleType:
     else:
         log.warning("%s: the compiled build is older than %s; running the source "
                     "(reinstall to recompile)", name, source)
-    spec = importlib.util.spec_from_file_location(name, source)
-    fresh = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[name] = fresh
-    spec.loader.exec_module(fresh)  # type: ignore[union-attr]
-    return fresh
+    return import_source(name)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import os
 import shutil
 import sys
 import types
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -24,16 +22,9 @@ from .conftest import make_trades
 CORE = "qsframework.strategies.spread_core"
 
 
-def source_core_path() -> Path:
-    return Path(importlib.import_module(CORE).__file__).parent / "spread_core.py"
-
-
 def source_core() -> types.ModuleType:
     """The core's source, imported on its own (never the compiled build)."""
-    spec = importlib.util.spec_from_file_location("spread_core_source", source_core_path())
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return compiled.import_source(CORE, as_name="spread_core_source")
 
 
 def outputs(cls, table: pa.Table, overrides: dict[str, str]) -> tuple[pa.Table, pa.Table]:
@@ -85,7 +76,7 @@ def test_generated_data_reaches_both_divergence_and_rearm(spread_cls):
 def test_install_compiled_the_core_where_a_compiler_exists():
     module = compiled.load(CORE)
     assert compiled.is_compiled(module), f"{CORE} runs uncompiled from {module.__file__}"
-    assert module.SOURCE_SHA256 == compiled.source_hash(source_core_path().read_bytes())
+    assert module.SOURCE_SHA256 == compiled.source_hash(compiled.source_path(CORE).read_bytes())
 
 
 def fake_build(tmp_path, name: str, built_from: bytes, source: bytes) -> None:
