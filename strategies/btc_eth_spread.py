@@ -135,7 +135,7 @@ class BtcEthSpread(Strategy):
             c.prev_a, c.prev_b,
         ])
         i = np.array([
-            0, 0, int(c.armed), 0, 0, win.valid, win.nza, win.nzb,
+            int(c.armed), 0, 0, win.valid, win.nza, win.nzb,
             int(c.has_prev), len(win.ok),
         ], np.int64)
         ring = np.zeros((3, win.n))
@@ -157,14 +157,14 @@ class BtcEthSpread(Strategy):
         self._emit(out_kind[:n_out], out_ts[:n_out], out_val[:n_out], out_corr[:n_out])
         # write the state back into the core, where the per-event path keeps it
         c.la, c.lb, c.lag_a, c.lag_b = (float(x) for x in f[0:4])
-        c.armed = bool(i[2])
-        c.load(a_ts[i[3] :].tolist(), a_px[i[3] :].tolist(), b_ts[i[4] :].tolist(), b_px[i[4] :].tolist())
+        c.armed = bool(i[0])
+        c.load(a_ts[i[1] :].tolist(), a_px[i[1] :].tolist(), b_ts[i[2] :].tolist(), b_px[i[2] :].tolist())
         win.sa, win.sb, win.saa, win.sbb, win.sab = (float(x) for x in f[4:9])
-        win.valid, win.nza, win.nzb = int(i[5]), int(i[6]), int(i[7])
-        if i[8]:
+        win.valid, win.nza, win.nzb = int(i[3]), int(i[4]), int(i[5])
+        if i[6]:
             c.has_prev = True
             c.prev_a, c.prev_b = float(f[9]), float(f[10])
-        h = int(i[9])
+        h = int(i[7])
         win.ra = deque(ring[0, :h].tolist(), maxlen=win.n)
         win.rb = deque(ring[1, :h].tolist(), maxlen=win.n)
         win.ok = deque(ring[2, :h].astype(np.int64).tolist(), maxlen=win.n)

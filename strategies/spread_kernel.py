@@ -16,12 +16,12 @@ DIVERGENCE, SPREAD = 0, 1
 
 
 @njit(cache=True, inline="always")
-def _advance(ts, px, head, end, cut, lag_ts, lag):  # pragma: no cover - compiled
+def _advance(ts, px, head, end, cut, lag):  # pragma: no cover - compiled
     """SpreadCore.advance for one leg: trades at or before ``cut`` leave; the last is the lag."""
     while head < end and ts[head] <= cut:
-        lag_ts, lag = ts[head], px[head]
+        lag = px[head]
         head += 1
-    return head, lag_ts, lag
+    return head, lag
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -32,18 +32,18 @@ def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, wan
 
     Rows are matched to legs a (code 0) and b (code 1) from the key column's buffers;
     each leg's trades are the carried ones (``ca_*``, ``cb_*``) then this batch's. Returns
-    the number of output records and the legs' trade arrays (``i[3]``/``i[4]`` index the
+    the number of output records and the legs' trade arrays (``i[1]``/``i[2]`` index the
     first still inside the window).
 
     f: last_a, last_b, lag_a, lag_b, sa, sb, saa, sbb, sab, prev_a, prev_b (NaN = none)
-    i: lag_ts_a, lag_ts_b, armed, head_a, head_b, valid, nza, nzb, have_prev, ring count
+    i: armed, head_a, head_b, valid, nza, nzb, have_prev, ring count
     ring: the window's returns (oldest first), rebuilt in place on return.
     band: SpreadCore's fire_lo, fire_hi, rearm_lo, rearm_hi (the ratio pre-check).
     """
     last_a, last_b, lag_a, lag_b = f[0], f[1], f[2], f[3]
     sa, sb, saa, sbb, sab, prev_a, prev_b = f[4], f[5], f[6], f[7], f[8], f[9], f[10]
-    lag_ts_a, lag_ts_b, armed = i[0], i[1], i[2] == 1
-    valid, nza, nzb, have_prev, count = i[5], i[6], i[7], i[8] == 1, i[9]
+    armed = i[0] == 1
+    valid, nza, nzb, have_prev, count = i[3], i[4], i[5], i[6] == 1, i[7]
     n = ring.shape[1]
     ra_buf, rb_buf, ok_buf = ring[0].copy(), ring[1].copy(), ring[2].copy()
     head = 0  # oldest entry of the ring
@@ -75,8 +75,8 @@ def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, wan
         while k < nf and fire_pos[k] == r:  # on_timer(T): advance, then sample
             T = fire_t[k]
             k += 1
-            ha, lag_ts_a, lag_a = _advance(a_ts, a_px, ha, na, T - w, lag_ts_a, lag_a)
-            hb, lag_ts_b, lag_b = _advance(b_ts, b_px, hb, nb, T - w, lag_ts_b, lag_b)
+            ha, lag_a = _advance(a_ts, a_px, ha, na, T - w, lag_a)
+            hb, lag_b = _advance(b_ts, b_px, hb, nb, T - w, lag_b)
             if have_prev and prev_a == prev_a and prev_b == prev_b and last_a == last_a and last_b == last_b:
                 ra, rb, ok = np.log(last_a / prev_a), np.log(last_b / prev_b), 1.0
             else:
@@ -116,8 +116,8 @@ def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, wan
         if code < 0:
             continue
         t = ts[r]
-        ha, lag_ts_a, lag_a = _advance(a_ts, a_px, ha, na, t - w, lag_ts_a, lag_a)
-        hb, lag_ts_b, lag_b = _advance(b_ts, b_px, hb, nb, t - w, lag_ts_b, lag_b)
+        ha, lag_a = _advance(a_ts, a_px, ha, na, t - w, lag_a)
+        hb, lag_b = _advance(b_ts, b_px, hb, nb, t - w, lag_b)
         if code == 0:
             last_a = a_px[na]
             na += 1
@@ -143,8 +143,8 @@ def spread_kernel(ts, price, key_offsets, key_data, key_start, want_offsets, wan
             armed = True
     f[0], f[1], f[2], f[3] = last_a, last_b, lag_a, lag_b
     f[4], f[5], f[6], f[7], f[8], f[9], f[10] = sa, sb, saa, sbb, sab, prev_a, prev_b
-    i[0], i[1], i[2], i[3], i[4] = lag_ts_a, lag_ts_b, int(armed), ha, hb
-    i[5], i[6], i[7], i[8], i[9] = valid, nza, nzb, int(have_prev), count
+    i[0], i[1], i[2] = int(armed), ha, hb
+    i[3], i[4], i[5], i[6], i[7] = valid, nza, nzb, int(have_prev), count
     for j in range(count):  # oldest first
         src = (head + j) % n
         ring[0, j], ring[1, j], ring[2, j] = ra_buf[src], rb_buf[src], ok_buf[src]
