@@ -2,8 +2,11 @@
 
 A tlog (MAVProxy, Mission Planner, QGroundControl) is a sequence of records: an 8-byte
 big-endian unix time in microseconds, then one MAVLink v1 (0xFE) or v2 (0xFD) packet. The
-scan walks the records, keeps the packets of the telemetry message types whose CRC (with
-the type's CRC_EXTRA) is right, and resynchronizes on the next magic byte after damage.
+scan walks the records, checks the CRC (with the type's CRC_EXTRA) of every packet of a type
+the dialect knows, keeps those of the telemetry message types, and resynchronizes on the next
+magic byte after damage; a packet of an unknown type (its CRC cannot be checked) is only
+passed over by its length when an intact packet follows it, so garbage that looks like a
+packet header never swallows valid records.
 Each type's payloads are then gathered with numpy (MAVLink 2's trailing-zero truncation
 undone) and viewed through a structured dtype built from pymavlink's wire layout, so no
 Python code runs per message after the scan. pymavlink's own parser is the reference:
@@ -68,54 +71,79 @@ class _Packets:
     msgid: list[int]
 
 
-def _scan(data, pos: int, end: int, wire: dict[int, _Wire], limit: int) -> tuple[_Packets, int, int, int]:
+def _known_ids(wire: dict[int, _Wire]) -> dict[int, tuple[bytes, int, bool]]:
+    """Every message id of the dialect: its CRC_EXTRA, its longest payload, whether it is telemetry."""
+    return {msgid: (bytes([cls.crc_extra]), cls.unpacker.size, msgid in wire)
+            for msgid, cls in dialect().mavlink_map.items()}
+
+
+def _scan(data, pos: int, end: int, known: dict[int, tuple[bytes, int, bool]],
+          limit: int) -> tuple[_Packets, int, int, int]:
     """Records from ``pos`` until ``end`` or ``limit`` kept packets.
 
     Returns the kept packets, where scanning stopped, bytes skipped as damaged, and how
-    many well-formed packets were of other types. Only what decides a packet's length,
-    type and CRC is read here; the rest is gathered in bulk afterwards.
+    many intact packets were of other types. Every packet of a known type must have its
+    right CRC. One of a type the dialect does not know cannot be checked, so it is passed
+    over by its claimed length only when an intact packet of a known type (or the end)
+    follows it; else it was damage, and the scan resumes one byte after its start: garbage
+    that looks like a long packet never swallows the records behind it. Only what decides
+    a packet's length, type and CRC is read here; the rest is gathered in bulk afterwards.
     """
     p = _Packets([], [], [], [])
     rec_l, head_l, pl_l, id_l = p.record, p.head, p.plen, p.msgid
     view = memoryview(data)
     crc = crc16.mcrf4xx
+    get = known.get
     skipped = other = kept = 0
-    while pos + 16 <= end and kept < limit:
-        magic = data[pos + 8]
-        if magic == 0xFD:
-            plen = data[pos + 9]
-            head = 10
-            tail = pos + 20 + plen + (13 if data[pos + 10] & 1 else 0)
-            msgid = data[pos + 15] | data[pos + 16] << 8 | data[pos + 17] << 16
-        elif magic == 0xFE:
-            plen = data[pos + 9]
-            head = 6
-            tail = pos + 16 + plen
-            msgid = data[pos + 13]
-        else:
-            nxt = _resync(data, pos + 1, end)
-            skipped += nxt - pos
-            pos = nxt
-            continue
-        if tail > end:
-            break  # a truncated last record
-        w = wire.get(msgid)
-        if w is None:
-            other += 1
+    trusted = -1  # start of an unknown-type packet passed over until the next one confirms it
+    while pos < end and kept < limit:
+        ok = False
+        if pos + 16 <= end:
+            magic = data[pos + 8]
+            if magic == 0xFD:
+                flags = data[pos + 10]
+                plen = data[pos + 9]
+                head = 10
+                tail = pos + 20 + plen + 13 * flags
+                msgid = data[pos + 15] | data[pos + 16] << 8 | data[pos + 17] << 16
+                ok = flags < 2 and tail <= end  # only the signing flag is defined
+            elif magic == 0xFE:
+                plen = data[pos + 9]
+                head = 6
+                tail = pos + 16 + plen
+                msgid = data[pos + 13]
+                ok = tail <= end
+        if ok:
+            k = get(msgid)
+            if k is None:
+                if trusted < 0:
+                    trusted, pos = pos, tail
+                    continue
+                ok = False  # two unchecked packets in a row: the first is not confirmed
+            else:
+                body = pos + 8 + head + plen
+                ok = plen <= k[1] and crc(k[0], crc(view[pos + 9:body])) == data[body] | data[body + 1] << 8
+        if ok:
+            if trusted >= 0:
+                other += 1
+                trusted = -1
+            if k[2]:
+                rec_l.append(pos)
+                head_l.append(head)
+                pl_l.append(plen)
+                id_l.append(msgid)
+                kept += 1
+            else:
+                other += 1
             pos = tail
             continue
-        body = pos + 8 + head + plen
-        if plen > w.size or crc(w.crc_extra, crc(view[pos + 9:body])) != data[body] | data[body + 1] << 8:
-            nxt = _resync(data, pos + 1, end)
-            skipped += nxt - pos
-            pos = nxt
-            continue
-        rec_l.append(pos)
-        head_l.append(head)
-        pl_l.append(plen)
-        id_l.append(msgid)
-        kept += 1
-        pos = tail
+        if trusted >= 0:
+            pos, trusted = trusted, -1
+        nxt = _resync(data, pos + 1, end)
+        skipped += nxt - pos
+        pos = nxt
+    if trusted >= 0:  # it ended the data
+        other += 1
     view.release()
     return p, pos, skipped, other
 
@@ -169,6 +197,7 @@ def read_tlog(path: str | Path, *, system_id: int | None = None, component_id: i
     stats = stats if stats is not None else TlogStats()
     decoder = decoder or TelemetryDecoder()
     wire = _wire_specs()
+    known = _known_ids(wire)
     hb_id = next(i for i, w in wire.items() if w.name == "HEARTBEAT")
     try:
         fh = open(path, "rb")
@@ -183,7 +212,7 @@ def read_tlog(path: str | Path, *, system_id: int | None = None, component_id: i
             arr = np.frombuffer(data, np.uint8)
             pos = 0
             while pos < size:
-                pk, new_pos, skipped, other = _scan(data, pos, size, wire, chunk)
+                pk, new_pos, skipped, other = _scan(data, pos, size, known, chunk)
                 stats.skipped_bytes += skipped
                 stats.other += other
                 if new_pos == pos and not pk.msgid:

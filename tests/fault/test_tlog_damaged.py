@@ -1,0 +1,107 @@
+"""Damaged telemetry logs: garbage shaped like MAVLink packets never costs a valid record.
+
+The expected events come from pymavlink's own parser over the undamaged log (the reference
+of tests/test_mavlink_tlog.py); the damaged logs are that log with garbage put between
+records, so every record of the clean log must still be found.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from pathlib import Path
+
+from qsframework.adapters.mavlink.tlog import TlogStats, read_tlog
+from qsframework.recording import Recording
+
+from ..conftest import qsf_cmd
+from ..test_mavlink_tlog import by_kind, reference
+from ..tlog_gen import packets
+
+MAGIC = (0xFD, 0xFE)
+
+
+def _stamp(rng: random.Random) -> bytes:
+    """Eight bytes that read as a record's time stamp but hold no magic byte."""
+    return bytes(rng.choice([b for b in range(256) if b not in MAGIC]) for _ in range(8))
+
+
+def _fakes(rng: random.Random) -> list[bytes]:
+    """Starts of records that claim a long packet but are garbage."""
+    tail = bytes(rng.randrange(0, 0xFD) for _ in range(rng.randint(0, 6)))
+    return [
+        _stamp(rng) + bytes([0xFD, 255, 0, 0, 7, 1, 1, 0x3F, 0x11, 0x2A]) + tail,  # v2, type unknown to the dialect
+        _stamp(rng) + bytes([0xFE, 250, 7, 1, 1, 52]) + tail,  # v1, type 52 is unknown
+        _stamp(rng) + bytes([0xFD, 25, 0, 0, 9, 1, 1, 22, 0, 0]) + tail,  # PARAM_VALUE (not telemetry), bad CRC
+        _stamp(rng) + bytes([0xFD, 28, 0, 0, 9, 1, 1, 30, 0, 0]) + tail,  # ATTITUDE, bad CRC
+        _stamp(rng) + bytes([0xFD, 200, 0x80, 0, 9, 1, 1, 30, 0, 0]) + tail,  # undefined incompat flag
+    ]
+
+
+def _write(path: Path, records: list[bytes], inserts: dict[int, bytes]) -> Path:
+    with open(path, "wb") as fh:
+        for i, record in enumerate(records):
+            if i in inserts:
+                fh.write(inserts[i])
+            fh.write(record)
+        if len(records) in inserts:
+            fh.write(inserts[len(records)])
+    return path
+
+
+def _records(seconds: int) -> list[bytes]:
+    return [t.to_bytes(8, "big") + buf for t, buf in packets(seconds)]
+
+
+def test_garbage_shaped_like_packets_loses_no_record(tmp_path):
+    records = _records(60)
+    clean = _write(tmp_path / "clean.tlog", records, {})
+    want = reference(clean)
+    clean_stats = TlogStats()
+    by_kind(read_tlog(clean, stats=clean_stats))
+    rng = random.Random(10)
+    places = sorted(rng.sample(range(1, len(records) - 10), 30)) + [len(records) - 3]  # one near the end
+    inserts = {i: rng.choice(_fakes(rng)) for i in places}
+    stats = TlogStats()
+    got = by_kind(read_tlog(_write(tmp_path / "bad.tlog", records, inserts), stats=stats, chunk=5000))
+    assert sorted(got) == sorted(want)
+    for kind in want:
+        assert got[kind].equals(want[kind]), kind  # every record, with the same seq: nothing lost
+    assert stats.packets == clean_stats.packets
+    assert stats.skipped_bytes == sum(len(b) for b in inserts.values())
+    assert stats.other == clean_stats.other
+
+
+def test_packets_of_unknown_types_are_passed_over_not_counted_as_damage(tmp_path):
+    records = _records(30)
+    clean = _write(tmp_path / "clean.tlog", records, {})
+    clean_stats = TlogStats()
+    by_kind(read_tlog(clean, stats=clean_stats))
+    rng = random.Random(3)
+
+    def unknown() -> bytes:  # well formed, a type this dialect does not know (its CRC cannot be checked)
+        payload = bytes(rng.randrange(0, 0xFD) for _ in range(12))
+        return bytes(8) + bytes([0xFD, 12, 0, 0, 5, 1, 1, 0x3F, 0x11, 0x2A]) + payload + bytes([0x12, 0x34])
+
+    inserts = {i: unknown() for i in rng.sample(range(1, len(records)), 20)} | {len(records): unknown()}
+    stats = TlogStats()
+    got = by_kind(read_tlog(_write(tmp_path / "x.tlog", records, inserts), stats=stats))
+    want = reference(clean)
+    for kind in want:
+        assert got[kind].equals(want[kind]), kind
+    assert stats.other == clean_stats.other + len(inserts) and stats.skipped_bytes == 0
+
+
+def test_cli_import_of_a_damaged_log_keeps_every_record(tmp_path):
+    records = _records(20)
+    rng = random.Random(16)
+    inserts = {i: rng.choice(_fakes(rng)) for i in rng.sample(range(1, len(records)), 16)}
+    path = _write(tmp_path / "bad.tlog", records, inserts)
+    want = reference(_write(tmp_path / "clean.tlog", records, {}))
+    out = tmp_path / "rec"
+    r = subprocess.run([*qsf_cmd(), "recordings", "import", "tlog", str(path), "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rec = Recording(out)
+    assert {k: rec.rows([k]) for k in want} == {k: t.num_rows for k, t in want.items()}
+    assert f"{sum(len(b) for b in inserts.values()):,} damaged bytes passed over" in r.stdout
