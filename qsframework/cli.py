@@ -120,8 +120,12 @@ def recordings_info(path: str, as_json: bool) -> None:
         click.echo(json.dumps(info, indent=2))
         return
     origin = info.get("origin") or {}
-    note = " - SYNTHETIC (simulated market)" if origin.get("synthetic") else ""
+    note = f" - SYNTHETIC (simulated {origin.get('simulated', 'market')})" if origin.get("synthetic") else ""
     click.echo(f"recording {info['path']} (format v{info['format_version']}){note}")
+    if origin.get("rejected"):
+        from .validity import describe_rejected
+
+        click.echo(f"  events {describe_rejected(origin['rejected'])} when it was made")
     if not info["kinds"]:
         click.echo("  (empty)")
     for kind, k in info["kinds"].items():
@@ -236,10 +240,13 @@ def recordings_import_tlog(file: str, out_dir: str, system_id: int | None, compo
         task = bar.add_task("import", total=max(size // 40, 1))  # about 40 bytes per record
         stats = import_tlog(file, out=out_dir, system_id=system_id, component_id=component_id,
                             progress=lambda n: bar.advance(task, n))
+    from .validity import describe_rejected
+
     span = f"{format_time(stats.first_ts)} .. {format_time(stats.last_ts)}" if stats.first_ts else ""
-    click.echo(f"imported {stats.packets:,} telemetry messages of system {stats.system_id} component "
+    click.echo(f"imported {stats.events:,} telemetry messages of system {stats.system_id} component "
                f"{stats.component_id} into {out_dir}/ ({span}); {stats.foreign:,} from other systems and "
-               f"{stats.other:,} of other types skipped, {stats.skipped_bytes:,} damaged bytes passed over")
+               f"{stats.other:,} of other types skipped, {stats.skipped_bytes:,} damaged bytes passed over, "
+               f"{describe_rejected(stats.rejected)}")
 
 
 @recordings_import.command("dataflash")
@@ -259,9 +266,12 @@ def recordings_import_dataflash(file: str, out_dir: str) -> None:
     with _progress(unit="events") as bar:
         task = bar.add_task("import", total=None)
         stats = import_dataflash(file, out=out_dir, progress=lambda n: bar.advance(task, n))
+    from .validity import describe_rejected
+
     span = f"{format_time(stats.first_ts)} .. {format_time(stats.last_ts)}" if stats.first_ts else ""
     kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.by_kind.items()))
-    click.echo(f"imported {stats.events:,} telemetry events of system {stats.system_id} into {out_dir}/ ({span}): {kinds}")
+    click.echo(f"imported {stats.events:,} telemetry events of system {stats.system_id} into {out_dir}/ ({span}): {kinds}; "
+               f"{stats.damaged_bytes:,} damaged bytes passed over, {describe_rejected(stats.rejected)}")
 
 
 # -- ingest ----------------------------------------------------------------------------
@@ -437,8 +447,10 @@ def _mavlink_config(url: str, system_id: int | None, component_id: int | None, c
 
 def _mavlink_summary(stats) -> None:
     who = f"system {stats.system_id} component {stats.component_id}" if stats.system_id is not None else "no vehicle seen"
+    from .validity import describe_rejected
+
     click.echo(f"{stats.events:,} telemetry events from {who}; {stats.received:,} messages received, "
-               f"{stats.foreign:,} not the vehicle's, {stats.bad:,} bad")
+               f"{stats.foreign:,} not the vehicle's, {stats.bad:,} bad; events {describe_rejected(stats.rejected)}")
 
 
 @record.command("mavlink")
@@ -520,7 +532,7 @@ def sitl_emulate(target: str, scenario: str, duration: float | None, speedup: fl
         task = bar.add_task(plan.name, total=duration or plan.duration_s)
         stats = module.emulate(plan, to=target, speedup=speedup, duration=duration, truth=truth, seed=seed,
                                on_progress=lambda t, total: bar.update(task, completed=t))
-    faults = ", ".join(f"{f['name']} at {f['onset_s']:.1f} s" for f in stats.faults) or "no faults"
+    faults = ", ".join(f"{name} at {onset:.1f} s" for name, onset in zip(stats.faults, stats.onsets_s, strict=True)) or "no faults"
     click.echo(f"{plan.name}: {stats.packets:,} packets in {stats.mission_s:.0f} mission s "
                f"({stats.wall_s:.1f} s wall); {faults}" + (f"; truth in {truth}" if truth else ""))
 
@@ -543,7 +555,7 @@ def sitl_scenario_list() -> None:
 @sitl_scenario.command("run")
 @click.argument("name", required=False)
 @click.option("--all", "run_all", is_flag=True, help="Run every bundled scenario (each in DIR/NAME), except the 1-hour endurance flight.")
-@click.option("--out", "out_dir", required=True, metavar="DIR", help="Where report.json, truth.json, the recording and the outputs go.")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Where report.json, truth.json, the recording and the outputs go (new or empty).")
 @click.option("--speedup", default=20.0, show_default=True, type=float, metavar="X", help="Mission time runs X times faster than real time.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a UavAnomaly parameter.")
@@ -565,10 +577,14 @@ def sitl_scenario_run(name: str | None, run_all: bool, out_dir: str, speedup: fl
     if speedup <= 0:
         raise UserError("--speedup must be positive")
     config = RunConfig(speedup=speedup, seed=seed, overrides=parse_overrides(params))
+    from .recording.writer import require_empty
+
     names = [n for n in module.list_scenarios() if n != "endurance"] if run_all else [name]
+    outs = [Path(out_dir) / scenario for scenario in names] if run_all else [Path(out_dir)]
+    for out in outs:
+        require_empty(out)  # before any flight: a run never joins an earlier run's recording
     totals = [0, 0, 0, 0]
-    for scenario in names:
-        out = Path(out_dir) / scenario if run_all else Path(out_dir)
+    for scenario, out in zip(names, outs, strict=True):
         report = run_scenario(scenario, out, config=config)
         for f in report["faults"]:
             verdict = "MISSED"
@@ -589,7 +605,7 @@ def sitl_scenario_run(name: str | None, run_all: bool, out_dir: str, speedup: fl
 @sitl.command("run")
 @click.option("--connect", required=True, metavar="URL", help="The SITL's MAVLink port, e.g. tcp:127.0.0.1:5760 (or a real vehicle's link).")
 @click.option("--scenario", metavar="NAME|FILE", help="Inject this scenario's SIM_* faults by PARAM_SET on its timeline.")
-@click.option("--out", "out_dir", required=True, metavar="DIR", help="Where the recording, alerts, truth.json and report.json go.")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Where the recording, alerts, truth.json and report.json go (new or empty).")
 @click.option("--duration", default=300.0, show_default=True, type=float, metavar="S", help="How long to watch.")
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a UavAnomaly parameter.")
 def sitl_run(connect: str, scenario: str | None, out_dir: str, duration: float, params: tuple[str, ...]) -> None:

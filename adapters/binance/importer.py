@@ -47,6 +47,7 @@ import pyarrow.csv as pacsv
 from qsframework.errors import UserError
 from qsframework.events import TRADE
 from qsframework.recording import RecordingWriter
+from qsframework.recording.writer import new_recording
 
 Kind = Literal["trades", "aggTrades"]
 Checksum = Literal["verified", "unverified"]
@@ -525,7 +526,7 @@ def import_binance_csv(
     seen = _Seen()
     results: list[FileStats] = []
     examples: list[str] = []
-    with RecordingWriter(out, origin=origin) as writer:
+    with new_recording(out, origin=origin) as writer:  # a failed import leaves nothing behind
         for d in dumps:
             stats, tally = _import_file(d, writer, seen, progress)
             results.append(stats)
@@ -591,10 +592,7 @@ def _import_file(
             writer.write("trade", batch)
             rows += n
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, pa.ArrowException) as exc:
-        raise UserError(
-            f"reading {str(d.path)!r} failed ({exc}); the recording in {str(writer.root)!r} "
-            "is incomplete"
-        ) from None
+        raise UserError(f"reading {str(d.path)!r} failed ({exc}); nothing was imported") from None
     if progress is not None and tally.malformed_rows > reported:
         progress(tally.malformed_rows - reported)
     if id_lo is not None and id_hi is not None:

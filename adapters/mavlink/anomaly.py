@@ -23,6 +23,7 @@ import pyarrow as pa
 from qsframework.engine import Engine
 from qsframework.order import merge_kinds
 from qsframework.recording import RecordingWriter
+from qsframework.recording.writer import require_empty, staged_directory
 
 from .sitl import BOOT_OFFSET_S, Scenario, emulate
 from .source import MavlinkConfig, MavlinkSource
@@ -57,17 +58,23 @@ def _free_udp_port() -> int:
 
 def run_scenario(name: str, out: str | Path, *, config: RunConfig = RunConfig(), progress=None) -> dict:
     """Fly ``name`` and write ``out/report.json``, ``out/truth.json``, ``out/recording``,
-    ``out/alerts.parquet`` and ``out/signals.parquet``; returns the report."""
+    ``out/alerts.parquet`` and ``out/signals.parquet``; returns the report. ``out`` must be
+    new or empty (a second flight must not join the first one's recording); it appears
+    complete when the run succeeded, and not at all when it failed."""
+    scenario = Scenario.load(name)
+    with staged_directory(out) as tmp:
+        return _fly(scenario, tmp, config=config, progress=progress)
+
+
+def _fly(scenario: Scenario, out: Path, *, config: RunConfig, progress) -> dict:
     from qsframework.loader import load_strategy
 
-    scenario = Scenario.load(name)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     port = _free_udp_port()
     strategy = load_strategy("uav_anomaly:UavAnomaly")
     engine = Engine(strategy, overrides=config.overrides or {}, path="event")
     writer = RecordingWriter(out / "recording", origin={"source": "sitl-emulator", "scenario": scenario.name,
-                                                        "seed": config.seed, "synthetic": True})
+                                                        "seed": config.seed, "synthetic": True,
+                                                        "simulated": f"flight: SITL emulator, scenario {scenario.name}"})
     source = MavlinkSource(MavlinkConfig(url=f"udpin:127.0.0.1:{port}", clock="vehicle", heartbeat=False,
                                          flush_interval=0.1))
     truth_path = out / "truth.json"
@@ -214,6 +221,7 @@ def run_real_sitl(connect: str, out: str | Path, *, scenario: str | None = None,
     plan = Scenario.load(scenario) if scenario else None
     faults = [f for f in (plan.faults if plan else ()) if f.param.startswith("SIM_")]
     out = Path(out)
+    require_empty(out)  # a second run must not join the first one's recording
     out.mkdir(parents=True, exist_ok=True)
     engine = Engine(load_strategy("uav_anomaly:UavAnomaly"), overrides=overrides or {}, path="event")
     writer = RecordingWriter(out / "recording", origin={"source": "mavlink", "url": connect, "sitl": True,

@@ -36,9 +36,11 @@ every quiet stretch longer than link_timeout would look like a link loss).
 from __future__ import annotations
 
 import contextlib
-import io
-import itertools
 import math
+import os
+import re
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +51,9 @@ import pyarrow as pa
 
 from qsframework.errors import UserError
 from qsframework.events import get_kind
+from qsframework.validity import describe_rejected
 
-from .decode import clip_increments
+from .decode import clip_increments, count_events, valid_rows
 
 SOURCE = "dataflash"
 COPTER = 2  # MAV_TYPE_QUADROTOR
@@ -63,12 +66,61 @@ _INSTANCE_FIELDS = {"GPS": ("I", "Instance"), "VIBE": ("IMU",), "XKF4": ("C",), 
 @dataclass(slots=True)
 class DataflashStats:
     messages: int = 0  # messages of the mapped types read from the log
-    events: int = 0  # telemetry events emitted
+    events: int = 0  # telemetry events emitted (they keep qsframework.validity's rules)
     other_instance: int = 0  # messages of a second GPS, IMU or EKF core (not emitted)
+    damaged_bytes: int = 0  # bytes pymavlink passed over as not a message
     system_id: int = 1
     first_ts: int | None = None
     last_ts: int | None = None
     by_kind: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)  # events that break a rule, by "kind: reason"
+
+
+_SKIPPED = re.compile(r"Skipped (\d+) bad bytes")
+
+
+class _Complaints:
+    """A text stream for what pymavlink prints as it parses: its indexer a line per damaged
+    byte ("bad header ..."), its parser a line per damaged stretch ("Skipped N bad bytes").
+    It counts the bytes the parser skipped, keeps nothing and shows nothing: the importer
+    reports the count in one line."""
+
+    def __init__(self) -> None:
+        self.damaged_bytes = 0
+
+    def write(self, text: str) -> int:
+        self.damaged_bytes += sum(int(n) for n in _SKIPPED.findall(text))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _quiet(complaints: _Complaints, *, native: bool = False) -> Iterator[None]:
+    """pymavlink's prints go to ``complaints``; with ``native``, also what its C indexer
+    writes to file descriptors 1 and 2 itself (a junk file would print a line per byte)."""
+    with contextlib.redirect_stdout(complaints), contextlib.redirect_stderr(complaints):  # type: ignore[type-var]
+        if not native:
+            yield
+            return
+        for stream in (sys.__stdout__, sys.__stderr__):
+            if stream is not None:
+                stream.flush()
+        with tempfile.TemporaryFile() as sink:
+            saved = [os.dup(1), os.dup(2)]
+            try:
+                os.dup2(sink.fileno(), 1)
+                os.dup2(sink.fileno(), 2)
+                yield
+            finally:
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                for fd in saved:
+                    os.close(fd)
+                sink.seek(0)
+                while block := sink.read(1 << 20):
+                    complaints.write(block.decode("utf-8", "replace"))
 
 
 @dataclass(slots=True)
@@ -172,7 +224,7 @@ def _open(path: Path) -> Any:
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty")
     try:
-        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        with _quiet(_Complaints(), native=True):
             reader = DFReader_binary(str(path), zero_time_base=False)
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
@@ -186,10 +238,20 @@ def _open(path: Path) -> Any:
 
 def _system_id(reader: Any) -> int:
     """The first SYSID_THISMAV in the log's PARM messages, else 1."""
-    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+    with _quiet(_Complaints()):
         m = reader.recv_match(type="PARM", condition='PARM.Name == "SYSID_THISMAV"', strict=True)
         reader.rewind()
     return int(m.Value) if m is not None else 1
+
+
+def _valid_tables(pending: dict[str, _Columns], key: str, stats: DataflashStats) -> Iterator[tuple[str, pa.Table]]:
+    """The pending events as tables, less (and counting) those that break a validity rule."""
+    for kind, cols in pending.items():
+        table = valid_rows(kind, cols.table(key), stats.rejected)
+        if table.num_rows:
+            count_events(stats, table)
+            stats.by_kind[kind] = stats.by_kind.get(kind, 0) + table.num_rows
+            yield kind, table
 
 
 def read_dataflash(path: str | Path, *, stats: DataflashStats | None = None,
@@ -200,15 +262,16 @@ def read_dataflash(path: str | Path, *, stats: DataflashStats | None = None,
     path = Path(path)
     stats = stats if stats is not None else DataflashStats()
     reader = _open(path)
+    complaints = _Complaints()  # of the one pass that makes the events
     try:
         stats.system_id = _system_id(reader)
         key = str(stats.system_id)
         modes: dict[int, str] = mavutil.mode_mapping_bynumber(COPTER) or {}
         st = _State()
         pending: dict[str, _Columns] = {}
-        npending = 0
+        npending = seq = 0
         while True:
-            with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            with _quiet(complaints):
                 m = reader.recv_msg()
             if m is None:
                 break
@@ -224,40 +287,37 @@ def read_dataflash(path: str | Path, *, stats: DataflashStats | None = None,
                 cols = pending.get(kind)
                 if cols is None:
                     cols = pending[kind] = _Columns(kind)
-                cols.add(ts, stats.events, row)
-                stats.events += 1
-                stats.by_kind[kind] = stats.by_kind.get(kind, 0) + 1
-                if stats.first_ts is None:
-                    stats.first_ts = ts
-                stats.last_ts = ts
+                cols.add(ts, seq, row)
+                seq += 1
                 npending += 1
             if npending >= chunk:
-                for kind, cols in pending.items():
-                    yield kind, cols.table(key)
+                stats.damaged_bytes = complaints.damaged_bytes
+                yield from _valid_tables(pending, key, stats)
                 pending, npending = {}, 0
-        for kind, cols in pending.items():
-            yield kind, cols.table(key)
-        if not stats.events:
+        stats.damaged_bytes = complaints.damaged_bytes
+        yield from _valid_tables(pending, key, stats)
+        if not seq:
             raise UserError(f"no telemetry in {path}: is it an ArduPilot DataFlash log (.bin)?")
+        if not stats.events:
+            raise UserError(f"no valid telemetry in {path}: {describe_rejected(stats.rejected)}")
     finally:
         reader.close()
 
 
 def import_dataflash(path: str | Path, *, out: str | Path,
                      progress: Callable[[int], None] | None = None) -> DataflashStats:
-    """Write the telemetry in the DataFlash log ``path`` as the recording ``out``."""
-    from qsframework.recording import RecordingWriter
+    """Write the telemetry in the DataFlash log ``path`` as the recording ``out`` (new or
+    empty); a failed import leaves nothing there. Rejected events are counted in the
+    recording's origin (``rejected``)."""
+    from qsframework.recording.writer import new_recording
 
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} is not empty: import into a new directory")
     stats = DataflashStats()
     origin = {"source": SOURCE, "imported_from": Path(path).name, "format": "dataflash", "synthetic": False}
-    tables = read_dataflash(path, stats=stats)
-    first = next(tables)  # a bad log raises UserError here, before the recording is created
-    with RecordingWriter(out, origin=origin) as writer:
-        for kind, table in itertools.chain([first], tables):
+    with new_recording(out, origin=origin) as writer:
+        for kind, table in read_dataflash(path, stats=stats):
             writer.write(kind, table)
             if progress is not None:
                 progress(table.num_rows)
+        if stats.rejected:
+            origin["rejected"] = dict(stats.rejected)
     return stats

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from qsframework.events import get_kind
+from qsframework.validity import DEFAULT_BOUNDS, TimeBounds, check
 
 os.environ.setdefault("MAVLINK20", "1")
 
@@ -244,6 +246,33 @@ def clip_increments(prev: np.ndarray | None, now: np.ndarray) -> np.ndarray:
 def is_vehicle_heartbeat(autopilot: int, vehicle_type: int) -> bool:
     """A heartbeat of a vehicle (not of a ground station or another component)."""
     return autopilot != MAV_AUTOPILOT_INVALID and vehicle_type != MAV_TYPE_GCS
+
+
+def valid_rows(kind: str, table: pa.Table, rejected: dict[str, int], *,
+               bounds: TimeBounds = DEFAULT_BOUNDS) -> pa.Table:
+    """The rows of ``table`` that keep :mod:`qsframework.validity`'s rules (a latitude out of
+    range, a NaN, an event time out of bounds are not telemetry); the others are counted in
+    ``rejected`` by ``"kind: reason"``, so nothing is dropped without a trace."""
+    table, bad = check(kind, table, bounds)
+    for b in bad:
+        why = f"{kind}: {b.reason}"
+        rejected[why] = rejected.get(why, 0) + 1
+    return table
+
+
+class EventCounts(Protocol):
+    events: int
+    first_ts: int | None
+    last_ts: int | None
+
+
+def count_events(stats: EventCounts, table: pa.Table) -> None:
+    """Add ``table``'s events to ``stats.events`` and widen ``stats.first_ts``/``last_ts`` by theirs."""
+    ts = table.column("ts_event").to_numpy()
+    lo, hi = int(ts.min()), int(ts.max())
+    stats.events += len(ts)
+    stats.first_ts = lo if stats.first_ts is None else min(stats.first_ts, lo)
+    stats.last_ts = hi if stats.last_ts is None else max(stats.last_ts, hi)
 
 
 def decode_messages(decoder: TelemetryDecoder, msgs: list, ts_ns: list[int]) -> list[tuple[str, pa.Table]]:

@@ -920,7 +920,8 @@ class EmulationStats:
     wall_s: float
     max_late_s: float
     start_wall_ns: int
-    faults: tuple[str, ...]
+    faults: tuple[str, ...]  # the faults that began, in order
+    onsets_s: tuple[float, ...]  # their onsets (mission s), one per fault
 
 
 def render(scenario: Scenario, *, seed: int = 0, duration: float | None = None,
@@ -967,7 +968,8 @@ def write_tlog(scenario: Scenario, path: str | Path, *, seed: int = 0,
     return EmulationStats(scenario=scenario.name, packets=count, bytes=size, dropped=emu.dropped,
                           send_errors=0, mission_s=emu.t, wall_s=time.monotonic() - t0,
                           max_late_s=0.0, start_wall_ns=start_us * 1000,
-                          faults=tuple(i.name for i in emu.began()))
+                          faults=tuple(i.name for i in emu.began()),
+                          onsets_s=tuple(i.onset_s for i in emu.began()))
 
 
 def write_truth(path: str | Path, record: Mapping[str, Any]) -> None:
@@ -1051,4 +1053,5 @@ def emulate(scenario: Scenario, *, to: str, speedup: float = 1.0,
     return EmulationStats(scenario=scenario.name, packets=count, bytes=size, dropped=emu.dropped,
                           send_errors=errors, mission_s=emu.t,
                           wall_s=time.monotonic() - start_mono, max_late_s=max_late,
-                          start_wall_ns=start_wall_ns, faults=tuple(i.name for i in emu.began()))
+                          start_wall_ns=start_wall_ns, faults=tuple(i.name for i in emu.began()),
+                          onsets_s=tuple(i.onset_s for i in emu.began()))

@@ -19,7 +19,9 @@ from typing import Literal
 
 import pyarrow as pa
 
-from .decode import TelemetryDecoder, decode_messages, is_vehicle_heartbeat
+from qsframework.validity import describe_rejected
+
+from .decode import TelemetryDecoder, decode_messages, is_vehicle_heartbeat, valid_rows
 
 log = logging.getLogger("qsf.mavlink")
 
@@ -50,6 +52,7 @@ class SourceStats:
     events: int = 0
     foreign: int = 0
     bad: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)  # events that break a validity rule, by reason
     epoch_ns: int | None = None  # vehicle clock: ts_event = epoch_ns + time_boot_ms * 1e6
     system_id: int | None = None
     component_id: int | None = None
@@ -227,7 +230,14 @@ class MavlinkSource:
             return
         msgs, ts = self._batch, self._batch_ts
         self._batch, self._batch_ts = [], []
-        out = decode_messages(self.decoder, msgs, ts)
+        out = []
+        for kind, decoded in decode_messages(self.decoder, msgs, ts):
+            table = valid_rows(kind, decoded, self.stats.rejected)
+            if table.num_rows < decoded.num_rows:
+                log.warning("%d %s event(s) rejected; so far %s", decoded.num_rows - table.num_rows, kind,
+                            describe_rejected(self.stats.rejected))
+            if table.num_rows:
+                out.append((kind, table))
         self.stats.events += sum(t.num_rows for _, t in out)
         if out:
             await sink(out)

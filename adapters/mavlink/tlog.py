@@ -18,7 +18,7 @@ from __future__ import annotations
 import mmap
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +26,9 @@ import pyarrow as pa
 from fastcrc import crc16
 
 from qsframework.errors import UserError
+from qsframework.validity import describe_rejected
 
-from .decode import BY_NAME, SPECS, TelemetryDecoder, dialect, is_vehicle_heartbeat
+from .decode import BY_NAME, SPECS, TelemetryDecoder, count_events, dialect, is_vehicle_heartbeat, valid_rows
 
 _TYPES = {"B": "u1", "b": "i1", "H": "<u2", "h": "<i2", "I": "<u4", "i": "<i4", "Q": "<u8", "q": "<i8",
           "f": "<f4", "d": "<f8", "c": "S1"}
@@ -175,7 +176,9 @@ def _payloads(arr: np.ndarray, start: np.ndarray, plen: np.ndarray, w: _Wire) ->
 
 @dataclass(slots=True)
 class TlogStats:
-    packets: int = 0  # telemetry packets decoded into events
+    packets: int = 0  # telemetry packets of the vehicle, decoded
+    events: int = 0  # events they made that keep qsframework.validity's rules
+    rejected: dict[str, int] = field(default_factory=dict)  # the others, by "kind: reason"
     foreign: int = 0  # telemetry packets of another system or component
     other: int = 0  # packets of message types that are not telemetry events
     skipped_bytes: int = 0  # damaged data passed over
@@ -250,20 +253,23 @@ def read_tlog(path: str | Path, *, system_id: int | None = None, component_id: i
                 stats.packets += len(idx)
                 key = np.full(len(idx), system_id)
                 seq = np.array(decoder.next_seqs([str(system_id)] * len(idx)), np.int64)
-                if stats.first_ts is None:
-                    stats.first_ts = int(ts[idx[0]])
-                stats.last_ts = int(ts[idx[-1]])
                 for mid in np.unique(msgid[idx]).tolist():
                     sel = idx[msgid[idx] == mid]
                     w = wire[mid]
                     recs = _payloads(arr, start[sel], plen[sel], w)
                     raw = {name: recs[name] for name in w.dtype.names}
                     pos_in_idx = np.searchsorted(idx, sel)
-                    yield BY_NAME[w.name].kind, decoder.tables(w.name, raw, ts[sel], key[pos_in_idx],
-                                                               seq[pos_in_idx])
+                    kind = BY_NAME[w.name].kind
+                    table = valid_rows(kind, decoder.tables(w.name, raw, ts[sel], key[pos_in_idx], seq[pos_in_idx]),
+                                       stats.rejected)
+                    if table.num_rows:
+                        count_events(stats, table)
+                        yield kind, table
             if not stats.packets:
                 which = "" if system_id is None else f" of system {system_id}"
                 raise UserError(f"no vehicle telemetry{which} in {path}: is it a telemetry log (.tlog)?")
+            if not stats.events:
+                raise UserError(f"no valid telemetry in {path}: {describe_rejected(stats.rejected)}")
         finally:
             del arr
             data.close()
@@ -271,17 +277,18 @@ def read_tlog(path: str | Path, *, system_id: int | None = None, component_id: i
 
 def import_tlog(path: str | Path, *, out: str | Path, system_id: int | None = None,
                 component_id: int | None = None, progress=None) -> TlogStats:
-    """Write the vehicle's telemetry in the tlog ``path`` as the recording ``out``."""
-    from qsframework.recording import RecordingWriter
+    """Write the vehicle's telemetry in the tlog ``path`` as the recording ``out`` (new or
+    empty); a failed import leaves nothing there. Rejected events are counted in the
+    recording's origin (``rejected``)."""
+    from qsframework.recording.writer import new_recording
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} is not empty: import into a new directory")
     stats = TlogStats()
     origin = {"source": "mavlink", "imported_from": Path(path).name, "format": "tlog", "synthetic": False}
-    with RecordingWriter(out, origin=origin) as writer:
+    with new_recording(out, origin=origin) as writer:
         for kind, table in read_tlog(path, system_id=system_id, component_id=component_id, stats=stats):
             writer.write(kind, table)
             if progress is not None:
                 progress(table.num_rows)
+        if stats.rejected:
+            origin["rejected"] = dict(stats.rejected)
     return stats

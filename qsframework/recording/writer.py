@@ -1,13 +1,19 @@
 """Write events as a recording: ``kind=K/date=YYYY-MM-DD/part-NNNNN.parquet`` (zstd).
 
 Each file holds rows sorted in total order and is written under a temporary name, synced
-and renamed, so a killed writer never leaves a half file behind.
+and renamed, so a killed writer never leaves a half file behind. A new recording made in one
+go (an import) is written by :func:`new_recording`, which makes the whole directory appear at
+once, or not at all when the import fails.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..errors import UserError
 from ..events import conform, get_kind
 from ..order import is_sorted, sort_table
 from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST
@@ -168,3 +175,47 @@ class RecordingWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def require_empty(target: str | Path) -> None:
+    """Refuse (one line) an output directory that already holds something: writing into it
+    would mix a second run with the first."""
+    target = Path(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        what = "is not empty" if target.is_dir() else "exists and is not a directory"
+        raise UserError(f"{target} {what}: write into a new directory")
+
+
+@contextmanager
+def staged_directory(target: str | Path) -> Iterator[Path]:
+    """A new directory ``target`` that appears complete or not at all: the block writes into
+    a hidden directory beside it, renamed to ``target`` when the block succeeds and removed
+    (with any parent made for it) when it fails, so a failed run never blocks its retry."""
+    target = Path(target)
+    require_empty(target)
+    made = next((p for p in reversed(target.parents) if not p.exists()), None)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {target}: {exc.strerror or exc}") from None
+    try:
+        yield tmp
+        if target.exists():
+            target.rmdir()  # the empty directory it was given
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def new_recording(root: str | Path, *, origin: dict | None = None, **options: int) -> Iterator[RecordingWriter]:
+    """A :class:`RecordingWriter` of the new recording ``root`` (absent or empty), which
+    appears there only once the block succeeded (see :func:`staged_directory`)."""
+    with staged_directory(root) as tmp:
+        writer = RecordingWriter(tmp, origin=origin, **options)
+        yield writer
+        writer.close()
