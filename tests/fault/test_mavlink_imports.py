@@ -108,8 +108,9 @@ def test_failed_binance_import_leaves_nothing(tmp_path):
 
 
 # -- out-of-range telemetry ------------------------------------------------------------------
-def bad_value_tlog(path: Path) -> Path:
-    """A clean 30 s log, plus vehicle packets (right CRC) whose values cannot be true."""
+def bad_value_records() -> list[tuple[int, bytes]]:
+    """A clean 30 s flight, plus vehicle packets (right CRC) whose values cannot be true:
+    (unix time us, packet)."""
     veh = mavlink.MAVLink(_Sink(), srcSystem=1, srcComponent=1)
     veh.WIRE_PROTOCOL_VERSION = "2.0"
     good = packets(30)
@@ -122,8 +123,11 @@ def bad_value_tlog(path: Path) -> Path:
             bad.append((t, veh.attitude_encode(1, math.nan, 0.0, 1.0, 0.0, 0.0, 0.0)))
         else:
             bad.append((t, veh.gps_raw_int_encode(1, 3, 473977000, -1_900_000_000, 500000, 80, 120, 500, 9000, 12)))
-    records = sorted([(t, m) for t, m in good] + [(t, m.pack(veh)) for t, m in bad], key=lambda r: r[0])
-    path.write_bytes(b"".join(t.to_bytes(8, "big") + buf for t, buf in records))
+    return sorted([*good, *((t, m.pack(veh)) for t, m in bad)], key=lambda r: r[0])
+
+
+def bad_value_tlog(path: Path) -> Path:
+    path.write_bytes(b"".join(t.to_bytes(8, "big") + buf for t, buf in bad_value_records()))
     return path
 
 
