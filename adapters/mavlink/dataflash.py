@@ -51,7 +51,7 @@ import pyarrow as pa
 
 from qsframework.errors import UserError
 from qsframework.events import get_kind
-from qsframework.validity import describe_rejected
+from qsframework.validity import DEFAULT_FLOOR_NS, describe_rejected
 
 from .decode import clip_increments, count_events, valid_rows
 
@@ -269,7 +269,7 @@ def read_dataflash(path: str | Path, *, stats: DataflashStats | None = None,
         modes: dict[int, str] = mavutil.mode_mapping_bynumber(COPTER) or {}
         st = _State()
         pending: dict[str, _Columns] = {}
-        npending = seq = 0
+        npending = seq = ts = 0
         while True:
             with _quiet(complaints):
                 m = reader.recv_msg()
@@ -299,7 +299,8 @@ def read_dataflash(path: str | Path, *, stats: DataflashStats | None = None,
         if not seq:
             raise UserError(f"no telemetry in {path}: is it an ArduPilot DataFlash log (.bin)?")
         if not stats.events:
-            raise UserError(f"no valid telemetry in {path}: {describe_rejected(stats.rejected)}")
+            boot = " (its times count from boot: the log has no GPS time)" if ts < DEFAULT_FLOOR_NS else ""
+            raise UserError(f"no valid telemetry in {path}: {describe_rejected(stats.rejected)}{boot}")
     finally:
         reader.close()
 
