@@ -13,7 +13,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -186,24 +186,35 @@ def require_empty(target: str | Path) -> None:
         raise UserError(f"{target} {what}: write into a new directory")
 
 
+def _sync_directory(path: Path) -> None:
+    """Make a rename in ``path`` durable."""
+    with suppress(OSError):  # a platform that cannot open a directory: the rename stands, unsynced
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextmanager
 def staged_directory(target: str | Path) -> Iterator[Path]:
     """A new directory ``target`` that appears complete or not at all: the block writes into
     a hidden directory beside it, renamed to ``target`` when the block succeeds and removed
     (with any parent made for it) when it fails, so a failed run never blocks its retry."""
-    target = Path(target)
     require_empty(target)
-    made = next((p for p in reversed(target.parents) if not p.exists()), None)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    final = Path(os.path.abspath(target))
+    made = next((p for p in reversed(final.parents) if not p.exists()), None)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     try:
         tmp.mkdir(parents=True)
     except OSError as exc:
         raise UserError(f"cannot create {target}: {exc.strerror or exc}") from None
     try:
         yield tmp
-        if target.exists():
-            target.rmdir()  # the empty directory it was given
-        os.rename(tmp, target)
+        if final.exists():
+            final.rmdir()  # the empty directory it was given
+        os.rename(tmp, final)
+        _sync_directory(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if made is not None:
