@@ -247,7 +247,7 @@ def _system_id(reader: Any) -> int:
 def _valid_tables(pending: dict[str, _Columns], key: str, stats: DataflashStats) -> Iterator[tuple[str, pa.Table]]:
     """The pending events as tables, less (and counting) those that break a validity rule."""
     for kind, cols in pending.items():
-        table = valid_rows(kind, cols.table(key), stats.rejected)
+        table, _ = valid_rows(kind, cols.table(key), stats.rejected)
         if table.num_rows:
             count_events(stats, table)
             stats.by_kind[kind] = stats.by_kind.get(kind, 0) + table.num_rows

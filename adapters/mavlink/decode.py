@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from qsframework.events import get_kind
-from qsframework.validity import DEFAULT_BOUNDS, TimeBounds, check
+from qsframework.validity import DEFAULT_BOUNDS, Invalid, TimeBounds, check
 
 os.environ.setdefault("MAVLINK20", "1")
 
@@ -249,15 +249,16 @@ def is_vehicle_heartbeat(autopilot: int, vehicle_type: int) -> bool:
 
 
 def valid_rows(kind: str, table: pa.Table, rejected: dict[str, int], *,
-               bounds: TimeBounds = DEFAULT_BOUNDS) -> pa.Table:
+               bounds: TimeBounds = DEFAULT_BOUNDS) -> tuple[pa.Table, list[Invalid]]:
     """The rows of ``table`` that keep :mod:`qsframework.validity`'s rules (a latitude out of
-    range, a NaN, an event time out of bounds are not telemetry); the others are counted in
-    ``rejected`` by ``"kind: reason"``, so nothing is dropped without a trace."""
+    range, a NaN, an event time out of bounds are not telemetry), and the others (row of
+    ``table``, reason), also counted in ``rejected`` by ``"kind: reason"``, so nothing is
+    dropped without a trace."""
     table, bad = check(kind, table, bounds)
     for b in bad:
         why = f"{kind}: {b.reason}"
         rejected[why] = rejected.get(why, 0) + 1
-    return table
+    return table, bad
 
 
 class EventCounts(Protocol):

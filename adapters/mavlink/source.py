@@ -27,6 +27,8 @@ log = logging.getLogger("qsf.mavlink")
 
 Clock = Literal["receive", "vehicle"]
 Sink = Callable[[list[tuple[str, pa.Table]]], Awaitable[None]]
+#: gets the events of one kind that break a validity rule, and each one's reason
+DeadLetter = Callable[[str, pa.Table, list[str]], Awaitable[None]]
 _HELD_MAX = 20_000  # messages held while waiting for the vehicle's first heartbeat
 
 
@@ -73,17 +75,22 @@ class MavlinkSource:
         self._batch_ts: list[int] = []
         self._untimed: list[object] = []  # vehicle clock: messages before the first time_boot_ms
         self._boot_ms = 0
+        self._dead_letter: DeadLetter | None = None
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self, sink: Sink, *, duration: float | None = None,
                   until: Callable[[], bool] | None = None,
-                  tick: Callable[[object], None] | None = None) -> SourceStats:
+                  tick: Callable[[object], None] | None = None,
+                  dead_letter: DeadLetter | None = None) -> SourceStats:
         """Read until ``stop()``, ``duration`` seconds, or ``until()`` is true.
 
         ``tick(connection)`` runs on every pass of the loop (to send commands on the link).
+        Events that break a validity rule are counted in ``stats.rejected`` and handed to
+        ``dead_letter`` with their reasons, never to ``sink``.
         """
+        self._dead_letter = dead_letter
         from pymavlink import mavutil
 
         try:
@@ -232,10 +239,13 @@ class MavlinkSource:
         self._batch, self._batch_ts = [], []
         out = []
         for kind, decoded in decode_messages(self.decoder, msgs, ts):
-            table = valid_rows(kind, decoded, self.stats.rejected)
-            if table.num_rows < decoded.num_rows:
-                log.warning("%d %s event(s) rejected; so far %s", decoded.num_rows - table.num_rows, kind,
+            table, invalid = valid_rows(kind, decoded, self.stats.rejected)
+            if invalid:
+                log.warning("%d %s event(s) rejected; so far %s", len(invalid), kind,
                             describe_rejected(self.stats.rejected))
+                if self._dead_letter is not None:
+                    await self._dead_letter(kind, decoded.take([b.index for b in invalid]),
+                                            [b.reason for b in invalid])
             if table.num_rows:
                 out.append((kind, table))
         self.stats.events += sum(t.num_rows for _, t in out)

@@ -260,7 +260,7 @@ def read_tlog(path: str | Path, *, system_id: int | None = None, component_id: i
                     raw = {name: recs[name] for name in w.dtype.names}
                     pos_in_idx = np.searchsorted(idx, sel)
                     kind = BY_NAME[w.name].kind
-                    table = valid_rows(kind, decoder.tables(w.name, raw, ts[sel], key[pos_in_idx], seq[pos_in_idx]),
+                    table, _ = valid_rows(kind, decoder.tables(w.name, raw, ts[sel], key[pos_in_idx], seq[pos_in_idx]),
                                        stats.rejected)
                     if table.num_rows:
                         count_events(stats, table)

@@ -40,12 +40,17 @@ def accounted(source: MavlinkSource) -> int:
     return source.stats.received + source.stats.bad
 
 
-def feed(pkts: list[bytes]) -> tuple[MavlinkSource, list[tuple[str, pa.Table]]]:
-    """Send ``pkts`` (one per datagram) to a live source; return it and what it handed on."""
+Lettered = list[tuple[str, pa.Table, list[str]]]
+
+
+def feed(pkts: list[bytes]) -> tuple[MavlinkSource, list[tuple[str, pa.Table]], Lettered]:
+    """Send ``pkts`` (one per datagram) to a live source; return it, what it handed on, and
+    what it dead-lettered."""
     port = free_udp_port()
     source = MavlinkSource(MavlinkConfig(url=f"udpin:127.0.0.1:{port}", heartbeat=False, flush_interval=0.05))
     bound = threading.Event()
     got: list[tuple[str, pa.Table]] = []
+    dead: Lettered = []
     failure: list[BaseException] = []
 
     def send() -> None:
@@ -63,14 +68,17 @@ def feed(pkts: list[bytes]) -> tuple[MavlinkSource, list[tuple[str, pa.Table]]]:
     async def sink(tables: list[tuple[str, pa.Table]]) -> None:
         got.extend(tables)
 
+    async def dead_letter(kind: str, table: pa.Table, reasons: list[str]) -> None:
+        dead.append((kind, table, reasons))
+
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
     asyncio.run(source.run(sink, duration=SAFETY_S, until=lambda: accounted(source) >= len(pkts),
-                           tick=lambda conn: bound.set()))
+                           tick=lambda conn: bound.set(), dead_letter=dead_letter))
     sender.join(SAFETY_S)
     assert not failure, failure
     assert accounted(source) >= len(pkts), (accounted(source), len(pkts))  # not the safety net
-    return source, got
+    return source, got, dead
 
 
 def rows(got: list[tuple[str, pa.Table]]) -> Counter:
@@ -83,13 +91,18 @@ def rows(got: list[tuple[str, pa.Table]]) -> Counter:
 def test_out_of_range_values_are_rejected_with_the_reason_and_the_source_goes_on(tmp_path):
     valid, rejected = expected_rejects(bad_value_tlog(tmp_path / "ref.tlog"))
     pkts = [buf for _, buf in bad_value_records()]
-    source, got = feed(pkts)
+    source, got, dead = feed(pkts)
     assert source.stats.received == len(pkts) and source.stats.bad == 0
     assert source.stats.rejected == dict(rejected)
     assert rows(got) == valid and source.stats.events == sum(valid.values())
     for kind, table in got:
         if kind == "position":
             assert pa.compute.max(table.column("lat")).as_py() <= 90
+    # the rejected events themselves went to the dead letter, each with its reason
+    lettered = Counter(f"{kind}: {why}" for kind, table, reasons in dead for why in reasons)
+    assert lettered == rejected and all(t.num_rows == len(r) for _, t, r in dead)
+    lats = [lat for kind, t, _ in dead if kind == "position" for lat in t.column("lat").to_pylist()]
+    assert lats and all(lat == 200.0 for lat in lats)
 
 
 def random_packet(rng: random.Random, msgid: int, seq: int) -> bytes:
@@ -122,10 +135,11 @@ def test_random_payloads_of_every_telemetry_type_never_kill_the_source():
         total += 1
         if (m.get_srcSystem(), m.get_srcComponent()) == (1, 1) and m.get_type() in BY_NAME:
             decodable[BY_NAME[m.get_type()].kind] += 1
-    source, got = feed(pkts)
+    source, got, dead = feed(pkts)
     assert source.stats.received == total
     rejected: Counter = Counter()
     for why, n in source.stats.rejected.items():
         rejected[why.split(":", 1)[0]] += n
     assert rows(got) + rejected == decodable  # every decodable vehicle packet: an event or a counted reject
     assert sum(rejected.values()) > 0 and source.stats.events == sum(rows(got).values())
+    assert sum(len(reasons) for _, _, reasons in dead) == sum(rejected.values())
