@@ -30,6 +30,8 @@ Sink = Callable[[list[tuple[str, pa.Table]]], Awaitable[None]]
 #: gets the events of one kind that break a validity rule, and each one's reason
 DeadLetter = Callable[[str, pa.Table, list[str]], Awaitable[None]]
 _HELD_MAX = 20_000  # messages held while waiting for the vehicle's first heartbeat
+_LEAP_MS = 60_000  # vehicle clock: a time_boot_ms this far ahead counts once a second message confirms it
+_UNCONFIRMED = f"time_boot_ms more than {_LEAP_MS // 1000} s ahead of the vehicle's clock, not confirmed by the next message"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +77,8 @@ class MavlinkSource:
         self._batch_ts: list[int] = []
         self._untimed: list[object] = []  # vehicle clock: messages before the first time_boot_ms
         self._boot_ms = 0
+        self._leap: tuple[object, int] | None = None  # (message, time_boot_ms) held until confirmed
+        self._unconfirmed: list[tuple[object, int]] = []  # leaps the next message did not confirm
         self._dead_letter: DeadLetter | None = None
 
     def stop(self) -> None:
@@ -127,6 +131,9 @@ class MavlinkSource:
                     await asyncio.sleep(0)
             if not udp:
                 self._drain(conn)
+            if self._leap is not None:  # nothing came after it to confirm it
+                self._unconfirmed.append(self._leap)
+                self._leap = None
             await self._flush(sink)
         finally:
             conn.close()
@@ -224,15 +231,54 @@ class MavlinkSource:
                 for m in held:
                     self._batch.append(m)
                     self._batch_ts.append(s.epoch_ns + boot * 1_000_000)
-            if boot is not None:
-                self._boot_ms = max(self._boot_ms, boot)
+            if boot is not None and not self._advance_clock(msg, boot):
+                return
             ts = s.epoch_ns + self._boot_ms * 1_000_000
         else:
             ts = recv_ns
         self._batch.append(msg)
         self._batch_ts.append(ts)
 
+    def _advance_clock(self, msg, boot: int) -> bool:
+        """Move the vehicle clock to ``boot`` (ms since boot); False when ``msg`` is held back.
+
+        The clock only moves forward (every later event time follows it), so one bad packet
+        must not move it far ahead: a leap of more than _LEAP_MS (a link back after a long
+        gap, or a corrupted field) counts only once the next timed message confirms it; an
+        unconfirmed one is rejected (see :meth:`_flush`)."""
+        leap = self._leap
+        if boot > self._boot_ms + _LEAP_MS and (leap is None or abs(boot - leap[1]) > _LEAP_MS):
+            if leap is not None:
+                self._unconfirmed.append(leap)
+            self._leap = (msg, boot)
+            return False
+        self._leap = None
+        if leap is not None:
+            if boot > self._boot_ms + _LEAP_MS:  # confirmed: the held message takes its place first
+                self._boot_ms = leap[1]
+                self._batch.append(leap[0])
+                self._batch_ts.append(self.stats.epoch_ns + leap[1] * 1_000_000)
+            else:
+                self._unconfirmed.append(leap)
+        self._boot_ms = max(self._boot_ms, boot)
+        return True
+
+    async def _reject(self, kind: str, rows: pa.Table, reasons: list[str]) -> None:
+        """Rejected events (already counted in ``stats.rejected``): logged, and handed to the
+        dead letter with their reasons."""
+        log.warning("%d %s event(s) rejected; so far %s", rows.num_rows, kind, describe_rejected(self.stats.rejected))
+        if self._dead_letter is not None:
+            await self._dead_letter(kind, rows, reasons)
+
     async def _flush(self, sink: Sink) -> None:
+        if self._unconfirmed:
+            held, self._unconfirmed = self._unconfirmed, []
+            epoch = self.stats.epoch_ns or 0
+            for kind, rows in decode_messages(self.decoder, [m for m, _ in held],
+                                              [epoch + boot * 1_000_000 for _, boot in held]):
+                why = f"{kind}: {_UNCONFIRMED}"
+                self.stats.rejected[why] = self.stats.rejected.get(why, 0) + rows.num_rows
+                await self._reject(kind, rows, [_UNCONFIRMED] * rows.num_rows)
         if not self._batch:
             return
         msgs, ts = self._batch, self._batch_ts
@@ -241,11 +287,7 @@ class MavlinkSource:
         for kind, decoded in decode_messages(self.decoder, msgs, ts):
             table, invalid = valid_rows(kind, decoded, self.stats.rejected)
             if invalid:
-                log.warning("%d %s event(s) rejected; so far %s", len(invalid), kind,
-                            describe_rejected(self.stats.rejected))
-                if self._dead_letter is not None:
-                    await self._dead_letter(kind, decoded.take([b.index for b in invalid]),
-                                            [b.reason for b in invalid])
+                await self._reject(kind, decoded.take([b.index for b in invalid]), [b.reason for b in invalid])
             if table.num_rows:
                 out.append((kind, table))
         self.stats.events += sum(t.num_rows for _, t in out)

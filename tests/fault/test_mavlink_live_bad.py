@@ -21,7 +21,7 @@ from pymavlink.generator.mavcrc import x25crc
 from qsframework.adapters.mavlink.decode import BY_NAME, dialect
 from qsframework.adapters.mavlink.source import MavlinkConfig, MavlinkSource
 
-from ..tlog_gen import packets
+from ..tlog_gen import _Sink, mavlink, packets
 from .test_mavlink_imports import bad_value_records, bad_value_tlog, expected_rejects
 
 WINDOW = 64  # datagrams in flight at most
@@ -43,11 +43,12 @@ def accounted(source: MavlinkSource) -> int:
 Lettered = list[tuple[str, pa.Table, list[str]]]
 
 
-def feed(pkts: list[bytes]) -> tuple[MavlinkSource, list[tuple[str, pa.Table]], Lettered]:
+def feed(pkts: list[bytes], *, clock: str = "receive") -> tuple[MavlinkSource, list[tuple[str, pa.Table]], Lettered]:
     """Send ``pkts`` (one per datagram) to a live source; return it, what it handed on, and
     what it dead-lettered."""
     port = free_udp_port()
-    source = MavlinkSource(MavlinkConfig(url=f"udpin:127.0.0.1:{port}", heartbeat=False, flush_interval=0.05))
+    source = MavlinkSource(MavlinkConfig(url=f"udpin:127.0.0.1:{port}", heartbeat=False, flush_interval=0.05,
+                                         clock=clock))  # type: ignore[arg-type]
     bound = threading.Event()
     got: list[tuple[str, pa.Table]] = []
     dead: Lettered = []
@@ -143,3 +144,23 @@ def test_random_payloads_of_every_telemetry_type_never_kill_the_source():
     assert rows(got) + rejected == decodable  # every decodable vehicle packet: an event or a counted reject
     assert sum(rejected.values()) > 0 and source.stats.events == sum(rows(got).values())
     assert sum(len(reasons) for _, _, reasons in dead) == sum(rejected.values())
+
+
+def test_one_packet_with_a_wild_vehicle_time_does_not_move_the_clock():
+    veh = mavlink.MAVLink(_Sink(), srcSystem=1, srcComponent=1)
+    veh.WIRE_PROTOCOL_VERSION = "2.0"
+    flight = [buf for _, buf in packets(20)]
+    wild = veh.attitude_encode(4_000_000_000, 0.1, 0.0, 1.0, 0.0, 0.0, 0.0).pack(veh)  # 46 days after boot
+    # then the link comes back after a real gap of 1000 s: confirmed by the next message
+    later = [veh.global_position_int_encode(1_000_000 + 100 * k, 473977000, 85455000, 500000, 20000, 0, 0, 0, 0)
+             .pack(veh) for k in range(5)]
+    source, got, dead = feed(flight[:1000] + [wild] + flight[1000:] + later, clock="vehicle")
+    why = ("attitude: time_boot_ms more than 60 s ahead of the vehicle's clock, not confirmed by the next message")
+    assert source.stats.rejected == {why: 1}
+    assert [(k, t.num_rows, r) for k, t, r in dead] == [("attitude", 1, [why.split(": ", 1)[1]])]
+    pos = pa.concat_tables([t for k, t in got if k == "position"]).sort_by("ts_event").column("ts_event").to_pylist()
+    epoch = source.stats.epoch_ns
+    assert pos == [epoch + 100_000_000 * k for k in range(200)] + [epoch + (1_000_000 + 100 * k) * 1_000_000
+                                                                    for k in range(5)]
+    att = pa.concat_tables([t for k, t in got if k == "attitude"]).column("ts_event").to_pylist()
+    assert len(att) == 200 and max(att) == epoch + 19_900_000_000
