@@ -4,9 +4,8 @@ A tlog (MAVProxy, Mission Planner, QGroundControl) is a sequence of records: an 
 big-endian unix time in microseconds, then one MAVLink v1 (0xFE) or v2 (0xFD) packet. The
 scan walks the records, checks the CRC (with the type's CRC_EXTRA) of every packet of a type
 the dialect knows, keeps those of the telemetry message types, and resynchronizes on the next
-magic byte after damage; a packet of an unknown type (its CRC cannot be checked) is only
-passed over by its length when an intact packet follows it, so garbage that looks like a
-packet header never swallows valid records.
+magic byte after damage; a packet of an unknown type (its CRC cannot be checked) is looked
+into like damage, so garbage that looks like a packet header never swallows valid records.
 Each type's payloads are then gathered with numpy (MAVLink 2's trailing-zero truncation
 undone) and viewed through a structured dtype built from pymavlink's wire layout, so no
 Python code runs per message after the scan. pymavlink's own parser is the reference:
@@ -84,11 +83,11 @@ def _scan(data, pos: int, end: int, known: dict[int, tuple[bytes, int, bool]],
 
     Returns the kept packets, where scanning stopped, bytes skipped as damaged, and how
     many intact packets were of other types. Every packet of a known type must have its
-    right CRC. One of a type the dialect does not know cannot be checked, so it is passed
-    over by its claimed length only when an intact packet of a known type (or the end)
-    follows it; else it was damage, and the scan resumes one byte after its start: garbage
-    that looks like a long packet never swallows the records behind it. Only what decides
-    a packet's length, type and CRC is read here; the rest is gathered in bulk afterwards.
+    right CRC. One of a type the dialect does not know cannot be checked, so the scan looks
+    inside it as if it were damage: when the next intact packet starts right where it ends
+    (or the data ends there), it was a packet of another type; when one starts inside it,
+    it was garbage shaped like a header, and the records it claimed are kept. Only what
+    decides a packet's length, type and CRC is read here; the rest is gathered in bulk.
     """
     p = _Packets([], [], [], [])
     rec_l, head_l, pl_l, id_l = p.record, p.head, p.plen, p.msgid
@@ -96,7 +95,7 @@ def _scan(data, pos: int, end: int, known: dict[int, tuple[bytes, int, bool]],
     crc = crc16.mcrf4xx
     get = known.get
     skipped = other = kept = 0
-    trusted = -1  # start of an unknown-type packet passed over until the next one confirms it
+    unknown = unknown_end = -1  # an unknown-type packet, until the next intact one tells what it was
     while pos < end and kept < limit:
         ok = False
         if pos + 16 <= end:
@@ -117,17 +116,19 @@ def _scan(data, pos: int, end: int, known: dict[int, tuple[bytes, int, bool]],
         if ok:
             k = get(msgid)
             if k is None:
-                if trusted < 0:
-                    trusted, pos = pos, tail
-                    continue
-                ok = False  # two unchecked packets in a row: the first is not confirmed
+                if unknown < 0:
+                    unknown, unknown_end = pos, tail
+                ok = False
             else:
                 body = pos + 8 + head + plen
                 ok = plen <= k[1] and crc(k[0], crc(view[pos + 9:body])) == data[body] | data[body + 1] << 8
         if ok:
-            if trusted >= 0:
-                other += 1
-                trusted = -1
+            if unknown >= 0:
+                if pos == unknown_end:
+                    other += 1
+                else:
+                    skipped += pos - unknown
+                unknown = -1
             if k[2]:
                 rec_l.append(pos)
                 head_l.append(head)
@@ -138,13 +139,15 @@ def _scan(data, pos: int, end: int, known: dict[int, tuple[bytes, int, bool]],
                 other += 1
             pos = tail
             continue
-        if trusted >= 0:
-            pos, trusted = trusted, -1
         nxt = _resync(data, pos + 1, end)
-        skipped += nxt - pos
+        if unknown < 0:
+            skipped += nxt - pos
         pos = nxt
-    if trusted >= 0:  # it ended the data
-        other += 1
+    if unknown >= 0:  # no intact packet after it
+        if unknown_end == end:
+            other += 1
+        else:
+            skipped += end - unknown
     view.release()
     return p, pos, skipped, other
 

@@ -72,6 +72,27 @@ def test_garbage_shaped_like_packets_loses_no_record(tmp_path):
     assert stats.other == clean_stats.other
 
 
+def test_a_fake_header_whose_length_lands_on_a_later_record_swallows_nothing(tmp_path):
+    records = _records(30)
+    clean = _write(tmp_path / "clean.tlog", records, {})
+    clean_stats = TlogStats()
+    by_kind(read_tlog(clean, stats=clean_stats))
+    rng = random.Random(5)
+    inserts = {}
+    for i in rng.sample(range(1, len(records) - 3), 25):
+        # an unknown type claiming exactly the next two records: its "end" is a valid record
+        claimed = len(records[i]) + len(records[i + 1]) - 2
+        if claimed <= 255 and not inserts.keys() & {i - 1, i, i + 1, i + 2}:
+            inserts[i] = _stamp(rng) + bytes([0xFD, claimed, 0, 0, 7, 1, 1, 0x3F, 0x11, 0x2A])
+    assert len(inserts) >= 10
+    stats = TlogStats()
+    got = by_kind(read_tlog(_write(tmp_path / "bad.tlog", records, inserts), stats=stats))
+    want = reference(clean)
+    for kind in want:
+        assert got[kind].equals(want[kind]), kind
+    assert stats.skipped_bytes == 18 * len(inserts) and stats.other == clean_stats.other
+
+
 def test_packets_of_unknown_types_are_passed_over_not_counted_as_damage(tmp_path):
     records = _records(30)
     clean = _write(tmp_path / "clean.tlog", records, {})
