@@ -53,30 +53,34 @@ def _records(seconds: int) -> list[bytes]:
     return [t.to_bytes(8, "big") + buf for t, buf in packets(seconds)]
 
 
-def test_garbage_shaped_like_packets_loses_no_record(tmp_path):
-    records = _records(60)
+def damaged_against_clean(tmp_path: Path, records: list[bytes],
+                          inserts: dict[int, bytes]) -> tuple[TlogStats, TlogStats]:
+    """Read the log of ``records`` with ``inserts`` put before the records they are keyed by;
+    check it gives exactly pymavlink's events of the clean log; return both reads' stats."""
     clean = _write(tmp_path / "clean.tlog", records, {})
-    want = reference(clean)
     clean_stats = TlogStats()
     by_kind(read_tlog(clean, stats=clean_stats))
-    rng = random.Random(10)
-    places = sorted(rng.sample(range(1, len(records) - 10), 30)) + [len(records) - 3]  # one near the end
-    inserts = {i: rng.choice(_fakes(rng)) for i in places}
+    want = reference(clean)
     stats = TlogStats()
     got = by_kind(read_tlog(_write(tmp_path / "bad.tlog", records, inserts), stats=stats, chunk=5000))
     assert sorted(got) == sorted(want)
     for kind in want:
         assert got[kind].equals(want[kind]), kind  # every record, with the same seq: nothing lost
     assert stats.packets == clean_stats.packets
-    assert stats.skipped_bytes == sum(len(b) for b in inserts.values())
-    assert stats.other == clean_stats.other
+    return stats, clean_stats
+
+
+def test_garbage_shaped_like_packets_loses_no_record(tmp_path):
+    records = _records(60)
+    rng = random.Random(10)
+    places = sorted(rng.sample(range(1, len(records) - 10), 30)) + [len(records) - 3]  # one near the end
+    inserts = {i: rng.choice(_fakes(rng)) for i in places}
+    stats, clean_stats = damaged_against_clean(tmp_path, records, inserts)
+    assert stats.skipped_bytes == sum(len(b) for b in inserts.values()) and stats.other == clean_stats.other
 
 
 def test_a_fake_header_whose_length_lands_on_a_later_record_swallows_nothing(tmp_path):
     records = _records(30)
-    clean = _write(tmp_path / "clean.tlog", records, {})
-    clean_stats = TlogStats()
-    by_kind(read_tlog(clean, stats=clean_stats))
     rng = random.Random(5)
     inserts = {}
     for i in rng.sample(range(1, len(records) - 3), 25):
@@ -85,19 +89,12 @@ def test_a_fake_header_whose_length_lands_on_a_later_record_swallows_nothing(tmp
         if claimed <= 255 and not inserts.keys() & {i - 1, i, i + 1, i + 2}:
             inserts[i] = _stamp(rng) + bytes([0xFD, claimed, 0, 0, 7, 1, 1, 0x3F, 0x11, 0x2A])
     assert len(inserts) >= 10
-    stats = TlogStats()
-    got = by_kind(read_tlog(_write(tmp_path / "bad.tlog", records, inserts), stats=stats))
-    want = reference(clean)
-    for kind in want:
-        assert got[kind].equals(want[kind]), kind
+    stats, clean_stats = damaged_against_clean(tmp_path, records, inserts)
     assert stats.skipped_bytes == 18 * len(inserts) and stats.other == clean_stats.other
 
 
 def test_packets_of_unknown_types_are_passed_over_not_counted_as_damage(tmp_path):
     records = _records(30)
-    clean = _write(tmp_path / "clean.tlog", records, {})
-    clean_stats = TlogStats()
-    by_kind(read_tlog(clean, stats=clean_stats))
     rng = random.Random(3)
 
     def unknown() -> bytes:  # well formed, a type this dialect does not know (its CRC cannot be checked)
@@ -105,11 +102,7 @@ def test_packets_of_unknown_types_are_passed_over_not_counted_as_damage(tmp_path
         return bytes(8) + bytes([0xFD, 12, 0, 0, 5, 1, 1, 0x3F, 0x11, 0x2A]) + payload + bytes([0x12, 0x34])
 
     inserts = {i: unknown() for i in rng.sample(range(1, len(records)), 20)} | {len(records): unknown()}
-    stats = TlogStats()
-    got = by_kind(read_tlog(_write(tmp_path / "x.tlog", records, inserts), stats=stats))
-    want = reference(clean)
-    for kind in want:
-        assert got[kind].equals(want[kind]), kind
+    stats, clean_stats = damaged_against_clean(tmp_path, records, inserts)
     assert stats.other == clean_stats.other + len(inserts) and stats.skipped_bytes == 0
 
 
