@@ -159,6 +159,15 @@ class Invalid:
     reason: str
 
 
+def describe_rejected(rejected: dict[str, int]) -> str:
+    """Counts of rejected rows by reason in one line, most frequent first, e.g.
+    ``"3 rejected (position: lat must be within [-90, 90] 2, ...)"``."""
+    if not rejected:
+        return "0 rejected"
+    reasons = ", ".join(f"{why} {n:,}" for why, n in sorted(rejected.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"{sum(rejected.values()):,} rejected ({reasons})"
+
+
 def check(kind: str, table: pa.Table | pa.RecordBatch,
           bounds: TimeBounds = DEFAULT_BOUNDS) -> tuple[pa.Table | pa.RecordBatch, list[Invalid]]:
     """The rows of ``table`` (a full table of the kind's schema) that keep every rule, in
@@ -177,12 +186,3 @@ def check(kind: str, table: pa.Table | pa.RecordBatch,
     invalid = [Invalid(i, next(r.reason for r, m in zip(rules, masks) if not m[i]))
                for i in np.flatnonzero(~ok).tolist()]
     return table.filter(pa.array(ok)), invalid
-
-
-def describe_rejected(rejected: dict[str, int]) -> str:
-    """Counts of rejected rows by reason in one line, most frequent first, e.g.
-    ``"3 rejected (position: lat must be within [-90, 90] 2, ...)"``."""
-    if not rejected:
-        return "0 rejected"
-    reasons = ", ".join(f"{why} {n:,}" for why, n in sorted(rejected.items(), key=lambda kv: (-kv[1], kv[0])))
-    return f"{sum(rejected.values()):,} rejected ({reasons})"
