@@ -2,8 +2,12 @@
 overlaps stored rows (a re-delivery) is instead copied into a staging table and merged with
 ``INSERT ... ON CONFLICT DO NOTHING`` on natural keys, so re-delivered batches add nothing.
 
-If the database goes away the sink retries with backoff until it is back; the caller does
-not commit offsets meanwhile, so nothing is lost.
+Errors are handled by class. The database going away (connection errors) is retried with
+backoff until it is back; the caller does not commit offsets meanwhile, so nothing is lost.
+A row the database refuses for its data (SQLSTATE classes 22 data exception, 23 integrity
+violation, 54 limit exceeded: a NUL byte in text, a key too long for its index) is found by
+halving the batch (O(log n) extra COPYs per bad row) and returned, while the rest is written.
+Anything else (permissions, a missing table) is a real error and raised.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from importlib import resources
 from pathlib import Path
 
 import asyncpg
+import asyncpg.exceptions._base as asyncpg_client
 import pyarrow as pa
+
+from . import Refused
 
 log = logging.getLogger("qsf.sink.postgres")
 
@@ -27,6 +34,11 @@ SQL_DIR = Path(__file__).resolve().parents[2] / "infra" / "sql"
 _RETRYABLE = (OSError, ConnectionError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
               asyncpg.InterfaceError, asyncpg.exceptions.OperatorInterventionError,
               asyncpg.exceptions.InternalClientError)
+# the rows' fault, not the database's: the server refuses a value (class 22 data exception,
+# 23 integrity violation, 54 program limit exceeded, e.g. an index row too large), or the
+# client cannot encode it (a subclass of InterfaceError, so it is tested first)
+_DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
+                asyncpg.ProgramLimitExceededError, asyncpg_client.DataError)
 
 
 def schema_sql(name: str) -> str:
@@ -48,6 +60,8 @@ class PostgresSink:
         self.rows_written = 0
         self.retries = 0
         self.merged = 0  # batches that overlapped rows already stored
+        self.copies = 0  # COPY transactions tried
+        self.splits = 0  # batches halved to find the rows the database refused
 
     async def start(self) -> None:
         await self._connect()
@@ -72,19 +86,46 @@ class PostgresSink:
             self.timescale = True
         log.info("postgres sink ready (%s)", "TimescaleDB hypertables" if self.timescale else "plain tables")
 
-    async def write(self, kind: str, table: pa.Table) -> None:
-        """Make ``table`` durable in the kind's table; retries until the database takes it."""
+    async def write(self, kind: str, table: pa.Table) -> list[Refused]:
+        """Make ``table`` durable in the kind's table, retrying until the database takes it;
+        rows it refuses for their data are left out and returned with the error."""
         target = TABLES.get(kind)
         if target is None or table.num_rows == 0:
-            return
+            return []
         names = [n for n in table.schema.names if not n.startswith("_")]
         records = list(zip(*(table.column(n).to_pylist() for n in names)))
+        refused: list[Refused] = []
+        await self._write_span(target, names, records, 0, refused)
+        self.rows_written += len(records) - len(refused)
+        return refused
+
+    async def _write_span(self, target: str, names: list[str], records: list[tuple], first: int,
+                          refused: list[Refused]) -> None:
+        """Write ``records`` (rows ``first``... of the table); on a data error, each half on
+        its own, down to the single rows at fault."""
+        try:
+            await self._copy(target, names, records)
+        except _DATA_ERRORS as exc:
+            if len(records) == 1:
+                message = " ".join(str(exc).split())
+                refused.append(Refused(first, f"postgres refused the row: {type(exc).__name__}: {message}"))
+                log.warning("%s: row refused (%s)", target, type(exc).__name__)
+                return
+            self.splits += 1
+            mid = len(records) // 2
+            await self._write_span(target, names, records[:mid], first, refused)
+            await self._write_span(target, names, records[mid:], first + mid, refused)
+
+    async def _copy(self, target: str, names: list[str], records: list[tuple]) -> None:
+        """One transaction: COPY, or a merge when the rows overlap stored ones; retried
+        while the database is unavailable, raised for anything else."""
         delay = 0.1
         while True:
             try:
                 if self.con is None or self.con.is_closed():
                     await self._connect()
                 assert self.con is not None
+                self.copies += 1
                 try:  # fast path: new rows go straight in by COPY
                     async with self.con.transaction():
                         await self.con.copy_records_to_table(target, records=records, columns=names)
@@ -98,8 +139,9 @@ class PostgresSink:
                             f"INSERT INTO {target} SELECT * FROM stage_{target} ON CONFLICT DO NOTHING"
                         )
                     self.merged += 1
-                self.rows_written += len(records)
                 return
+            except _DATA_ERRORS:
+                raise
             except _RETRYABLE as exc:
                 self.retries += 1
                 log.warning("write to %s failed (%s); retrying in %.1f s", target, type(exc).__name__, delay)
