@@ -1,0 +1,422 @@
+"""Poison messages on Kafka and data errors in the PostgreSQL sink never kill ``qsf process``.
+
+Every test runs the real ``qsf process`` on the real broker and PostgreSQL. Bad messages
+must end up on the DLQ with their reason (and origin), and what PostgreSQL and ``--out``
+hold must equal a backtest of the valid events (computed by the backtest of a recording of
+exactly those events), nothing lost and nothing doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from qsframework.backtest import run_backtest
+from qsframework.events import TRADE
+from qsframework.kafka import DLQ_MAX_KEY_BYTES, DLQ_MAX_VALUE_BYTES, dead_letter, ensure_topics
+from qsframework.recording import Recording, RecordingWriter
+from qsframework.validity import DEFAULT_FLOOR_NS
+from qsframework.wire import encode
+
+from ..conftest import SPREAD_SPEC, T0, make_trades, qsf_cmd
+from ..test_process import _fresh_database
+
+PARAMS = {"window": "2s", "sample": "500ms", "threshold": "0.004"}
+SUBSCRIBED = ("BTCUSDT", "ETHUSDT")  # the spread strategy's symbols; SOLUSDT is published too
+YEAR_2100 = 4_102_444_800 * 10**9
+
+
+# -- poison messages ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Poison:
+    """A bad message, and what its DLQ record must say."""
+
+    key: bytes | None
+    value: bytes | None
+    reason: str  # a part of the DLQ reason
+
+
+def _with(row: dict, **changes) -> bytes:
+    return orjson.dumps({**row, **changes})
+
+
+POISONS: dict[str, Callable[[dict, random.Random], Poison]] = {
+    "null value": lambda row, rng: Poison(row["key"].encode(), None, "null value"),
+    "over 1 MB": lambda row, rng: Poison(row["key"].encode(), b'{"ts_event": ' + b"9" * (1_500_000 + rng.randrange(1000)),
+                                         "malformed JSON"),
+    "price <= 0": lambda row, rng: Poison(row["key"].encode(), _with(row, price=rng.choice([0.0, -1.5])),
+                                          "price must be > 0"),
+    "qty <= 0": lambda row, rng: Poison(row["key"].encode(), _with(row, qty=rng.choice([0.0, -0.25])),
+                                        "qty must be > 0"),
+    "dated 2100": lambda row, rng: Poison(row["key"].encode(), _with(row, ts_event=YEAR_2100 + rng.randrange(10**12)),
+                                          "max-future"),
+    "dated 1970": lambda row, rng: Poison(row["key"].encode(), _with(row, ts_event=rng.randrange(DEFAULT_FLOOR_NS)),
+                                          "before the floor"),
+    "NUL in a string": lambda row, rng: Poison(row["key"].encode(), _with(row, source="bin\x00ance"),
+                                               "source contains a NUL byte"),
+    "400 KB key": lambda row, rng: Poison(b"K" * 400_000, _with(row, key="K" * 400_000), "key longer than"),
+}
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _publish(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> list[int]:
+    """Send the messages in order to partition 0 of ``topic``; their offsets."""
+
+    async def go() -> list[int]:
+        await ensure_topics(bootstrap, [topic])
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=8 << 20, acks="all")
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, key=k, value=v) for k, v in messages]
+            return [(await f).offset for f in futures]
+        finally:
+            await producer.stop()
+
+    return asyncio.run(go())
+
+
+def _read_topic(bootstrap: str, topic: str) -> list:
+    """Every record of partition 0 of ``topic``, from the beginning to its current end."""
+
+    async def go() -> list:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                    max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20)
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            got: list = []
+            deadline = time.monotonic() + 120  # a safety net only
+            while len(got) < end:
+                assert time.monotonic() < deadline, f"read {len(got)} of {end} records of {topic}"
+                for msgs in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                    got.extend(msgs)
+            return got
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(go())
+
+
+def _process(bootstrap: str, dsn: str, prefix: str, out: Path, spec: str = SPREAD_SPEC,
+             params: dict[str, str] = PARAMS) -> subprocess.CompletedProcess:
+    env = {**os.environ, "QSF_KAFKA_BOOTSTRAP": bootstrap, "QSF_PG_DSN": dsn}
+    return subprocess.run(
+        [*qsf_cmd(), "process", spec, *(f"-p{k}={v}" for k, v in params.items()), "--topic-prefix", prefix,
+         "--group", f"g-{prefix}", "--sink", "timescale", "--out", str(out), "--exit-when-idle", "3"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+
+
+COLUMNS = {
+    "trades": ("ts_event", "ts_recv", "source", "key", "seq", "price", "qty", "is_buyer_maker"),
+    "signals": ("ts_event", "key", "seq", "name", "value", "attrs"),
+    "alerts": ("ts_event", "key", "seq", "name", "text", "dedup_key"),
+}
+
+
+def _pg_rows(dsn: str) -> dict[str, list[tuple]]:
+    """The rows of each table, as sorted tuples of COLUMNS."""
+
+    async def go() -> dict[str, list[tuple]]:
+        con = await asyncpg.connect(dsn)
+        try:
+            return {name: sorted(tuple(r) for r in await con.fetch(f"SELECT {', '.join(cols)} FROM {name}"))
+                    for name, cols in COLUMNS.items()}
+        finally:
+            await con.close()
+
+    return asyncio.run(go())
+
+
+def _rows(name: str, rows: list[dict]) -> list[tuple]:
+    """``rows`` as the sorted tuples of COLUMNS[name] (what _pg_rows gives)."""
+    return sorted(tuple(r[c] for c in COLUMNS[name]) for r in rows)
+
+
+def _expected(tmp_path: Path, valid: pa.Table, spec: str = SPREAD_SPEC, params: dict[str, str] = PARAMS):
+    """A backtest of exactly the valid events, and the PostgreSQL rows it implies."""
+    from qsframework.loader import load_strategy
+
+    with RecordingWriter(tmp_path / "valid") as w:
+        w.write("trade", valid)
+    result = run_backtest(load_strategy(spec), Recording(tmp_path / "valid"), overrides=params)
+    return result, {
+        "trades": _rows("trades", [r for r in valid.to_pylist() if r["key"] in SUBSCRIBED]),
+        "signals": _rows("signals", result.tables["signals"].to_pylist()),
+        "alerts": _rows("alerts", result.tables["alerts"].to_pylist()),
+    }
+
+
+def _assert_dead_lettered(dlq: list, sent: dict[int, Poison], topic: str) -> None:
+    """Each poison message (by its offset in ``topic``) is on the DLQ once, with its reason,
+    its origin and, when cut to fit, a ``truncated`` header."""
+    by_offset: dict[int, list] = {}
+    for rec in dlq:
+        headers = dict(rec.headers)
+        if headers.get("topic") == topic.encode() and "offset" in headers:
+            by_offset.setdefault(int(headers["offset"]), []).append(rec)
+    for offset, poison in sent.items():
+        assert len(by_offset.get(offset, [])) == 1, f"offset {offset} ({poison.reason}) not dead-lettered once"
+        rec = by_offset[offset][0]
+        headers = dict(rec.headers)
+        assert poison.reason in headers["reason"].decode(), headers["reason"]
+        assert headers["partition"] == b"0" and headers["kind"] == b"trade"
+        value = poison.value or b""
+        assert rec.value == value[:DLQ_MAX_VALUE_BYTES]
+        assert rec.key == (None if poison.key is None else poison.key[:DLQ_MAX_KEY_BYTES])
+        cut = [f"value={len(value)}"] if len(value) > DLQ_MAX_VALUE_BYTES else []
+        cut += [f"key={len(poison.key)}"] if poison.key is not None and len(poison.key) > DLQ_MAX_KEY_BYTES else []
+        assert headers.get("truncated") == (",".join(cut).encode() if cut else None)
+
+
+# -- tests ------------------------------------------------------------------------------------
+def test_dead_letter_record_fits_and_says_what_was_cut():
+    letter = dead_letter(reason="r" * 5000, value=b"v" * 2_000_000, key=b"k" * 400_000, topic="qsf.trades",
+                         partition=3, offset=17, kind="trade")
+    headers = dict(letter.headers)
+    assert len(letter.value) == DLQ_MAX_VALUE_BYTES and len(letter.key) == DLQ_MAX_KEY_BYTES
+    assert headers["truncated"] == b"value=2000000,key=400000"
+    assert headers["topic"] == b"qsf.trades" and headers["partition"] == b"3" and headers["offset"] == b"17"
+    assert len(letter.value) + len(letter.key) + sum(len(k) + len(v) for k, v in letter.headers) < 1 << 20
+    tombstone = dead_letter(reason="null value", value=None, key=None)
+    assert tombstone.value == b"" and tombstone.key is None
+    assert [k for k, _ in tombstone.headers] == ["reason"]
+
+
+def test_each_poison_kind_is_dead_lettered_and_the_rest_is_processed(stack_endpoints, tmp_path):
+    """One message of each poison kind (the one dated 2100 first: it must not move the
+    watermark), between valid trades of subscribed and other symbols."""
+    bootstrap = stack_endpoints.kafka_bootstrap
+    valid = make_trades(31, 2500, symbols=("BTCUSDT", "ETHUSDT", "SOLUSDT"))
+    pairs = encode(valid)
+    rows = valid.to_pylist()
+    rng = random.Random(31)
+    names = ["dated 2100", *[n for n in POISONS if n != "dated 2100"]]
+    at = {5 + 300 * i: name for i, name in enumerate(names)}
+    messages: list[tuple[bytes | None, bytes | None]] = []
+    poison_at: dict[int, Poison] = {}
+    for i, pair in enumerate(pairs):
+        if i in at:
+            poison = POISONS[at[i]](rows[i], rng)
+            poison_at[len(messages)] = poison
+            messages.append((poison.key, poison.value))
+        messages.append(pair)
+    prefix = f"p{uuid.uuid4().hex[:8]}"
+    offsets = _publish(bootstrap, f"{prefix}.trades", messages)
+    dsn = _fresh_database(stack_endpoints.pg_dsn)
+
+    r = _process(bootstrap, dsn, prefix, tmp_path / "live")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert f"({len(POISONS)} rejected, 0 late)" in r.stdout
+
+    result, expected = _expected(tmp_path, valid)
+    assert result.signals > 0 and result.alerts > 0
+    assert _pg_rows(dsn) == expected  # and no SOLUSDT trade: the strategy does not read them
+    assert pq.read_table(tmp_path / "live" / "signals.parquet").equals(result.tables["signals"])
+    assert pq.read_table(tmp_path / "live" / "alerts.parquet").equals(result.tables["alerts"])
+    dlq = _read_topic(bootstrap, f"{prefix}.dlq")
+    assert len(dlq) == len(POISONS)
+    _assert_dead_lettered(dlq, {offsets[i]: p for i, p in poison_at.items()}, f"{prefix}.trades")
+
+
+def test_a_restart_does_not_meet_the_poison_again(stack_endpoints, tmp_path):
+    """The poison's offset is committed: a second run of the group finds nothing to do."""
+    bootstrap = stack_endpoints.kafka_bootstrap
+    valid = make_trades(32, 300)
+    rows = valid.to_pylist()
+    poison = POISONS["null value"](rows[0], random.Random(0))
+    prefix = f"p{uuid.uuid4().hex[:8]}"
+    _publish(bootstrap, f"{prefix}.trades", [*encode(valid)[:150], (poison.key, poison.value), *encode(valid)[150:]])
+    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    first = _process(bootstrap, dsn, prefix, tmp_path / "one")
+    assert first.returncode == 0, first.stderr
+    assert "processed 300 events (1 rejected" in first.stdout
+    again = _process(bootstrap, dsn, prefix, tmp_path / "two")
+    assert again.returncode == 0, again.stderr
+    assert "processed 0 events (0 rejected" in again.stdout
+    assert len(_read_topic(bootstrap, f"{prefix}.dlq")) == 1
+
+
+TEXT_STRATEGY = '''
+from qsframework.strategy import Strategy
+
+
+class Texts(Strategy):
+    """A signal per trade; every 50th trade or so also an alert whose strings PostgreSQL refuses."""
+
+    def on_trade(self, t):
+        self.ctx.signal(t.key, f"p{t.seq}" if t.seq % 97 else f"p\\x00{t.seq}", t.price)
+        if t.seq % 50 == 7:
+            self.ctx.alert(t.key, "nul", "a NUL \\x00 in the text", dedup_key=f"nul-{t.seq}")
+        elif t.seq % 50 == 23:
+            self.ctx.alert(t.key, "long", "a key too long for the index", dedup_key=self.long_key(t.seq))
+        elif t.seq % 50 == 31:
+            self.ctx.alert(t.key, "fine", "an alert PostgreSQL takes", dedup_key=f"fine-{t.seq}")
+
+    @staticmethod
+    def long_key(seq):
+        import hashlib
+
+        parts, h = [], str(seq).encode()
+        while sum(map(len, parts)) < 400_000:  # incompressible: too long for a btree even compressed
+            h = hashlib.sha256(h).hexdigest().encode()
+            parts.append(h.decode())
+        return "".join(parts)
+'''
+
+
+def test_rows_the_database_refuses_go_to_the_dlq_and_the_rest_is_written(stack_endpoints, tmp_path):
+    """Output rows with a NUL byte or a 400 KB dedup key: dead-lettered with PostgreSQL's
+    error; every other row of their batches is written."""
+    bootstrap = stack_endpoints.kafka_bootstrap
+    spec_file = tmp_path / "texts.py"
+    spec_file.write_text(TEXT_STRATEGY)
+    spec = f"{spec_file}:Texts"
+    valid = make_trades(33, 3000)
+    prefix = f"p{uuid.uuid4().hex[:8]}"
+    _publish(bootstrap, f"{prefix}.trades", encode(valid))
+    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    r = _process(bootstrap, dsn, prefix, tmp_path / "live", spec=spec, params={})
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+
+    result, _ = _expected(tmp_path, valid, spec=spec, params={})
+
+    def takes(row: dict) -> bool:  # what PostgreSQL accepts: no NUL, keys below the btree limit
+        return not any("\x00" in v for v in row.values() if isinstance(v, str)) and len(row.get("dedup_key", "")) < 2000
+
+    signals = result.tables["signals"].to_pylist()
+    alerts = result.tables["alerts"].to_pylist()
+    assert _pg_rows(dsn) == {
+        "trades": _rows("trades", valid.to_pylist()),
+        "signals": _rows("signals", [s for s in signals if takes(s)]),
+        "alerts": _rows("alerts", [a for a in alerts if takes(a)]),
+    }
+    refused = [s for s in signals if not takes(s)] + [a for a in alerts if not takes(a)]
+    assert {r["name"] for r in alerts if not takes(r)} == {"nul", "long"}
+    assert any("\x00" in s["name"] for s in refused) and any(a["name"] == "fine" for a in alerts)
+
+    dlq = _read_topic(bootstrap, f"{prefix}.dlq")
+    assert len(dlq) == len(refused)
+    assert Counter(orjson.loads(rec.value)["seq"] for rec in dlq) == Counter(row["seq"] for row in refused)
+    for rec in dlq:
+        headers = dict(rec.headers)
+        reason = headers["reason"].decode()
+        assert reason.startswith("postgres refused the row: ")
+        assert ("0x00" in reason) or ("index row" in reason), reason
+        assert "offset" not in headers  # an output row: no input offset
+        assert headers["kind"] in (b"signal", b"alert")
+
+
+def test_the_sink_bisects_a_batch_around_its_bad_rows(stack_endpoints):
+    """PostgresSink.write on a batch of 1,000 with 2 rows PostgreSQL refuses: the other 998
+    are written, each bad one costs O(log n) COPYs, and a re-delivery adds nothing."""
+    from qsframework.sinks.postgres import PostgresSink
+
+    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    rows = make_trades(34, 1000).to_pylist()
+    rows[123]["source"] = "bin\x00ance"
+    rows[777]["source"] = "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(200))  # 12.8 KB
+    table = pa.Table.from_pylist(rows, schema=TRADE.schema)
+
+    async def go() -> tuple[list, int, list]:
+        sink = PostgresSink(dsn)
+        await sink.start()
+        try:
+            refused = await sink.write("trade", table)
+            copies = sink.copies
+            again = await sink.write("trade", table)
+            return refused, copies, again
+        finally:
+            await sink.close()
+
+    refused, copies, again = asyncio.run(go())
+    assert [r.index for r in refused] == [123, 777] == [r.index for r in again]
+    assert "0x00" in refused[0].reason and "index row" in refused[1].reason
+    assert copies <= 1 + 2 * 2 * 10  # halving 1,000 rows takes 10 levels, two COPYs a level, per bad row
+    good = [r for i, r in enumerate(rows) if i not in (123, 777)]
+    assert _pg_rows(dsn)["trades"] == _rows("trades", good)
+
+
+TALLY_STRATEGY = '''
+from qsframework.strategy import Strategy
+
+
+class Tally(Strategy):
+    """Per trade of BTCUSDT/ETHUSDT, the running count and volume of its symbol: an event
+    processed twice (or lost) changes every later signal of its symbol."""
+
+    def __init__(self, params, ctx):
+        super().__init__(params, ctx)
+        self.count, self.volume = {}, {}
+
+    def keys(self):
+        return frozenset({"BTCUSDT", "ETHUSDT"})
+
+    def on_trade(self, t):
+        self.count[t.key] = self.count.get(t.key, 0) + 1
+        self.volume[t.key] = self.volume.get(t.key, 0.0) + t.qty
+        self.ctx.signal(t.key, f"n{t.seq}", self.volume[t.key], {"count": self.count[t.key]})
+        if self.count[t.key] % 500 == 0:
+            self.ctx.alert(t.key, "many", f"{self.count[t.key]} trades", dedup_key=f"{t.key}-{self.count[t.key]}")
+'''
+
+
+@pytest.mark.parametrize("duplicates", [False, True], ids=["poison", "poison+duplicates"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_poison_and_duplicates_change_nothing(stack_endpoints, tmp_path, seed, duplicates):
+    """Valid events with random poison messages of every kind (and, with ``duplicates``,
+    exact duplicates) interleaved: PostgreSQL ends with exactly the outputs of a backtest of
+    the valid events, and every bad message is on the DLQ with its reason."""
+    bootstrap = stack_endpoints.kafka_bootstrap
+    rng = random.Random(seed)
+    valid = make_trades(100 + seed, 3000, symbols=("BTCUSDT", "ETHUSDT", "SOLUSDT"), start=T0 + seed * 10**12)
+    rows = valid.to_pylist()
+    messages: list[tuple[bytes | None, bytes | None]] = []
+    poison_at: dict[int, Poison] = {}
+    kinds = list(POISONS)
+    for i, pair in enumerate(encode(valid)):
+        while rng.random() < 0.015:
+            poison = POISONS[rng.choice(kinds)](rows[i], rng)
+            poison_at[len(messages)] = poison
+            messages.append((poison.key, poison.value))
+        messages.append(pair)
+        if duplicates and rng.random() < 0.03:
+            messages.append(pair)  # the same message again
+    assert len(poison_at) >= 20
+    spec_file = tmp_path / "tally.py"
+    spec_file.write_text(TALLY_STRATEGY)
+    prefix = f"p{uuid.uuid4().hex[:8]}"
+    offsets = _publish(bootstrap, f"{prefix}.trades", messages)
+    dsn = _fresh_database(stack_endpoints.pg_dsn)
+
+    r = _process(bootstrap, dsn, prefix, tmp_path / "live", spec=f"{spec_file}:Tally", params={})
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+
+    result, expected = _expected(tmp_path, valid, spec=f"{spec_file}:Tally", params={})
+    assert result.alerts > 0
+    assert _pg_rows(dsn) == expected
+    dlq = _read_topic(bootstrap, f"{prefix}.dlq")
+    _assert_dead_lettered(dlq, {offsets[i]: p for i, p in poison_at.items()}, f"{prefix}.trades")
+    assert len(dlq) == len(poison_at)
