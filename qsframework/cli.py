@@ -661,9 +661,14 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
     except ValueError as exc:
         raise UserError(f"--lateness: {exc}") from None
     try:
-        bounds = TimeBounds(max_future_ns=parse_duration(max_future), floor_ns=parse_time(floor))
+        max_future_ns = parse_duration(max_future)
     except ValueError as exc:
-        raise UserError(f"--max-future/--floor: {exc}") from None
+        raise UserError(f"--max-future: {exc}") from None
+    try:
+        floor_ns = parse_time(floor)
+    except ValueError as exc:
+        raise UserError(f"--floor: {exc}") from None
+    bounds = TimeBounds(max_future_ns=max_future_ns, floor_ns=floor_ns)
     cfg = ProcessConfig(
         bootstrap=_bootstrap(bootstrap), group=group or f"qsf-{cls.name}", prefix=topic_prefix,
         lateness_ns=lateness_ns, exit_when_idle_s=exit_when_idle, out=Path(out_dir) if out_dir else None,

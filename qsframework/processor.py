@@ -259,7 +259,8 @@ class Processor:
                 continue
             groups: dict[str, list] = {}  # a shared topic: each message names its kind
             for m in msgs:
-                kind = next((v.decode(errors="replace") for k, v in (m.headers or ()) if k == KIND_HEADER), None)
+                kind = next(((v or b"").decode(errors="replace") for k, v in (m.headers or ()) if k == KIND_HEADER),
+                            None)
                 if kind in kinds:
                     groups.setdefault(kind, []).append(m)
                 elif kind is None or kind not in KINDS:

@@ -5,8 +5,9 @@ overlaps stored rows (a re-delivery) is instead copied into a staging table and 
 Errors are handled by class. The database going away (connection errors) is retried with
 backoff until it is back; the caller does not commit offsets meanwhile, so nothing is lost.
 A row the database refuses for its data (SQLSTATE classes 22 data exception, 23 integrity
-violation, 54 limit exceeded: a NUL byte in text, a key too long for its index) is found by
-halving the batch (O(log n) extra COPYs per bad row) and returned, while the rest is written.
+violation, 54 limit exceeded: a NUL byte in text, a key too long for its index) is returned
+while the rest is written: COPY names the row it failed on (a few extra COPYs per bad row);
+where it does not (a merge), the batch is halved instead (O(log n) extra COPYs per bad row).
 Anything else (permissions, a missing table) is a real error and raised.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -39,6 +41,15 @@ _RETRYABLE = (OSError, ConnectionError, asyncio.TimeoutError, asyncpg.PostgresCo
 # client cannot encode it (a subclass of InterfaceError, so it is tested first)
 _DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
                 asyncpg.ProgramLimitExceededError, asyncpg_client.DataError)
+
+
+_COPY_LINE = re.compile(r"^COPY \S+, line (\d+)")
+
+
+def _failed_row(exc: Exception, n: int) -> int | None:
+    """The index of the row a failed COPY of ``n`` rows names in its context, if any."""
+    m = _COPY_LINE.match(getattr(exc, "context", None) or "")
+    return int(m.group(1)) - 1 if m and 0 < int(m.group(1)) <= n else None
 
 
 def schema_sql(name: str) -> str:
@@ -101,20 +112,24 @@ class PostgresSink:
 
     async def _write_span(self, target: str, names: list[str], records: list[tuple], first: int,
                           refused: list[Refused]) -> None:
-        """Write ``records`` (rows ``first``... of the table); on a data error, each half on
-        its own, down to the single rows at fault."""
+        """Write ``records`` (rows ``first``... of the table); on a data error, the rows
+        before the one COPY names, that row alone, and the rest (or each half, when no row
+        is named), down to the single rows at fault."""
         try:
             await self._copy(target, names, records)
         except _DATA_ERRORS as exc:
-            if len(records) == 1:
+            n = len(records)
+            if n == 1:
                 message = " ".join(str(exc).split())
                 refused.append(Refused(first, f"postgres refused the row: {type(exc).__name__}: {message}"))
                 log.warning("%s: row refused (%s)", target, type(exc).__name__)
                 return
             self.splits += 1
-            mid = len(records) // 2
-            await self._write_span(target, names, records[:mid], first, refused)
-            await self._write_span(target, names, records[mid:], first + mid, refused)
+            at = _failed_row(exc, n)
+            cuts = [0, n // 2, n] if at is None else [0, at, at + 1, n]
+            for lo, hi in zip(cuts, cuts[1:]):
+                if hi > lo:
+                    await self._write_span(target, names, records[lo:hi], first + lo, refused)
 
     async def _copy(self, target: str, names: list[str], records: list[tuple]) -> None:
         """One transaction: COPY, or a merge when the rows overlap stored ones; retried
