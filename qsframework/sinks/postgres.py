@@ -8,7 +8,8 @@ A row the database refuses for its data (SQLSTATE classes 22 data exception, 23 
 violation, 54 limit exceeded: a NUL byte in text, a key too long for its index) is returned
 while the rest is written: COPY names the row it failed on (a few extra COPYs per bad row);
 where it does not (a merge), the batch is halved instead (O(log n) extra COPYs per bad row).
-Anything else (permissions, a missing table) is a real error and raised.
+Anything else (a wrong password, permissions, a table of another shape) is a real error:
+raised as a one-line :class:`UserError`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncpg
 import asyncpg.exceptions._base as asyncpg_client
 import pyarrow as pa
 
+from ..errors import UserError
 from . import Refused
 
 log = logging.getLogger("qsf.sink.postgres")
@@ -44,6 +46,10 @@ _DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
 
 
 _COPY_LINE = re.compile(r"^COPY \S+, line (\d+)")
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def _failed_row(exc: Exception, n: int) -> int | None:
@@ -83,12 +89,17 @@ class PostgresSink:
             try:
                 self.con = await asyncpg.connect(self.dsn, timeout=5)
                 break
+            except asyncpg.PostgresError as exc:  # e.g. a wrong password, no such database
+                raise UserError(f"PostgreSQL: {_one_line(exc)}") from None
             except _RETRYABLE as exc:
                 self.retries += 1
                 log.warning("database unavailable (%s); retrying in %.1f s", type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(self.max_backoff_s, delay * 2) * (0.8 + 0.4 * random.random())
-        await self.con.execute(schema_sql("001_schema.sql"))
+        try:
+            await self.con.execute(schema_sql("001_schema.sql"))
+        except asyncpg.PostgresError as exc:
+            raise UserError(f"PostgreSQL: cannot create the tables: {_one_line(exc)}") from None
         available = await self.con.fetchval(
             "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
         )
@@ -120,8 +131,7 @@ class PostgresSink:
         except _DATA_ERRORS as exc:
             n = len(records)
             if n == 1:
-                message = " ".join(str(exc).split())
-                refused.append(Refused(first, f"postgres refused the row: {type(exc).__name__}: {message}"))
+                refused.append(Refused(first, f"postgres refused the row: {type(exc).__name__}: {_one_line(exc)}"))
                 log.warning("%s: row refused (%s)", target, type(exc).__name__)
                 return
             self.splits += 1
@@ -157,6 +167,8 @@ class PostgresSink:
                 return
             except _DATA_ERRORS:
                 raise
+            except asyncpg.PostgresError as exc:  # neither the rows' fault nor a passing outage
+                raise UserError(f"PostgreSQL cannot store {target}: {_one_line(exc)}") from None
             except _RETRYABLE as exc:
                 self.retries += 1
                 log.warning("write to %s failed (%s); retrying in %.1f s", target, type(exc).__name__, delay)

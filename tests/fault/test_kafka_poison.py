@@ -394,6 +394,31 @@ class Tally(Strategy):
 '''
 
 
+def test_a_table_of_another_shape_is_one_clear_error(stack_endpoints):
+    """Not the rows' fault and not an outage (here an old table without a column): neither
+    retried forever nor dead-lettered row by row, but one user error naming the table."""
+    from qsframework.errors import UserError
+    from qsframework.sinks.postgres import PostgresSink
+
+    dsn = _fresh_database(stack_endpoints.pg_dsn)
+
+    async def go() -> None:
+        con = await asyncpg.connect(dsn)
+        try:
+            await con.execute("CREATE TABLE trades (ts_event bigint, ts_recv bigint, source text, key text, seq bigint)")
+        finally:
+            await con.close()
+        sink = PostgresSink(dsn)
+        await sink.start()
+        try:
+            await sink.write("trade", make_trades(35, 10))
+        finally:
+            await sink.close()
+
+    with pytest.raises(UserError, match=r"^PostgreSQL cannot store trades: column \"price\" .*does not exist"):
+        asyncio.run(go())
+
+
 @pytest.mark.parametrize("duplicates", [False, True], ids=["poison", "poison+duplicates"])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_random_poison_and_duplicates_change_nothing(stack_endpoints, tmp_path, seed, duplicates):
