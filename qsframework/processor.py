@@ -484,8 +484,11 @@ class Processor:
         except KafkaError as exc:
             self._dead_letter_failed(letter, exc)
             return
-        sent.add_done_callback(lambda f: None if f.cancelled() or f.exception() is None
-                               else self._dead_letter_failed(letter, f.exception()))
+        sent.add_done_callback(lambda f: self._dead_letter_done(letter, f))
+
+    def _dead_letter_done(self, letter: DeadLetter, sent: asyncio.Future) -> None:
+        if not sent.cancelled() and sent.exception() is not None:
+            self._dead_letter_failed(letter, sent.exception())  # type: ignore[arg-type]
 
     def _dead_letter_failed(self, letter: DeadLetter, exc: BaseException) -> None:
         self._dlq_failures += 1

@@ -119,24 +119,27 @@ class PostgresSink:
         refused: list[Refused] = []
         await self._write_span(target, names, records, 0, refused)
         self.rows_written += len(records) - len(refused)
+        if refused:
+            log.warning("%s: %d of %d rows refused for their data (first: %s)", target, len(refused), len(records),
+                        refused[0].reason)
         return refused
 
     async def _write_span(self, target: str, names: list[str], records: list[tuple], first: int,
                           refused: list[Refused]) -> None:
         """Write ``records`` (rows ``first``... of the table); on a data error, the rows
-        before the one COPY names, that row alone, and the rest (or each half, when no row
-        is named), down to the single rows at fault."""
+        before the one COPY names, that row alone, and each half of the rest (or each half,
+        when no row is named), down to the single rows at fault. Halving the rest keeps the
+        depth O(log n) and the rows sent O(n log n) even when every row is bad."""
         try:
             await self._copy(target, names, records)
         except _DATA_ERRORS as exc:
             n = len(records)
             if n == 1:
                 refused.append(Refused(first, f"postgres refused the row: {type(exc).__name__}: {_one_line(exc)}"))
-                log.warning("%s: row refused (%s)", target, type(exc).__name__)
                 return
             self.splits += 1
             at = _failed_row(exc, n)
-            cuts = [0, n // 2, n] if at is None else [0, at, at + 1, n]
+            cuts = [0, n // 2, n] if at is None else [0, at, at + 1, at + 1 + (n - at - 1) // 2, n]
             for lo, hi in zip(cuts, cuts[1:]):
                 if hi > lo:
                     await self._write_span(target, names, records[lo:hi], first + lo, refused)

@@ -394,6 +394,26 @@ class Tally(Strategy):
 '''
 
 
+def test_a_batch_of_only_bad_rows_is_refused_whole(stack_endpoints):
+    """1,500 rows, every one refused: more than Python's recursion limit, yet each is found."""
+    from qsframework.sinks.postgres import PostgresSink
+
+    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    table = make_trades(36, 1500)
+    table = table.set_column(2, "source", pa.array(["bin\x00ance"] * table.num_rows))
+
+    async def go() -> list:
+        sink = PostgresSink(dsn)
+        await sink.start()
+        try:
+            return await sink.write("trade", table)
+        finally:
+            await sink.close()
+
+    assert [r.index for r in asyncio.run(go())] == list(range(1500))
+    assert _pg_rows(dsn)["trades"] == []
+
+
 def test_a_table_of_another_shape_is_one_clear_error(stack_endpoints):
     """Not the rows' fault and not an outage (here an old table without a column): neither
     retried forever nor dead-lettered row by row, but one user error naming the table."""
