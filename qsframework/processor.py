@@ -23,7 +23,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from .backtest import ParquetOutput
 from .engine import Engine
@@ -397,7 +397,11 @@ class Processor:
             if "kafka" in self.cfg.sinks:
                 topic, headers = topic_of(buf.kind.name, self.cfg.prefix), kind_headers(buf.kind.name)
                 for key, value in encode(table):
-                    await producer.send(topic, key=key, value=value, headers=headers)
+                    try:
+                        await producer.send(topic, key=key, value=value, headers=headers)
+                    except MessageSizeTooLargeError as exc:  # a strategy's huge text: that row only
+                        await self._dead_letter(producer, dead_letter(
+                            reason=f"output too large for {topic}: {exc}", value=value, key=key, kind=buf.kind.name))
             if name == "signals":
                 self.stats.signals += table.num_rows
             else:

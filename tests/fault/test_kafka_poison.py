@@ -338,6 +338,42 @@ def test_rows_the_database_refuses_go_to_the_dlq_and_the_rest_is_written(stack_e
         assert headers["kind"] in (b"signal", b"alert")
 
 
+HUGE_STRATEGY = '''
+from qsframework.strategy import Strategy
+
+
+class Huge(Strategy):
+    """An alert per 100 trades; one of them with a 2 MB text, more than a Kafka record takes."""
+
+    def on_trade(self, t):
+        if t.seq % 100 == 0:
+            text = "x" * 2_000_000 if t.seq == 1500 else f"trade {t.seq}"
+            self.ctx.alert(t.key, "every100", text, dedup_key=f"a-{t.seq}")
+'''
+
+
+def test_an_output_too_large_for_kafka_is_dead_lettered(stack_endpoints, tmp_path):
+    """--sink kafka: the 2 MB alert goes to the DLQ (cut to fit), every other alert is published."""
+    bootstrap = stack_endpoints.kafka_bootstrap
+    spec_file = tmp_path / "huge.py"
+    spec_file.write_text(HUGE_STRATEGY)
+    valid = make_trades(37, 2000)
+    prefix = f"p{uuid.uuid4().hex[:8]}"
+    _publish(bootstrap, f"{prefix}.trades", encode(valid))
+    env = {**os.environ, "QSF_KAFKA_BOOTSTRAP": bootstrap}
+    r = subprocess.run([*qsf_cmd(), "process", f"{spec_file}:Huge", "--topic-prefix", prefix, "--group", f"g-{prefix}",
+                        "--sink", "kafka", "--exit-when-idle", "3"], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    published = [orjson.loads(m.value)["dedup_key"] for m in _read_topic(bootstrap, f"{prefix}.alerts")]
+    every100 = [s for s in valid.column("seq").to_pylist() if s % 100 == 0]
+    assert 1500 in every100 and published == [f"a-{s}" for s in every100 if s != 1500]
+    (dlq,) = _read_topic(bootstrap, f"{prefix}.dlq")
+    headers = dict(dlq.headers)
+    assert headers["reason"].decode().startswith(f"output too large for {prefix}.alerts")
+    assert headers["kind"] == b"alert" and headers["truncated"].startswith(b"value=")
+    assert dlq.value.startswith(b'{"ts_event":') and len(dlq.value) == DLQ_MAX_VALUE_BYTES
+
+
 def test_the_sink_writes_a_batch_around_its_bad_rows(stack_endpoints):
     """PostgresSink.write on a batch of 1,000 with 2 rows PostgreSQL refuses: the other 998
     are written, each bad one costs O(log n) COPYs at most, and a re-delivery (a merge, where
