@@ -338,6 +338,72 @@ def test_rows_the_database_refuses_go_to_the_dlq_and_the_rest_is_written(stack_e
         assert headers["kind"] in (b"signal", b"alert")
 
 
+TRACK_STRATEGY = '''
+from qsframework.strategy import Strategy
+
+
+class Track(Strategy):
+    """A signal per position: its latitude."""
+
+    kinds = ("position",)
+
+    def on_position(self, p):
+        self.ctx.signal(p.key, f"lat{p.seq}", p.lat)
+'''
+
+
+def test_poison_on_a_shared_topic(stack_endpoints, tmp_path):
+    """qsf.telemetry carries several kinds, named by a header: a missing or null kind header,
+    an unknown kind, a null value and a latitude out of range are dead-lettered; the rest is
+    processed (and other kinds left to their strategies)."""
+    bootstrap = stack_endpoints.kafka_bootstrap
+    spec_file = tmp_path / "track.py"
+    spec_file.write_text(TRACK_STRATEGY)
+    pos = {"ts_recv": 0, "source": "uav", "key": "1", "lat": 47.0, "lon": 8.0, "alt": 500.0, "relative_alt": 20.0,
+           "vx": 0.0, "vy": 0.0, "vz": 0.0, "heading": 90.0}
+    valid = [{**pos, "ts_event": T0 + i * 10**8, "ts_recv": T0 + i * 10**8, "seq": i, "lat": 47.0 + i / 1000}
+             for i in range(300)]
+    position = [("kind", b"position")]
+    messages = [(b"1", orjson.dumps(v), position) for v in valid]
+    poisons = {  # position in the stream -> (message, reason)
+        10: ((b"1", orjson.dumps(valid[10]), []), "no kind header"),
+        20: ((b"1", orjson.dumps(valid[20]), [("kind", None)]), "unknown kind ''"),
+        30: ((b"1", orjson.dumps(valid[30]), [("kind", b"warp")]), "unknown kind 'warp'"),
+        40: ((b"1", None, position), "null value"),
+        50: ((b"1", orjson.dumps({**valid[50], "lat": 200.0}), position), "lat must be within"),
+    }
+    for at in sorted(poisons, reverse=True):
+        messages.insert(at, poisons[at][0])
+    messages.insert(60, (b"1", orjson.dumps({**valid[60], "fix_type": 3}), [("kind", b"gps")]))  # not ours: left alone
+
+    async def publish() -> None:
+        await ensure_topics(bootstrap, [f"{prefix}.telemetry"])
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            for key, value, headers in messages:
+                await producer.send(f"{prefix}.telemetry", key=key, value=value, headers=headers)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    prefix = f"p{uuid.uuid4().hex[:8]}"
+    asyncio.run(publish())
+    env = {**os.environ, "QSF_KAFKA_BOOTSTRAP": bootstrap}
+    r = subprocess.run([*qsf_cmd(), "process", f"{spec_file}:Track", "--topic-prefix", prefix, "--group", f"g-{prefix}",
+                        "--out", str(tmp_path / "live"), "--exit-when-idle", "3"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "(5 rejected, 0 late)" in r.stdout
+    signals = pq.read_table(tmp_path / "live" / "signals.parquet")
+    assert signals.column("value").to_pylist() == [v["lat"] for v in valid]
+    dlq = [(m.key, m.value, dict(m.headers)) for m in _read_topic(bootstrap, f"{prefix}.dlq")]
+    assert len(dlq) == len(poisons)
+    for (key, value, _), why in poisons.values():
+        (got,) = [d for d in dlq if why in d[2]["reason"].decode()]
+        assert got[:2] == (key, value or b"") and got[2]["topic"] == f"{prefix}.telemetry".encode()
+
+
 HUGE_STRATEGY = '''
 from qsframework.strategy import Strategy
 
