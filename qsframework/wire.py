@@ -108,7 +108,7 @@ def _recv_not_ahead(table: pa.Table, kept: pa.Table, invalid: list[Invalid],
     return table.filter(pa.array(keep)), invalid
 
 
-def _decode_all_valid(kind: EventKind, values: list[bytes]) -> pa.Table | None:
+def _decode_all_valid(kind: EventKind, values: list[bytes | None]) -> pa.Table | None:
     """One parse and one typed conversion for the usual case of a batch without bad
     messages; None when any message needs the row-by-row path to be judged."""
     if not values:
@@ -138,7 +138,7 @@ def _decode_all_valid(kind: EventKind, values: list[bytes]) -> pa.Table | None:
     return table
 
 
-def _decode_each(kind: EventKind, values: list[bytes]) -> tuple[pa.Table, list[Rejected]]:
+def _decode_each(kind: EventKind, values: list[bytes | None]) -> tuple[pa.Table, list[Rejected]]:
     schema = kind.schema
     checks = []
     for field in schema:
@@ -158,7 +158,7 @@ def _decode_each(kind: EventKind, values: list[bytes]) -> tuple[pa.Table, list[R
             rejected.append(Rejected(value, "not a JSON object", index))
             continue
         row, reason = [], None
-        for name, check, nullable in checks:
+        for name, fits, nullable in checks:
             v = obj.get(name)
             if v is None:
                 if nullable:
@@ -166,10 +166,10 @@ def _decode_each(kind: EventKind, values: list[bytes]) -> tuple[pa.Table, list[R
                     continue
                 reason = f"missing field {name!r}"
                 break
-            if not check(v):
+            if not fits(v):
                 reason = f"field {name!r} has a bad value {v!r:.40}"
                 break
-            row.append(float(v) if check is _CHECKS["double"] else v)
+            row.append(float(v) if fits is _CHECKS["double"] else v)
         if reason is not None:
             rejected.append(Rejected(value, reason, index))
             continue
