@@ -271,6 +271,30 @@ def test_a_restart_does_not_meet_the_poison_again(stack_endpoints, tmp_path):
     assert len(_read_topic(bootstrap, f"{prefix}.dlq")) == 1
 
 
+def test_an_input_row_the_database_refuses_is_dead_lettered_with_its_origin(stack_endpoints, tmp_path):
+    """A trade valid by the rules but with a source too long for the table's key index: the
+    strategy reads it, PostgreSQL refuses it, and the DLQ names its topic, partition and offset."""
+    bootstrap = stack_endpoints.kafka_bootstrap
+    valid = make_trades(38, 600)
+    rows = valid.to_pylist()
+    rows[300]["source"] = random.Random(38).randbytes(8000).hex()  # 16 KB
+    table = pa.Table.from_pylist(rows, schema=TRADE.schema)
+    prefix = f"p{uuid.uuid4().hex[:8]}"
+    offsets = _publish(bootstrap, f"{prefix}.trades", encode(table))
+    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    r = _process(bootstrap, dsn, prefix, tmp_path / "live")
+    assert r.returncode == 0, r.stderr
+    assert "(0 rejected, 0 late)" in r.stdout
+    result, expected = _expected(tmp_path, table)
+    assert _pg_rows(dsn) == {**expected, "trades": _rows("trades", rows[:300] + rows[301:])}
+    (dlq,) = _read_topic(bootstrap, f"{prefix}.dlq")
+    headers = dict(dlq.headers)
+    assert headers["reason"].decode().startswith("postgres refused the row: ProgramLimitExceededError: index row")
+    assert (headers["topic"], headers["partition"], headers["offset"], headers["kind"]) == (
+        f"{prefix}.trades".encode(), b"0", str(offsets[300]).encode(), b"trade")
+    assert orjson.loads(dlq.value) == rows[300] and dlq.key == rows[300]["key"].encode()
+
+
 TEXT_STRATEGY = '''
 from qsframework.strategy import Strategy
 
