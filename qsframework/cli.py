@@ -641,12 +641,17 @@ def sitl_run(connect: str, scenario: str | None, out_dir: str, duration: float, 
 @click.option("--exit-when-idle", type=float, metavar="SECONDS", help="Finish once no event arrived for this long.")
 @click.option("--state", "state_dir", metavar="DIR", help="Snapshot the engine with each commit; a restart resumes exactly from it.")
 @click.option("--lateness", default="0s", show_default=True, metavar="DURATION", help="Allowed out-of-orderness before the watermark.")
+@click.option("--max-future", default="60s", show_default=True, metavar="DURATION",
+              help="Dead-letter events whose ts_event is more than this ahead of their ts_recv "
+                   "(or whose ts_recv is more than this ahead of this machine's clock).")
+@click.option("--floor", "floor", default="2000-01-01", show_default=True, metavar="TIME",
+              help="Dead-letter events whose ts_event is before this instant.")
 @click.option("--bootstrap", metavar="HOST:PORT", help="Broker (default: $QSF_KAFKA_BOOTSTRAP).")
 @click.option("--topic-prefix", default="qsf", show_default=True, help="Topics are PREFIX.trades, PREFIX.dlq, ...")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress (lag, events/s, latency) every 5 s.")
 def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[str, ...], out_dir: str | None,
-            record_dir: str | None, exit_when_idle: float | None, state_dir: str | None, lateness: str, bootstrap: str | None,
-            topic_prefix: str, verbose: bool) -> None:
+            record_dir: str | None, exit_when_idle: float | None, state_dir: str | None, lateness: str, max_future: str,
+            floor: str, bootstrap: str | None, topic_prefix: str, verbose: bool) -> None:
     """Run strategy SPEC live on Kafka topics with the backtest's engine.
 
     Stops cleanly on SIGTERM/SIGINT: outputs flushed, offsets committed, exit code 0.
@@ -657,10 +662,11 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
 
     from aiokafka.errors import KafkaError
 
-    from .durations import parse_duration
+    from .durations import parse_duration, parse_time
     from .loader import load_strategy
     from .params import build_params, parse_overrides
     from .processor import ProcessConfig, Processor, install_signal_handlers
+    from .validity import TimeBounds
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     overrides = parse_overrides(params)
@@ -670,11 +676,20 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
         lateness_ns = parse_duration(lateness)
     except ValueError as exc:
         raise UserError(f"--lateness: {exc}") from None
+    try:
+        max_future_ns = parse_duration(max_future)
+    except ValueError as exc:
+        raise UserError(f"--max-future: {exc}") from None
+    try:
+        floor_ns = parse_time(floor)
+    except ValueError as exc:
+        raise UserError(f"--floor: {exc}") from None
+    bounds = TimeBounds(max_future_ns=max_future_ns, floor_ns=floor_ns)
     cfg = ProcessConfig(
         bootstrap=_bootstrap(bootstrap), group=group or f"qsf-{cls.name}", prefix=topic_prefix,
         lateness_ns=lateness_ns, exit_when_idle_s=exit_when_idle, out=Path(out_dir) if out_dir else None,
         record=Path(record_dir) if record_dir else None, sinks=sinks, overrides=overrides,
-        pg_dsn=os.environ.get("QSF_PG_DSN"), state=Path(state_dir) if state_dir else None,
+        pg_dsn=os.environ.get("QSF_PG_DSN"), state=Path(state_dir) if state_dir else None, bounds=bounds,
     )
     if "timescale" in sinks and not cfg.pg_dsn:
         raise UserError('--sink timescale needs QSF_PG_DSN (e.g. eval "$(qsf stack up)")')

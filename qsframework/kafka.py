@@ -50,6 +50,50 @@ def dlq_topic(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}.dlq"
 
 
+# a dead letter must fit in one record whatever it carries: far below the 1 MiB that
+# producers (max_request_size) and brokers (message.max.bytes) accept by default
+DLQ_MAX_VALUE_BYTES = 512 << 10
+DLQ_MAX_KEY_BYTES = 1 << 10
+DLQ_MAX_REASON_BYTES = 1 << 10
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A DLQ record: the bad message (cut to fit) and headers saying why and where it came from.
+
+    Headers: ``reason``; ``topic``, ``partition``, ``offset`` of the original where known;
+    ``kind`` where known; ``truncated`` when the value or key was cut, listing each cut part
+    with its original size in bytes (e.g. ``value=1500000``).
+    """
+
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def dead_letter(*, reason: str, value: bytes | None, key: bytes | None = None, topic: str | None = None,
+                partition: int | None = None, offset: int | None = None, kind: str | None = None) -> DeadLetter:
+    """The DLQ record for one bad message; a null value (a tombstone) becomes an empty value."""
+    value = value or b""
+    reason_bytes = reason.encode(errors="replace")
+    if len(reason_bytes) > DLQ_MAX_REASON_BYTES:
+        reason_bytes = reason_bytes[:DLQ_MAX_REASON_BYTES - 3] + b"..."
+    headers = [("reason", reason_bytes)]
+    for name, known in (("topic", topic), ("partition", partition), ("offset", offset), ("kind", kind)):
+        if known is not None:
+            headers.append((name, str(known).encode()))
+    cut = []
+    if len(value) > DLQ_MAX_VALUE_BYTES:
+        cut.append(f"value={len(value)}")
+        value = value[:DLQ_MAX_VALUE_BYTES]
+    if key is not None and len(key) > DLQ_MAX_KEY_BYTES:
+        cut.append(f"key={len(key)}")
+        key = key[:DLQ_MAX_KEY_BYTES]
+    if cut:
+        headers.append(("truncated", ",".join(cut).encode()))
+    return DeadLetter(key=key, value=value, headers=headers)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ProducerConfig:
     """Throughput-minded defaults: wait a little to fill batches, every replica acks."""

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from .backtest import ParquetOutput
 from .engine import Engine
@@ -29,7 +31,9 @@ from .events import KINDS, get_kind
 from .kafka import (
     DEFAULT_PREFIX,
     KIND_HEADER,
+    DeadLetter,
     ProducerConfig,
+    dead_letter,
     dlq_topic,
     ensure_topics,
     kind_headers,
@@ -40,7 +44,9 @@ from .kafka import (
 from .order import sort_table
 from .recording import RecordingWriter
 from .shutdown import stop_on_signals
+from .sinks import Refused
 from .strategy import Strategy
+from .validity import DEFAULT_BOUNDS, TimeBounds
 from .wire import decode, encode
 
 log = logging.getLogger("qsf.process")
@@ -58,6 +64,7 @@ class ProcessConfig:
     sinks: tuple[str, ...] = ()
     pg_dsn: str | None = None
     state: Path | None = None  # snapshot directory: a restart resumes exactly from it
+    bounds: TimeBounds = DEFAULT_BOUNDS  # events outside them go to the DLQ, not the engine
     overrides: dict[str, str] = field(default_factory=dict)
     path: str = "auto"
     poll_ms: int = 200
@@ -146,12 +153,16 @@ class Processor:
         self._outputs: dict[str, ParquetOutput] = {}
         self._recorder = RecordingWriter(config.record) if config.record else None
         self._pg = None
+        self._dlq_failures = 0  # dead letters the broker did not take (logged; never fatal)
         if "timescale" in config.sinks:
             from .sinks.postgres import PostgresSink
 
             if not config.pg_dsn:
                 raise ValueError("the timescale sink needs a database: set QSF_PG_DSN")
             self._pg = PostgresSink(config.pg_dsn)
+        # PostgreSQL gets the input rows the engine consumes: those of the strategy's keys
+        keys = self.engine.keys
+        self._pg_keys = None if keys is None else pa.array(keys, pa.string())
         self._telegram = None
         if "telegram" in config.sinks:
             from .sinks.telegram import MemoryDedupStore, PostgresDedupStore, TelegramConfig, TelegramSink
@@ -223,7 +234,7 @@ class Processor:
             await self._flush_outputs(producer)  # whatever on_stop emitted
             if self._pg_items and (self._durable is None or not self._durable.cancelled()):
                 items, self._pg_items = self._pg_items, []
-                await self._write_pg(self._durable, items, [])
+                await self._write_pg(self._durable, items, [], producer)
             await producer.flush()
             await consumer.stop()
             await producer.stop()
@@ -248,20 +259,25 @@ class Processor:
                 continue
             groups: dict[str, list] = {}  # a shared topic: each message names its kind
             for m in msgs:
-                kind = next((v.decode(errors="replace") for k, v in (m.headers or ()) if k == KIND_HEADER), None)
+                kind = next(((v or b"").decode(errors="replace") for k, v in (m.headers or ()) if k == KIND_HEADER),
+                            None)
                 if kind in kinds:
                     groups.setdefault(kind, []).append(m)
                 elif kind is None or kind not in KINDS:
                     self.stats.rejected += 1
-                    await self._dead_letter(producer, tp.topic, m.value,
-                                            "no kind header" if kind is None else f"unknown kind {kind[:40]!r}")
+                    await self._dead_letter(producer, dead_letter(
+                        reason="no kind header" if kind is None else f"unknown kind {kind[:40]!r}",
+                        value=m.value, key=m.key, topic=tp.topic, partition=tp.partition, offset=m.offset))
             for kind, group in groups.items():  # other kinds on the topic are for other strategies
                 await self._ingest_kind(tp, part, kind, group, producer)
 
     async def _ingest_kind(self, tp: TopicPartition, part: int, kind: str, msgs: list, producer) -> None:
-        table, rejected = decode(get_kind(kind), [m.value for m in msgs])
+        table, rejected = decode(get_kind(kind), [m.value for m in msgs], bounds=self.cfg.bounds,
+                                 now_ns=time.time_ns())
         for r in rejected:
-            await self._dead_letter(producer, tp.topic, r.value, r.reason)
+            m = msgs[r.index]
+            await self._dead_letter(producer, dead_letter(reason=r.reason, value=m.value, key=m.key, topic=tp.topic,
+                                                          partition=tp.partition, offset=m.offset, kind=kind))
         self.stats.rejected += len(rejected)
         if not table.num_rows:
             return
@@ -273,9 +289,13 @@ class Processor:
         if self._released_upto is not None:
             late = ts < self._released_upto
             if late.any():
-                for value in table.filter(pa.array(late)).drop(["_part", "_offset"]).to_pylist():
-                    await self._dead_letter(producer, tp.topic, orjson.dumps(value),
-                                            f"late: event time before the watermark {self._released_upto}")
+                by_offset = {m.offset: m for m in msgs}
+                reason = f"late: event time before the watermark {self._released_upto}"
+                for off in table.column("_offset").to_numpy()[late].tolist():
+                    m = by_offset[off]
+                    await self._dead_letter(producer, dead_letter(
+                        reason=reason, value=m.value, key=m.key, topic=tp.topic, partition=tp.partition,
+                        offset=off, kind=kind))
                 self.stats.late += int(late.sum())
                 table = table.filter(pa.array(~late))
                 ts = ts[~late]
@@ -309,7 +329,7 @@ class Processor:
                 if self._recorder is not None:
                     self._recorder.write(kind, batch)
                 if self._pg is not None:
-                    self._pg_items.append((kind, pa.Table.from_batches([batch])))
+                    self._pg_items.append((kind, self._consumed(batch)))
         if upto is not None:
             self._released_upto = upto
         await self._flush_outputs(producer)
@@ -317,19 +337,41 @@ class Processor:
         if self._pg is not None:
             if self._pg_items:
                 items, self._pg_items = self._pg_items, []
-                self._durable = asyncio.create_task(self._write_pg(self._durable, items, recv))
+                self._durable = asyncio.create_task(self._write_pg(self._durable, items, recv, producer))
         elif tables:
             self._durable_now(recv)
 
+    def _consumed(self, batch: pa.RecordBatch) -> pa.Table:
+        """The rows of ``batch`` the engine consumes (the strategy's keys), for PostgreSQL."""
+        table = pa.Table.from_batches([batch])
+        if self._pg_keys is None:
+            return table
+        return table.filter(pc.is_in(table.column("key"), value_set=self._pg_keys))
+
     async def _write_pg(self, previous: asyncio.Task | None, items: list[tuple[str, pa.Table]],
-                        recv: list[np.ndarray]) -> None:
-        """Write one poll's rows, after the previous poll's (one connection, in order)."""
+                        recv: list[np.ndarray], producer) -> None:
+        """Write one poll's rows, after the previous poll's (one connection, in order); rows
+        the database refuses for their data go to the DLQ with its error."""
         if previous is not None:
             await previous
         for kind, table in items:
-            await self._pg.write(kind, table)  # type: ignore[union-attr]
+            refused = await self._pg.write(kind, table)  # type: ignore[union-attr]
+            if refused:
+                await self._dead_letter_rows(producer, kind, table, refused)
         if recv:
             self._durable_now(recv)
+
+    async def _dead_letter_rows(self, producer, kind: str, table: pa.Table, refused: list[Refused]) -> None:
+        """Dead-letter rows of ``table`` by index and reason; input rows keep their origin."""
+        parts = {v: tp for tp, v in self._part_ids.items()}
+        for r in refused:
+            row = table.slice(r.index, 1).to_pylist()[0]
+            origin = parts.get(row.pop("_part", -1))
+            offset = row.pop("_offset", None)
+            await self._dead_letter(producer, dead_letter(
+                reason=r.reason, value=orjson.dumps(row), key=str(row["key"]).encode(errors="replace"),
+                topic=origin.topic if origin else None, partition=origin.partition if origin else None,
+                offset=offset, kind=kind))
 
     def _durable_now(self, recv: list[np.ndarray]) -> None:
         """Receive-to-durable latency of rows the sinks hold now."""
@@ -355,7 +397,11 @@ class Processor:
             if "kafka" in self.cfg.sinks:
                 topic, headers = topic_of(buf.kind.name, self.cfg.prefix), kind_headers(buf.kind.name)
                 for key, value in encode(table):
-                    await producer.send(topic, key=key, value=value, headers=headers)
+                    try:
+                        await producer.send(topic, key=key, value=value, headers=headers)
+                    except MessageSizeTooLargeError as exc:  # a strategy's huge text: that row only
+                        await self._dead_letter(producer, dead_letter(
+                            reason=f"output too large for {topic}: {exc}", value=value, key=key, kind=buf.kind.name))
             if name == "signals":
                 self.stats.signals += table.num_rows
             else:
@@ -433,9 +479,26 @@ class Processor:
         log.info("resuming from %s", path)
         return {TopicPartition(*k): v for k, v in state["offsets"].items()}
 
-    async def _dead_letter(self, producer, topic: str, value: bytes, reason: str) -> None:
-        await producer.send(dlq_topic(self.cfg.prefix), value=value,
-                            headers=[("reason", reason.encode()), ("topic", topic.encode())])
+    async def _dead_letter(self, producer, letter: DeadLetter) -> None:
+        """Send one record to the DLQ. A bad message must never end the run, whatever the
+        DLQ does: a record the producer or broker refuses is logged and counted."""
+        try:
+            sent = await producer.send(dlq_topic(self.cfg.prefix), key=letter.key, value=letter.value,
+                                       headers=letter.headers)
+        except KafkaError as exc:
+            self._dead_letter_failed(letter, exc)
+            return
+        sent.add_done_callback(lambda f: self._dead_letter_done(letter, f))
+
+    def _dead_letter_done(self, letter: DeadLetter, sent: asyncio.Future) -> None:
+        if not sent.cancelled() and sent.exception() is not None:
+            self._dead_letter_failed(letter, sent.exception())  # type: ignore[arg-type]
+
+    def _dead_letter_failed(self, letter: DeadLetter, exc: BaseException) -> None:
+        self._dlq_failures += 1
+        where = {k: v.decode(errors="replace") for k, v in letter.headers}
+        log.error("could not dead-letter a message (%s: %s) from %s offset %s: %s", type(exc).__name__, exc,
+                  where.get("topic", "?"), where.get("offset", "?"), where.get("reason", ""))
 
     def _close_files(self) -> None:
         for out in self._outputs.values():

@@ -3,19 +3,22 @@
 ``{"ts_event": 1767571200107000000, "ts_recv": ..., "source": "binance", "key": "BTCUSDT",
 "seq": 3000000001, "price": 95001.5, "qty": 0.002, "is_buyer_maker": false}`` - the field
 names and types of the kind's Arrow schema, so any Kafka client can read and write it.
-Messages that do not decode to a valid event are returned with the reason, for the DLQ.
+Messages that do not decode to a valid event (malformed, null, or breaking a rule of
+:mod:`qsframework.validity`, event-time bounds included) are returned with the reason, for the DLQ.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .events import EventKind
+from .validity import DEFAULT_BOUNDS, Invalid, TimeBounds, check
 
 _CHECKS = {
     "int64": lambda v: isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63,
@@ -23,6 +26,24 @@ _CHECKS = {
     "string": lambda v: isinstance(v, str),
     "bool": lambda v: isinstance(v, bool),
 }
+
+
+def _check_of(type_: pa.DataType) -> Callable[[object], bool]:
+    """The value check of a field type: the fast ones above, else whether Arrow takes the
+    value as that type (a kind of one's own may use any type)."""
+    known = _CHECKS.get(str(type_))
+    if known is not None:
+        return known
+
+    def fits(v: object) -> bool:
+        try:
+            pa.scalar(v, type=type_)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError,
+                OverflowError):
+            return False
+        return True
+
+    return fits
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,22 +67,56 @@ def encode(batch: pa.RecordBatch | pa.Table) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def decode(kind: EventKind, values: Iterable[bytes]) -> tuple[pa.Table, list[Rejected]]:
-    """Valid events as a table of the kind's schema (in message order), and the rejects."""
+def decode(kind: EventKind, values: Iterable[bytes | None], *, bounds: TimeBounds | None = DEFAULT_BOUNDS,
+           now_ns: int | None = None) -> tuple[pa.Table, list[Rejected]]:
+    """Valid events as a table of the kind's schema (in message order), and the rejects
+    (in message order). ``bounds`` are the event-time bounds (None: schema checks only);
+    with ``now_ns`` (live input), a ``ts_recv`` more than ``bounds.max_future_ns`` ahead of
+    it is rejected too: a receive time cannot lie in the future of the receiver's clock."""
     values = list(values)
-    fast = _decode_all_valid(kind, values)
-    if fast is not None:
-        return fast, []
-    return _decode_each(kind, values)
+    table = _decode_all_valid(kind, values)
+    rejected: list[Rejected] = []
+    if table is None:
+        table, rejected = _decode_each(kind, values)
+    if bounds is None or not table.num_rows:
+        return table, rejected
+    kept, invalid = check(kind.name, table, bounds)
+    if now_ns is not None and kept.num_rows:
+        kept, invalid = _recv_not_ahead(table, kept, invalid, now_ns + bounds.max_future_ns)
+    if not invalid:
+        return kept, rejected
+    bad = {r.index for r in rejected}
+    position = [i for i in range(len(values)) if i not in bad]  # decoded row -> message index
+    rejected += [Rejected(values[position[i.index]] or b"", i.reason, position[i.index]) for i in invalid]
+    rejected.sort(key=lambda r: r.index)
+    return kept, rejected
 
 
-def _decode_all_valid(kind: EventKind, values: list[bytes]) -> pa.Table | None:
+def _recv_not_ahead(table: pa.Table, kept: pa.Table, invalid: list[Invalid],
+                    limit_ns: int) -> tuple[pa.Table, list[Invalid]]:
+    """Also reject the rows of ``table`` whose ts_recv is past ``limit_ns`` (the common case,
+    none, costs one max)."""
+    if pc.max(kept.column("ts_recv")).as_py() <= limit_ns:
+        return kept, invalid
+    ahead = pc.greater(table.column("ts_recv"), limit_ns).to_numpy(zero_copy_only=False)
+    already = {i.index for i in invalid}
+    more = [Invalid(i, "ts_recv ahead of this machine's clock by more than max-future")
+            for i in np.flatnonzero(ahead).tolist() if i not in already]
+    invalid = sorted([*invalid, *more], key=lambda i: i.index)
+    keep = np.ones(table.num_rows, bool)
+    keep[[i.index for i in invalid]] = False
+    return table.filter(pa.array(keep)), invalid
+
+
+def _decode_all_valid(kind: EventKind, values: list[bytes | None]) -> pa.Table | None:
     """One parse and one typed conversion for the usual case of a batch without bad
     messages; None when any message needs the row-by-row path to be judged."""
     if not values:
         return None
     try:
-        rows = orjson.loads(b"[" + b",".join(values) + b"]")
+        # one parse per message (never a join of them: two halves of a bad message could
+        # parse as one object, and one message could hold two)
+        rows = list(map(orjson.loads, values))
         if not all(type(r) is dict for r in rows):
             return None
         table = pa.Table.from_pylist(rows, schema=kind.schema)
@@ -83,17 +138,17 @@ def _decode_all_valid(kind: EventKind, values: list[bytes]) -> pa.Table | None:
     return table
 
 
-def _decode_each(kind: EventKind, values: list[bytes]) -> tuple[pa.Table, list[Rejected]]:
+def _decode_each(kind: EventKind, values: list[bytes | None]) -> tuple[pa.Table, list[Rejected]]:
     schema = kind.schema
     checks = []
     for field in schema:
-        check = _CHECKS.get(str(field.type))
-        if check is None:
-            raise TypeError(f"no wire check for {field.type}")
-        checks.append((field.name, check, field.nullable))
+        checks.append((field.name, _check_of(field.type), field.nullable))
     columns: list[list] = [[] for _ in checks]
     rejected: list[Rejected] = []
     for index, value in enumerate(values):
+        if value is None:
+            rejected.append(Rejected(b"", "null value (a tombstone, not an event)", index))
+            continue
         try:
             obj = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
@@ -103,7 +158,7 @@ def _decode_each(kind: EventKind, values: list[bytes]) -> tuple[pa.Table, list[R
             rejected.append(Rejected(value, "not a JSON object", index))
             continue
         row, reason = [], None
-        for name, check, nullable in checks:
+        for name, fits, nullable in checks:
             v = obj.get(name)
             if v is None:
                 if nullable:
@@ -111,10 +166,10 @@ def _decode_each(kind: EventKind, values: list[bytes]) -> tuple[pa.Table, list[R
                     continue
                 reason = f"missing field {name!r}"
                 break
-            if not check(v):
+            if not fits(v):
                 reason = f"field {name!r} has a bad value {v!r:.40}"
                 break
-            row.append(float(v) if check is _CHECKS["double"] else v)
+            row.append(float(v) if fits is _CHECKS["double"] else v)
         if reason is not None:
             rejected.append(Rejected(value, reason, index))
             continue

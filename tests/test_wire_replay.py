@@ -123,7 +123,7 @@ def test_batch_decoding_judges_every_message_like_one_by_one(rows):
     from qsframework.wire import _decode_each
 
     values = [orjson.dumps(r) for r in rows]
-    together, rejected_together = decode(TRADE, values)
+    together, rejected_together = decode(TRADE, values, bounds=None)  # schema checks only, like _decode_each
     careful, rejected_careful = _decode_each(TRADE, values)
     assert together.equals(careful)
     assert [(r.value, r.index) for r in rejected_together] == [(r.value, r.index) for r in rejected_careful]

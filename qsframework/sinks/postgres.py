@@ -2,8 +2,14 @@
 overlaps stored rows (a re-delivery) is instead copied into a staging table and merged with
 ``INSERT ... ON CONFLICT DO NOTHING`` on natural keys, so re-delivered batches add nothing.
 
-If the database goes away the sink retries with backoff until it is back; the caller does
-not commit offsets meanwhile, so nothing is lost.
+Errors are handled by class. The database going away (connection errors) is retried with
+backoff until it is back; the caller does not commit offsets meanwhile, so nothing is lost.
+A row the database refuses for its data (SQLSTATE classes 22 data exception, 23 integrity
+violation, 54 limit exceeded: a NUL byte in text, a key too long for its index) is returned
+while the rest is written: COPY names the row it failed on (a few extra COPYs per bad row);
+where it does not (a merge), the batch is halved instead (O(log n) extra COPYs per bad row).
+Anything else (a wrong password, permissions, a table of another shape) is a real error:
+raised as a one-line :class:`UserError`.
 """
 
 from __future__ import annotations
@@ -11,11 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from importlib import resources
 from pathlib import Path
 
 import asyncpg
+import asyncpg.exceptions._base as asyncpg_client
 import pyarrow as pa
+
+from ..errors import UserError
+from . import Refused
 
 log = logging.getLogger("qsf.sink.postgres")
 
@@ -27,6 +38,24 @@ SQL_DIR = Path(__file__).resolve().parents[2] / "infra" / "sql"
 _RETRYABLE = (OSError, ConnectionError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
               asyncpg.InterfaceError, asyncpg.exceptions.OperatorInterventionError,
               asyncpg.exceptions.InternalClientError)
+# the rows' fault, not the database's: the server refuses a value (class 22 data exception,
+# 23 integrity violation, 54 program limit exceeded, e.g. an index row too large), or the
+# client cannot encode it (a subclass of InterfaceError, so it is tested first)
+_DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
+                asyncpg.ProgramLimitExceededError, asyncpg_client.DataError)
+
+
+_COPY_LINE = re.compile(r"^COPY \S+, line (\d+)")
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _failed_row(exc: Exception, n: int) -> int | None:
+    """The index of the row a failed COPY of ``n`` rows names in its context, if any."""
+    m = _COPY_LINE.match(getattr(exc, "context", None) or "")
+    return int(m.group(1)) - 1 if m and 0 < int(m.group(1)) <= n else None
 
 
 def schema_sql(name: str) -> str:
@@ -48,6 +77,8 @@ class PostgresSink:
         self.rows_written = 0
         self.retries = 0
         self.merged = 0  # batches that overlapped rows already stored
+        self.copies = 0  # COPY transactions tried
+        self.splits = 0  # batches halved to find the rows the database refused
 
     async def start(self) -> None:
         await self._connect()
@@ -58,12 +89,17 @@ class PostgresSink:
             try:
                 self.con = await asyncpg.connect(self.dsn, timeout=5)
                 break
+            except asyncpg.PostgresError as exc:  # e.g. a wrong password, no such database
+                raise UserError(f"PostgreSQL: {_one_line(exc)}") from None
             except _RETRYABLE as exc:
                 self.retries += 1
                 log.warning("database unavailable (%s); retrying in %.1f s", type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(self.max_backoff_s, delay * 2) * (0.8 + 0.4 * random.random())
-        await self.con.execute(schema_sql("001_schema.sql"))
+        try:
+            await self.con.execute(schema_sql("001_schema.sql"))
+        except asyncpg.PostgresError as exc:
+            raise UserError(f"PostgreSQL: cannot create the tables: {_one_line(exc)}") from None
         available = await self.con.fetchval(
             "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
         )
@@ -72,19 +108,52 @@ class PostgresSink:
             self.timescale = True
         log.info("postgres sink ready (%s)", "TimescaleDB hypertables" if self.timescale else "plain tables")
 
-    async def write(self, kind: str, table: pa.Table) -> None:
-        """Make ``table`` durable in the kind's table; retries until the database takes it."""
+    async def write(self, kind: str, table: pa.Table) -> list[Refused]:
+        """Make ``table`` durable in the kind's table, retrying until the database takes it;
+        rows it refuses for their data are left out and returned with the error."""
         target = TABLES.get(kind)
         if target is None or table.num_rows == 0:
-            return
+            return []
         names = [n for n in table.schema.names if not n.startswith("_")]
         records = list(zip(*(table.column(n).to_pylist() for n in names)))
+        refused: list[Refused] = []
+        await self._write_span(target, names, records, 0, refused)
+        self.rows_written += len(records) - len(refused)
+        if refused:
+            log.warning("%s: %d of %d rows refused for their data (first: %s)", target, len(refused), len(records),
+                        refused[0].reason)
+        return refused
+
+    async def _write_span(self, target: str, names: list[str], records: list[tuple], first: int,
+                          refused: list[Refused]) -> None:
+        """Write ``records`` (rows ``first``... of the table); on a data error, the rows
+        before the one COPY names, that row alone, and each half of the rest (or each half,
+        when no row is named), down to the single rows at fault. Halving the rest keeps the
+        depth O(log n) and the rows sent O(n log n) even when every row is bad."""
+        try:
+            await self._copy(target, names, records)
+        except _DATA_ERRORS as exc:
+            n = len(records)
+            if n == 1:
+                refused.append(Refused(first, f"postgres refused the row: {type(exc).__name__}: {_one_line(exc)}"))
+                return
+            self.splits += 1
+            at = _failed_row(exc, n)
+            cuts = [0, n // 2, n] if at is None else [0, at, at + 1, at + 1 + (n - at - 1) // 2, n]
+            for lo, hi in zip(cuts, cuts[1:]):
+                if hi > lo:
+                    await self._write_span(target, names, records[lo:hi], first + lo, refused)
+
+    async def _copy(self, target: str, names: list[str], records: list[tuple]) -> None:
+        """One transaction: COPY, or a merge when the rows overlap stored ones; retried
+        while the database is unavailable, raised for anything else."""
         delay = 0.1
         while True:
             try:
                 if self.con is None or self.con.is_closed():
                     await self._connect()
                 assert self.con is not None
+                self.copies += 1
                 try:  # fast path: new rows go straight in by COPY
                     async with self.con.transaction():
                         await self.con.copy_records_to_table(target, records=records, columns=names)
@@ -98,8 +167,11 @@ class PostgresSink:
                             f"INSERT INTO {target} SELECT * FROM stage_{target} ON CONFLICT DO NOTHING"
                         )
                     self.merged += 1
-                self.rows_written += len(records)
                 return
+            except _DATA_ERRORS:
+                raise
+            except asyncpg.PostgresError as exc:  # neither the rows' fault nor a passing outage
+                raise UserError(f"PostgreSQL cannot store {target}: {_one_line(exc)}") from None
             except _RETRYABLE as exc:
                 self.retries += 1
                 log.warning("write to %s failed (%s); retrying in %.1f s", target, type(exc).__name__, delay)
