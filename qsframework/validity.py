@@ -123,7 +123,7 @@ def _finite(t: pa.Table, name: str) -> bool:
     v = _values(t, name)
     if v is None:
         return False
-    return not len(v) or bool(np.isfinite(v.min() + v.max()) or np.isfinite(v).all())
+    return not len(v) or bool(np.isfinite(v.min()) and np.isfinite(v.max()))
 
 
 def _common_rules(schema: pa.Schema, bounds: TimeBounds) -> list[Rule]:
