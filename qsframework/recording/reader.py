@@ -55,8 +55,10 @@ class Rejected:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, with unprintable characters escaped."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__
+    line = lines[0] if lines else type(exc).__name__
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in line)
 
 
 def _damaged(path: Path | str, what: str) -> UserError:
@@ -348,7 +350,7 @@ class Recording:
         if ok_sql is not None:
             cols += f", ({ok_sql}) AS {_OK}"
         order = ", ".join(ORDER_COLUMNS)
-        verify = _Verifier(ek, schema)
+        verify = _Verifier(ek, schema)  # one for the whole stream: order across files too
 
         def rejected(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
             """The full rows of ``paths`` that DuckDB found invalid, with check()'s reasons."""
@@ -365,6 +367,18 @@ class Recording:
                 on_reject(Rejected(kind, rows, reasons, files))
 
         def scan(con: duckdb.DuckDBPyConnection, group: list[FileInfo], needs_sort: bool) -> Iterator[pa.RecordBatch]:
+            try:
+                yield from scan_files(con, group, needs_sort, verify)
+            except UserError:
+                if len(group) == 1:
+                    raise
+                for f in group:  # name the file at fault: each alone, as a scan of it alone sees it
+                    for _ in scan_files(con, [f], False, _Verifier(ek, schema), quiet=True):
+                        pass
+                raise
+
+        def scan_files(con: duckdb.DuckDBPyConnection, group: list[FileInfo], needs_sort: bool,
+                       verify: _Verifier, quiet: bool = False) -> Iterator[pa.RecordBatch]:
             paths = [str(f.path) for f in group]
             name = paths[0] if len(paths) == 1 else f"{paths[0]} (sorted with {len(paths) - 1} overlapping files)"
             lo, hi = min(f.ts_min for f in group), max(f.ts_max for f in group)
@@ -385,7 +399,7 @@ class Recording:
                         valid, invalid = check(kind, batch, bounds)
                         if invalid:
                             idx = pa.array([bad.index for bad in invalid])
-                            if on_reject is not None:
+                            if on_reject is not None and not quiet:
                                 on_reject(Rejected(kind, pa.Table.from_batches([batch.take(idx)]),
                                                    [bad.reason for bad in invalid], [name] * len(idx)))
                             batch = valid
@@ -394,7 +408,7 @@ class Recording:
                     batch = conform(batch, ek, schema)
                     verify(batch, name, lo, hi)
                     yield batch
-                if some_invalid:
+                if some_invalid and not quiet:
                     rejected(con, paths)
             except (duckdb.Error, pa.ArrowException) as exc:
                 raise _damaged(name, f"cannot be read: {_first_line(exc)}") from None
@@ -440,8 +454,10 @@ class Recording:
             out["origin"] = self.origin
         for kind, files in self._files.items():
             keys: dict[str, dict] = {}
-            required = [f.name for f in KINDS[kind].schema if not f.nullable] if kind in KINDS else []
-            counts = "".join(f', count("{c}")' for c in required)
+            schema = KINDS[kind].schema if kind in KINDS else pa.schema([])
+            required = [f.name for f in schema if not f.nullable]
+            # counted row by row (not from statistics): every value is decoded
+            counts = "".join(f', count(*) FILTER (WHERE "{f.name}" IS NOT NULL)' for f in schema)
             for f in files:
                 try:
                     rows = self._con.execute(
@@ -451,8 +467,9 @@ class Recording:
                 except (duckdb.Error, pa.ArrowException) as exc:
                     raise _damaged(f.path, f"cannot be read: {_first_line(exc)}") from None
                 for key, n, lo, hi, *nonnull in rows:
-                    for col, have in zip(required, nonnull):
-                        if have != n:
+                    for field, have in zip(schema, nonnull):
+                        if field.name in required and have != n:
+                            col = field.name
                             raise _damaged(f.path, f"has nulls in column {col!r}, which may not be null")
                     k = keys.setdefault(key, {"rows": 0, "ts_min": lo, "ts_max": hi})
                     k["rows"] += n

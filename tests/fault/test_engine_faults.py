@@ -85,7 +85,7 @@ class Ticker(Strategy):
         self.fires += len(fires)
 
 
-GAP_S = 3_000_000  # ~35 days of 1 s ticks
+GAP_S = 1_500_000  # ~17 days of 1 s ticks
 
 
 def gap_table() -> pa.Table:
@@ -106,7 +106,7 @@ def test_long_timer_catch_up_costs_bounded_memory(path):
     finally:
         tracemalloc.stop()
     assert engine.strategy.fires == expected
-    assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MiB"  # 3M fires as arrays: > 70 MiB
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MiB"  # 1.5M fires as arrays: > 36 MiB
 
 
 class Beeper(Strategy):
