@@ -161,6 +161,7 @@ def run_backtest(
     if on_phase is not None:
         on_phase("prepare")
     prepare_s = engine.prepare()  # e.g. compiling kernels on first use: not in wall_s
+    prepare_s += recording.prepare()
     if on_phase is not None:
         on_phase("run")
     first = last = None

@@ -14,6 +14,7 @@ their reason.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,6 +300,15 @@ class Recording:
         if not files:
             return None
         return min(f.ts_min for f in files), max(f.ts_max for f in files)
+
+    def prepare(self) -> float:
+        """Load the compiled order check (compiling it on first use); returns the seconds."""
+        t0 = time.perf_counter()
+        empty = pa.RecordBatch.from_pydict(
+            {"ts_event": [0, 1], "source": ["", ""], "key": ["", ""], "seq": [0, 0]}
+        )
+        first_out_of_order(empty)
+        return time.perf_counter() - t0
 
     # -- streaming -----------------------------------------------------------------
     def stream(
