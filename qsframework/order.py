@@ -38,11 +38,13 @@ def is_sorted(batch: pa.Table | pa.RecordBatch) -> bool:
     return bool((idx == np.arange(len(idx))).all())
 
 
-def first_out_of_order(batch: pa.RecordBatch, last: tuple | None = None) -> int:
+def first_out_of_order(batch: pa.RecordBatch, last: tuple | None = None, *,
+                       one_source: bool = False) -> int:
     """Index of the first row of ``batch`` that sorts before the row ahead of it (row -1:
     ``last``, a ``(ts_event, source, key, seq)`` tuple), or -1 when all are in order.
 
-    One compiled pass that compares strings only where times tie.
+    One compiled pass that compares strings only where times tie (and no sources when
+    ``one_source`` says the batch has one).
     """
     from .keycodes import string_buffers
     from .order_kernel import first_unsorted
@@ -55,7 +57,7 @@ def first_out_of_order(batch: pa.RecordBatch, last: tuple | None = None) -> int:
     s_off, s_data, s_start, _ = string_buffers(cols[1])
     k_off, k_data, k_start, _ = string_buffers(cols[2])
     return int(first_unsorted(cols[0].to_numpy(), s_off, s_data, s_start, k_off, k_data,
-                              k_start, cols[3].to_numpy()))
+                              k_start, cols[3].to_numpy(), one_source))
 
 
 def _order_keys(kind_rank: int, batch: pa.RecordBatch) -> list[np.ndarray]:

@@ -24,15 +24,16 @@ def _compare(offsets, data, start, a, b):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def first_unsorted(ts, s_off, s_data, s_start, k_off, k_data, k_start, seq):  # pragma: no cover
+def first_unsorted(ts, s_off, s_data, s_start, k_off, k_data, k_start, seq, one_source):  # pragma: no cover
     """Index of the first row that sorts before the row ahead of it by
-    ``(ts_event, source, key, seq)``, or -1; strings are compared only where times tie."""
+    ``(ts_event, source, key, seq)``, or -1; strings are compared only where times tie,
+    sources not at all when ``one_source`` says every row has the same."""
     for r in range(1, len(ts)):
         if ts[r] > ts[r - 1]:
             continue
         if ts[r] < ts[r - 1]:
             return r
-        c = _compare(s_off, s_data, s_start, r, r - 1)
+        c = 0 if one_source else _compare(s_off, s_data, s_start, r, r - 1)
         if c == 0:
             c = _compare(k_off, k_data, k_start, r, r - 1)
         if c < 0 or (c == 0 and seq[r] < seq[r - 1]):

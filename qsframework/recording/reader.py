@@ -13,10 +13,12 @@ their reason.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import duckdb
@@ -27,10 +29,13 @@ import pyarrow.parquet as pq
 from ..errors import UserError
 from ..events import KINDS, ORDER_COLUMNS, EventKind, conform, get_kind
 from ..order import first_out_of_order, merge_kinds
+from ..strategy import repeat_string
+from ..user_cache import writable_cache_dir
 from ..validity import DEFAULT_BOUNDS, TimeBounds, check, sql_check
 from .format import FORMAT_VERSION, MANIFEST
 
 _OK = "__qsf_ok"  # the column DuckDB computes: the row keeps every validity rule
+_constant = lru_cache(maxsize=8)(repeat_string)  # a column of one string (batches repeat sizes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,7 @@ class FileInfo:
     ts_min: int
     ts_max: int
     keys: frozenset[str] | None = None  # distinct keys, when the writer recorded them
+    source: str | None = None  # the one source of every row, when the statistics show one
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +119,18 @@ def _ts_statistics(path: Path, md: pq.FileMetaData) -> tuple[int, int] | None:
     return int(min(s.min for s in stats)), int(max(s.max for s in stats))
 
 
+def _one_source(md: pq.FileMetaData) -> str | None:
+    """The value of the ``source`` column when its statistics show it is the same in every row."""
+    idx = md.schema.to_arrow_schema().get_field_index("source")
+    values = set()
+    for i in range(md.num_row_groups):
+        stats = md.row_group(i).column(idx).statistics if idx >= 0 else None
+        if stats is None or not stats.has_min_max or stats.null_count or stats.min != stats.max:
+            return None
+        values.add(stats.min)
+    return values.pop() if len(values) == 1 and isinstance(next(iter(values)), str) else None
+
+
 def _file_info(path: Path, kind: str) -> FileInfo:
     try:
         md = pq.read_metadata(path)
@@ -146,7 +164,7 @@ def _file_info(path: Path, kind: str) -> FileInfo:
             keys = frozenset(json.loads(meta[b"qsf.keys"]))
         except ValueError:
             keys = None
-    return FileInfo(path, kind, md.num_rows, footer[0], footer[1], keys)
+    return FileInfo(path, kind, md.num_rows, footer[0], footer[1], keys, _one_source(md))
 
 
 def _runs(files: list[FileInfo]) -> list[tuple[list[FileInfo], bool]]:
@@ -186,6 +204,38 @@ def _join(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
+class _CheckedFiles:
+    """Files whose every row kept the validity rules (as a DuckDB expression), remembered in
+    the user's cache by path, size and modification time: a later read of an unchanged file
+    skips the columns only the rules need, so checking costs one read per file."""
+
+    def __init__(self, rules: str) -> None:
+        self.dir = writable_cache_dir("checked")
+        self.rules = rules
+
+    def _entry(self, f: FileInfo) -> Path | None:
+        if self.dir is None:
+            return None
+        try:
+            st = f.path.stat()
+        except OSError:
+            return None
+        text = f"{f.path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{self.rules}"
+        return self.dir / hashlib.sha256(text.encode()).hexdigest()
+
+    def clean(self, group: list[FileInfo]) -> bool:
+        return all((e := self._entry(f)) is not None and e.exists() for f in group)
+
+    def mark(self, group: list[FileInfo]) -> None:
+        for f in group:
+            entry = self._entry(f)
+            if entry is not None:
+                try:
+                    entry.touch()
+                except OSError:
+                    return
+
+
 class _Verifier:
     """Checks one kind's stream as it goes: no nulls where none may be, rows in total order
     (within and across batches and files), times inside each file's footer range."""
@@ -195,11 +245,12 @@ class _Verifier:
         self.required = [f.name for f in schema if not kind.schema.field(f.name).nullable]
         self.last: tuple | None = None
 
-    def __call__(self, batch: pa.RecordBatch, name: str, lo: int, hi: int) -> None:
+    def __call__(self, batch: pa.RecordBatch, name: str, lo: int, hi: int, *,
+                 one_source: bool = False) -> None:
         for col in self.required:
             if batch.column(col).null_count:
                 raise _damaged(name, f"has nulls in column {col!r}, which may not be null")
-        bad = first_out_of_order(batch, self.last)
+        bad = first_out_of_order(batch, self.last, one_source=one_source)
         if bad >= 0:
             at = batch.column("ts_event")[bad].as_py()
             raise _damaged(
@@ -356,9 +407,8 @@ class Recording:
         ok_sql = sql_check(kind, ek.schema, bounds)
         if ok_sql is None:  # a rule without a SQL form: read every column, check in Python
             schema = ek.schema
-        cols = ", ".join(f'"{n}"' for n in schema.names)
-        if ok_sql is not None:
-            cols += f", ({ok_sql}) AS {_OK}"
+        plain = ", ".join(f'"{n}"' for n in schema.names)
+        checked = _CheckedFiles(ok_sql) if ok_sql is not None else None
         order = ", ".join(ORDER_COLUMNS)
         verify = _Verifier(ek, schema)  # one for the whole stream: order across files too
 
@@ -392,19 +442,25 @@ class Recording:
             paths = [str(f.path) for f in group]
             name = paths[0] if len(paths) == 1 else f"{paths[0]} (sorted with {len(paths) - 1} overlapping files)"
             lo, hi = min(f.ts_min for f in group), max(f.ts_max for f in group)
+            rules = checked is not None and not checked.clean(group)
+            # a source the statistics show constant is not read out: filled in from them
+            sources = {f.source for f in group}
+            source = sources.pop() if len(sources) == 1 and "source" in schema.names else None
+            cols = plain if source is None else ", ".join(f'"{n}"' for n in schema.names if n != "source")
+            cols = f"{cols}, ({ok_sql}) AS {_OK}" if rules else cols
             sql = f"SELECT {cols} FROM read_parquet(?) WHERE {' AND '.join(where)}"
             if needs_sort:
                 sql += f" ORDER BY {order}"
             some_invalid = False
             try:
                 for batch in con.sql(sql, params=[paths, *params]).to_arrow_reader(batch_size):
-                    if ok_sql is not None:
+                    if rules:
                         ok = batch.column(_OK)
                         batch = batch.drop_columns([_OK])
                         if ok.false_count:
                             some_invalid = True
                             batch = batch.filter(ok)
-                    else:
+                    elif checked is None:
                         batch = conform(batch, ek)
                         valid, invalid = check(kind, batch, bounds)
                         if invalid:
@@ -415,11 +471,16 @@ class Recording:
                             batch = valid
                     if not batch.num_rows:
                         continue
+                    if source is not None:
+                        batch = batch.add_column(schema.get_field_index("source"), "source",
+                                                 _constant(source, batch.num_rows))
                     batch = conform(batch, ek, schema)
-                    verify(batch, name, lo, hi)
+                    verify(batch, name, lo, hi, one_source=source is not None)
                     yield batch
                 if some_invalid and not quiet:
                     rejected(con, paths)
+                elif rules and len(where) == 1 and checked is not None:  # every row was read
+                    checked.mark(group)
             except (duckdb.Error, pa.ArrowException) as exc:
                 raise _damaged(name, f"cannot be read: {_first_line(exc)}") from None
 

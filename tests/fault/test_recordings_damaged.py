@@ -263,3 +263,18 @@ def test_exact_duplicates_in_a_recording_are_dropped_and_counted(pristine, rec, 
     assert "qsf: warning: 4 exact duplicate events dropped" in r.stderr
     assert json.loads((tmp_path / "out" / "report.json").read_text())["duplicates"] == 4
     assert signals(tmp_path / "out").equals(pristine[1])
+
+
+def test_a_file_checked_once_is_checked_again_once_it_changes(rec, tmp_path):
+    """Files that passed the checks are remembered (by path, size and time): a later change
+    to one is seen all the same."""
+    assert backtest(rec, tmp_path / "first").returncode == 0
+    victim = parts(rec)[1]
+    table = pq.read_table(victim)
+    price = table.column("price").to_numpy().copy()
+    price[7] = 0.0
+    rewrite(victim, table.set_column(5, "price", pa.array(price)))
+    r = backtest(rec, tmp_path / "second")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "second" / "report.json").read_text())
+    assert report["rejected"]["reasons"] == {"price must be > 0": 1}
