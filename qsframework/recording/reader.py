@@ -127,6 +127,8 @@ def _one_source(md: pq.FileMetaData) -> str | None:
         stats = md.row_group(i).column(idx).statistics if idx >= 0 else None
         if stats is None or not stats.has_min_max or stats.null_count or stats.min != stats.max:
             return None
+        if not (getattr(stats, "is_min_value_exact", True) and getattr(stats, "is_max_value_exact", True)):
+            return None  # truncated values: equal prefixes say nothing
         values.add(stats.min)
     return values.pop() if len(values) == 1 and isinstance(next(iter(values)), str) else None
 
