@@ -23,7 +23,6 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import UserError
@@ -373,14 +372,14 @@ class Recording:
         keys: Sequence[str] | None = None,
         batch_size: int = 65_536,
         columns: Sequence[str] | None = None,
-        bounds: TimeBounds = DEFAULT_BOUNDS,
+        bounds: TimeBounds | None = DEFAULT_BOUNDS,
         on_reject: Callable[[Rejected], None] | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """Batches of ``kind`` in total order with ``start <= ts_event < end`` and ``key in keys``.
 
         ``columns`` reads only those fields (``ts_event`` and the other order columns are
         always included). Rows that break a validity rule under ``bounds`` are left out and
-        handed to ``on_reject``. Raises :class:`UserError` naming the file when a file is
+        handed to ``on_reject`` (``bounds=None``: no validity check, every row as stored). Raises :class:`UserError` naming the file when a file is
         damaged, holds wrong types or nulls, or is not in total order.
         """
         ek = get_kind(kind)
@@ -406,8 +405,9 @@ class Recording:
         if keys is not None:
             where.append("list_contains(?, key)")
             params.append(list(keys))
-        ok_sql = sql_check(kind, ek.schema, bounds)
-        if ok_sql is None:  # a rule without a SQL form: read every column, check in Python
+        ok_sql = sql_check(kind, ek.schema, bounds) if bounds is not None else None
+        python_check = bounds is not None and ok_sql is None
+        if python_check:  # a rule without a SQL form: read every column, check in Python
             schema = ek.schema
         plain = ", ".join(f'"{n}"' for n in schema.names)
         checked = _CheckedFiles(ok_sql) if ok_sql is not None else None
@@ -421,7 +421,7 @@ class Recording:
             table = con.sql(sql, params=[paths, *params]).to_arrow_table()
             files = table.column("filename").to_pylist()
             rows = pa.Table.from_batches([conform(table, ek)])
-            _, invalid = check(kind, rows, bounds)
+            _, invalid = check(kind, rows, bounds)  # type: ignore[arg-type]
             reasons = ["breaks a validity rule"] * rows.num_rows
             for bad in invalid:
                 reasons[bad.index] = bad.reason
@@ -462,9 +462,9 @@ class Recording:
                         if ok.false_count:
                             some_invalid = True
                             batch = batch.filter(ok)
-                    elif checked is None:
+                    elif python_check:
                         batch = conform(batch, ek)
-                        valid, invalid = check(kind, batch, bounds)
+                        valid, invalid = check(kind, batch, bounds)  # type: ignore[arg-type]
                         if invalid:
                             idx = pa.array([bad.index for bad in invalid])
                             if on_reject is not None and not quiet:
@@ -502,7 +502,7 @@ class Recording:
         keys: Sequence[str] | None = None,
         batch_size: int = 65_536,
         columns: dict[str, Sequence[str]] | None = None,
-        bounds: TimeBounds = DEFAULT_BOUNDS,
+        bounds: TimeBounds | None = DEFAULT_BOUNDS,
         on_reject: Callable[[Rejected], None] | None = None,
     ) -> Iterator[tuple[str, pa.RecordBatch]]:
         """Events of several kinds merged into the engine's total order."""

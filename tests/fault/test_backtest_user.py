@@ -12,7 +12,6 @@ import duckdb
 import pytest
 
 from qsframework.backtest import run_backtest
-from qsframework.loader import load_strategy
 from qsframework.recording import Recording, RecordingWriter
 from qsframework.simulate import simulate_trades
 
