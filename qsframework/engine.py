@@ -55,6 +55,16 @@ def _pylists(col: pa.Array) -> Callable[[int, int], list]:
     return lambda lo, hi: col.slice(lo, hi - lo).to_pylist()
 
 
+def _failed(cls: type[Strategy], handler: str, exc: Exception, what: str = "") -> StrategyError:
+    """The one-line error for an exception the strategy's ``handler`` raised (on ``what``)."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    where = f" on {what}" if what else ""
+    return StrategyError(
+        f"strategy {cls.__name__} ({cls.name}) failed in {handler}{where}: "
+        f"{type(exc).__name__}: {text}"
+    )
+
+
 class Engine:
     """Runs one strategy instance over ordered event batches."""
 
@@ -74,7 +84,10 @@ class Engine:
                 strategy_cls.Params, overrides or {}, owner=f"strategy {strategy_cls.__name__}"
             )
         self.ctx = Context(strategy=strategy_cls.name, seed=seed)
-        self.strategy = strategy_cls(params, self.ctx)
+        try:
+            self.strategy = strategy_cls(params, self.ctx)
+        except Exception as exc:
+            raise _failed(strategy_cls, "__init__", exc) from exc
         self.params = params
         self.path = path
         self.kinds = tuple(strategy_cls.kinds)
@@ -82,7 +95,10 @@ class Engine:
         # outputs, and cheaper than setting up a vectorized pass for a few rows: live
         # micro-batches); "batch" always takes the batch handler
         self._small = small_batch if path == "auto" else 0
-        keys = self.strategy.keys()
+        try:
+            keys = self.strategy.keys()
+        except Exception as exc:
+            raise _failed(strategy_cls, "keys", exc) from exc
         self._key_set = pa.array(sorted(keys), pa.string()) if keys is not None else None
         self._started = False
         self.events_in = 0
@@ -204,14 +220,7 @@ class Engine:
         return batch.filter(pa.array(~dup))
 
     def _failed(self, handler: str, exc: Exception, what: str = "") -> StrategyError:
-        """The one-line error for an exception the strategy's ``handler`` raised."""
-        name = type(self.strategy).__name__
-        text = " ".join(str(exc).split()) or "(no message)"
-        where = f" on {what}" if what else ""
-        return StrategyError(
-            f"strategy {name} ({self.strategy.name}) failed in {handler}{where}: "
-            f"{type(exc).__name__}: {text}"
-        )
+        return _failed(type(self.strategy), handler, exc, what)
 
     def _failed_on_event(self, handler: str, exc: Exception, kind: str, names: list[str],
                          event: Any) -> StrategyError:

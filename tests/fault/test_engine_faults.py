@@ -228,3 +228,14 @@ def test_duplicates_survive_snapshot_and_restore(spread_cls):
     assert second.duplicates == 3
     signals = pa.concat_tables([first.ctx.outputs.signals.drain(), second.ctx.outputs.signals.drain()])
     assert signals.equals(ref)
+
+
+def test_a_strategy_failing_to_construct_is_a_strategy_error():
+    class Broken(Strategy):
+        def __init__(self, params, ctx):
+            super().__init__(params, ctx)
+            raise AttributeError("no such table")
+
+    with pytest.raises(StrategyError, match=r"^strategy Broken \(broken\) failed in __init__: "
+                                            r"AttributeError: no such table$"):
+        Engine(Broken)
