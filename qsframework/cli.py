@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from . import __version__
 from .durations import format_time, parse_time
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .validity import TimeBounds
 
 BATCH_DEFAULT = 65_536
 
@@ -24,7 +28,7 @@ def _time_option(value: str | None, name: str) -> int | None:
         raise UserError(f"{name}: {exc}") from None
 
 
-def _bounds(max_future: str, floor: str):
+def _bounds(max_future: str, floor: str) -> TimeBounds:
     """The ts_event bounds of --max-future and --floor."""
     from .durations import parse_duration
     from .validity import TimeBounds
