@@ -1,5 +1,6 @@
 """QuantStream: one strategy class, backtested on recordings and run live, with proof both agree."""
 
+from . import user_cache  # noqa: F401 - before numba is imported: where kernels are cached
 from .durations import Duration
 from .events import ALERT, KINDS, SIGNAL, TRADE, EventKind, define_kind
 from . import telemetry  # noqa: F401 - registers the telemetry kinds

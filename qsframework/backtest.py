@@ -1,10 +1,16 @@
-"""Backtest: a recording through the engine into signals/alerts Parquet and a report."""
+"""Backtest: a recording through the engine into signals/alerts Parquet and a report.
+
+Rows of the recording that break a validity rule (``bounds``: the same floor and
+max-future as ``qsf process``) are skipped, counted per reason in the report and written
+with their reason to ``rejected.parquet``; exact duplicates are dropped and counted.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +26,31 @@ from .outputs import OutputBuffer
 from .params import describe_params
 from .readahead import read_ahead
 from .recording import Recording
+from .recording.reader import Rejected
 from .strategy import Strategy
+from .validity import DEFAULT_BOUNDS, NS_PER_S, TimeBounds
+
+#: rejected.parquet: one row per skipped input row, with its reason and the row as JSON
+REJECTED_SCHEMA = pa.schema([
+    pa.field("kind", pa.string(), nullable=False),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("file", pa.string()),
+    pa.field("ts_event", pa.int64()),
+    pa.field("key", pa.string()),
+    pa.field("seq", pa.int64()),
+    pa.field("row", pa.string(), nullable=False),
+])
+
+
+def rejected_table(rejects: list[Rejected]) -> pa.Table:
+    """Rejected rows of any kinds as one table of :data:`REJECTED_SCHEMA`."""
+    rows = []
+    for r in rejects:
+        for row, reason, file in zip(r.rows.to_pylist(), r.reasons, r.files):
+            rows.append({"kind": r.kind, "reason": reason, "file": file, "ts_event": row.get("ts_event"),
+                         "key": row.get("key"), "seq": row.get("seq"),
+                         "row": json.dumps(row, sort_keys=True)})
+    return pa.Table.from_pylist(rows, schema=REJECTED_SCHEMA)
 
 
 class ParquetOutput:
@@ -57,6 +87,7 @@ class BacktestResult:
     ts_last: int | None
     report: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, pa.Table] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def run_backtest(
@@ -71,11 +102,16 @@ def run_backtest(
     path: EnginePath = "auto",
     seed: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
     flush_rows: int = 100_000,
     spec: str | None = None,
+    bounds: TimeBounds = DEFAULT_BOUNDS,
 ) -> BacktestResult:
-    """Run ``strategy_cls`` over ``recording``; write outputs under ``out`` (or keep them in memory)."""
+    """Run ``strategy_cls`` over ``recording``; write outputs under ``out`` (or keep them in memory).
+
+    ``on_total`` learns how many rows the run will read (the kinds, keys and time range the
+    strategy reads), ``on_progress`` each batch's rows and last time."""
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     if start is not None and end is not None and end <= start:
@@ -90,6 +126,9 @@ def run_backtest(
     buffers: dict[str, OutputBuffer] = engine.ctx.outputs.buffers()
     writers: dict[str, ParquetOutput] = {}
     kept: dict[str, list[pa.Table]] = {name: [] for name in buffers}
+    rejects: list[Rejected] = []  # appended by the reading thread, taken by drain()
+    reasons: Counter[str] = Counter()
+    kept_rejects: list[pa.Table] = []
     if out is not None:
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {str(out)!r} exists and is not a directory")
@@ -98,8 +137,17 @@ def run_backtest(
         except OSError as exc:
             raise UserError(f"cannot create --out {str(out)!r}: {exc.strerror}") from None
         writers = {n: ParquetOutput(out / f"{n}.parquet", b.kind.schema) for n, b in buffers.items()}
+        writers["rejected"] = ParquetOutput(out / "rejected.parquet", REJECTED_SCHEMA)
 
     def drain(force: bool = False) -> None:
+        while rejects:
+            r = rejects.pop(0)
+            reasons.update(r.reasons)
+            table = rejected_table([r])
+            if "rejected" in writers:
+                writers["rejected"].write(table)
+            else:
+                kept_rejects.append(table)
         for name, buf in buffers.items():
             if len(buf) and (force or len(buf) >= flush_rows):
                 table = buf.drain()
@@ -108,17 +156,21 @@ def run_backtest(
                 else:
                     kept[name].append(table)
 
+    if on_total is not None:
+        on_total(recording.count(kinds, start=start, end=end, keys=engine.keys))
     if on_phase is not None:
         on_phase("prepare")
     prepare_s = engine.prepare()  # e.g. compiling kernels on first use: not in wall_s
+    prepare_s += recording.prepare()
     if on_phase is not None:
         on_phase("run")
     first = last = None
+    engine.on_outputs = drain  # a long timer catch-up writes its outputs out as it goes
     t0 = time.perf_counter()
     try:
         stream = recording.stream_all(
             kinds, start=start, end=end, keys=engine.keys, batch_size=batch_size,
-            columns={k: engine.columns(k) for k in kinds},
+            columns={k: engine.columns(k) for k in kinds}, bounds=bounds, on_reject=rejects.append,
         )
         for kind, batch in read_ahead(stream):
             engine.process(kind, batch, filtered=True)
@@ -139,6 +191,9 @@ def run_backtest(
         w.close()
     wall = time.perf_counter() - t0
     counts = {n: b.count for n, b in buffers.items()}
+    rejected = sum(reasons.values())
+    warnings = _warnings(engine, recording, kinds, start=start, end=end, rejected=reasons,
+                         out=out)
     report = {
         "strategy": spec or f"{strategy_cls.__module__}:{strategy_cls.__qualname__}",
         "strategy_name": strategy_cls.name,
@@ -147,6 +202,10 @@ def run_backtest(
         "path": "batch" if engine.uses_batch_path else "event",
         "batch_size": batch_size,
         "events_in": engine.events_in,
+        "rejected": {"total": rejected, "reasons": dict(reasons.most_common())},
+        "duplicates": engine.duplicates,
+        "bounds": {"max_future_s": bounds.max_future_ns / NS_PER_S,
+                   "floor": format_time(bounds.floor_ns)},
         "outputs": counts,
         "wall_s": round(wall, 6),
         "prepare_s": round(prepare_s, 6),
@@ -158,6 +217,7 @@ def run_backtest(
             "last": format_time(last) if last is not None else None,
             "seconds": (last - first) / 1e9 if first is not None else 0.0,
         },
+        "warnings": warnings,
     }
     if out is not None:
         tmp = out / ".report.json.tmp"
@@ -168,6 +228,8 @@ def run_backtest(
         for n in buffers
         if out is None
     }
+    if out is None:
+        tables["rejected"] = pa.concat_tables(kept_rejects) if kept_rejects else REJECTED_SCHEMA.empty_table()
     return BacktestResult(
         events_in=engine.events_in,
         signals=counts["signals"],
@@ -177,4 +239,35 @@ def run_backtest(
         ts_last=last,
         report=report,
         tables=tables,
+        warnings=warnings,
     )
+
+
+def _warnings(engine: Engine, recording: Recording, kinds: list[str], *, start: int | None,
+              end: int | None, rejected: Counter[str], out: Path | None) -> list[str]:
+    """What a user should know about the input: rows skipped, duplicates, nothing matched."""
+    notes = []
+    total = sum(rejected.values())
+    if total:
+        top = "; ".join(f"{n:,} {reason}" for reason, n in rejected.most_common(3))
+        more = f"; {len(rejected) - 3} more reasons" if len(rejected) > 3 else ""
+        where = f" (listed in {out / 'rejected.parquet'})" if out is not None else ""
+        notes.append(f"{total:,} events rejected and skipped: {top}{more}{where}")
+    if engine.duplicates:
+        notes.append(f"{engine.duplicates:,} exact duplicate events dropped")
+    files = [f for kind in kinds for f in recording.files(kind)]
+    have = None if any(f.keys is None for f in files) else {k for f in files for k in f.keys or ()}
+    missing = sorted(set(engine.keys or ()) - have) if have is not None else []
+    if missing:
+        notes.append(f"the recording has no events of {', '.join(missing)} "
+                     f"(it has {', '.join(sorted(have or ())) or 'none'})")
+    if engine.events_in == 0 and not total:
+        span = recording.span()
+        if span is not None and ((start is not None and start > span[1]) or (end is not None and end <= span[0])):
+            why = f"the recording spans {format_time(span[0])} .. {format_time(span[1])}"
+        elif missing:
+            why = "none of the strategy's keys are in the recording"
+        else:
+            why = "no event of the recording passed the time and key filters"
+        notes.append(f"no events matched: {why}")
+    return notes

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from . import __version__
 from .durations import format_time, parse_time
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .validity import TimeBounds
 
 BATCH_DEFAULT = 65_536
 
@@ -22,6 +26,22 @@ def _time_option(value: str | None, name: str) -> int | None:
         return parse_time(value)
     except ValueError as exc:
         raise UserError(f"{name}: {exc}") from None
+
+
+def _bounds(max_future: str, floor: str) -> TimeBounds:
+    """The ts_event bounds of --max-future and --floor."""
+    from .durations import parse_duration
+    from .validity import TimeBounds
+
+    try:
+        max_future_ns = parse_duration(max_future)
+    except ValueError as exc:
+        raise UserError(f"--max-future: {exc}") from None
+    if max_future_ns < 0:
+        raise UserError("--max-future must not be negative")
+    floor_ns = _time_option(floor, "--floor")
+    assert floor_ns is not None
+    return TimeBounds(max_future_ns=max_future_ns, floor_ns=floor_ns)
 
 
 def _progress(*, unit: str = "events"):
@@ -64,13 +84,20 @@ def main() -> None:
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a strategy parameter (repeatable); durations like 30s, 5m.")
 @click.option("--path", "path", type=click.Choice(["auto", "event", "batch"]), default="auto", show_default=True, help="Handler path: per-event, vectorized batch, or batch when the strategy has one.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the strategy's ctx.rng.")
+@click.option("--max-future", "max_future", default="60s", show_default=True, metavar="D",
+              help="Skip (and list in rejected.parquet) events whose ts_event is more than D ahead of their ts_recv.")
+@click.option("--floor", "floor", default="2000-01-01T00:00:00Z", show_default=True, metavar="T",
+              help="Skip (and list in rejected.parquet) events whose ts_event is before T.")
+@click.option("-v", "--verbose", is_flag=True, help="Show the traceback when the strategy raises.")
 def backtest(spec: str, recording_dir: str, out_dir: str, start: str | None, end: str | None,
-             batch_size: int, params: tuple[str, ...], path: str, seed: int) -> None:
+             batch_size: int, params: tuple[str, ...], path: str, seed: int, max_future: str,
+             floor: str, verbose: bool) -> None:
     """Run strategy SPEC (file.py:Class or module:Class) over a recording.
 
     Example: qsf backtest strategies/btc_eth_spread.py:BtcEthSpread --recording recordings/sample --out out -p window=30s
     """
     from .backtest import run_backtest
+    from .errors import StrategyError
     from .loader import load_strategy
     from .params import build_params, parse_overrides
     from .recording import Recording
@@ -78,19 +105,29 @@ def backtest(spec: str, recording_dir: str, out_dir: str, start: str | None, end
     overrides = parse_overrides(params)
     cls = load_strategy(spec)
     build_params(cls.Params, overrides, owner=f"strategy {cls.__name__}")  # fail before reading
+    bounds = _bounds(max_future, floor)
     recording = Recording(recording_dir)
     t_start, t_end = _time_option(start, "--start"), _time_option(end, "--end")
-    total = recording.rows(list(cls.kinds))
-    with _progress() as bar:
-        task = bar.add_task("backtest", total=total)
-        result = run_backtest(
-            cls, recording, out=Path(out_dir), overrides=overrides, start=t_start, end=t_end,
-            batch_size=batch_size, path=path, seed=seed, spec=spec,  # type: ignore[arg-type]
-            on_progress=lambda n, _ts: bar.advance(task, n),
-            on_phase=lambda phase: bar.update(
-                task, description="preparing (compiles kernels on first use)" if phase == "prepare" else "backtest"
-            ),
-        )
+    try:
+        with _progress() as bar:
+            task = bar.add_task("backtest", total=None)
+            result = run_backtest(
+                cls, recording, out=Path(out_dir), overrides=overrides, start=t_start, end=t_end,
+                batch_size=batch_size, path=path, seed=seed, spec=spec, bounds=bounds,  # type: ignore[arg-type]
+                on_progress=lambda n, _ts: bar.advance(task, n),
+                on_total=lambda n: bar.update(task, total=n),
+                on_phase=lambda phase: bar.update(
+                    task, description="preparing (compiles kernels on first use)" if phase == "prepare" else "backtest"
+                ),
+            )
+    except StrategyError as exc:
+        if verbose and exc.__cause__ is not None:
+            import traceback
+
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        raise
+    for note in result.warnings:
+        click.echo(f"qsf: warning: {note}", err=True)
     r = result.report
     span = r["span"]
     prep = f" (+{r['prepare_s']:.1f} s to prepare)" if r["prepare_s"] >= 0.5 else ""
@@ -129,6 +166,9 @@ def recordings_info(path: str, as_json: bool) -> None:
     if not info["kinds"]:
         click.echo("  (empty)")
     for kind, k in info["kinds"].items():
+        if not k["rows"]:
+            click.echo(f"  kind={kind}: no events in {k['files']} file(s)")
+            continue
         secs = (k["ts_max"] - k["ts_min"]) / 1e9
         click.echo(
             f"  kind={kind}: {k['rows']:,} events in {k['files']} file(s), "

@@ -3,6 +3,11 @@
 Backtest and live feed it the same way: ``process(kind, batch)`` with batches in the
 total order of :mod:`qsframework.order`. The per-event path calls ``on_<kind>(event)``
 per row; the batch path calls ``on_<kind>_batch(batch, fires)`` and must agree with it.
+
+Exact duplicates (a row equal to the one before it of its kind in ``ts_event``, ``source``,
+``key`` and ``seq``: in total order they are adjacent) are dropped and counted on both paths.
+Timer catch-up over a long quiet span runs in chunks of at most ``FIRE_CHUNK`` fires, with
+``on_outputs`` called between chunks, so memory does not grow with the span.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import UserError
-from .events import conform, get_kind
+from .durations import format_time
+from .errors import StrategyError, UserError
+from .events import ORDER_COLUMNS, conform, get_kind
 from .params import build_params
 from .strategy import Context, Strategy
 from .timers import NEVER
@@ -26,6 +32,7 @@ from .timers import NEVER
 Path = Literal["auto", "event", "batch"]
 SMALL_BATCH = 512
 EVENT_CHUNK = 4096  # rows turned into Python objects at a time on the per-event path
+FIRE_CHUNK = 65_536  # timer fires handed over at a time in a catch-up
 
 
 def _pylists(col: pa.Array) -> Callable[[int, int], list]:
@@ -48,6 +55,16 @@ def _pylists(col: pa.Array) -> Callable[[int, int], list]:
     return lambda lo, hi: col.slice(lo, hi - lo).to_pylist()
 
 
+def _failed(cls: type[Strategy], handler: str, exc: Exception, what: str = "") -> StrategyError:
+    """The one-line error for an exception the strategy's ``handler`` raised (on ``what``)."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    where = f" on {what}" if what else ""
+    return StrategyError(
+        f"strategy {cls.__name__} ({cls.name}) failed in {handler}{where}: "
+        f"{type(exc).__name__}: {text}"
+    )
+
+
 class Engine:
     """Runs one strategy instance over ordered event batches."""
 
@@ -60,13 +77,17 @@ class Engine:
         path: Path = "auto",
         seed: int = 0,
         small_batch: int = SMALL_BATCH,
+        on_outputs: Callable[[], None] | None = None,
     ) -> None:
         if params is None:
             params = build_params(
                 strategy_cls.Params, overrides or {}, owner=f"strategy {strategy_cls.__name__}"
             )
         self.ctx = Context(strategy=strategy_cls.name, seed=seed)
-        self.strategy = strategy_cls(params, self.ctx)
+        try:
+            self.strategy = strategy_cls(params, self.ctx)
+        except Exception as exc:
+            raise _failed(strategy_cls, "__init__", exc) from exc
         self.params = params
         self.path = path
         self.kinds = tuple(strategy_cls.kinds)
@@ -74,16 +95,28 @@ class Engine:
         # outputs, and cheaper than setting up a vectorized pass for a few rows: live
         # micro-batches); "batch" always takes the batch handler
         self._small = small_batch if path == "auto" else 0
-        keys = self.strategy.keys()
+        try:
+            keys = self.strategy.keys()
+        except Exception as exc:
+            raise _failed(strategy_cls, "keys", exc) from exc
         self._key_set = pa.array(sorted(keys), pa.string()) if keys is not None else None
         self._started = False
         self.events_in = 0
+        self.duplicates = 0  # exact duplicates dropped
+        #: called between chunks of a long timer catch-up, e.g. to write outputs out
+        self.on_outputs = on_outputs
+        self._spilling = False
+        self._last: dict[str, tuple[int, int, str, str]] = {}  # per kind: ts, seq, source, key
         self._schemas: dict[str, tuple[pa.Schema, type]] = {}
+        self._inputs: dict[str, pa.Schema] = {}  # what process() needs: the fields + order columns
         for kind in self.kinds:
             fields = strategy_cls.fields.get(kind)
             if fields is not None and self._key_set is not None:
                 fields = tuple(dict.fromkeys([*fields, "key"]))
             self._schemas[kind] = get_kind(kind).project(fields)
+            self._inputs[kind] = get_kind(kind).project(
+                None if fields is None else tuple(dict.fromkeys([*fields, *ORDER_COLUMNS]))
+            )[0]
         self._handlers = self._bind()
 
     def _bind(self) -> dict[str, tuple[Any, Any]]:
@@ -109,12 +142,16 @@ class Engine:
     def prepare(self) -> float:
         """Let the strategy compile or load what it needs; returns the seconds it took."""
         t0 = time.perf_counter()
-        self.strategy.prepare()
+        try:
+            self.strategy.prepare()
+        except Exception as exc:
+            raise self._failed("prepare", exc) from exc
         return time.perf_counter() - t0
 
     def columns(self, kind: str) -> list[str]:
-        """The fields of ``kind`` this strategy reads (sources may read only these)."""
-        return list(self._schemas[kind][0].names)
+        """The fields of ``kind`` the engine needs (sources may read only these): those the
+        strategy reads plus the order columns, which the duplicate check compares."""
+        return list(self._inputs[kind].names)
 
     @property
     def keys(self) -> list[str] | None:
@@ -127,21 +164,69 @@ class Engine:
         if handlers is None or batch.num_rows == 0:
             return
         schema, row = self._schemas[kind]
-        batch = conform(batch, get_kind(kind), schema)
+        batch = conform(batch, get_kind(kind), self._inputs[kind])
         if self._key_set is not None and not filtered:
             batch = batch.filter(pc.is_in(batch.column("key"), value_set=self._key_set))
             if batch.num_rows == 0:
                 return
+        batch = self._drop_duplicates(kind, batch)
+        if batch.num_rows == 0:
+            return
+        if batch.num_columns != len(schema):
+            batch = batch.select(schema.names)
         if not self._started:
             self._started = True
             self.ctx.now = int(batch.column(0)[0].as_py())
-            self.strategy.on_start()
+            try:
+                self.strategy.on_start()
+            except Exception as exc:
+                raise self._failed("on_start", exc) from exc
         self.events_in += batch.num_rows
         one, many = handlers
         if many is None or (batch.num_rows < self._small and one is not None):
-            self._run_events(row, batch, one)
+            self._run_events(kind, row, batch, one)
         else:
-            self._run_batch(batch, many)
+            self._run_batch(kind, batch, many)
+
+    def _drop_duplicates(self, kind: str, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """``batch`` without the rows equal to the row before them (of this kind, carried
+        across batches) in ``ts_event``, ``source``, ``key`` and ``seq``. Compares the
+        numbers first, so a batch without equal neighbours costs two vector compares."""
+        ts = batch.column("ts_event").to_numpy()
+        seq = batch.column("seq").to_numpy()
+        n = len(ts)
+        last = self._last.get(kind)
+        maybe = (ts[1:] == ts[:-1]) & (seq[1:] == seq[:-1])
+        head = last is not None and last[0] == ts[0] and last[1] == seq[0]
+        source, key = batch.column("source"), batch.column("key")
+        self._last[kind] = (int(ts[-1]), int(seq[-1]), source[n - 1].as_py(), key[n - 1].as_py())
+        if not head and not maybe.any():
+            return batch
+        dup = np.zeros(n, bool)
+        if head:
+            dup[0] = last[2:] == (source[0].as_py(), key[0].as_py())  # type: ignore[index]
+        idx = np.flatnonzero(maybe) + 1
+        if len(idx):
+            at, before = pa.array(idx), pa.array(idx - 1)
+            same = pc.and_(
+                pc.equal(source.take(at), source.take(before)),
+                pc.equal(key.take(at), key.take(before)),
+            )
+            dup[idx] = same.to_numpy(zero_copy_only=False)
+        count = int(dup.sum())
+        if not count:
+            return batch
+        self.duplicates += count
+        return batch.filter(pa.array(~dup))
+
+    def _failed(self, handler: str, exc: Exception, what: str = "") -> StrategyError:
+        return _failed(type(self.strategy), handler, exc, what)
+
+    def _failed_on_event(self, handler: str, exc: Exception, kind: str, names: list[str],
+                         event: Any) -> StrategyError:
+        ts = event[0]
+        key = f" {event[names.index('key')]}" if "key" in names else ""
+        return self._failed(handler, exc, f"{kind}{key} at {format_time(ts)} (ts_event {ts})")
 
     # -- state -------------------------------------------------------------------------
     def snapshot(self) -> bytes:
@@ -156,6 +241,8 @@ class Engine:
             "now": ctx.now,
             "started": self._started,
             "events_in": self.events_in,
+            "duplicates": self.duplicates,
+            "last": self._last,
         }, protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, blob: bytes) -> None:
@@ -167,43 +254,72 @@ class Engine:
         ctx._seq, ctx.now = snap["seq"], snap["now"]
         ctx.rng.setstate(snap["rng"])
         self._started, self.events_in = snap["started"], snap["events_in"]
+        self.duplicates, self._last = snap.get("duplicates", 0), snap.get("last", {})
         self.strategy.on_restore()
         self._handlers = self._bind()  # handlers may be bound to restored objects
 
     def finish(self) -> None:
         """End of input: no timer fires after the last event."""
         if self._started:
-            self.strategy.on_stop()
+            try:
+                self.strategy.on_stop()
+            except Exception as exc:
+                raise self._failed("on_stop", exc) from exc
 
     # -- paths -------------------------------------------------------------------
     def _fire_before(self, ts: int) -> None:
+        """Run every timer due strictly before ``ts``, one by one (``on_outputs`` every
+        ``FIRE_CHUNK`` fires)."""
         ctx, timers, on_timer = self.ctx, self.ctx.timers, self.strategy.on_timer
+        count = 0
         while (fire := timers.pop_before(ts)) is not None:
             ctx.now = fire[0]
-            on_timer(fire[1], fire[0])
+            try:
+                on_timer(fire[1], fire[0])
+            except Exception as exc:
+                raise self._failed(
+                    "on_timer", exc, f"timer {fire[1]!r} at {format_time(fire[0])} (ts {fire[0]})"
+                ) from exc
+            count += 1
+            if count == FIRE_CHUNK:
+                count = 0
+                self._spill()
 
-    def _run_events(self, row: type, batch: pa.RecordBatch, handler: Any) -> None:
+    def _spill(self) -> None:
+        """Let ``on_outputs`` take the outputs so far (its errors are not the strategy's)."""
+        if self.on_outputs is not None:
+            self._spilling = True
+            self.on_outputs()
+            self._spilling = False
+
+    def _run_events(self, kind: str, row: type, batch: pa.RecordBatch, handler: Any) -> None:
         columns = [_pylists(c) for c in batch.columns]
         named = self.strategy.rows == "named"
         ctx = self.ctx
         timers = ctx.timers
         fire = self._fire_before
         n = batch.num_rows
+        event = None
         # a few thousand rows at a time: their Python objects are made, used and freed
         # while still in the CPU cache, and freed memory is reused for the next rows
-        for lo in range(0, n, EVENT_CHUNK):
-            hi = min(n, lo + EVENT_CHUNK)
-            events = zip(*[values(lo, hi) for values in columns])
-            if named:
-                events = map(partial(tuple.__new__, row), events)
-            for event in events:
-                ts = event[0]
-                if ts > timers.due:
-                    fire(ts)
-                ctx.now = ts
-                handler(event)
+        try:
+            for lo in range(0, n, EVENT_CHUNK):
+                hi = min(n, lo + EVENT_CHUNK)
+                events = zip(*[values(lo, hi) for values in columns])
+                if named:
+                    events = map(partial(tuple.__new__, row), events)
+                for event in events:
+                    ts = event[0]
+                    if ts > timers.due:
+                        fire(ts)
+                    ctx.now = ts
+                    handler(event)
+        except Exception as exc:  # the loop stopped in the handler, on `event`
+            if event is None or self._spilling or isinstance(exc, StrategyError):
+                raise
+            raise self._failed_on_event(f"on_{kind}", exc, kind, batch.schema.names, event) from exc
 
-    def _run_batch(self, batch: pa.RecordBatch, handler: Any) -> None:
+    def _run_batch(self, kind: str, batch: pa.RecordBatch, handler: Any) -> None:
         ts = batch.column(0).to_numpy()
         timers = self.ctx.timers
         n, pos = len(ts), 0
@@ -211,8 +327,19 @@ class Engine:
             self._fire_before(int(ts[pos]))
             cut = timers.next_one_shot()
             end = n if cut == NEVER else max(pos + 1, int(np.searchsorted(ts, cut, side="right")))
+            last = int(ts[end - 1])
+            bound = timers.fire_bound(last, FIRE_CHUNK)
+            if bound < last:  # a long catch-up: the rows up to the bound, the rest after
+                end = pos + int(np.searchsorted(ts[pos:end], bound, side="right"))
             seg_ts = ts[pos:end]
             fires = timers.periodic_fires(seg_ts, before=int(seg_ts[-1]))
             self.ctx.now = int(seg_ts[-1])
-            handler(batch if (pos == 0 and end == n) else batch.slice(pos, end - pos), fires)
+            part = batch if (pos == 0 and end == n) else batch.slice(pos, end - pos)
+            try:
+                handler(part, fires)
+            except Exception as exc:
+                what = f"{kind} rows at {format_time(int(seg_ts[0]))} .. {format_time(int(seg_ts[-1]))}"
+                raise self._failed(f"on_{kind}_batch", exc, what) from exc
             pos = end
+            if pos < n:
+                self._spill()

@@ -3,3 +3,9 @@
 
 class UserError(Exception):
     """A bad path, spec, parameter or input: shown to the user as one sentence."""
+
+
+class StrategyError(UserError):
+    """A strategy's own code raised: the message names the strategy, the handler, the event
+    being handled and the exception; the original exception is the ``__cause__`` (``-v``
+    shows its traceback)."""

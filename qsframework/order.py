@@ -38,6 +38,28 @@ def is_sorted(batch: pa.Table | pa.RecordBatch) -> bool:
     return bool((idx == np.arange(len(idx))).all())
 
 
+def first_out_of_order(batch: pa.RecordBatch, last: tuple | None = None, *,
+                       one_source: bool = False) -> int:
+    """Index of the first row of ``batch`` that sorts before the row ahead of it (row -1:
+    ``last``, a ``(ts_event, source, key, seq)`` tuple), or -1 when all are in order.
+
+    One compiled pass that compares strings only where times tie (and no sources when
+    ``one_source`` says the batch has one).
+    """
+    from .keycodes import string_buffers
+    from .order_kernel import first_unsorted
+
+    if not batch.num_rows:
+        return -1
+    cols = [batch.column(c) for c in ORDER_COLUMNS]
+    if last is not None and tuple(c[0].as_py() for c in cols) < tuple(last):
+        return 0
+    s_off, s_data, s_start, _ = string_buffers(cols[1])
+    k_off, k_data, k_start, _ = string_buffers(cols[2])
+    return int(first_unsorted(cols[0].to_numpy(), s_off, s_data, s_start, k_off, k_data,
+                              k_start, cols[3].to_numpy(), one_source))
+
+
 def _order_keys(kind_rank: int, batch: pa.RecordBatch) -> list[np.ndarray]:
     cols = [batch.column(c) for c in ORDER_COLUMNS]
     ts = cols[0].to_numpy()

@@ -28,7 +28,7 @@ def attrs_json(attrs: dict[str, Any] | None) -> str | None:
     return orjson.dumps(attrs, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
-def _repeat(text: str, n: int) -> pa.Array:
+def repeat_string(text: str, n: int) -> pa.Array:
     """A string array of ``n`` copies of ``text``, built from buffers."""
     raw = text.encode()
     offsets = np.arange(n + 1, dtype=np.int32) * len(raw)
@@ -134,11 +134,11 @@ class Context:
         self.outputs.signals.extend([
             t,
             t,
-            _repeat(self.source, n),
-            _repeat(key, n),
+            repeat_string(self.source, n),
+            repeat_string(key, n),
             pa.array(np.arange(start, start + n, dtype=np.int64)),
-            _repeat(self.strategy, n),
-            _repeat(name, n),
+            repeat_string(self.strategy, n),
+            repeat_string(name, n),
             pa.array(v, mask=~np.isfinite(v)),
             attrs_text if isinstance(attrs_text, pa.Array) else pa.array(attrs_text, pa.string()),
         ])

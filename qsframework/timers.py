@@ -70,6 +70,30 @@ class TimerQueue:
         """Due time of the earliest one-shot timer (``NEVER`` if none)."""
         return min((t[0] for t in self._heap if not t[3]), default=NEVER)
 
+    def fire_bound(self, before: int, limit: int) -> int:
+        """The latest time ``b <= before`` such that at most ``limit`` periodic fires are due
+        strictly before ``b`` (more only when more timers than ``limit`` share one due time).
+
+        Lets a long catch-up be handed over in chunks of bounded size, computed from the
+        timers' due times and periods without listing the fires.
+        """
+        periodic = [(t[0], t[3]) for t in self._heap if t[3] and t[0] < before]
+        limit = max(limit, len(periodic))
+
+        def count(b: int) -> int:
+            return sum((b - 1 - when) // period + 1 for when, period in periodic if when < b)
+
+        if count(before) <= limit:
+            return before
+        lo, hi = min(w for w, _ in periodic) + 1, before  # count(lo) <= limit < count(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if count(mid) <= limit:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
     def periodic_fires(self, ts: np.ndarray, before: int) -> TimerFires:
         """Take every periodic fire due strictly before ``before`` (one-shots excluded).
 

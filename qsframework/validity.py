@@ -42,20 +42,23 @@ DEFAULT_BOUNDS = TimeBounds()
 class Rule:
     """A rule rows must keep: the reason given for a row that breaks it; ``keeps`` gives a
     boolean array, True where a row keeps it (nulls count as kept: nullability is the
-    schema's business); ``holds``, if given, answers quickly whether every row does."""
+    schema's business); ``holds``, if given, answers quickly whether every row does;
+    ``sql``, if given, is the same test as a DuckDB expression (the recording reader then
+    checks rows while it scans them, without reading the columns out)."""
 
     reason: str
     keeps: Callable[[pa.Table], pa.Array]
     holds: Callable[[pa.Table], bool] | None = None
+    sql: str | None = None
 
 
 _RULES: dict[str, list[Rule]] = {}
 
 
 def add_rule(kind: str, reason: str, keeps: Callable[[pa.Table], pa.Array],
-             holds: Callable[[pa.Table], bool] | None = None) -> None:
+             holds: Callable[[pa.Table], bool] | None = None, sql: str | None = None) -> None:
     """Add a value rule for ``kind`` (e.g. for a kind of one's own from ``define_kind``)."""
-    _RULES.setdefault(kind, []).append(Rule(reason, keeps, holds))
+    _RULES.setdefault(kind, []).append(Rule(reason, keeps, holds, sql))
 
 
 def _values(table: pa.Table | pa.RecordBatch, name: str) -> np.ndarray | None:
@@ -80,19 +83,21 @@ def _min_above(name: str, lo: float, *, inclusive: bool) -> Callable[[pa.Table],
 
 def _positive(name: str) -> Rule:
     return Rule(f"{name} must be > 0", lambda t: pc.greater(t.column(name), 0),
-                _min_above(name, 0, inclusive=False))
+                _min_above(name, 0, inclusive=False), f'"{name}" > 0')
 
 
 def _within(name: str, lo: float, hi: float) -> Rule:
     return Rule(f"{name} must be within [{lo:g}, {hi:g}]",
-                lambda t: pc.and_(pc.greater_equal(t.column(name), lo), pc.less_equal(t.column(name), hi)))
+                lambda t: pc.and_(pc.greater_equal(t.column(name), lo), pc.less_equal(t.column(name), hi)),
+                sql=f'"{name}" BETWEEN {lo!r} AND {hi!r}')
 
 
 for _name, _rule in [
     ("trade", _positive("price")),
     ("trade", _positive("qty")),
     ("gap", Rule("first_id must be <= last_id",
-                 lambda t: pc.less_equal(t.column("first_id"), t.column("last_id")))),
+                 lambda t: pc.less_equal(t.column("first_id"), t.column("last_id")),
+                 sql="first_id <= last_id")),
     ("position", _within("lat", -90, 90)),
     ("position", _within("lon", -180, 180)),
     ("gps", _within("lat", -90, 90)),
@@ -130,24 +135,27 @@ def _common_rules(schema: pa.Schema, bounds: TimeBounds) -> list[Rule]:
     rules = [
         Rule(f"ts_event before the floor {format_time(bounds.floor_ns)}",
              lambda t: pc.greater_equal(t.column("ts_event"), bounds.floor_ns),
-             _min_above("ts_event", bounds.floor_ns, inclusive=True)),
+             _min_above("ts_event", bounds.floor_ns, inclusive=True),
+             f"ts_event >= {int(bounds.floor_ns)}"),
         Rule(f"ts_event more than {bounds.max_future_ns / NS_PER_S:g} s ahead of ts_recv (max-future)",
              lambda t: pc.less_equal(pc.subtract(t.column("ts_event"), t.column("ts_recv")),
                                      bounds.max_future_ns),
-             _future_holds(bounds.max_future_ns)),
+             _future_holds(bounds.max_future_ns),
+             f"ts_event::HUGEINT - ts_recv <= {int(bounds.max_future_ns)}"),
         Rule(f"key longer than {MAX_KEY_BYTES} bytes",
              lambda t: pc.less_equal(pc.binary_length(t.column("key")), MAX_KEY_BYTES),
-             lambda t: pc.max(pc.binary_length(t.column("key"))).as_py() <= MAX_KEY_BYTES),
+             lambda t: pc.max(pc.binary_length(t.column("key"))).as_py() <= MAX_KEY_BYTES,
+             f"strlen(key) <= {MAX_KEY_BYTES}"),
     ]
     for field in schema:
         name = field.name
         if pa.types.is_string(field.type):
             rules.append(Rule(f"{name} contains a NUL byte",
                               lambda t, n=name: pc.invert(pc.match_substring(t.column(n), "\x00")),
-                              lambda t, n=name: _no_nul(t, n)))
+                              lambda t, n=name: _no_nul(t, n), f'strpos("{name}", chr(0)) = 0'))
         elif pa.types.is_floating(field.type):
             rules.append(Rule(f"{name} is not finite", lambda t, n=name: pc.is_finite(t.column(n)),
-                              lambda t, n=name: _finite(t, n)))
+                              lambda t, n=name: _finite(t, n), f'isfinite("{name}")'))
     return rules
 
 
@@ -186,3 +194,12 @@ def check(kind: str, table: pa.Table | pa.RecordBatch,
     invalid = [Invalid(i, next(r.reason for r, m in zip(rules, masks) if not m[i]))
                for i in np.flatnonzero(~ok).tolist()]
     return table.filter(pa.array(ok)), invalid
+
+
+def sql_check(kind: str, schema: pa.Schema, bounds: TimeBounds = DEFAULT_BOUNDS) -> str | None:
+    """A DuckDB expression true for the rows of ``kind`` (columns as in ``schema``) that
+    keep every rule, as :func:`check` decides; None when a rule has no SQL form."""
+    rules = [*_common_rules(schema, bounds), *_RULES.get(kind, ())]
+    if any(r.sql is None for r in rules):
+        return None
+    return " AND ".join(f"COALESCE({r.sql}, TRUE)" for r in rules)
