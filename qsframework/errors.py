@@ -3,3 +3,9 @@
 
 class UserError(Exception):
     """A bad path, spec, parameter or input: shown to the user as one sentence."""
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: first line of the message``: an exception as part of a one-line error."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 import orjson
 import pyarrow as pa
 
+from qsframework.errors import describe
 from qsframework.events import TRADE
+from qsframework.validity import check
 
 from .protocol import SOURCE, Reject, TradeParser, gap_table
 
@@ -89,6 +91,11 @@ class Batch:
 Sink = Callable[[Batch], Awaitable[None]]
 
 
+class SourceFailed(RuntimeError):
+    """A background task of the source (the flusher, a connection reader) failed: the run
+    stops with this error instead of going on without it."""
+
+
 class _Conn:
     """One WebSocket connection, its reader task, and a buffer while it is on standby."""
 
@@ -115,6 +122,7 @@ class BinanceSource:
         self._wake = asyncio.Event()  # a reader has news for the connection keeper
         self._rotate_now = asyncio.Event()
         self._stop = asyncio.Event()
+        self._failure: SourceFailed | None = None
 
     @property
     def endpoint(self) -> str:
@@ -130,7 +138,7 @@ class BinanceSource:
     async def run(self, sink: Sink, *, duration: float | None = None) -> SourceStats:
         """Connect, keep connected, and flush to ``sink`` until ``stop()`` or ``duration``."""
         deadline = None if duration is None else time.monotonic() + duration
-        flusher = asyncio.create_task(self._flush_loop(sink))
+        flusher = self.spawn(self._flush_loop(sink), "flusher")
         try:
             await self._keep_connected(deadline)
         finally:
@@ -138,9 +146,28 @@ class BinanceSource:
                 if conn is not None:
                     await self._close(conn)
             self._stop.set()
-            await flusher
-            await self._flush(sink)  # whatever arrived last
+            await asyncio.wait([flusher])  # its failure, if any, is in self._failure
+            if self._failure is None:
+                await self._flush(sink)  # whatever arrived last
+        if self._failure is not None:
+            raise self._failure
         return self.stats
+
+    def spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task:
+        """A background task whose failure stops the run (and is raised by ``run``)."""
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(lambda t: self._task_done(t, name))
+        return task
+
+    def _task_done(self, task: asyncio.Task, name: str) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        if self._failure is None:
+            self._failure = SourceFailed(f"the Binance {name} failed: {describe(exc)}")
+            self._failure.__cause__ = exc
+            log.error("%s", self._failure)
+        self.stop()
 
     # -- connections -----------------------------------------------------------------
     async def _open(self, standby: bool) -> _Conn:
@@ -155,7 +182,7 @@ class BinanceSource:
             max_queue=4096,
         )
         conn = _Conn(ws, standby)
-        conn.task = asyncio.create_task(self._read(conn))
+        conn.task = self.spawn(self._read(conn), "connection reader")
         self.stats.connections += 1
         log.info("connected to %s%s", self.cfg.url, " (standby)" if standby else "")
         return conn
