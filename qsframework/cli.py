@@ -293,6 +293,7 @@ def ingest_replay(recording_dir: str, speed: float | None, start: str | None, en
 
     from aiokafka.errors import KafkaError
 
+    from .publish import PublishError
     from .recording import Recording
     from .replay import replay
 
@@ -308,6 +309,8 @@ def ingest_replay(recording_dir: str, speed: float | None, start: str | None, en
                                        prefix=topic_prefix, on_progress=lambda n: bar.advance(task, n)))
         except KafkaError as exc:
             raise UserError(f"broker {server}: {exc}") from None
+        except PublishError as exc:
+            raise UserError(str(exc)) from None
     topics = ", ".join(f"{t} {n:,}" for t, n in stats.per_topic.items())
     click.echo(f"published {stats.events:,} events in {stats.wall_s:.2f} s "
                f"({stats.events / max(stats.wall_s, 1e-9):,.0f}/s): {topics}")
@@ -353,11 +356,13 @@ def _binance_run(coro_fn, verbose: bool):
     import asyncio
     import logging
 
+    from qsframework.adapters.binance.client import SourceFailed
+
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         summary = asyncio.run(coro_fn())
-    except ValueError as exc:
+    except (ValueError, SourceFailed) as exc:
         raise UserError(str(exc)) from None
     click.echo(f"{summary.trades:,} trades in {summary.wall_s:.1f} s; {summary.gaps} gaps "
                f"({summary.missing:,} missing ids, {summary.backfilled:,} backfilled); "
@@ -480,11 +485,13 @@ def ingest_mavlink_cmd(url: str, duration: float | None, system_id: int | None, 
 
     from qsframework.adapters.mavlink.live import ingest_mavlink
 
+    from .publish import PublishError
+
     cfg = _mavlink_config(url, system_id, component_id, clock)
     server = _bootstrap(bootstrap)
     try:
         stats = asyncio.run(ingest_mavlink(cfg, server, prefix=topic_prefix, duration=duration))
-    except ValueError as exc:
+    except (ValueError, PublishError) as exc:
         raise UserError(str(exc)) from None
     _mavlink_summary(stats)
 

@@ -1,0 +1,140 @@
+"""One Kafka publisher for every command that publishes (replay, Binance, MAVLink).
+
+A record counts as published only once the broker acknowledged it: every send's delivery
+future is awaited (at most ``max_in_flight`` outstanding), acknowledged and failed records
+are counted, and :meth:`Publisher.flush` raises :class:`PublishError` ("N of M records were
+not acknowledged ...") when any was lost, so the command exits non-zero instead of
+reporting a success the broker never gave. After the first failure nothing more is sent:
+a later record acknowledged after a lost one would leave a hole in the stream's order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from .errors import describe
+from .kafka import ProducerConfig, ensure_topics, kind_headers, start_producer
+from .wire import encode
+
+DEFAULT_MAX_IN_FLIGHT = 65_536
+
+
+class PublishError(RuntimeError):
+    """Records were not acknowledged by the broker; the message says how many, in one line."""
+
+
+@dataclass(slots=True)
+class PublishStats:
+    """What the broker acknowledged: counts, per topic, and the end offset of each partition."""
+
+    sent: int = 0  # records handed to the producer
+    acked: int = 0
+    failed: int = 0
+    first_error: str | None = None
+    per_topic: dict[str, int] = field(default_factory=dict)  # acknowledged records
+    end_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset after ours
+
+    def message(self) -> str:
+        return (f"{self.sent - self.acked:,} of {self.sent:,} records were not acknowledged "
+                f"by the broker (first failure: {self.first_error})")
+
+
+class Publisher:
+    """Sends records through a started producer and accounts for every delivery."""
+
+    def __init__(self, producer: AIOKafkaProducer, *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.producer = producer
+        self.max_in_flight = max_in_flight
+        self.stats = PublishStats()
+        self._pending: deque[tuple[str, asyncio.Future]] = deque()
+
+    @property
+    def failed(self) -> bool:
+        return self.stats.first_error is not None
+
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None,
+                   headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Hand one record to the producer; raises :class:`PublishError` once a record failed."""
+        if self.failed:
+            raise PublishError(self.stats.message())
+        self.stats.sent += 1
+        try:
+            fut = await self.producer.send(topic, value=value, key=key, headers=headers)
+        except KafkaError as exc:
+            self._fail(exc)
+            raise PublishError(self.stats.message()) from exc
+        self._pending.append((topic, fut))
+        self._reap()
+        while len(self._pending) >= self.max_in_flight and not self.failed:
+            await self._settle_oldest()
+        if self.failed:
+            raise PublishError(self.stats.message())
+
+    async def send_table(self, topic: str, kind: str, table: pa.Table | pa.RecordBatch) -> None:
+        """Every event of ``table`` (of ``kind``) to ``topic``, keyed by its event key."""
+        headers = kind_headers(kind)
+        for key, value in encode(table):
+            await self.send(topic, value, key=key, headers=headers)
+
+    async def flush(self) -> PublishStats:
+        """Wait for every record sent so far to be acknowledged or failed; raise if any failed."""
+        while self._pending:
+            await self._settle_oldest()
+        if self.failed:
+            raise PublishError(self.stats.message())
+        return self.stats
+
+    def _reap(self) -> None:
+        """Count the deliveries already decided, oldest first (no waiting)."""
+        pending = self._pending
+        while pending and pending[0][1].done():
+            self._count(*pending.popleft())
+
+    async def _settle_oldest(self) -> None:
+        topic, fut = self._pending.popleft()
+        try:
+            await asyncio.shield(fut)
+        except Exception:  # noqa: BLE001 - any delivery failure is counted below
+            pass
+        self._count(topic, fut)
+
+    def _count(self, topic: str, fut: asyncio.Future) -> None:
+        exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+        if exc is not None:
+            self._fail(exc)
+            return
+        meta = fut.result()
+        st = self.stats
+        st.acked += 1
+        st.per_topic[topic] = st.per_topic.get(topic, 0) + 1
+        tp = (meta.topic, meta.partition)
+        if meta.offset + 1 > st.end_offsets.get(tp, 0):
+            st.end_offsets[tp] = meta.offset + 1
+
+    def _fail(self, exc: BaseException) -> None:
+        self.stats.failed += 1
+        if self.stats.first_error is None:
+            self.stats.first_error = describe(exc)
+
+
+@asynccontextmanager
+async def publishing(bootstrap: str, topics: Iterable[str], *,
+                     config: ProducerConfig = ProducerConfig()) -> AsyncIterator[Publisher]:
+    """A :class:`Publisher` on a new producer, the ``topics`` created first; the producer
+    is stopped on the way out, whatever happened."""
+    await ensure_topics(bootstrap, topics)
+    producer = await start_producer(bootstrap, config)
+    try:
+        yield Publisher(producer)
+    finally:
+        await producer.stop()
