@@ -7,5 +7,7 @@ class UserError(Exception):
 
 def describe(exc: BaseException) -> str:
     """``Type: first line of the message``: an exception as part of a one-line error."""
+    name = type(exc).__name__
     text = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    text = text.removeprefix(name).lstrip(": ")  # some libraries name the type themselves
+    return f"{name}: {text}" if text else name

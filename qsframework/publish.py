@@ -11,6 +11,7 @@ a later record acknowledged after a lost one would leave a hole in the stream's 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -25,6 +26,10 @@ from .kafka import ProducerConfig, ensure_topics, kind_headers, start_producer
 from .wire import encode
 
 DEFAULT_MAX_IN_FLIGHT = 65_536
+
+# the publisher reports lost records itself, in one line: aiokafka's retry messages reach
+# stderr only where logging is set up (-v), not through Python's last-resort handler
+logging.getLogger("aiokafka").addHandler(logging.NullHandler())
 
 
 class PublishError(RuntimeError):

@@ -166,7 +166,7 @@ class BinanceSource:
         if self._failure is None:
             self._failure = SourceFailed(f"the Binance {name} failed: {describe(exc)}")
             self._failure.__cause__ = exc
-            log.error("%s", self._failure)
+            log.info("%s", self._failure)  # raised by run(): the caller reports it
         self.stop()
 
     # -- connections -----------------------------------------------------------------
