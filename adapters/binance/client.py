@@ -188,11 +188,15 @@ class BinanceSource:
         return conn
 
     async def _close(self, conn: _Conn) -> None:
+        """Close ``conn``; its reader first takes every frame that arrived before the
+        server's close (a run that ends keeps the trades already on the wire)."""
         try:
             await asyncio.wait_for(conn.ws.close(), 5)
         except (Exception, asyncio.CancelledError):  # noqa: BLE001 - closing a dead link
             pass
         if conn.task is not None:
+            # the reader ends by itself once the queue is drained; the bound is a safety net
+            await asyncio.wait([conn.task], timeout=30)
             conn.task.cancel()
             try:
                 await conn.task
