@@ -690,26 +690,36 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
 
 # -- demo ------------------------------------------------------------------------------
 @main.command()
-@click.option("--duration", default=60.0, show_default=True, type=float, metavar="S", help="Stop after this many seconds.")
+@click.option("--duration", default=None, type=float, metavar="S", help="Stop after this many seconds (default: when every replayed event is processed).")
 @click.option("--speed", default=None, type=float, metavar="X", help="Replay the sample at X times real time (default: as fast as possible).")
 @click.option("--dir", "stack_dir", metavar="DIR", help="Stack directory for the embedded broker and database.")
-def demo(duration: float, speed: float | None, stack_dir: str | None) -> None:
+def demo(duration: float | None, speed: float | None, stack_dir: str | None) -> None:
     """The live pipeline in one command: embedded stack, sample replayed as live, the spread
-    strategy writing to PostgreSQL, a running summary, and a clean stop."""
+    strategy writing to PostgreSQL, a running summary, and a clean stop once every replayed
+    event is processed (exit 1 if it was stopped before, by --duration or Ctrl-C)."""
     import asyncio
 
-    from .demo import SAMPLE, run_demo
+    from .demo import run_demo, sample_recording
+    from .publish import PublishError
     from .stack import ServiceError
 
-    if not SAMPLE.exists():
-        raise UserError(f"the sample recording is missing ({SAMPLE}); run qsf demo from a source checkout")
+    if speed is not None and speed <= 0:
+        raise UserError("--speed must be positive")
+    if not sample_recording().is_dir():
+        raise UserError(f"the sample recording is missing ({sample_recording()}); reinstall qsframework")
     try:
         result = asyncio.run(run_demo(duration_s=duration, speed=speed,
                                       stack_dir=Path(stack_dir) if stack_dir else None, report=click.echo))
-    except ServiceError as exc:
+    except (ServiceError, PublishError) as exc:
         raise UserError(str(exc)) from None
-    click.echo(f"demo done: {result.processed:,} events processed in {result.wall_s:.1f} s, "
-               f"{result.signals:,} signals, {result.alerts:,} alerts, {result.rows_in_db:,} rows in PostgreSQL")
+    summary = (f"{result.processed:,} events processed in {result.wall_s:.1f} s, {result.signals:,} signals, "
+               f"{result.alerts:,} alerts, {result.rows_in_db:,} rows in PostgreSQL")
+    if result.complete:
+        click.echo(f"demo done: {summary}")
+        return
+    why = {"duration": "by --duration", "signal": "by a signal"}.get(result.stopped_by or "", "early")
+    click.echo(f"qsf: demo stopped {why} before the end: {summary}", err=True)
+    sys.exit(130 if result.stopped_by == "signal" else 1)
 
 
 # -- stack -----------------------------------------------------------------------------
