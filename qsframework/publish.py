@@ -11,6 +11,7 @@ a later record acknowledged after a lost one would leave a hole in the stream's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
@@ -26,6 +27,7 @@ from .kafka import ProducerConfig, ensure_topics, kind_headers, start_producer
 from .wire import encode
 
 DEFAULT_MAX_IN_FLIGHT = 65_536
+_REAP_EVERY = 256  # sends between counts of the decided deliveries (a failure stops the next ones)
 
 # the publisher reports lost records itself, in one line: aiokafka's retry messages reach
 # stderr only where logging is set up (-v), not through Python's last-resort handler
@@ -70,20 +72,21 @@ class Publisher:
     async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None,
                    headers: list[tuple[str, bytes]] | None = None) -> None:
         """Hand one record to the producer; raises :class:`PublishError` once a record failed."""
-        if self.failed:
-            raise PublishError(self.stats.message())
-        self.stats.sent += 1
+        st = self.stats
+        if st.first_error is not None:
+            raise PublishError(st.message())
+        st.sent += 1
         try:
             fut = await self.producer.send(topic, value=value, key=key, headers=headers)
         except KafkaError as exc:
             self._fail(exc)
-            raise PublishError(self.stats.message()) from exc
-        self._pending.append((topic, fut))
-        self._reap()
-        while len(self._pending) >= self.max_in_flight and not self.failed:
-            await self._settle_oldest()
-        if self.failed:
-            raise PublishError(self.stats.message())
+            raise PublishError(st.message()) from exc
+        pending = self._pending
+        pending.append((topic, fut))
+        if not st.sent % _REAP_EVERY or len(pending) >= self.max_in_flight:
+            await self._settle(self.max_in_flight // 2)
+            if st.first_error is not None:
+                raise PublishError(st.message())
 
     async def send_table(self, topic: str, kind: str, table: pa.Table | pa.RecordBatch) -> None:
         """Every event of ``table`` (of ``kind``) to ``topic``, keyed by its event key."""
@@ -93,38 +96,37 @@ class Publisher:
 
     async def flush(self) -> PublishStats:
         """Wait for every record sent so far to be acknowledged or failed; raise if any failed."""
-        while self._pending:
-            await self._settle_oldest()
+        with contextlib.suppress(KafkaError):  # the outcomes are in the futures, counted below
+            await self.producer.flush()
+        await self._settle(0)
         if self.failed:
             raise PublishError(self.stats.message())
         return self.stats
 
     def _reap(self) -> None:
         """Count the deliveries already decided, oldest first (no waiting)."""
-        pending = self._pending
+        pending, st = self._pending, self.stats
+        per_topic, ends = st.per_topic, st.end_offsets
         while pending and pending[0][1].done():
-            self._count(*pending.popleft())
+            topic, fut = pending.popleft()
+            exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+            if exc is not None:
+                self._fail(exc)
+                continue
+            meta = fut.result()
+            st.acked += 1
+            per_topic[topic] = per_topic.get(topic, 0) + 1
+            tp = (meta.topic, meta.partition)
+            if meta.offset >= ends.get(tp, 0):
+                ends[tp] = meta.offset + 1
 
-    async def _settle_oldest(self) -> None:
-        topic, fut = self._pending.popleft()
-        try:
-            await asyncio.shield(fut)
-        except Exception:  # noqa: BLE001 - any delivery failure is counted below
-            pass
-        self._count(topic, fut)
-
-    def _count(self, topic: str, fut: asyncio.Future) -> None:
-        exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
-        if exc is not None:
-            self._fail(exc)
-            return
-        meta = fut.result()
-        st = self.stats
-        st.acked += 1
-        st.per_topic[topic] = st.per_topic.get(topic, 0) + 1
-        tp = (meta.topic, meta.partition)
-        if meta.offset + 1 > st.end_offsets.get(tp, 0):
-            st.end_offsets[tp] = meta.offset + 1
+    async def _settle(self, limit: int) -> None:
+        """Count outcomes, waiting for the oldest, until at most ``limit`` are outstanding."""
+        while True:
+            self._reap()
+            if len(self._pending) <= limit:
+                return
+            await asyncio.wait([self._pending[0][1]])
 
     def _fail(self, exc: BaseException) -> None:
         self.stats.failed += 1
