@@ -272,12 +272,16 @@ def test_unknown_symbol_is_a_clear_error():
 def test_record_binance_cli_then_backtest(tmp_path):
     out = tmp_path / "rec"
     with BinanceServer(SYMBOLS, rate=1500) as srv:
-        r = subprocess.run([*qsf_cmd(), "record", "binance", "--symbols", "btcusdt,ethusdt", "--url", srv.ws_url,
-                                   "--out", str(out), "--duration", "2", "--roll", "1s"],
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
+        proc = subprocess.Popen([*qsf_cmd(), "record", "binance", "--symbols", "btcusdt,ethusdt", "--url",
+                                 srv.ws_url, "--out", str(out), "--roll", "1s"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # SIGTERM once a few thousand trades went out (more than one roll's worth)
+        assert srv.wait_until(lambda: sum(len(srv.sent_ids(s)) for s in SYMBOLS) > 3000, 120)
+        proc.terminate()
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr
         sent = {s: srv.sent_ids(s) for s in SYMBOLS}
-    assert "trades in" in r.stdout and "0 gaps" in r.stdout
+    assert "trades in" in stdout and "0 gaps" in stdout
     rec = Recording(out)
     table = pa.Table.from_batches(list(rec.stream("trade")))
     for sym in SYMBOLS:
@@ -315,18 +319,21 @@ def test_ingest_binance_publishes_trades_and_dead_letters_junk(stack_endpoints):
     prefix = f"bn{time.time_ns() % 10**9}"
     env = {**os.environ, "QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap}
     with BinanceServer(SYMBOLS, rate=1000) as srv:
-        def inject() -> None:  # once the client is connected
-            srv.wait_until(lambda: any(c.open for c in srv.connections), 60)
-            time.sleep(0.3)
+        def inject() -> None:  # once trades flow: junk, more trades, then SIGTERM ends the run
+            srv.wait_until(lambda: len(srv.sent_ids("BTCUSDT")) > 20, 120)
             srv.send_malformed(["{oops"])
+            after = len(srv.sent_ids("BTCUSDT")) + 50
+            srv.wait_until(lambda: len(srv.sent_ids("BTCUSDT")) > after, 120)
+            proc.terminate()
 
+        proc = subprocess.Popen([*qsf_cmd(), "ingest", "binance", "--symbols", "btcusdt,ethusdt",
+                                 "--url", srv.ws_url, "--topic-prefix", prefix],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         junk = threading.Thread(target=inject)
         junk.start()
-        r = subprocess.run([*qsf_cmd(), "ingest", "binance", "--symbols", "btcusdt,ethusdt", "--url", srv.ws_url,
-                            "--duration", "4", "--topic-prefix", prefix],
-                           capture_output=True, text=True, env=env, timeout=120)
+        _, err = proc.communicate(timeout=300)
         junk.join()
-        assert r.returncode == 0, r.stderr
+        assert proc.returncode == 0, err
         sent = {s: sorted(set(srv.sent_ids(s))) for s in SYMBOLS}
     want = sum(len(v) for v in sent.values())
     values = asyncio.run(_consume_all(stack_endpoints.kafka_bootstrap, f"{prefix}.trades", f"{prefix}-g", want))

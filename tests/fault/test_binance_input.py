@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import threading
+import time
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from qsframework.adapters.binance.client import Batch, BinanceConfig, BinanceSource, SourceFailed
 
 from ..binance_server import BinanceServer
+from ..conftest import qsf_cmd
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MS_2100 = 4_102_444_800_000
@@ -100,3 +106,45 @@ def test_a_failing_flusher_ends_the_run_with_its_error():
             # no duration: only the failure can end this run (the bound is a safety net)
             asyncio.run(asyncio.wait_for(source.run(sink), 120))
         assert calls == 3
+
+
+async def _dead_letters(bootstrap: str, topic: str, want: int) -> list[tuple[bytes, dict[str, bytes]]]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"dlq-{time.time_ns()}",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    got: list[tuple[bytes, dict[str, bytes]]] = []
+    try:
+        deadline = time.monotonic() + 120  # a safety net: the records are already there
+        while len(got) < want and time.monotonic() < deadline:
+            for msgs in (await consumer.getmany(timeout_ms=200)).values():
+                got.extend((m.value, dict(m.headers)) for m in msgs)
+    finally:
+        await consumer.stop()
+    return got
+
+
+def test_ingest_binance_dead_letters_hostile_frames_with_their_reasons(stack_endpoints):
+    prefix = f"hostile{time.time_ns() % 10**9}"
+    env = {**os.environ, "QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap}
+    with BinanceServer(SYMBOLS, rate=1000) as srv:
+        bad: list[tuple[str, str]] = []
+
+        def inject() -> None:  # once trades flow, then end the run with SIGTERM
+            srv.wait_until(lambda: len(srv.sent_ids("BTCUSDT")) > 20, 120)
+            bad.extend(hostile(srv.sent_ids("BTCUSDT")[-1] + 1, srv.all_trades("BTCUSDT")[-1].time_ms))
+            srv.send_malformed([f for f, _ in bad])
+            after = len(srv.sent_ids("BTCUSDT")) + 50
+            srv.wait_until(lambda: len(srv.sent_ids("BTCUSDT")) > after, 120)
+            proc.terminate()
+
+        proc = subprocess.Popen([*qsf_cmd(), "ingest", "binance", "--symbols", "btcusdt,ethusdt",
+                                 "--url", srv.ws_url, "--topic-prefix", prefix],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        injector = threading.Thread(target=inject)
+        injector.start()
+        out, err = proc.communicate(timeout=300)
+        injector.join()
+    assert proc.returncode == 0, err
+    assert f"{len(bad)} bad frames dropped" in out
+    dlq = asyncio.run(_dead_letters(stack_endpoints.kafka_bootstrap, f"{prefix}.dlq", len(bad)))
+    assert sorted((v, h["reason"].decode()) for v, h in dlq) == sorted((f.encode(), r) for f, r in bad)

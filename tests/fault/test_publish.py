@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -21,6 +23,7 @@ from qsframework.stack import Stack
 
 from ..binance_server import BinanceServer
 from ..conftest import make_trades, qsf_cmd
+from ..tlog_gen import packets
 
 LOST = re.compile(r"^qsf: error: .*?([\d,]+) of ([\d,]+) records were not acknowledged by the broker "
                   r"\(first failure: .+\)$")
@@ -96,3 +99,33 @@ def test_ingest_binance_exits_non_zero_when_the_broker_goes_away(broker):
         sent = sum(len(srv.sent_ids(s)) for s in ("BTCUSDT", "ETHUSDT"))
     _assert_lost(proc, err, out, most=sent)
     assert "the Binance flusher failed: PublishError:" in err
+
+
+def test_ingest_mavlink_exits_non_zero_when_the_broker_goes_away(broker):
+    env = {**os.environ, "QSF_KAFKA_BOOTSTRAP": broker.broker.bootstrap}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = threading.Event()
+
+    def vehicle() -> None:  # streams telemetry until the ingest has ended
+        pkts = [b for _, b in packets(10)]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            while not done.is_set():
+                for i, buf in enumerate(pkts):
+                    s.sendto(buf, ("127.0.0.1", port))
+                    if i % 20 == 19:
+                        done.wait(0.005)  # a link's pace, not a flood
+
+    sender = threading.Thread(target=vehicle, daemon=True)
+    sender.start()
+    try:
+        # no --duration: only the lost records can end this run
+        proc = subprocess.Popen([*qsf_cmd(), "ingest", "mavlink", "--url", f"udpin:127.0.0.1:{port}",
+                                 "--topic-prefix", "lostmv"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        out, err = _stop_broker_once_publishing(broker, "lostmv.telemetry", proc)
+    finally:
+        done.set()
+        sender.join()
+    _assert_lost(proc, err, out, most=10**9)
