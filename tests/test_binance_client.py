@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
+import threading
 import time
 
 import pyarrow as pa
@@ -305,34 +307,40 @@ def test_record_binance_bad_input_is_one_line(tmp_path):
         assert len(r.stderr.strip().splitlines()) == 1
 
 
+def ingest_with_junk(srv: BinanceServer, junk, *, bootstrap: str, prefix: str):
+    """Run ``qsf ingest binance`` against ``srv``: once trades flow, the frames ``junk()``
+    makes are sent, and once more trades followed, SIGTERM ends the run.
+    Returns (process, stdout, stderr)."""
+    env = {**os.environ, "QSF_KAFKA_BOOTSTRAP": bootstrap}
+
+    def inject() -> None:
+        srv.wait_until(lambda: len(srv.sent_ids("BTCUSDT")) > 20, 120)
+        srv.send_malformed(junk())
+        after = len(srv.sent_ids("BTCUSDT")) + 50
+        srv.wait_until(lambda: len(srv.sent_ids("BTCUSDT")) > after, 120)
+        proc.terminate()
+
+    proc = subprocess.Popen([*qsf_cmd(), "ingest", "binance", "--symbols", "btcusdt,ethusdt",
+                             "--url", srv.ws_url, "--topic-prefix", prefix],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    injector = threading.Thread(target=inject)
+    injector.start()
+    out, err = proc.communicate(timeout=300)
+    injector.join()
+    return proc, out, err
+
+
 def test_ingest_binance_publishes_trades_and_dead_letters_junk(stack_endpoints):
     """qsf ingest binance -> PREFIX.trades (every trade once), PREFIX.dlq (junk with its reason)."""
-    import os
-    import threading
-    import time
-
     from qsframework.events import TRADE
     from qsframework.wire import decode
 
     from .test_wire_replay import _consume_all
 
     prefix = f"bn{time.time_ns() % 10**9}"
-    env = {**os.environ, "QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap}
     with BinanceServer(SYMBOLS, rate=1000) as srv:
-        def inject() -> None:  # once trades flow: junk, more trades, then SIGTERM ends the run
-            srv.wait_until(lambda: len(srv.sent_ids("BTCUSDT")) > 20, 120)
-            srv.send_malformed(["{oops"])
-            after = len(srv.sent_ids("BTCUSDT")) + 50
-            srv.wait_until(lambda: len(srv.sent_ids("BTCUSDT")) > after, 120)
-            proc.terminate()
-
-        proc = subprocess.Popen([*qsf_cmd(), "ingest", "binance", "--symbols", "btcusdt,ethusdt",
-                                 "--url", srv.ws_url, "--topic-prefix", prefix],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        junk = threading.Thread(target=inject)
-        junk.start()
-        _, err = proc.communicate(timeout=300)
-        junk.join()
+        proc, _, err = ingest_with_junk(srv, lambda: ["{oops"], bootstrap=stack_endpoints.kafka_bootstrap,
+                                        prefix=prefix)
         assert proc.returncode == 0, err
         sent = {s: sorted(set(srv.sent_ids(s))) for s in SYMBOLS}
     want = sum(len(v) for v in sent.values())

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import threading
 import time
 
 import pytest
@@ -22,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from qsframework.adapters.binance.client import Batch, BinanceConfig, BinanceSource, SourceFailed
 
 from ..binance_server import BinanceServer
-from ..conftest import qsf_cmd
+from ..test_binance_client import ingest_with_junk
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MS_2100 = 4_102_444_800_000
@@ -125,25 +122,14 @@ async def _dead_letters(bootstrap: str, topic: str, want: int) -> list[tuple[byt
 
 def test_ingest_binance_dead_letters_hostile_frames_with_their_reasons(stack_endpoints):
     prefix = f"hostile{time.time_ns() % 10**9}"
-    env = {**os.environ, "QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap}
+    bad: list[tuple[str, str]] = []
+
+    def junk() -> list[str]:
+        bad.extend(hostile(srv.sent_ids("BTCUSDT")[-1] + 1, srv.all_trades("BTCUSDT")[-1].time_ms))
+        return [f for f, _ in bad]
+
     with BinanceServer(SYMBOLS, rate=1000) as srv:
-        bad: list[tuple[str, str]] = []
-
-        def inject() -> None:  # once trades flow, then end the run with SIGTERM
-            srv.wait_until(lambda: len(srv.sent_ids("BTCUSDT")) > 20, 120)
-            bad.extend(hostile(srv.sent_ids("BTCUSDT")[-1] + 1, srv.all_trades("BTCUSDT")[-1].time_ms))
-            srv.send_malformed([f for f, _ in bad])
-            after = len(srv.sent_ids("BTCUSDT")) + 50
-            srv.wait_until(lambda: len(srv.sent_ids("BTCUSDT")) > after, 120)
-            proc.terminate()
-
-        proc = subprocess.Popen([*qsf_cmd(), "ingest", "binance", "--symbols", "btcusdt,ethusdt",
-                                 "--url", srv.ws_url, "--topic-prefix", prefix],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        injector = threading.Thread(target=inject)
-        injector.start()
-        out, err = proc.communicate(timeout=300)
-        injector.join()
+        proc, out, err = ingest_with_junk(srv, junk, bootstrap=stack_endpoints.kafka_bootstrap, prefix=prefix)
     assert proc.returncode == 0, err
     assert f"{len(bad)} bad frames dropped" in out
     dlq = asyncio.run(_dead_letters(stack_endpoints.kafka_bootstrap, f"{prefix}.dlq", len(bad)))
