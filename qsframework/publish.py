@@ -27,6 +27,7 @@ from .kafka import ProducerConfig, ensure_topics, kind_headers, start_producer
 from .wire import encode
 
 DEFAULT_MAX_IN_FLIGHT = 65_536
+DLQ_MAX_VALUE = 512 * 1024  # bytes of a bad message kept on the DLQ (the producer's limit is 1 MiB)
 _REAP_EVERY = 256  # sends between counts of the decided deliveries (a failure stops the next ones)
 
 # the publisher reports lost records itself, in one line: aiokafka's retry messages reach
@@ -80,13 +81,14 @@ class Publisher:
             fut = await self.producer.send(topic, value=value, key=key, headers=headers)
         except KafkaError as exc:
             self._fail(exc)
-            raise PublishError(st.message()) from exc
+            await self.flush()  # counts the records before it, then raises PublishError
+            raise  # not reached
         pending = self._pending
         pending.append((topic, fut))
         if not st.sent % _REAP_EVERY or len(pending) >= self.max_in_flight:
             await self._settle(self.max_in_flight // 2)
             if st.first_error is not None:
-                raise PublishError(st.message())
+                await self.flush()
 
     async def send_table(self, topic: str, kind: str, table: pa.Table | pa.RecordBatch) -> None:
         """Every event of ``table`` (of ``kind``) to ``topic``, keyed by its event key."""
@@ -94,8 +96,19 @@ class Publisher:
         for key, value in encode(table):
             await self.send(topic, value, key=key, headers=headers)
 
+    async def send_dead_letter(self, topic: str, value: bytes, *, reason: str,
+                               headers: Iterable[tuple[str, bytes]] = ()) -> None:
+        """A bad message to the DLQ with its ``reason`` header; one too big for a record is
+        cut to :data:`DLQ_MAX_VALUE` bytes, its full size in a ``truncated`` header."""
+        extra = [("reason", reason.encode())]
+        if len(value) > DLQ_MAX_VALUE:
+            extra.append(("truncated", str(len(value)).encode()))
+            value = value[:DLQ_MAX_VALUE]
+        await self.send(topic, value, headers=[*extra, *headers])
+
     async def flush(self) -> PublishStats:
-        """Wait for every record sent so far to be acknowledged or failed; raise if any failed."""
+        """Wait for every record sent so far to be acknowledged or failed; raise
+        :class:`PublishError` if any failed (the count is then exact: nothing is in flight)."""
         with contextlib.suppress(KafkaError):  # the outcomes are in the futures, counted below
             await self.producer.flush()
         await self._settle(0)

@@ -137,8 +137,8 @@ async def ingest_binance(config: BinanceConfig, bootstrap: str, *, prefix: str =
             await pub.send_table(trades_t, "trade", batch.trades)
             await pub.send_table(gaps_t, "gap", batch.gaps)
             for r in batch.rejects:
-                await pub.send(dlq_t, r.frame, headers=[
-                    ("reason", r.reason.encode()), ("topic", b"binance"), ("source", config.url.encode())])
+                await pub.send_dead_letter(dlq_t, r.frame, reason=r.reason, headers=[
+                    ("topic", b"binance"), ("source", config.url.encode())])
             await pub.flush()
 
         st = Status(source) if status is True or status is None else (status or None)

@@ -124,8 +124,11 @@ def test_ingest_binance_dead_letters_hostile_frames_with_their_reasons(stack_end
     prefix = f"hostile{time.time_ns() % 10**9}"
     bad: list[tuple[str, str]] = []
 
+    huge = "{" + "x" * (3 << 20)  # 3 MiB: over the 1 MiB a Kafka record may carry
+
     def junk() -> list[str]:
         bad.extend(hostile(srv.sent_ids("BTCUSDT")[-1] + 1, srv.all_trades("BTCUSDT")[-1].time_ms))
+        bad.append((huge, "malformed JSON"))
         return [f for f, _ in bad]
 
     with BinanceServer(SYMBOLS, rate=1000) as srv:
@@ -133,4 +136,8 @@ def test_ingest_binance_dead_letters_hostile_frames_with_their_reasons(stack_end
     assert proc.returncode == 0, err
     assert f"{len(bad)} bad frames dropped" in out
     dlq = asyncio.run(_dead_letters(stack_endpoints.kafka_bootstrap, f"{prefix}.dlq", len(bad)))
-    assert sorted((v, h["reason"].decode()) for v, h in dlq) == sorted((f.encode(), r) for f, r in bad)
+    small = [(v, h["reason"].decode()) for v, h in dlq if "truncated" not in h]
+    assert sorted(small) == sorted((f.encode(), r) for f, r in bad if f is not huge)
+    [(value, headers)] = [(v, h) for v, h in dlq if "truncated" in h]  # the huge one, cut to fit
+    assert headers["reason"] == b"malformed JSON" and int(headers["truncated"]) == len(huge)
+    assert 0 < len(value) < (1 << 20) and huge.encode().startswith(value)
