@@ -9,5 +9,7 @@ def describe(exc: BaseException) -> str:
     """``Type: first line of the message``: an exception as part of a one-line error."""
     name = type(exc).__name__
     text = str(exc).splitlines()[0][:200] if str(exc) else ""
-    text = text.removeprefix(name).lstrip(": ")  # some libraries name the type themselves
+    head, named, tail = text.partition(name)
+    if named and len(head) <= 16:  # the library named the type itself ("[Error 10] Name: ...")
+        text = tail.lstrip(": ")
     return f"{name}: {text}" if text else name
