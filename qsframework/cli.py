@@ -327,6 +327,7 @@ def _binance_options(fn):
         click.option("--rest-url", default=None, metavar="URL", help="REST base URL for --backfill (default: Binance's public API)."),
         click.option("--microseconds", is_flag=True, help="Ask for timeUnit=MICROSECOND (times are exact either way)."),
         click.option("--rotate-after", default="23.5h", show_default=True, metavar="DURATION", help="Open an overlapping new connection after this long (Binance closes at 24 h)."),
+        click.option("--max-future", default="60s", show_default=True, metavar="DURATION", help="Reject a trade timed more than this ahead of its receipt (or before 2000)."),
         click.option("-v", "--verbose", is_flag=True, help="Log connections, gaps and bad frames."),
     ]
     for option in reversed(options):
@@ -335,8 +336,9 @@ def _binance_options(fn):
 
 
 def _binance_config(symbols: str, url: str | None, stream: str, backfill: bool, rest_url: str | None,
-                    microseconds: bool, rotate_after: str):
+                    microseconds: bool, rotate_after: str, max_future: str):
     from .durations import parse_duration
+    from .validity import TimeBounds
 
     try:
         from qsframework.adapters.binance.client import DEFAULT_REST, DEFAULT_URL, BinanceConfig
@@ -345,7 +347,8 @@ def _binance_config(symbols: str, url: str | None, stream: str, backfill: bool, 
         return BinanceConfig(symbols=syms, stream=stream, url=url or DEFAULT_URL,
                              rest_url=rest_url or DEFAULT_REST, backfill=backfill,
                              microseconds=microseconds,
-                             rotate_after=parse_duration(rotate_after) / 1e9)
+                             rotate_after=parse_duration(rotate_after) / 1e9,
+                             bounds=TimeBounds(max_future_ns=parse_duration(max_future)))
     except ImportError as exc:
         raise UserError(f"the Binance adapter needs {exc.name}: pip install 'qsframework[binance]'") from None
     except ValueError as exc:
@@ -380,8 +383,8 @@ def record() -> None:
 @click.option("--out", "out_dir", required=True, metavar="DIR", help="Recording directory (created or appended to).")
 @click.option("--roll", default="60s", show_default=True, metavar="DURATION", help="Write buffered events as new files this often (a crash loses at most this much).")
 def record_binance_cmd(symbols: str, url: str | None, stream: str, duration: float | None, backfill: bool,
-                       rest_url: str | None, microseconds: bool, rotate_after: str, verbose: bool,
-                       out_dir: str, roll: str) -> None:
+                       rest_url: str | None, microseconds: bool, rotate_after: str, max_future: str,
+                       verbose: bool, out_dir: str, roll: str) -> None:
     """Record Binance spot trades from the WebSocket streams.
 
     Example: qsf record binance --symbols btcusdt,ethusdt --out recordings/live --duration 3600
@@ -390,7 +393,7 @@ def record_binance_cmd(symbols: str, url: str | None, stream: str, duration: flo
 
     from .durations import parse_duration
 
-    cfg = _binance_config(symbols, url, stream, backfill, rest_url, microseconds, rotate_after)
+    cfg = _binance_config(symbols, url, stream, backfill, rest_url, microseconds, rotate_after, max_future)
     try:
         roll_s = parse_duration(roll) / 1e9
     except ValueError as exc:
@@ -403,12 +406,12 @@ def record_binance_cmd(symbols: str, url: str | None, stream: str, duration: flo
 @click.option("--bootstrap", metavar="HOST:PORT", help="Broker (default: $QSF_KAFKA_BOOTSTRAP).")
 @click.option("--topic-prefix", default="qsf", show_default=True, help="Topics are PREFIX.trades, PREFIX.gaps, PREFIX.dlq.")
 def ingest_binance_cmd(symbols: str, url: str | None, stream: str, duration: float | None, backfill: bool,
-                       rest_url: str | None, microseconds: bool, rotate_after: str, verbose: bool,
-                       bootstrap: str | None, topic_prefix: str) -> None:
+                       rest_url: str | None, microseconds: bool, rotate_after: str, max_future: str,
+                       verbose: bool, bootstrap: str | None, topic_prefix: str) -> None:
     """Publish Binance spot trades to Kafka (PREFIX.trades; gaps to PREFIX.gaps; bad frames to PREFIX.dlq)."""
     from qsframework.adapters.binance.live import ingest_binance
 
-    cfg = _binance_config(symbols, url, stream, backfill, rest_url, microseconds, rotate_after)
+    cfg = _binance_config(symbols, url, stream, backfill, rest_url, microseconds, rotate_after, max_future)
     server = _bootstrap(bootstrap)
     _binance_run(lambda: ingest_binance(cfg, server, prefix=topic_prefix, duration=duration), verbose)
 

@@ -300,7 +300,8 @@ def test_record_binance_cli_then_backtest(tmp_path):
 def test_record_binance_bad_input_is_one_line(tmp_path):
     for args, msg in ((["--symbols", "btc/usdt"], "not a Binance symbol"),
                       (["--symbols", "btcusdt", "--url", "http://x"], "must start with ws://"),
-                      (["--symbols", "btcusdt", "--roll", "soon"], "--roll")):
+                      (["--symbols", "btcusdt", "--roll", "soon"], "--roll"),
+                      (["--symbols", "btcusdt", "--max-future", "soon"], "not a duration: 'soon'")):
         r = subprocess.run([*qsf_cmd(), "record", "binance", *args, "--out", str(tmp_path / "r")],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr

@@ -154,3 +154,19 @@ def test_every_id_is_delivered_once_whatever_the_arrival_order(ids, data):
     assert out == expected
     assert len(out) == len(set(out))
     assert p.stats.rejected == len(junk)
+
+
+def test_the_max_future_bound_is_the_parsers_and_the_sources():
+    from qsframework.adapters.binance.client import BinanceConfig, BinanceSource
+    from qsframework.validity import TimeBounds
+
+    half_hour_ahead = trade(2, t=T_MS + 30 * 60 * 1000)
+    strict, lenient = parser(), TradeParser(("btcusdt",), bounds=TimeBounds(max_future_ns=3600 * 10**9))
+    for p in (strict, lenient):
+        p.feed(trade(1), R)
+        p.feed(half_hour_ahead, R)
+    assert strict.take_trades().column("seq").to_pylist() == [1]
+    assert [r.reason for r in strict.take_rejects()] == ["ts_event more than 60 s ahead of ts_recv (max-future)"]
+    assert lenient.take_trades().column("seq").to_pylist() == [1, 2] and not lenient.take_rejects()
+    cfg = BinanceConfig(symbols=("BTCUSDT",), url="ws://127.0.0.1:1", bounds=TimeBounds(max_future_ns=5))
+    assert BinanceSource(cfg).parser.bounds.max_future_ns == 5

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from qsframework.errors import describe
 from qsframework.events import TRADE
-from qsframework.validity import check
+from qsframework.validity import DEFAULT_BOUNDS, TimeBounds, check
 
 from .protocol import SOURCE, Reject, TradeParser, gap_table
 
@@ -57,6 +57,7 @@ class BinanceConfig:
     open_timeout: float = 10.0
     ping_interval: float | None = 30.0  # our own pings, to notice a dead link
     flush_interval: float = 0.25  # seconds between hand-overs to the sink
+    bounds: TimeBounds = DEFAULT_BOUNDS  # a trade's time vs its receipt (see qsframework.validity)
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -67,6 +68,8 @@ class BinanceConfig:
             raise ValueError(f"REST base URL must start with http:// or https://, not {self.rest_url!r}")
         if self.rotate_after <= 0 or self.backoff_initial <= 0 or self.backoff_max < self.backoff_initial:
             raise ValueError("rotate_after and backoff times must be positive")
+        if self.bounds.max_future_ns < 0:
+            raise ValueError("--max-future must not be negative")
 
 
 @dataclass(slots=True)
@@ -115,7 +118,7 @@ class BinanceSource:
 
     def __init__(self, config: BinanceConfig, *, parser: TradeParser | None = None) -> None:
         self.cfg = config
-        self.parser = parser or TradeParser(config.symbols, stream=config.stream)
+        self.parser = parser or TradeParser(config.symbols, stream=config.stream, bounds=config.bounds)
         self.stats = SourceStats()
         self._active: _Conn | None = None
         self._standby: _Conn | None = None
