@@ -162,3 +162,20 @@ def test_postgres_takes_only_the_generated_password_on_loopback(tmp_path):
             assert password not in text
     finally:
         stack.down(purge=True)
+
+
+def test_a_stack_made_with_trust_auth_is_refused_with_a_hint(tmp_path):
+    """A database directory of an older qsf (initdb --auth=trust) is not started as it is."""
+    import pytest
+
+    from qsframework.stack import ServiceError, Stack
+
+    stack = Stack(tmp_path / "s")
+    stack.postgres.pgdata.mkdir(parents=True)
+    (stack.postgres.pgdata / "PG_VERSION").write_text("18\n")
+    (stack.postgres.pgdata / "pg_hba.conf").write_text("# TYPE DATABASE USER ADDRESS METHOD\n"
+                                                      "local all all trust\n"
+                                                      "host all all 127.0.0.1/32 trust\n")
+    with pytest.raises(ServiceError, match=r"made without a password \(trust\); delete it with: "
+                                           r"qsf stack down --purge --dir "):
+        stack.postgres.start()

@@ -226,6 +226,14 @@ class PostgresService(_Service):
         env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PGPASSWORD": self.password()}
         return subprocess.run(args, user=user, capture_output=True, text=True, env=env, cwd="/")
 
+    def _trusts(self) -> bool:
+        """The cluster lets someone in without a password (made by an older qsf)."""
+        try:
+            lines = (self.pgdata / "pg_hba.conf").read_text().splitlines()
+        except OSError:
+            return False
+        return any(line.split()[-1:] == ["trust"] for line in lines if not line.lstrip().startswith("#"))
+
     def _initdb(self, bin_dir: Path, user: str | None) -> None:
         """A new cluster: scram-sha-256 for every connection, the superuser's password from a
         file only its OS user can read, removed once read."""
@@ -267,7 +275,7 @@ class PostgresService(_Service):
         self.pgdata.chmod(0o700)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(bin_dir, user)
-        elif not self.password_file.exists():
+        elif self._trusts():
             raise ServiceError(f"the database in {self.pgdata} was made without a password (trust); "
                                f"delete it with: qsf stack down --purge --dir {self.root}")
         if port_open(self.host, self.port):
