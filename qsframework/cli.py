@@ -361,11 +361,13 @@ def _binance_run(coro_fn, verbose: bool):
 
     from qsframework.adapters.binance.client import SourceFailed
 
+    from .errors import PublishError
+
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         summary = asyncio.run(coro_fn())
-    except (ValueError, SourceFailed) as exc:
+    except (ValueError, SourceFailed, PublishError) as exc:
         raise UserError(str(exc)) from None
     click.echo(f"{summary.trades:,} trades in {summary.wall_s:.1f} s; {summary.gaps} gaps "
                f"({summary.missing:,} missing ids, {summary.backfilled:,} backfilled); "

@@ -5,6 +5,11 @@ class UserError(Exception):
     """A bad path, spec, parameter or input: shown to the user as one sentence."""
 
 
+class PublishError(RuntimeError):
+    """A publisher could not reach the broker, or records were not acknowledged; the
+    message says so in one line (see qsframework.publish)."""
+
+
 def describe(exc: BaseException) -> str:
     """``Type: first line of the message``: an exception as part of a one-line error."""
     name = type(exc).__name__

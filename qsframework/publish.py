@@ -22,7 +22,7 @@ import pyarrow as pa
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from .errors import describe
+from .errors import PublishError, describe
 from .kafka import ProducerConfig, ensure_topics, kind_headers, start_producer
 from .wire import encode
 
@@ -33,10 +33,6 @@ _REAP_EVERY = 256  # sends between counts of the decided deliveries (a failure s
 # the publisher reports lost records itself, in one line: aiokafka's retry messages reach
 # stderr only where logging is set up (-v), not through Python's last-resort handler
 logging.getLogger("aiokafka").addHandler(logging.NullHandler())
-
-
-class PublishError(RuntimeError):
-    """Records were not acknowledged by the broker; the message says how many, in one line."""
 
 
 @dataclass(slots=True)
@@ -152,8 +148,11 @@ async def publishing(bootstrap: str, topics: Iterable[str], *,
                      config: ProducerConfig = ProducerConfig()) -> AsyncIterator[Publisher]:
     """A :class:`Publisher` on a new producer, the ``topics`` created first; the producer
     is stopped on the way out, whatever happened."""
-    await ensure_topics(bootstrap, topics)
-    producer = await start_producer(bootstrap, config)
+    try:
+        await ensure_topics(bootstrap, topics)
+        producer = await start_producer(bootstrap, config)
+    except KafkaError as exc:
+        raise PublishError(f"broker {bootstrap}: {describe(exc)}") from None
     try:
         yield Publisher(producer)
     finally:

@@ -129,3 +129,21 @@ def test_ingest_mavlink_exits_non_zero_when_the_broker_goes_away(broker):
         done.set()
         sender.join()
     _assert_lost(proc, err, out, most=10**9)
+
+
+@pytest.mark.parametrize("command", [
+    ["ingest", "replay", "--recording", "REC"],
+    ["ingest", "binance", "--symbols", "btcusdt", "--url", "ws://127.0.0.1:9", "--duration", "1"],
+    ["ingest", "mavlink", "--url", "udpin:127.0.0.1:0", "--duration", "1"],
+])
+def test_a_publisher_without_a_broker_is_a_one_line_error(tmp_path, command):
+    from qsframework.stack.services import free_port
+
+    with RecordingWriter(tmp_path / "rec") as w:
+        w.write("trade", make_trades(1, 10))
+    nobody = f"127.0.0.1:{free_port()}"  # a port nothing listens on
+    args = [str(tmp_path / "rec") if a == "REC" else a for a in command]
+    r = subprocess.run([*qsf_cmd(), *args, "--bootstrap", nobody], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"qsf: error: broker {nobody}: ")
