@@ -343,6 +343,7 @@ def ingest_replay(recording_dir: str, speed: float | None, start: str | None, en
 
     from aiokafka.errors import KafkaError
 
+    from .publish import PublishError
     from .recording import Recording
     from .replay import replay
 
@@ -358,6 +359,8 @@ def ingest_replay(recording_dir: str, speed: float | None, start: str | None, en
                                        prefix=topic_prefix, on_progress=lambda n: bar.advance(task, n)))
         except KafkaError as exc:
             raise UserError(f"broker {server}: {exc}") from None
+        except PublishError as exc:
+            raise UserError(str(exc)) from None
     topics = ", ".join(f"{t} {n:,}" for t, n in stats.per_topic.items())
     click.echo(f"published {stats.events:,} events in {stats.wall_s:.2f} s "
                f"({stats.events / max(stats.wall_s, 1e-9):,.0f}/s): {topics}")
@@ -374,6 +377,7 @@ def _binance_options(fn):
         click.option("--rest-url", default=None, metavar="URL", help="REST base URL for --backfill (default: Binance's public API)."),
         click.option("--microseconds", is_flag=True, help="Ask for timeUnit=MICROSECOND (times are exact either way)."),
         click.option("--rotate-after", default="23.5h", show_default=True, metavar="DURATION", help="Open an overlapping new connection after this long (Binance closes at 24 h)."),
+        click.option("--max-future", default="60s", show_default=True, metavar="DURATION", help="Reject a trade timed more than this ahead of its receipt (or before 2000)."),
         click.option("-v", "--verbose", is_flag=True, help="Log connections, gaps and bad frames."),
     ]
     for option in reversed(options):
@@ -382,8 +386,9 @@ def _binance_options(fn):
 
 
 def _binance_config(symbols: str, url: str | None, stream: str, backfill: bool, rest_url: str | None,
-                    microseconds: bool, rotate_after: str):
+                    microseconds: bool, rotate_after: str, max_future: str):
     from .durations import parse_duration
+    from .validity import TimeBounds
 
     try:
         from qsframework.adapters.binance.client import DEFAULT_REST, DEFAULT_URL, BinanceConfig
@@ -392,7 +397,8 @@ def _binance_config(symbols: str, url: str | None, stream: str, backfill: bool, 
         return BinanceConfig(symbols=syms, stream=stream, url=url or DEFAULT_URL,
                              rest_url=rest_url or DEFAULT_REST, backfill=backfill,
                              microseconds=microseconds,
-                             rotate_after=parse_duration(rotate_after) / 1e9)
+                             rotate_after=parse_duration(rotate_after) / 1e9,
+                             bounds=TimeBounds(max_future_ns=parse_duration(max_future)))
     except ImportError as exc:
         raise UserError(f"the Binance adapter needs {exc.name}: pip install 'qsframework[binance]'") from None
     except ValueError as exc:
@@ -403,11 +409,15 @@ def _binance_run(coro_fn, verbose: bool):
     import asyncio
     import logging
 
+    from qsframework.adapters.binance.client import SourceFailed
+
+    from .errors import PublishError
+
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         summary = asyncio.run(coro_fn())
-    except ValueError as exc:
+    except (ValueError, SourceFailed, PublishError) as exc:
         raise UserError(str(exc)) from None
     click.echo(f"{summary.trades:,} trades in {summary.wall_s:.1f} s; {summary.gaps} gaps "
                f"({summary.missing:,} missing ids, {summary.backfilled:,} backfilled); "
@@ -425,8 +435,8 @@ def record() -> None:
 @click.option("--out", "out_dir", required=True, metavar="DIR", help="Recording directory (created or appended to).")
 @click.option("--roll", default="60s", show_default=True, metavar="DURATION", help="Write buffered events as new files this often (a crash loses at most this much).")
 def record_binance_cmd(symbols: str, url: str | None, stream: str, duration: float | None, backfill: bool,
-                       rest_url: str | None, microseconds: bool, rotate_after: str, verbose: bool,
-                       out_dir: str, roll: str) -> None:
+                       rest_url: str | None, microseconds: bool, rotate_after: str, max_future: str,
+                       verbose: bool, out_dir: str, roll: str) -> None:
     """Record Binance spot trades from the WebSocket streams.
 
     Example: qsf record binance --symbols btcusdt,ethusdt --out recordings/live --duration 3600
@@ -435,7 +445,7 @@ def record_binance_cmd(symbols: str, url: str | None, stream: str, duration: flo
 
     from .durations import parse_duration
 
-    cfg = _binance_config(symbols, url, stream, backfill, rest_url, microseconds, rotate_after)
+    cfg = _binance_config(symbols, url, stream, backfill, rest_url, microseconds, rotate_after, max_future)
     try:
         roll_s = parse_duration(roll) / 1e9
     except ValueError as exc:
@@ -448,12 +458,12 @@ def record_binance_cmd(symbols: str, url: str | None, stream: str, duration: flo
 @click.option("--bootstrap", metavar="HOST:PORT", help="Broker (default: $QSF_KAFKA_BOOTSTRAP).")
 @click.option("--topic-prefix", default="qsf", show_default=True, help="Topics are PREFIX.trades, PREFIX.gaps, PREFIX.dlq.")
 def ingest_binance_cmd(symbols: str, url: str | None, stream: str, duration: float | None, backfill: bool,
-                       rest_url: str | None, microseconds: bool, rotate_after: str, verbose: bool,
-                       bootstrap: str | None, topic_prefix: str) -> None:
+                       rest_url: str | None, microseconds: bool, rotate_after: str, max_future: str,
+                       verbose: bool, bootstrap: str | None, topic_prefix: str) -> None:
     """Publish Binance spot trades to Kafka (PREFIX.trades; gaps to PREFIX.gaps; bad frames to PREFIX.dlq)."""
     from qsframework.adapters.binance.live import ingest_binance
 
-    cfg = _binance_config(symbols, url, stream, backfill, rest_url, microseconds, rotate_after)
+    cfg = _binance_config(symbols, url, stream, backfill, rest_url, microseconds, rotate_after, max_future)
     server = _bootstrap(bootstrap)
     _binance_run(lambda: ingest_binance(cfg, server, prefix=topic_prefix, duration=duration), verbose)
 
@@ -532,11 +542,13 @@ def ingest_mavlink_cmd(url: str, duration: float | None, system_id: int | None, 
 
     from qsframework.adapters.mavlink.live import ingest_mavlink
 
+    from .publish import PublishError
+
     cfg = _mavlink_config(url, system_id, component_id, clock)
     server = _bootstrap(bootstrap)
     try:
         stats = asyncio.run(ingest_mavlink(cfg, server, prefix=topic_prefix, duration=duration))
-    except ValueError as exc:
+    except (ValueError, PublishError) as exc:
         raise UserError(str(exc)) from None
     _mavlink_summary(stats)
 
@@ -754,26 +766,36 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
 
 # -- demo ------------------------------------------------------------------------------
 @main.command()
-@click.option("--duration", default=60.0, show_default=True, type=float, metavar="S", help="Stop after this many seconds.")
+@click.option("--duration", default=None, type=float, metavar="S", help="Stop after this many seconds (default: when every replayed event is processed).")
 @click.option("--speed", default=None, type=float, metavar="X", help="Replay the sample at X times real time (default: as fast as possible).")
 @click.option("--dir", "stack_dir", metavar="DIR", help="Stack directory for the embedded broker and database.")
-def demo(duration: float, speed: float | None, stack_dir: str | None) -> None:
+def demo(duration: float | None, speed: float | None, stack_dir: str | None) -> None:
     """The live pipeline in one command: embedded stack, sample replayed as live, the spread
-    strategy writing to PostgreSQL, a running summary, and a clean stop."""
+    strategy writing to PostgreSQL, a running summary, and a clean stop once every replayed
+    event is processed (exit 1 if it was stopped before, by --duration or Ctrl-C)."""
     import asyncio
 
-    from .demo import SAMPLE, run_demo
+    from .demo import run_demo, sample_recording
+    from .publish import PublishError
     from .stack import ServiceError
 
-    if not SAMPLE.exists():
-        raise UserError(f"the sample recording is missing ({SAMPLE}); run qsf demo from a source checkout")
+    if speed is not None and speed <= 0:
+        raise UserError("--speed must be positive")
+    if not sample_recording().is_dir():
+        raise UserError(f"the sample recording is missing ({sample_recording()}); reinstall qsframework")
     try:
         result = asyncio.run(run_demo(duration_s=duration, speed=speed,
                                       stack_dir=Path(stack_dir) if stack_dir else None, report=click.echo))
-    except ServiceError as exc:
+    except (ServiceError, PublishError) as exc:
         raise UserError(str(exc)) from None
-    click.echo(f"demo done: {result.processed:,} events processed in {result.wall_s:.1f} s, "
-               f"{result.signals:,} signals, {result.alerts:,} alerts, {result.rows_in_db:,} rows in PostgreSQL")
+    summary = (f"{result.processed:,} events processed in {result.wall_s:.1f} s, {result.signals:,} signals, "
+               f"{result.alerts:,} alerts, {result.rows_in_db:,} rows in PostgreSQL")
+    if result.complete:
+        click.echo(f"demo done: {summary}")
+        return
+    why = {"duration": "by --duration", "signal": "by a signal"}.get(result.stopped_by or "", "early")
+    click.echo(f"qsf: demo stopped {why} before the end: {summary}", err=True)
+    sys.exit(130 if result.stopped_by == "signal" else 1)
 
 
 # -- stack -----------------------------------------------------------------------------

@@ -138,6 +138,7 @@ class Processor:
             self.topics[topic] = (*self.topics.get(topic, ()), k)
         self.stats = ProcessStats()
         self._stop = asyncio.Event()
+        self._input_ended = False
         self._pending = _Pending()
         self._part_max: dict[TopicPartition, int] = {}
         self._part_ids: dict[TopicPartition, int] = {}
@@ -177,6 +178,11 @@ class Processor:
     def stop(self) -> None:
         self._stop.set()
 
+    def end_of_input(self) -> None:
+        """Everything there is to read has been consumed: at the next empty poll, release the
+        rows held behind the watermark, commit, and stop (as ``exit_when_idle_s`` does)."""
+        self._input_ended = True
+
     def restart_latency_window(self) -> None:
         """Forget the latency samples so far (e.g. a benchmark's warm-up)."""
         self._latencies.clear()
@@ -207,7 +213,7 @@ class Processor:
                 batches = await consumer.getmany(timeout_ms=cfg.poll_ms, max_records=cfg.max_records)
                 if not any(batches.values()):
                     idle = time.monotonic() - idle_since
-                    if cfg.exit_when_idle_s is not None and idle >= cfg.exit_when_idle_s:
+                    if self._input_ended or (cfg.exit_when_idle_s is not None and idle >= cfg.exit_when_idle_s):
                         await self._release(producer, upto=None)  # end of input: everything goes
                         await self._commit(consumer, producer, final=True, drain=True)
                         break

@@ -7,16 +7,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .kafka import DEFAULT_PREFIX, ProducerConfig, dlq_topic, ensure_topics, kind_headers, start_producer, topic_of
+from .kafka import DEFAULT_PREFIX, ProducerConfig, dlq_topic, kind_headers, topic_of
+from .publish import publishing
 from .recording import Recording
 from .wire import encode
 
 
 @dataclass(frozen=True, kw_only=True)
 class ReplayStats:
+    """What the broker acknowledged (a replay with a lost record raises instead)."""
+
     events: int
     wall_s: float
     per_topic: dict[str, int]
+    end_offsets: dict[tuple[str, int], int]  # (topic, partition) -> offset after the last record
 
 
 async def replay(
@@ -35,33 +39,33 @@ async def replay(
     """Publish the recording's events (in total order) to their kinds' topics.
 
     With ``speed`` the gaps between events are replayed in wall time divided by ``speed``
-    (1 = real time); without it, events go out as fast as the broker takes them.
+    (1 = real time); without it, events go out as fast as the broker takes them. Returns
+    once the broker acknowledged every event; raises :class:`~qsframework.publish.PublishError`
+    (after the first lost one, without sending more) otherwise.
     """
     if speed is not None and speed <= 0:
         raise ValueError("speed must be positive")
     kinds = kinds or recording.kinds
-    await ensure_topics(bootstrap, [*(topic_of(k, prefix) for k in kinds), dlq_topic(prefix)])
-    prod = await start_producer(bootstrap, producer)
-    counts: dict[str, int] = {}
     t0 = time.monotonic()
     first_ts: int | None = None
-    try:
+    topics = [*(topic_of(k, prefix) for k in kinds), dlq_topic(prefix)]
+    async with publishing(bootstrap, topics, config=producer) as pub:
         for kind, batch in recording.stream_all(kinds, start=start, end=end, batch_size=batch_size):
             topic = topic_of(kind, prefix)
-            headers = kind_headers(kind)
-            ts = batch.column("ts_event").to_pylist()
-            if first_ts is None:
-                first_ts = ts[0]
-            for (key, value), t in zip(encode(batch), ts):
-                if speed is not None:
+            if speed is None:
+                await pub.send_table(topic, kind, batch)
+            else:
+                headers = kind_headers(kind)
+                ts = batch.column("ts_event").to_pylist()
+                if first_ts is None:
+                    first_ts = ts[0]
+                for (key, value), t in zip(encode(batch), ts):
                     delay = (t - first_ts) / 1e9 / speed - (time.monotonic() - t0)
                     if delay > 0.001:
                         await asyncio.sleep(delay)
-                await prod.send(topic, key=key, value=value, headers=headers)
-            counts[topic] = counts.get(topic, 0) + batch.num_rows
+                    await pub.send(topic, value, key=key, headers=headers)
             if on_progress is not None:
                 on_progress(batch.num_rows)
-        await prod.flush()
-    finally:
-        await prod.stop()
-    return ReplayStats(events=sum(counts.values()), wall_s=time.monotonic() - t0, per_topic=counts)
+        stats = await pub.flush()
+    return ReplayStats(events=stats.acked, wall_s=time.monotonic() - t0, per_topic=dict(stats.per_topic),
+                       end_offsets=dict(stats.end_offsets))

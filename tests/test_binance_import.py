@@ -220,6 +220,24 @@ def test_values_that_parse_but_are_out_of_range_are_bad_rows(tmp_path):
     assert "time 100000000000000000 is out of range" in stats.bad_examples[-1]
 
 
+def test_rows_that_break_the_validity_rules_are_bad_rows(tmp_path):
+    """Times that parse but lie before the floor (2000-01-01) are rejected like every entry
+    point rejects them, with the rule as the reason; the other rows are kept."""
+    lines = [
+        trade_line(1, "10", "1", MS + 1),
+        trade_line(2, "10", "1", 5),  # 5 ms after 1970-01-01
+        trade_line(3, "10", "1", 946_684_799_999),  # 1999-12-31T23:59:59.999Z
+        trade_line(4, "10", "1", MS + 4),
+    ]
+    f = dump(tmp_path, "BTCUSDT-trades-2024-01-01.zip", lines)
+    stats = import_binance_csv([f], out=tmp_path / "rec")
+    got = read_back(tmp_path / "rec")
+    assert got["seq"] == [1, 4] and stats.rows == 2 and stats.bad_rows == 2
+    assert stats.bad_examples == (
+        "BTCUSDT-trades-2024-01-01.zip: ts_event before the floor 2000-01-01T00:00:00Z",) * 2
+    assert stats.files[0].first_ts_event == (MS + 1) * 10**6
+
+
 @pytest.mark.parametrize("monthly_first", [False, True])
 def test_overlapping_daily_and_monthly_files_are_written_once(tmp_path, monthly_first):
     daily = dump(tmp_path, "BTCUSDT-trades-2024-01-15.zip",

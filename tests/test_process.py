@@ -179,20 +179,6 @@ def test_timescale_sink_is_complete_and_idempotent(stack_endpoints, tmp_path, sp
     assert asyncio.run(tables()) == first
 
 
-def test_demo_runs_the_whole_pipeline_and_stops_cleanly(tmp_path):
-    from qsframework.stack import Stack
-
-    env = {k: v for k, v in os.environ.items() if k not in ("QSF_KAFKA_BOOTSTRAP", "QSF_PG_DSN")}
-    r = subprocess.run([*qsf_cmd(), "demo", "--duration", "120", "--dir", str(tmp_path / "stack")],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
-    rows = Recording(Path(__file__).resolve().parent.parent / "recordings" / "sample").rows()
-    assert f"demo done: {rows:,} events processed" in r.stdout
-    assert "alerts" in r.stdout and "processed" in r.stdout.splitlines()[2]
-    status = Stack(tmp_path / "stack").status()
-    assert not status["broker"]["running"] and not status["postgres"]["running"]
-
-
 def test_telegram_sink_sends_each_alert_once_across_redeliveries(stack_endpoints, tmp_path, spread_cls):
     from .botapi import BotApiServer
 

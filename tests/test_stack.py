@@ -113,3 +113,69 @@ def test_stack_cli_lifecycle(tmp_path):
     finally:
         assert qsf("down", "--purge").returncode == 0
     assert not (tmp_path / "s").exists()
+
+
+def test_postgres_takes_only_the_generated_password_on_loopback(tmp_path):
+    """scram-sha-256 with a password generated for the stack (mode 0600), no trust, loopback
+    only; the DSN of `qsf stack up` carries the password, status and logs never show it."""
+    import stat
+
+    import pytest
+
+    from qsframework.stack import Stack
+
+    env = {k: v for k, v in os.environ.items() if k not in ("QSF_KAFKA_BOOTSTRAP", "QSF_PG_DSN")}
+    root = tmp_path / "s"
+    stack = Stack(root)
+    try:
+        up = subprocess.run([*qsf_cmd(), "stack", "up", "--dir", str(root)],
+                            capture_output=True, text=True, env=env, timeout=300)
+        assert up.returncode == 0, up.stderr
+        pwfile = root / "postgres.password"
+        assert stat.S_IMODE(pwfile.stat().st_mode) == 0o600
+        password = pwfile.read_text().strip()
+        assert len(password) >= 24
+        dsn = dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines())["QSF_PG_DSN"]
+        assert dsn == f"postgresql://postgres:{password}@127.0.0.1:{stack.postgres.port}/qsf"
+
+        async def connect(url: str) -> str:
+            con = await asyncpg.connect(url)
+            try:
+                return await con.fetchval("SHOW listen_addresses")
+            finally:
+                await con.close()
+
+        assert asyncio.run(connect(dsn)) == "127.0.0.1"
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            asyncio.run(connect(dsn.replace(password, "guess")))
+        with pytest.raises((asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError,
+                            asyncpg.ClientConfigurationError)):
+            asyncio.run(connect(dsn.replace(f":{password}", "")))
+        rules = [line.split() for line in (root / "pgdata" / "pg_hba.conf").read_text().splitlines()
+                 if line.strip() and not line.lstrip().startswith("#")]
+        assert rules and all(rule[-1] == "scram-sha-256" for rule in rules)
+        status = subprocess.run([*qsf_cmd(), "stack", "status", "--dir", str(root), "--json"],
+                                capture_output=True, text=True, env=env, timeout=120)
+        assert status.returncode == 0 and "postgres:***@127.0.0.1" in status.stdout
+        for text in (status.stdout, status.stderr, up.stderr, (root / "postgres.log").read_text(),
+                     (root / "stack.json").read_text()):
+            assert password not in text
+    finally:
+        stack.down(purge=True)
+
+
+def test_a_stack_made_with_trust_auth_is_refused_with_a_hint(tmp_path):
+    """A database directory of an older qsf (initdb --auth=trust) is not started as it is."""
+    import pytest
+
+    from qsframework.stack import ServiceError, Stack
+
+    stack = Stack(tmp_path / "s")
+    stack.postgres.pgdata.mkdir(parents=True)
+    (stack.postgres.pgdata / "PG_VERSION").write_text("18\n")
+    (stack.postgres.pgdata / "pg_hba.conf").write_text("# TYPE DATABASE USER ADDRESS METHOD\n"
+                                                      "local all all trust\n"
+                                                      "host all all 127.0.0.1/32 trust\n")
+    with pytest.raises(ServiceError, match=r"made without a password \(trust\); delete it with: "
+                                           r"qsf stack down --purge --dir "):
+        stack.postgres.start()

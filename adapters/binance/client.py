@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 import orjson
 import pyarrow as pa
 
+from qsframework.errors import describe
 from qsframework.events import TRADE
+from qsframework.validity import DEFAULT_BOUNDS, TimeBounds, check
 
 from .protocol import SOURCE, Reject, TradeParser, gap_table
 
@@ -55,6 +57,7 @@ class BinanceConfig:
     open_timeout: float = 10.0
     ping_interval: float | None = 30.0  # our own pings, to notice a dead link
     flush_interval: float = 0.25  # seconds between hand-overs to the sink
+    bounds: TimeBounds = DEFAULT_BOUNDS  # a trade's time vs its receipt (see qsframework.validity)
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -65,6 +68,8 @@ class BinanceConfig:
             raise ValueError(f"REST base URL must start with http:// or https://, not {self.rest_url!r}")
         if self.rotate_after <= 0 or self.backoff_initial <= 0 or self.backoff_max < self.backoff_initial:
             raise ValueError("rotate_after and backoff times must be positive")
+        if self.bounds.max_future_ns < 0:
+            raise ValueError("--max-future must not be negative")
 
 
 @dataclass(slots=True)
@@ -89,6 +94,11 @@ class Batch:
 Sink = Callable[[Batch], Awaitable[None]]
 
 
+class SourceFailed(RuntimeError):
+    """A background task of the source (the flusher, a connection reader) failed: the run
+    stops with this error instead of going on without it."""
+
+
 class _Conn:
     """One WebSocket connection, its reader task, and a buffer while it is on standby."""
 
@@ -108,13 +118,14 @@ class BinanceSource:
 
     def __init__(self, config: BinanceConfig, *, parser: TradeParser | None = None) -> None:
         self.cfg = config
-        self.parser = parser or TradeParser(config.symbols, stream=config.stream)
+        self.parser = parser or TradeParser(config.symbols, stream=config.stream, bounds=config.bounds)
         self.stats = SourceStats()
         self._active: _Conn | None = None
         self._standby: _Conn | None = None
         self._wake = asyncio.Event()  # a reader has news for the connection keeper
         self._rotate_now = asyncio.Event()
         self._stop = asyncio.Event()
+        self._failure: SourceFailed | None = None
 
     @property
     def endpoint(self) -> str:
@@ -130,7 +141,7 @@ class BinanceSource:
     async def run(self, sink: Sink, *, duration: float | None = None) -> SourceStats:
         """Connect, keep connected, and flush to ``sink`` until ``stop()`` or ``duration``."""
         deadline = None if duration is None else time.monotonic() + duration
-        flusher = asyncio.create_task(self._flush_loop(sink))
+        flusher = self.spawn(self._flush_loop(sink), "flusher")
         try:
             await self._keep_connected(deadline)
         finally:
@@ -138,9 +149,28 @@ class BinanceSource:
                 if conn is not None:
                     await self._close(conn)
             self._stop.set()
-            await flusher
-            await self._flush(sink)  # whatever arrived last
+            await asyncio.wait([flusher])  # its failure, if any, is in self._failure
+            if self._failure is None:
+                await self._flush(sink)  # whatever arrived last
+        if self._failure is not None:
+            raise self._failure
         return self.stats
+
+    def spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task:
+        """A background task whose failure stops the run (and is raised by ``run``)."""
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(lambda t: self._task_done(t, name))
+        return task
+
+    def _task_done(self, task: asyncio.Task, name: str) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        if self._failure is None:
+            self._failure = SourceFailed(f"the Binance {name} failed: {describe(exc)}")
+            self._failure.__cause__ = exc
+            log.info("%s", self._failure)  # raised by run(): the caller reports it
+        self.stop()
 
     # -- connections -----------------------------------------------------------------
     async def _open(self, standby: bool) -> _Conn:
@@ -155,17 +185,21 @@ class BinanceSource:
             max_queue=4096,
         )
         conn = _Conn(ws, standby)
-        conn.task = asyncio.create_task(self._read(conn))
+        conn.task = self.spawn(self._read(conn), "connection reader")
         self.stats.connections += 1
         log.info("connected to %s%s", self.cfg.url, " (standby)" if standby else "")
         return conn
 
     async def _close(self, conn: _Conn) -> None:
+        """Close ``conn``; its reader first takes every frame that arrived before the
+        server's close (a run that ends keeps the trades already on the wire)."""
         try:
             await asyncio.wait_for(conn.ws.close(), 5)
         except (Exception, asyncio.CancelledError):  # noqa: BLE001 - closing a dead link
             pass
         if conn.task is not None:
+            # the reader ends by itself once the queue is drained; the bound is a safety net
+            await asyncio.wait([conn.task], timeout=30)
             conn.task.cancel()
             try:
                 await conn.task

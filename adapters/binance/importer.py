@@ -48,6 +48,7 @@ from qsframework.errors import UserError
 from qsframework.events import TRADE
 from qsframework.recording import RecordingWriter
 from qsframework.recording.writer import new_recording
+from qsframework.validity import check
 
 Kind = Literal["trades", "aggTrades"]
 Checksum = Literal["verified", "unverified"]
@@ -277,6 +278,12 @@ class _Tally:
         for r, reason in zip(rows.tolist(), reasons, strict=True):
             if len(self.value_examples) < MAX_EXAMPLES:
                 self.value_examples.append((self.line(r), reason))
+
+    def broke_rules(self, reasons: list[str]) -> None:
+        """Rows that parsed but break a validity rule (their lines are not tracked)."""
+        self.value_rows += len(reasons)
+        room = MAX_EXAMPLES - len(self.value_examples)
+        self.value_examples.extend((None, why) for why in reasons[:max(room, 0)])
 
     def examples(self) -> list[str]:
         found = sorted(self.malformed_examples + self.value_examples, key=lambda e: e[0] or 0)
@@ -582,15 +589,21 @@ def _import_file(
                     continue
             ns, lo, hi, ms, us = _to_ns(cols["time"])
             saw_ms, saw_us = saw_ms or ms, saw_us or us
-            ts_lo = lo if ts_lo is None else min(ts_lo, lo)
-            ts_hi = hi if ts_hi is None else max(ts_hi, hi)
             batch = pa.RecordBatch.from_arrays(
                 [ns, ns, pa.repeat(SOURCE, n), pa.repeat(d.symbol, n), cols["id"],
                  cols["price"], cols["qty"], cols["is_buyer_maker"]],
                 schema=TRADE.schema,
             )
+            batch, invalid = check("trade", batch)  # the rules of every entry point (time floor, ...)
+            if invalid:
+                tally.broke_rules([bad.reason for bad in invalid])
+                if not batch.num_rows:
+                    continue
+                lo, hi = (v.as_py() for v in pc.min_max(batch.column("ts_event")).values())
+            ts_lo = lo if ts_lo is None else min(ts_lo, lo)
+            ts_hi = hi if ts_hi is None else max(ts_hi, hi)
             writer.write("trade", batch)
-            rows += n
+            rows += batch.num_rows
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, pa.ArrowException) as exc:
         raise UserError(f"reading {str(d.path)!r} failed ({exc}); nothing was imported") from None
     if progress is not None and tally.malformed_rows > reported:

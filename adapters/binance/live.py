@@ -76,7 +76,7 @@ def _summary(source: BinanceSource, t0: float) -> RunSummary:
 async def _drive(source: BinanceSource, sink, duration: float | None, status: Status | None) -> RunSummary:
     stop_on_signals(source.stop)
     t0 = time.monotonic()
-    ticker = asyncio.create_task(status.run()) if status is not None else None
+    ticker = source.spawn(status.run(), "status line") if status is not None else None
     try:
         await source.run(sink, duration=duration)
     finally:
@@ -122,28 +122,24 @@ async def record_binance(config: BinanceConfig, out: str | Path, *, duration: fl
 
 async def ingest_binance(config: BinanceConfig, bootstrap: str, *, prefix: str = "qsf",
                          duration: float | None = None, status: Status | bool | None = None) -> RunSummary:
-    """Publish trades to PREFIX.trades, gaps to PREFIX.gaps and bad frames to PREFIX.dlq."""
-    from qsframework.kafka import dlq_topic, ensure_topics, kind_headers, start_producer, topic_of
-    from qsframework.wire import encode
+    """Publish trades to PREFIX.trades, gaps to PREFIX.gaps and bad frames to PREFIX.dlq.
+
+    Each flush waits until the broker acknowledged every record; a lost one stops the run
+    with :class:`~qsframework.adapters.binance.client.SourceFailed` naming how many."""
+    from qsframework.kafka import dlq_topic, topic_of
+    from qsframework.publish import publishing
 
     trades_t, gaps_t, dlq_t = topic_of("trade", prefix), topic_of("gap", prefix), dlq_topic(prefix)
-    await ensure_topics(bootstrap, [trades_t, gaps_t, dlq_t])
-    producer = await start_producer(bootstrap)
-    source = BinanceSource(config)
+    async with publishing(bootstrap, [trades_t, gaps_t, dlq_t]) as pub:
+        source = BinanceSource(config)
 
-    async def sink(batch: Batch) -> None:
-        for kind, topic, table in (("trade", trades_t, batch.trades), ("gap", gaps_t, batch.gaps)):
-            if table.num_rows:
-                headers = kind_headers(kind)
-                for key, value in encode(table):
-                    await producer.send(topic, key=key, value=value, headers=headers)
-        for r in batch.rejects:
-            await producer.send(dlq_t, value=r.frame, headers=[
-                ("reason", r.reason.encode()), ("topic", b"binance"), ("source", config.url.encode())])
-        await producer.flush()
+        async def sink(batch: Batch) -> None:
+            await pub.send_table(trades_t, "trade", batch.trades)
+            await pub.send_table(gaps_t, "gap", batch.gaps)
+            for r in batch.rejects:
+                await pub.send_dead_letter(dlq_t, r.frame, reason=r.reason, headers=[
+                    ("topic", b"binance"), ("source", config.url.encode())])
+            await pub.flush()
 
-    st = Status(source) if status is True or status is None else (status or None)
-    try:
+        st = Status(source) if status is True or status is None else (status or None)
         return await _drive(source, sink, duration, st)
-    finally:
-        await producer.stop()

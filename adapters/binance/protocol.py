@@ -24,12 +24,14 @@ import orjson
 import pyarrow as pa
 
 from qsframework.events import GAP, TRADE
+from qsframework.validity import DEFAULT_BOUNDS, TimeBounds, check
 
 SOURCE = "binance"
 STREAM_KINDS = ("trade", "aggTrade")
 _ID_FIELD = {"trade": "t", "aggTrade": "a"}
 _MICROS = 10**14  # a time above this (year 5138 in ms) is in microseconds
 _HOLES_KEPT = 256  # open gaps remembered per symbol, for ids that arrive late
+_INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,7 @@ class TradeParser:
     symbols: Iterable[str]
     stream: str = "trade"
     source: str = SOURCE
+    bounds: TimeBounds = DEFAULT_BOUNDS
     stats: ParserStats = field(default_factory=ParserStats)
     _streams: dict[str, str] = field(init=False)
     _symbols: frozenset[str] = field(init=False)
@@ -96,6 +99,8 @@ class TradeParser:
     _last: dict[str, int] = field(init=False, default_factory=dict)
     _holes: dict[str, list[list[int]]] = field(init=False, default_factory=dict)
     _rows: list[tuple] = field(init=False)
+    _floor: int = field(init=False)
+    _ahead: int = field(init=False)
     _gaps: list[tuple] = field(init=False, default_factory=list)
     rejects: list[Reject] = field(init=False, default_factory=list)
     shutdown: bool = field(init=False, default=False)
@@ -106,6 +111,7 @@ class TradeParser:
         self._event = self.stream
         self._id = _ID_FIELD[self.stream]
         self._rows = []
+        self._floor, self._ahead = self.bounds.floor_ns, self.bounds.max_future_ns
 
     @property
     def stream_path(self) -> str:
@@ -138,7 +144,8 @@ class TradeParser:
             p = data["p"]
             q = data["q"]
             m = data["m"]
-            if type(tid) is not int or type(t) is not int or type(m) is not bool or t <= 0:
+            if (type(tid) is not int or type(t) is not int or type(m) is not bool
+                    or not 0 <= tid <= _INT64_MAX or t <= 0):
                 raise TypeError
             price = float(p)
             qty = float(q)
@@ -152,6 +159,10 @@ class TradeParser:
             self._other(frame, obj, ts_recv)
             return
         ts = t * 1_000_000 if t < _MICROS else t * 1_000
+        if not self._floor <= ts <= ts_recv + self._ahead:
+            # judged before the id bookkeeping: a bad frame must not move the ids on
+            self._reject(frame, ts_recv, self._time_reason(sym, tid, ts, ts_recv))
+            return
         last = self._last.get(sym)
         if last is not None and tid != last + 1:
             if tid <= last:
@@ -163,7 +174,7 @@ class TradeParser:
                 self._gap(sym, last + 1, tid - 1, ts, ts_recv)
         if last is None or tid > last:
             self._last[sym] = tid
-        self._rows.append((ts, ts_recv, sym, tid, price, qty, m))
+        self._rows.append((ts, ts_recv, sym, tid, price, qty, m, frame))
 
     def feed_many(self, frames: Iterable[bytes | str], ts_recv: int) -> None:
         for frame in frames:
@@ -178,10 +189,21 @@ class TradeParser:
         return len(self._rows) + len(self._gaps)
 
     def take_trades(self) -> pa.Table:
-        """The trades fed since the last take, in arrival order, as a ``trade`` table."""
+        """The trades fed since the last take, in arrival order, as a ``trade`` table.
+
+        The table also passes :func:`qsframework.validity.check` (the rules every entry
+        point applies); a row that breaks one becomes a reject with its frame and reason."""
         rows, self._rows = self._rows, []
+        table = self._table(rows)
+        valid, invalid = check("trade", table, self.bounds)
+        for bad in invalid:
+            row = rows[bad.index]
+            self._reject(row[7], row[1], bad.reason)
+        self.stats.trades += valid.num_rows
+        return valid
+
+    def _table(self, rows: list[tuple]) -> pa.Table:
         n = len(rows)
-        self.stats.trades += n
         c = list(zip(*rows)) if n else [()] * 7
         return pa.Table.from_arrays(
             [
@@ -249,10 +271,17 @@ class TradeParser:
             return
         self._reject(frame, ts_recv)
 
-    def _reject(self, frame: bytes | str, ts_recv: int) -> None:
+    def _reject(self, frame: bytes | str, ts_recv: int, reason: str | None = None) -> None:
         raw = frame.encode() if isinstance(frame, str) else bytes(frame)
         self.stats.rejected += 1
-        self.rejects.append(Reject(raw, self._reason(raw), ts_recv))
+        self.rejects.append(Reject(raw, reason or self._reason(raw), ts_recv))
+
+    def _time_reason(self, sym: str, tid: int, ts: int, ts_recv: int) -> str:
+        """The validity rule a trade time breaks, in its words (an out-of-range time is
+        clamped to int64 first: it is still out of bounds, and the table can hold it)."""
+        ts = min(ts, _INT64_MAX)
+        _, invalid = check("trade", self._table([(ts, ts_recv, sym, tid, 1.0, 1.0, False)]), self.bounds)
+        return invalid[0].reason if invalid else "trade time out of bounds"
 
     def _reason(self, raw: bytes) -> str:
         try:
@@ -279,6 +308,8 @@ class TradeParser:
             return f"unknown symbol {str(sym)[:32]!r}"
         if type(data[self._id]) is not int or data[self._id] < 0:
             return f"trade id is not a non-negative integer: {data[self._id]!r}"
+        if data[self._id] > _INT64_MAX:
+            return f"trade id does not fit in 64 bits: {str(data[self._id])[:32]}"
         if type(data["T"]) is not int or data["T"] <= 0:
             return f"trade time is not a positive integer: {data['T']!r}"
         if type(data["m"]) is not bool:

