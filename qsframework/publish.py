@@ -23,11 +23,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from .errors import PublishError, describe
-from .kafka import ProducerConfig, ensure_topics, kind_headers, start_producer
+from .kafka import ProducerConfig, dead_letter, ensure_topics, kind_headers, start_producer
 from .wire import encode
 
 DEFAULT_MAX_IN_FLIGHT = 65_536
-DLQ_MAX_VALUE = 512 * 1024  # bytes of a bad message kept on the DLQ (the producer's limit is 1 MiB)
 _REAP_EVERY = 256  # sends between counts of the decided deliveries (a failure stops the next ones)
 
 # the publisher reports lost records itself, in one line: aiokafka's retry messages reach
@@ -94,13 +93,10 @@ class Publisher:
 
     async def send_dead_letter(self, topic: str, value: bytes, *, reason: str,
                                headers: Iterable[tuple[str, bytes]] = ()) -> None:
-        """A bad message to the DLQ with its ``reason`` header; one too big for a record is
-        cut to :data:`DLQ_MAX_VALUE` bytes, its full size in a ``truncated`` header."""
-        extra = [("reason", reason.encode())]
-        if len(value) > DLQ_MAX_VALUE:
-            extra.append(("truncated", str(len(value)).encode()))
-            value = value[:DLQ_MAX_VALUE]
-        await self.send(topic, value, headers=[*extra, *headers])
+        """A bad message to the DLQ ``topic``, cut to fit, with its ``reason`` header (the
+        record :func:`qsframework.kafka.dead_letter` builds, as ``qsf process`` sends it)."""
+        letter = dead_letter(reason=reason, value=value)
+        await self.send(topic, letter.value, key=letter.key, headers=[*letter.headers, *headers])
 
     async def flush(self) -> PublishStats:
         """Wait for every record sent so far to be acknowledged or failed; raise

@@ -50,7 +50,8 @@ async def replay(
     first_ts: int | None = None
     topics = [*(topic_of(k, prefix) for k in kinds), dlq_topic(prefix)]
     async with publishing(bootstrap, topics, config=producer) as pub:
-        for kind, batch in recording.stream_all(kinds, start=start, end=end, batch_size=batch_size):
+        # rows as stored, bad ones included: the consumer checks them and dead-letters the bad
+        for kind, batch in recording.stream_all(kinds, start=start, end=end, batch_size=batch_size, bounds=None):
             topic = topic_of(kind, prefix)
             if speed is None:
                 await pub.send_table(topic, kind, batch)

@@ -44,6 +44,7 @@ async def ingest_mavlink(config: MavlinkConfig, bootstrap: str, *, prefix: str =
     from qsframework.kafka import dlq_topic, topic_of
     from qsframework.publish import publishing
     from qsframework.telemetry import TELEMETRY_KINDS
+    from qsframework.wire import encode
 
     async with publishing(bootstrap, [*(topic_of(k, prefix) for k in TELEMETRY_KINDS), dlq_topic(prefix)]) as pub:
         source = MavlinkSource(config)
@@ -53,5 +54,10 @@ async def ingest_mavlink(config: MavlinkConfig, bootstrap: str, *, prefix: str =
                 await pub.send_table(topic_of(kind, prefix), kind, table)
             await pub.flush()
 
+        async def dead_letter(kind: str, table: pa.Table, reasons: list[str]) -> None:
+            for (key, value), why in zip(encode(table), reasons, strict=True):
+                await pub.send_dead_letter(dlq_topic(prefix), value, reason=why,
+                                           headers=[("topic", topic_of(kind, prefix).encode()), ("kind", kind.encode())])
+
         stop_on_signals(source.stop)
-        return await source.run(sink, duration=duration)
+        return await source.run(sink, duration=duration, dead_letter=dead_letter)
