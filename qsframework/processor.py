@@ -6,6 +6,13 @@ the smallest of the partitions' latest event times, minus the allowed lateness. 
 that arrives after events later than it were processed is late: it is counted and sent to
 the DLQ with the reason, never silently reordered. ``--record`` keeps exactly what the
 engine consumed, so a backtest of it reproduces the live outputs.
+
+A partition with nothing new for ``idle_timeout_s`` (and nothing left to read) stops holding
+the watermark back, and at most ``max_held`` rows wait behind it (the oldest go first past
+that): both trade exact parity for progress, and both are counted. Restarts resume from the
+committed offsets or the ``--state`` snapshot; a snapshot or committed offset the log no
+longer has (a reset log) stops the run unless ``on_reset="earliest"``. A stop request ends
+retries within ``stop_grace_s``: what is durable is committed, nothing else.
 """
 
 from __future__ import annotations
@@ -17,14 +24,17 @@ import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import orjson
 import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 
-from .backtest import ParquetOutput
+from .durations import format_time
 from .engine import Engine
+from .errors import UserError
 from .events import KINDS, get_kind
 from .kafka import (
     DEFAULT_PREFIX,
@@ -37,7 +47,9 @@ from .kafka import (
     start_producer,
     topic_of,
 )
+from .latency import LatencyWindow
 from .order import sort_table
+from .parts import PartsOutput
 from .recording import RecordingWriter
 from .shutdown import stop_on_signals
 from .strategy import Strategy
@@ -52,12 +64,17 @@ class ProcessConfig:
     group: str
     prefix: str = DEFAULT_PREFIX
     lateness_ns: int = 0
+    idle_timeout_s: float = 5.0  # a partition quiet (and read to its end) this long stops holding the watermark
+    max_held: int = 1_000_000  # rows waiting behind the watermark; past it the oldest are released
     exit_when_idle_s: float | None = None
     out: Path | None = None
     record: Path | None = None
     sinks: tuple[str, ...] = ()
     pg_dsn: str | None = None
     state: Path | None = None  # snapshot directory: a restart resumes exactly from it
+    on_reset: Literal["fail", "earliest"] = "fail"  # a resume offset the log does not have
+    commit_interval_s: float = 1.0  # at most one commit (and --out part) per interval
+    stop_grace_s: float = 5.0  # after a stop request, how long work in progress may take
     overrides: dict[str, str] = field(default_factory=dict)
     path: str = "auto"
     poll_ms: int = 200
@@ -71,14 +88,30 @@ class ProcessStats:
     processed: int = 0
     rejected: int = 0
     late: int = 0
+    redelivered: int = 0  # rows read again after a restart that were already handled
+    released_early: int = 0  # rows released before the watermark passed them (max_held)
+    idle_releases: int = 0  # watermark advances made possible by an idle partition
     signals: int = 0
     alerts: int = 0
     commits: int = 0
+    interrupted: bool = False  # a stop request cut work in progress short (not committed)
     wall_s: float = 0.0
     first_processed_at: float | None = None  # time.monotonic() of the first and last batch
     last_processed_at: float | None = None
     latency_ms_p50: float | None = None
     latency_ms_p99: float | None = None
+
+
+class LogReset(UserError):
+    """A resume offset lies outside the partition's log (the broker lost or reset it)."""
+
+
+class StrategyFailed(UserError):
+    """The strategy raised while handling events; nothing of that batch is committed."""
+
+
+def _tp_name(tp: TopicPartition) -> str:
+    return f"{tp.topic}[{tp.partition}]"
 
 
 class _Pending:
@@ -87,10 +120,12 @@ class _Pending:
 
     def __init__(self) -> None:
         self.tables: dict[str, list[pa.Table]] = {}
+        self.rows = 0
 
     def add(self, kind: str, table: pa.Table) -> None:
         if table.num_rows:
             self.tables.setdefault(kind, []).append(table)
+            self.rows += table.num_rows
 
     def take(self, kind: str, upto: int | None) -> pa.Table | None:
         """Remove and return (sorted) the rows with ts_event < ``upto`` (all if None)."""
@@ -99,11 +134,21 @@ class _Pending:
             return None
         table = sort_table(pa.concat_tables(parts))
         if upto is None:
+            self.rows -= table.num_rows
             return table
         n = int(np.searchsorted(table.column("ts_event").to_numpy(), upto, side="left"))
         if n < table.num_rows:
             self.tables[kind] = [table.slice(n)]
+        self.rows -= n
         return table.slice(0, n) if n else None
+
+    def cutoff(self, excess: int, upto: int | None) -> tuple[int, int]:
+        """The event time below which the ``excess`` oldest rows wait, and how many rows below
+        it the watermark ``upto`` would still hold back."""
+        ts = np.concatenate([t.column("ts_event").to_numpy() for parts in self.tables.values() for t in parts])
+        cut = int(np.partition(ts, excess - 1)[excess - 1]) + 1
+        early = ts < cut if upto is None else (ts >= upto) & (ts < cut)
+        return cut, int(early.sum())
 
     def first_offsets(self) -> dict[int, int]:
         """Per partition id, the smallest offset still pending."""
@@ -123,6 +168,7 @@ class Processor:
 
     def __init__(self, strategy_cls: type[Strategy], config: ProcessConfig) -> None:
         self.cfg = config
+        self.strategy_name = strategy_cls.__name__
         self.engine = Engine(strategy_cls, overrides=config.overrides, path=config.path)  # type: ignore[arg-type]
         self.kinds = list(self.engine.kinds)
         self.topics: dict[str, tuple[str, ...]] = {}  # topic -> the subscribed kinds it carries
@@ -136,14 +182,23 @@ class Processor:
         self._part_ids: dict[TopicPartition, int] = {}
         self._next_offset: dict[TopicPartition, int] = {}  # last consumed + 1
         self._released_upto: int | None = None  # rows with ts_event < this went to the engine
-        self._latencies: list[float] = []
+        self._active_at: dict[TopicPartition, float] = {}  # when each partition last gave rows (or was assigned)
+        self._idle: set[TopicPartition] = set()
+        self._resume: dict[TopicPartition, int] = {}  # the --state snapshot's offsets
+        self._handled_below: dict[TopicPartition, int] = {}  # restored: rows below were handled before
+        self._fatal: BaseException | None = None  # found by the rebalance listener, raised by the loop
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer = None
+        self._latency = LatencyWindow()
         # PostgreSQL writes run while the next poll is fetched and processed: each poll's
-        # rows are written by a task chained after the previous poll's, and a poll's
-        # offsets (and state snapshot) are committed once its task is done
+        # rows are written by a task chained after the previous poll's, and a checkpoint's
+        # offsets (and state snapshot, and --out parts) are committed once its task is done
         self._pg_items: list[tuple[str, pa.Table]] = []
         self._durable: asyncio.Task | None = None
-        self._deferred: tuple[asyncio.Task | None, dict, bytes | None] | None = None
-        self._outputs: dict[str, ParquetOutput] = {}
+        self._deferred: _Checkpoint | None = None
+        self._checkpointed: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
+        self._outputs: dict[str, PartsOutput] = {}
         self._recorder = RecordingWriter(config.record) if config.record else None
         self._pg = None
         if "timescale" in config.sinks:
@@ -159,80 +214,155 @@ class Processor:
             store = PostgresDedupStore(config.pg_dsn) if config.pg_dsn else MemoryDedupStore()
             self._telegram = TelegramSink(TelegramConfig.from_env(), store=store)
         if config.out is not None:
-            config.out.mkdir(parents=True, exist_ok=True)
             for name, buf in self.engine.ctx.outputs.buffers().items():
-                self._outputs[name] = ParquetOutput(config.out / f"{name}.parquet", buf.kind.schema)
+                self._outputs[name] = PartsOutput(config.out / f"{name}.parquet", buf.kind.schema)
 
     def stop(self) -> None:
         self._stop.set()
 
     def restart_latency_window(self) -> None:
         """Forget the latency samples so far (e.g. a benchmark's warm-up)."""
-        self._latencies.clear()
+        self._latency.clear()
 
     async def run(self) -> ProcessStats:
+        """Process until the input is idle (``exit_when_idle_s``) or :meth:`stop`; a stop lets
+        work in progress finish for ``stop_grace_s`` and then cuts it short, uncommitted."""
+        t0 = time.monotonic()
+        main = asyncio.create_task(self._main(t0))
+        stopping = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not main.done():
+                await asyncio.wait({main}, timeout=self.cfg.stop_grace_s)
+                if not main.done():
+                    self.stats.interrupted = True
+                    log.warning("stop requested while a sink was retrying: what is not durable is not "
+                                "committed and will be read again on restart")
+                    main.cancel()
+            try:
+                await main
+            except asyncio.CancelledError:
+                if not self.stats.interrupted:
+                    raise
+        finally:
+            stopping.cancel()
+            if not main.done():  # run() itself was cancelled
+                main.cancel()
+                await asyncio.wait({main})
+            self.stats.wall_s = time.monotonic() - t0
+            self.stats.latency_ms_p50 = self._latency.percentile(50)
+            self.stats.latency_ms_p99 = self._latency.percentile(99)
+            await self._close()
+        return self.stats
+
+    async def _main(self, t0: float) -> None:
         cfg = self.cfg
         await ensure_topics(cfg.bootstrap, [*self.topics, dlq_topic(cfg.prefix),
                                             topic_of("signal", cfg.prefix), topic_of("alert", cfg.prefix)])
-        consumer = AIOKafkaConsumer(
+        self._producer = producer = await start_producer(cfg.bootstrap, ProducerConfig())
+        self._consumer = consumer = AIOKafkaConsumer(
             bootstrap_servers=cfg.bootstrap, group_id=cfg.group,
-            enable_auto_commit=False, auto_offset_reset="earliest",
+            # never reset silently: every assigned partition is sought explicitly (_seek_assigned)
+            # and a position the log no longer has is an error or the explicit --on-reset policy
+            enable_auto_commit=False, auto_offset_reset="none",
             # big fetches (one partition per topic carries everything) and short waits
             max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20, fetch_max_wait_ms=50,
         )
-        resume = self._load_state()
-        consumer.subscribe(list(self.topics), listener=_SeekTo(consumer, resume))
-        producer = await start_producer(cfg.bootstrap, ProducerConfig())
+        self._resume = self._load_state()
+        consumer.subscribe(list(self.topics), listener=_OnAssign(self))
         await consumer.start()
         if self._pg is not None:
             await self._pg.start()
         if self._telegram is not None:
             await self._telegram.start()
         self.engine.prepare()
-        t0 = last_log = time.monotonic()
-        idle_since = time.monotonic()
+        last_log = idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
-                batches = await consumer.getmany(timeout_ms=cfg.poll_ms, max_records=cfg.max_records)
+                batches = await self._poll(consumer)
                 if not any(batches.values()):
                     idle = time.monotonic() - idle_since
                     if cfg.exit_when_idle_s is not None and idle >= cfg.exit_when_idle_s:
                         await self._release(producer, upto=None)  # end of input: everything goes
                         await self._commit(consumer, producer, final=True, drain=True)
                         break
-                    await self._commit_deferred(consumer)  # quiet: catch up on durability
+                    await self._release_ready(consumer, producer)  # an idle partition may let rows go
+                    await self._commit(consumer, producer)
                     continue
                 idle_since = time.monotonic()
-                await self._ingest(batches, producer)
-                await self._release(producer, upto=self._watermark())
+                await self._ingest(self._fresh(batches), producer)
+                await self._release_ready(consumer, producer)
                 await self._commit(consumer, producer)
                 if time.monotonic() - last_log >= cfg.log_every_s:
                     last_log = time.monotonic()
                     self._log_progress(consumer, t0)
             else:
                 await self._commit(consumer, producer, drain=True)
-        finally:
-            if self._durable is not None and not self._durable.done():
-                self._durable.cancel()  # failing: nothing more is committed
-            self.stats.wall_s = time.monotonic() - t0
-            if self._latencies:
-                lat = np.array(self._latencies)
-                self.stats.latency_ms_p50 = float(np.percentile(lat, 50))
-                self.stats.latency_ms_p99 = float(np.percentile(lat, 99))
             self.engine.finish()
             await self._flush_outputs(producer)  # whatever on_stop emitted
-            if self._pg_items and (self._durable is None or not self._durable.cancelled()):
+            if self._pg_items:
                 items, self._pg_items = self._pg_items, []
                 await self._write_pg(self._durable, items, [])
-            await producer.flush()
-            await consumer.stop()
-            await producer.stop()
-            self._close_files()
-            if self._pg is not None:
-                await self._pg.close()
-            if self._telegram is not None:
-                await self._telegram.close()
-        return self.stats
+            for out in self._outputs.values():
+                out.close()
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """Failing or cut short: nothing more is committed; outputs not committed are dropped
+        (a restart reads their input again)."""
+        if self._durable is not None and not self._durable.done():
+            self._durable.cancel()
+        staged = self._deferred.staged if self._deferred is not None else []
+        self._deferred = None
+        for out in self._outputs.values():
+            out.discard([path for o, path in staged if o is out])
+
+    async def _close(self) -> None:
+        """Close clients; each step is bounded, since a broker or database may be gone."""
+        steps = []
+        if self._producer is not None:
+            steps += [self._producer.flush(), self._consumer.stop() if self._consumer else None, self._producer.stop()]
+        if self._pg is not None:
+            steps.append(self._pg.close())
+        if self._telegram is not None:
+            steps.append(self._telegram.close())
+        deadline = time.monotonic() + self.cfg.stop_grace_s
+        for step in steps:
+            if step is None:
+                continue
+            try:
+                await asyncio.wait_for(step, timeout=max(0.1, deadline - time.monotonic()))
+            except Exception as exc:  # closing must not hide why the run ended
+                log.info("closing: %s: %s", type(exc).__name__, exc)
+        if self._recorder is not None:
+            self._recorder.close()
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> dict:
+        if self._fatal is not None:
+            raise self._fatal
+        try:
+            batches = await consumer.getmany(timeout_ms=self.cfg.poll_ms, max_records=self.cfg.max_records)
+        except NoOffsetForPartitionError:  # fetched before the listener sought it: it is about to
+            return {}
+        except OffsetOutOfRangeError as exc:  # the log was reset under a running consumer
+            bad = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+            await self._check_log(consumer, dict(bad), "next", strict=True)
+            return {}
+        if self._fatal is not None:
+            raise self._fatal
+        return batches
+
+    def _fresh(self, batches: dict) -> dict:
+        """``batches`` without messages consumed before (a re-delivery after a rebalance)."""
+        out = {}
+        for tp, msgs in batches.items():
+            nxt = self._next_offset.get(tp)
+            if msgs and nxt is not None and msgs[0].offset < nxt:
+                msgs = [m for m in msgs if m.offset >= nxt]
+            out[tp] = msgs
+        return out
 
     # -- steps ---------------------------------------------------------------------------
     async def _ingest(self, batches, producer) -> None:
@@ -269,24 +399,87 @@ class Processor:
         offsets = [m.offset for i, m in enumerate(msgs) if i not in bad]
         table = table.append_column("_part", pa.array(np.full(table.num_rows, part, np.int32)))
         table = table.append_column("_offset", pa.array(offsets, pa.int64()))
-        ts = table.column("ts_event").to_numpy()
-        if self._released_upto is not None:
-            late = ts < self._released_upto
-            if late.any():
-                for value in table.filter(pa.array(late)).drop(["_part", "_offset"]).to_pylist():
-                    await self._dead_letter(producer, tp.topic, orjson.dumps(value),
-                                            f"late: event time before the watermark {self._released_upto}")
-                self.stats.late += int(late.sum())
-                table = table.filter(pa.array(~late))
-                ts = ts[~late]
+        table = await self._drop_late(tp, table, producer)
         if table.num_rows:
-            self._part_max[tp] = max(self._part_max.get(tp, ts.max()), int(ts.max()))
+            self._advance(tp, int(table.column("ts_event").to_numpy().max()))
             self._pending.add(kind, table)
 
-    def _watermark(self) -> int | None:
-        if not self._part_max:
+    # -- the watermark ---------------------------------------------------------------------
+    async def _drop_late(self, tp: TopicPartition, table: pa.Table, producer) -> pa.Table:
+        """``table`` without rows before the watermark: those read again after a restart
+        that were handled before it are skipped; the others are late (DLQ)."""
+        if self._released_upto is None:
+            return table
+        late = table.column("ts_event").to_numpy() < self._released_upto
+        if not late.any():
+            return table
+        below = self._handled_below.get(tp)
+        if below is not None:
+            again = late & (table.column("_offset").to_numpy() < below)
+            if again.any():
+                self.stats.redelivered += int(again.sum())
+                table, late = table.filter(pa.array(~again)), late[~again]
+                if not late.any():
+                    return table
+        for value in table.filter(pa.array(late)).drop(["_part", "_offset"]).to_pylist():
+            await self._dead_letter(producer, tp.topic, orjson.dumps(value),
+                                    f"late: event time before the watermark {self._released_upto}")
+        self.stats.late += int(late.sum())
+        return table.filter(pa.array(~late))
+
+    def _advance(self, tp: TopicPartition, ts_max: int) -> None:
+        """``tp`` gave rows up to ``ts_max``: it is active and holds the watermark there."""
+        self._part_max[tp] = max(self._part_max.get(tp, ts_max), ts_max)
+        self._active_at[tp] = time.monotonic()
+        if tp in self._idle:
+            self._idle.discard(tp)
+            log.info("%s is active again: it holds the watermark", _tp_name(tp))
+
+    async def _watermark(self, consumer: AIOKafkaConsumer) -> int | None:
+        """The smallest latest event time over the partitions that are not idle, minus the
+        lateness (None: nothing may go yet). Idle: nothing new for ``idle_timeout_s`` and read
+        to the end. With every partition idle, the latest event time seen."""
+        now = time.monotonic()
+        holding: list[int] = []
+        known: list[int] = []
+        for tp in consumer.assignment():
+            ts = self._part_max.get(tp)
+            if ts is not None:
+                known.append(ts)
+            if now - self._active_at.get(tp, now) >= self.cfg.idle_timeout_s and await self._caught_up(consumer, tp):
+                if tp not in self._idle:
+                    self._idle.add(tp)
+                    log.info("%s is idle: it no longer holds the watermark", _tp_name(tp))
+                continue
+            if ts is None:
+                return None  # active but nothing yet: its first rows may be the oldest
+            holding.append(ts)
+        if not known:
             return None
-        return min(self._part_max.values()) - self.cfg.lateness_ns
+        return (min(holding) if holding else max(known)) - self.cfg.lateness_ns
+
+    async def _caught_up(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
+        end = consumer.highwater(tp)
+        if end is None:
+            return False
+        position = self._next_offset.get(tp)
+        if position is None:
+            position = await consumer.position(tp)
+        return position >= end
+
+    async def _release_ready(self, consumer: AIOKafkaConsumer, producer) -> None:
+        """Release up to the watermark, and further if more than ``max_held`` rows wait."""
+        upto = await self._watermark(consumer)
+        excess = self._pending.rows - self.cfg.max_held
+        if excess > 0:
+            cut, early = self._pending.cutoff(excess, upto)
+            if upto is None or cut > upto:
+                self.stats.released_early += early
+                log.info("%d rows wait behind the watermark (max %d): releasing %d of them early",
+                         self._pending.rows, self.cfg.max_held, early)
+                upto = cut
+        if upto is not None:
+            await self._release(producer, upto=upto)
 
     async def _release(self, producer, *, upto: int | None) -> None:
         """Hand every pending row before ``upto`` to the engine, in total order."""
@@ -304,7 +497,7 @@ class Processor:
             if self.stats.first_processed_at is None:
                 self.stats.first_processed_at = time.monotonic()
             for kind, batch in merged:
-                self.engine.process(kind, batch)
+                self._process(kind, batch)
                 self.stats.processed += batch.num_rows
                 if self._recorder is not None:
                     self._recorder.write(kind, batch)
@@ -320,6 +513,20 @@ class Processor:
                 self._durable = asyncio.create_task(self._write_pg(self._durable, items, recv))
         elif tables:
             self._durable_now(recv)
+
+    def _process(self, kind: str, batch: pa.RecordBatch) -> None:
+        """One batch through the engine; the strategy's exception becomes :class:`StrategyFailed`."""
+        try:
+            self.engine.process(kind, batch)
+        except UserError as exc:  # the engine's own account of a strategy error
+            raise StrategyFailed(str(exc)) from exc
+        except Exception as exc:
+            ts = batch.column("ts_event")
+            first, last = format_time(ts[0].as_py()), format_time(ts[batch.num_rows - 1].as_py())
+            events = f"the {kind} event at {first}" if first == last else f"{kind} events {first} .. {last}"
+            raise StrategyFailed(
+                f"strategy {self.strategy_name} raised {type(exc).__name__}: {exc} while handling {events}"
+            ) from exc
 
     async def _write_pg(self, previous: asyncio.Task | None, items: list[tuple[str, pa.Table]],
                         recv: list[np.ndarray]) -> None:
@@ -339,7 +546,7 @@ class Processor:
             lat_ms = (now_ns - ts_recv) / 1e6
             # meaningful for live data only (not replays of old recordings): keep the
             # samples received within the last hour
-            self._latencies.extend(lat_ms[(lat_ms >= 0) & (lat_ms < 3.6e6)].tolist())
+            self._latency.add(lat_ms[(lat_ms >= 0) & (lat_ms < 3.6e6)])
 
     async def _flush_outputs(self, producer) -> None:
         for name, buf in self.engine.ctx.outputs.buffers().items():
@@ -361,39 +568,137 @@ class Processor:
             else:
                 self.stats.alerts += table.num_rows
 
+    # -- commits ---------------------------------------------------------------------------
     async def _commit(self, consumer, producer, *, final: bool = False, drain: bool = False) -> None:
         """Commit what the engine has fully consumed, once the sinks hold it.
 
-        The PostgreSQL sink's writes for this poll may still be running: then this poll's
-        offsets and state are kept and committed at the next call (or now with ``drain``),
-        after the previous poll's, whose writes must be done by then.
+        At most every ``commit_interval_s`` (always with ``final``/``drain``) a checkpoint is
+        taken: offsets, state snapshot and --out parts. The PostgreSQL sink's writes may
+        still be running: a checkpoint is committed once they are done (checked at each
+        call), before the next one is taken, or now with ``drain``.
         """
+        if final or drain or time.monotonic() - self._last_commit >= self.cfg.commit_interval_s:
+            self._last_commit = time.monotonic()
+            checkpoint = await self._checkpoint(producer, final=final)
+            if checkpoint is not None:
+                previous, self._deferred = self._deferred, checkpoint
+                if previous is not None:
+                    await self._commit_now(consumer, previous)
+        deferred = self._deferred
+        if deferred is not None and (drain or deferred.durable is None or deferred.durable.done()):
+            self._deferred = None
+            await self._commit_now(consumer, deferred)
+
+    async def _checkpoint(self, producer, *, final: bool) -> _Checkpoint | None:
+        """Offsets up to what the engine has consumed, the state as of them and the outputs
+        since the last checkpoint (staged); None if nothing changed."""
         await producer.flush()
         if self._recorder is not None:
             self._recorder.flush()
         pending = {} if final else self._pending.first_offsets()
-        offsets = {}
-        for tp, nxt in self._next_offset.items():
-            offsets[tp] = pending.get(self._part_ids[tp], nxt)  # never past an unprocessed row
+        offsets = {tp: pending.get(self._part_ids[tp], nxt) for tp, nxt in self._next_offset.items()}
+        keyed = {(tp.topic, tp.partition): off for tp, off in offsets.items()}
+        staged = [(out, path) for out in self._outputs.values() if (path := out.stage(keyed)) is not None]
+        if offsets == self._checkpointed and not staged:
+            return None
+        self._checkpointed = offsets
         blob = self._state_blob(offsets) if offsets else None
-        previous, self._deferred = self._deferred, (self._durable, offsets, blob)
-        if previous is not None:
-            await self._commit_now(consumer, *previous)
-        if drain or self._pg is None:
-            await self._commit_deferred(consumer)
+        return _Checkpoint(durable=self._durable, offsets=offsets, blob=blob, staged=staged)
 
-    async def _commit_deferred(self, consumer) -> None:
-        if self._deferred is not None:
-            deferred, self._deferred = self._deferred, None
-            await self._commit_now(consumer, *deferred)
-
-    async def _commit_now(self, consumer, durable: asyncio.Task | None, offsets: dict, blob: bytes | None) -> None:
-        if durable is not None:
-            await durable
-        if offsets:
-            self._save_state(blob)  # the snapshot first: it is what a restart trusts
-            await consumer.commit(offsets)
+    async def _commit_now(self, consumer, checkpoint: _Checkpoint) -> None:
+        if checkpoint.durable is not None:
+            await checkpoint.durable
+        if checkpoint.offsets:
+            self._save_state(checkpoint.blob)  # the snapshot first: it is what a restart trusts
+            await self._commit_offsets(consumer, checkpoint.offsets)
             self.stats.commits += 1
+        for out, path in checkpoint.staged:
+            out.publish(path)
+
+    async def _commit_offsets(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        """Commit, retrying across rebalances and broker restarts; a reset log is an error."""
+        delay = 0.2
+        while True:
+            try:
+                await consumer.commit(offsets)
+                return
+            except IllegalStateError:  # partitions rebalanced away: theirs is no longer ours to commit
+                mine = {tp: off for tp, off in offsets.items() if tp in consumer.assignment()}
+                if not mine:
+                    return
+                if len(mine) < len(offsets):
+                    offsets = mine
+                    continue
+                failure = "partitions are being reassigned"
+            except KafkaError as exc:  # CommitFailedError (a rebalance), broker unavailable, ...
+                failure = f"{type(exc).__name__}: {exc}"
+            await self._check_log(consumer, offsets, "committed", strict=False)
+            log.warning("offset commit failed (%s); retrying in %.1f s", failure, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _check_log(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], what: str,
+                         *, strict: bool) -> None:
+        """Apply the reset policy to offsets outside their partition's log. ``strict``: the
+        log's bounds must be learnt (else any broker error is raised)."""
+        try:
+            starts, ends = await asyncio.wait_for(self._log_bounds(consumer, list(offsets)), timeout=10)
+        except (KafkaError, asyncio.TimeoutError):
+            if strict:
+                raise
+            return  # the broker is not back yet: the next attempt checks again
+        for tp, off in offsets.items():
+            if not starts[tp] <= off <= ends[tp]:
+                self._on_reset(consumer, tp, what, off, starts[tp], ends[tp])
+
+    @staticmethod
+    async def _log_bounds(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> tuple[dict, dict]:
+        return await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+
+    def _on_reset(self, consumer: AIOKafkaConsumer, tp: TopicPartition, what: str, offset: int,
+                  start: int, end: int) -> None:
+        where = "past the end" if offset > end else "before the start"
+        problem = (f"{_tp_name(tp)}: the {what} offset {offset} is {where} of the log (offsets {start}..{end}); "
+                   "the broker lost or reset it")
+        if self.cfg.on_reset != "earliest":
+            raise LogReset(f"{problem}. Nothing was skipped: rerun with --on-reset earliest to read "
+                           "the partition from its start, or use a new --group and --state")
+        log.warning("%s: reading it from offset %d (--on-reset earliest)", problem, start)
+        consumer.seek(tp, start)
+        self._next_offset.pop(tp, None)
+        self._handled_below.pop(tp, None)
+
+    async def _seek_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Start each assigned partition where this run left it, else at the --state
+        snapshot's offset, else at the group's committed offset, else at its start; an
+        offset outside the log follows the reset policy. Then settle --out parts a crash left."""
+        consumer = self._consumer
+        assert consumer is not None
+        tps = sorted(assigned)
+        starts, ends = await self._log_bounds(consumer, tps)
+        now = time.monotonic()
+        positions: dict[tuple[str, int], int] = {}
+        for tp in tps:
+            self._active_at.setdefault(tp, now)
+            if tp in self._next_offset:
+                target, what = self._next_offset[tp], "consumed"
+            elif tp in self._resume:
+                target, what = self._resume[tp], "--state snapshot's"
+            else:
+                target, what = await consumer.committed(tp), "committed"
+            if target is None:
+                target = starts[tp]
+            if starts[tp] <= target <= ends[tp]:
+                consumer.seek(tp, target)
+            else:
+                self._on_reset(consumer, tp, what, target, starts[tp], ends[tp])
+                target = starts[tp]
+            positions[(tp.topic, tp.partition)] = target
+        for name, out in self._outputs.items():
+            published, deleted = out.resolve(lambda offs: all(positions.get(k, -1) >= o for k, o in offs.items()))
+            if published or deleted:
+                log.info("--out %s: %d parts committed before a crash kept, %d not committed removed",
+                         name, published, deleted)
 
     # -- state for exact restarts ---------------------------------------------------------
     def _state_file(self) -> Path | None:
@@ -407,6 +712,11 @@ class Processor:
             "offsets": {(tp.topic, tp.partition): off for tp, off in offsets.items()},
             "part_max": {(tp.topic, tp.partition): v for tp, v in self._part_max.items()},
             "released_upto": self._released_upto,
+            # consumed up to here: rows below these offsets read again after a restart were
+            # either processed or dead-lettered already when their event time is before
+            # released_upto (those at or after it were waiting, and wait again)
+            "consumed": {(tp.topic, tp.partition): max(nxt, self._handled_below.get(tp, nxt))
+                         for tp, nxt in self._next_offset.items()},
             "engine": self.engine.snapshot(),
         }, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -430,18 +740,13 @@ class Processor:
         self.engine.restore(state["engine"])
         self._released_upto = state["released_upto"]
         self._part_max = {TopicPartition(*k): v for k, v in state["part_max"].items()}
+        self._handled_below = {TopicPartition(*k): v for k, v in state.get("consumed", {}).items()}
         log.info("resuming from %s", path)
         return {TopicPartition(*k): v for k, v in state["offsets"].items()}
 
     async def _dead_letter(self, producer, topic: str, value: bytes, reason: str) -> None:
         await producer.send(dlq_topic(self.cfg.prefix), value=value,
                             headers=[("reason", reason.encode()), ("topic", topic.encode())])
-
-    def _close_files(self) -> None:
-        for out in self._outputs.values():
-            out.close()
-        if self._recorder is not None:
-            self._recorder.close()
 
     def _log_progress(self, consumer, t0: float) -> None:
         lag = 0
@@ -450,24 +755,38 @@ class Processor:
             pos = consumer.last_stable_offset(tp) if hw is None else hw
             lag += max(0, (hw or 0) - (pos or 0))
         rate = self.stats.processed / max(time.monotonic() - t0, 1e-9)
-        p99 = float(np.percentile(self._latencies[-5000:], 99)) if self._latencies else float("nan")
-        log.info("processed %d events (%.0f/s), lag %d, signals %d, alerts %d, p99 latency %.1f ms",
-                 self.stats.processed, rate, lag, self.stats.signals, self.stats.alerts, p99)
+        p99 = self._latency.percentile(99)
+        log.info("processed %d events (%.0f/s), lag %d, signals %d, alerts %d%s",
+                 self.stats.processed, rate, lag, self.stats.signals, self.stats.alerts,
+                 "" if p99 is None else f", p99 latency {p99:.1f} ms")
 
 
-class _SeekTo(ConsumerRebalanceListener):
-    """On assignment, start from the snapshot's offsets (not the group's) when resuming."""
+@dataclass(frozen=True, kw_only=True)
+class _Checkpoint:
+    """What one commit makes final: offsets, the state as of them, and --out parts; committed
+    once ``durable`` (the PostgreSQL writes up to them) is done."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
-        self.consumer, self.offsets = consumer, offsets
+    durable: asyncio.Task | None
+    offsets: dict[TopicPartition, int]
+    blob: bytes | None
+    staged: list[tuple[PartsOutput, Path]]
+
+
+class _OnAssign(ConsumerRebalanceListener):
+    """Seeks each assigned partition (see ``Processor._seek_assigned``). aiokafka only logs a
+    listener's exceptions: they are kept for the processing loop to raise."""
+
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
 
     async def on_partitions_revoked(self, revoked) -> None:
         pass
 
     async def on_partitions_assigned(self, assigned) -> None:
-        for tp in assigned:
-            if tp in self.offsets:
-                self.consumer.seek(tp, self.offsets[tp])
+        try:
+            await self.processor._seek_assigned(assigned)
+        except Exception as exc:
+            self.processor._fatal = exc
 
 
 def install_signal_handlers(processor: Processor) -> None:
