@@ -1,10 +1,11 @@
 """``qsf process --out``: each output kind is a directory of Parquet part files
 (``OUT/signals.parquet/part-000000.parquet``, ...), one part per commit that produced rows.
 
-A part is first written hidden (``.part-N.parquet.tmp``, fsynced) with the input offsets
-it covers in its footer, and renamed into place only once those offsets are committed; a
-restart renames the hidden parts its resume position covers and deletes the others (their
-input is re-read, so their rows come again). A restart therefore appends, never doubles
+A part is first written hidden (``.part-N.parquet.tmp``, fsynced) with its checkpoint
+number and the input offsets it covers in its footer, and renamed into place only once
+that checkpoint is committed; a restart renames the hidden parts its resume point covers
+(the --state snapshot's checkpoint, else the offsets it resumes from) and deletes the
+others (their input is read again, so their rows come again). A restart therefore appends, never doubles
 and never destroys. Readers take the directory: ``pyarrow.parquet.read_table(dir)``,
 ``polars.read_parquet(dir)``, DuckDB ``read_parquet('dir/*.parquet')``.
 """
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 from .errors import UserError
 
 OFFSETS_KEY = b"qsf.offsets"
+CHECKPOINT_KEY = b"qsf.checkpoint"
 _PART = re.compile(r"^\.?part-(\d{6})\.parquet(\.tmp)?$")
 
 Offsets = Mapping[tuple[str, int], int]  # (topic, partition) -> next offset to read
@@ -56,13 +58,15 @@ class PartsOutput:
         if table.num_rows:
             self._buffer.append(table)
 
-    def stage(self, offsets: Offsets) -> Path | None:
-        """Write the buffered rows as a hidden part covering ``offsets`` (None if no rows)."""
+    def stage(self, offsets: Offsets, checkpoint: int = 0) -> Path | None:
+        """Write the buffered rows as a hidden part of ``checkpoint``, which commits
+        ``offsets`` (None if no rows)."""
         if not self._buffer:
             return None
         table = pa.concat_tables(self._buffer)
         self._buffer = []
-        meta = {OFFSETS_KEY: json.dumps([[t, p, o] for (t, p), o in sorted(offsets.items())]).encode()}
+        meta = {OFFSETS_KEY: json.dumps([[t, p, o] for (t, p), o in sorted(offsets.items())]).encode(),
+                CHECKPOINT_KEY: str(checkpoint).encode()}
         path = self.dir / f".part-{self._next:06d}.parquet.tmp"
         self._next += 1
         with open(path, "wb") as fh:
@@ -93,17 +97,18 @@ class PartsOutput:
         for path in staged:
             path.unlink(missing_ok=True)
 
-    def resolve(self, committed: Callable[[Offsets], bool]) -> tuple[int, int]:
-        """After a crash: publish the hidden parts whose offsets ``committed`` confirms, delete
-        the others; returns (published, deleted)."""
+    def resolve(self, committed: Callable[[Offsets, int], bool]) -> tuple[int, int]:
+        """After a crash: publish the hidden parts whose offsets and checkpoint ``committed``
+        confirms, delete the others; returns (published, deleted)."""
         published = deleted = 0
         for path in sorted(p for p in self.dir.iterdir() if p.name.startswith(".part-") and p.name.endswith(".tmp")):
             try:
-                raw = pq.read_schema(path).metadata.get(OFFSETS_KEY, b"[]")
-                offsets = {(t, p): o for t, p, o in json.loads(raw)}
-            except (OSError, ValueError, pa.ArrowException):  # cut short by the crash: never committed
+                meta = pq.read_schema(path).metadata or {}
+                offsets = {(t, p): o for t, p, o in json.loads(meta[OFFSETS_KEY])}
+                checkpoint = int(meta[CHECKPOINT_KEY])
+            except (OSError, ValueError, KeyError, pa.ArrowException):  # cut short by the crash: never committed
                 offsets = None
-            if offsets is not None and committed(offsets):
+            if offsets is not None and committed(offsets, checkpoint):
                 self.publish(path)
                 published += 1
             else:

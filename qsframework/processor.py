@@ -197,6 +197,10 @@ class Processor:
         self._durable: asyncio.Task | None = None
         self._deferred: _Checkpoint | None = None
         self._checkpointed: dict[TopicPartition, int] = {}
+        self._checkpoint_no = 0  # numbers checkpoints across restarts (kept in the snapshot)
+        self._restored_no: int | None = None  # the --state snapshot's checkpoint
+        self._settled = False  # --out parts a crash left are settled at the first assignment
+        self._unverified: dict[TopicPartition, tuple[int, str, int]] = {}  # sought, log end not yet seen
         self._last_commit = 0.0
         self._outputs: dict[str, PartsOutput] = {}
         self._recorder = RecordingWriter(config.record) if config.record else None
@@ -348,10 +352,13 @@ class Processor:
             return {}
         except OffsetOutOfRangeError as exc:  # the log was reset under a running consumer
             bad = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-            await self._check_log(consumer, dict(bad), "next", strict=True)
+            starts = await consumer.beginning_offsets(list(bad))
+            for tp, offset in bad.items():
+                self._on_reset(consumer, tp, "next", offset, starts[tp], consumer.highwater(tp))
             return {}
         if self._fatal is not None:
             raise self._fatal
+        self._verify(consumer, batches)
         return batches
 
     def _fresh(self, batches: dict) -> dict:
@@ -598,10 +605,11 @@ class Processor:
         pending = {} if final else self._pending.first_offsets()
         offsets = {tp: pending.get(self._part_ids[tp], nxt) for tp, nxt in self._next_offset.items()}
         keyed = {(tp.topic, tp.partition): off for tp, off in offsets.items()}
-        staged = [(out, path) for out in self._outputs.values() if (path := out.stage(keyed)) is not None]
+        number = self._checkpoint_no + 1
+        staged = [(out, path) for out in self._outputs.values() if (path := out.stage(keyed, number)) is not None]
         if offsets == self._checkpointed and not staged:
             return None
-        self._checkpointed = offsets
+        self._checkpointed, self._checkpoint_no = offsets, number
         blob = self._state_blob(offsets) if offsets else None
         return _Checkpoint(durable=self._durable, offsets=offsets, blob=blob, staged=staged)
 
@@ -632,34 +640,31 @@ class Processor:
                 failure = "partitions are being reassigned"
             except KafkaError as exc:  # CommitFailedError (a rebalance), broker unavailable, ...
                 failure = f"{type(exc).__name__}: {exc}"
-            await self._check_log(consumer, offsets, "committed", strict=False)
+            self._verify(consumer, {})  # a broker back with an empty log: an error, not a retry
+            if self._fatal is not None:
+                raise self._fatal
             log.warning("offset commit failed (%s); retrying in %.1f s", failure, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    async def _check_log(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], what: str,
-                         *, strict: bool) -> None:
-        """Apply the reset policy to offsets outside their partition's log. ``strict``: the
-        log's bounds must be learnt (else any broker error is raised)."""
-        try:
-            starts, ends = await asyncio.wait_for(self._log_bounds(consumer, list(offsets)), timeout=10)
-        except (KafkaError, asyncio.TimeoutError):
-            if strict:
-                raise
-            return  # the broker is not back yet: the next attempt checks again
-        for tp, off in offsets.items():
-            if not starts[tp] <= off <= ends[tp]:
-                self._on_reset(consumer, tp, what, off, starts[tp], ends[tp])
-
-    @staticmethod
-    async def _log_bounds(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> tuple[dict, dict]:
-        return await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+    def _verify(self, consumer: AIOKafkaConsumer, batches: dict) -> None:
+        """Once a fetch told a newly sought partition's log end (its high watermark), a start
+        past it is a reset log: apply the policy (a broker's ListOffsets answer is not relied
+        on: some brokers report the last batch's base offset)."""
+        for tp, (target, what, start) in list(self._unverified.items()):
+            end = consumer.highwater(tp) if tp in consumer.assignment() else None
+            if end is None:
+                continue
+            del self._unverified[tp]
+            if target > end:
+                batches.pop(tp, None)
+                self._on_reset(consumer, tp, what, target, start, end)
 
     def _on_reset(self, consumer: AIOKafkaConsumer, tp: TopicPartition, what: str, offset: int,
-                  start: int, end: int) -> None:
-        where = "past the end" if offset > end else "before the start"
-        problem = (f"{_tp_name(tp)}: the {what} offset {offset} is {where} of the log (offsets {start}..{end}); "
-                   "the broker lost or reset it")
+                  start: int, end: int | None) -> None:
+        where = "before the start" if offset < start else "past the end"
+        bounds = f"offsets {start}..{end}" if end is not None else f"which starts at {start}"
+        problem = f"{_tp_name(tp)}: the {what} offset {offset} is {where} of the log ({bounds}); the broker lost or reset it"
         if self.cfg.on_reset != "earliest":
             raise LogReset(f"{problem}. Nothing was skipped: rerun with --on-reset earliest to read "
                            "the partition from its start, or use a new --group and --state")
@@ -675,7 +680,7 @@ class Processor:
         consumer = self._consumer
         assert consumer is not None
         tps = sorted(assigned)
-        starts, ends = await self._log_bounds(consumer, tps)
+        starts = await consumer.beginning_offsets(tps)
         now = time.monotonic()
         positions: dict[tuple[str, int], int] = {}
         for tp in tps:
@@ -688,14 +693,25 @@ class Processor:
                 target, what = await consumer.committed(tp), "committed"
             if target is None:
                 target = starts[tp]
-            if starts[tp] <= target <= ends[tp]:
-                consumer.seek(tp, target)
-            else:
-                self._on_reset(consumer, tp, what, target, starts[tp], ends[tp])
+            if target < starts[tp]:
+                self._on_reset(consumer, tp, what, target, starts[tp], None)
                 target = starts[tp]
+            else:
+                consumer.seek(tp, target)
+                self._unverified[tp] = (target, what, starts[tp])
             positions[(tp.topic, tp.partition)] = target
+        if self._settled:
+            return
+        self._settled = True  # once: later assignments find only this run's parts
+        restored = self._restored_no
+
+        def committed(offsets: dict[tuple[str, int], int], checkpoint: int) -> bool:
+            if restored is not None:  # the snapshot says exactly which checkpoint it is
+                return checkpoint <= restored
+            return all(positions.get(k, -1) >= o for k, o in offsets.items())
+
         for name, out in self._outputs.items():
-            published, deleted = out.resolve(lambda offs: all(positions.get(k, -1) >= o for k, o in offs.items()))
+            published, deleted = out.resolve(committed)
             if published or deleted:
                 log.info("--out %s: %d parts committed before a crash kept, %d not committed removed",
                          name, published, deleted)
@@ -717,6 +733,7 @@ class Processor:
             # released_upto (those at or after it were waiting, and wait again)
             "consumed": {(tp.topic, tp.partition): max(nxt, self._handled_below.get(tp, nxt))
                          for tp, nxt in self._next_offset.items()},
+            "checkpoint": self._checkpoint_no,
             "engine": self.engine.snapshot(),
         }, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -741,6 +758,7 @@ class Processor:
         self._released_upto = state["released_upto"]
         self._part_max = {TopicPartition(*k): v for k, v in state["part_max"].items()}
         self._handled_below = {TopicPartition(*k): v for k, v in state.get("consumed", {}).items()}
+        self._checkpoint_no = self._restored_no = state.get("checkpoint", 0)
         log.info("resuming from %s", path)
         return {TopicPartition(*k): v for k, v in state["offsets"].items()}
 
