@@ -415,6 +415,7 @@ class Processor:
     async def _drop_late(self, tp: TopicPartition, table: pa.Table, producer) -> pa.Table:
         """``table`` without rows before the watermark: those read again after a restart
         that were handled before it are skipped; the others are late (DLQ)."""
+        self._touch(tp)  # rows, even late ones: the partition is active
         if self._released_upto is None:
             return table
         late = table.column("ts_event").to_numpy() < self._released_upto
@@ -435,8 +436,11 @@ class Processor:
         return table.filter(pa.array(~late))
 
     def _advance(self, tp: TopicPartition, ts_max: int) -> None:
-        """``tp`` gave rows up to ``ts_max``: it is active and holds the watermark there."""
+        """``tp`` gave rows up to ``ts_max``: it holds the watermark there (unless idle)."""
         self._part_max[tp] = max(self._part_max.get(tp, ts_max), ts_max)
+
+    def _touch(self, tp: TopicPartition) -> None:
+        """``tp`` gave rows: it is active and holds the watermark again."""
         self._active_at[tp] = time.monotonic()
         if tp in self._idle:
             self._idle.discard(tp)

@@ -91,3 +91,17 @@ def rows_in(directory: Path) -> int:
     """Rows of the published parts in an --out directory (0 before the first)."""
     parts = sorted(directory.glob("part-*.parquet")) if directory.is_dir() else []
     return sum(pq.read_metadata(p).num_rows for p in parts)
+
+
+def committed(bootstrap: str, group: str, topic: str) -> int | None:
+    """The offset ``group`` committed on partition 0 of ``topic`` (None: none)."""
+
+    async def ask() -> int | None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            return await consumer.committed(TopicPartition(topic, 0))
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(ask())

@@ -1,0 +1,181 @@
+"""qsf process under faults: idle inputs, rows piling up behind the watermark, a strategy
+that raises, sinks that keep failing when a stop comes, a refused bot token, no broker."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from qsframework.events import GAP
+from qsframework.latency import LatencyWindow
+
+from ..botapi import BotApiServer
+from ..conftest import SPREAD_SPEC, T0, make_trades
+from ..test_outage import OVERRIDES
+from .processes import STRATEGIES, committed, end_offset, publish, rows_in, run_process, start_process, state_offsets, wait_for
+
+PARAMS = [f"-p{k}={v}" for k, v in OVERRIDES.items()]
+TWO_TOPICS = f"{STRATEGIES}:TradesAndGaps"
+FAILS_AT = f"{STRATEGIES}:FailsAt"
+
+
+def gaps(*ts_ms: int) -> pa.Table:
+    n = len(ts_ms)
+    ts = [T0 + t * 1_000_000 for t in ts_ms]
+    return pa.table({"ts_event": ts, "ts_recv": ts, "source": ["binance"] * n, "key": ["BTCUSDT"] * n,
+                     "seq": list(range(n)), "first_id": [10 * i + 1 for i in range(n)],
+                     "last_id": [10 * i + 5 for i in range(n)], "filled": [0] * n}, schema=GAP.schema)
+
+
+def test_an_idle_topic_stops_holding_the_watermark_back(stack_endpoints, tmp_path):
+    bootstrap = stack_endpoints.kafka_bootstrap
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    trades = make_trades(51, 600, start=T0 + 1_000_000_000)
+    publish(bootstrap, prefix, "gap", gaps(0, 1, 2))  # then the gaps topic goes quiet
+    publish(bootstrap, prefix, "trade", trades)
+    ts = trades.column("ts_event").to_numpy()
+    expected = 3 + int((ts < ts.max()).sum())  # the latest trades wait for a later event
+    out = tmp_path / "live"
+    proc = start_process(TWO_TOPICS, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--out", str(out),
+                         "--idle-timeout", "2s", "-v", env={"QSF_KAFKA_BOOTSTRAP": bootstrap})
+    try:
+        wait_for(lambda: rows_in(out / "signals.parquet") >= expected, f"{expected} signals", proc=proc, limit_s=120)
+        publish(bootstrap, prefix, "gap", gaps(500))  # active again, but behind the watermark
+        wait_for(lambda: end_offset(bootstrap, f"{prefix}.dlq") >= 1, "the late gap on the DLQ", proc=proc)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert f"{prefix}.gaps[0] is idle: it no longer holds the watermark" in stderr
+    assert f"{prefix}.gaps[0] is active again" in stderr
+    assert f"processed {expected:,} events" in stdout and "1 late" in stdout
+    assert "nan" not in stderr  # replayed old events give no latency samples: nothing is said of latency
+    assert rows_in(out / "signals.parquet") == expected
+
+
+def test_past_max_held_the_oldest_rows_are_released(stack_endpoints, tmp_path):
+    bootstrap = stack_endpoints.kafka_bootstrap
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    trades = make_trades(52, 600, start=T0 + 1_000_000_000)
+    publish(bootstrap, prefix, "gap", gaps(0))  # never idle below: it holds the watermark at T0
+    publish(bootstrap, prefix, "trade", trades)
+    out = tmp_path / "live"
+    proc = start_process(TWO_TOPICS, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--out", str(out),
+                         "--idle-timeout", "1h", "--max-held", "100", env={"QSF_KAFKA_BOOTSTRAP": bootstrap})
+    try:
+        wait_for(lambda: rows_in(out / "signals.parquet") >= 501, "500 trades released early", proc=proc, limit_s=120)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    signals = pq.read_table(out / "signals.parquet")
+    released = [v for n, v in zip(signals.column("name").to_pylist(), signals.column("value").to_pylist()) if n == "trade"]
+    assert 500 <= len(released) < trades.num_rows
+    assert released == [float(s) for s in trades.column("seq").to_pylist()[:len(released)]]  # the oldest, in order
+    # the watermark never passed T0: every event processed was released early
+    assert f"processed {signals.num_rows:,} events (0 rejected, 0 late, {signals.num_rows:,} released early (--max-held))" in stdout
+
+
+def test_a_strategy_error_is_one_line_and_its_batch_is_not_committed(stack_endpoints, tmp_path):
+    bootstrap = stack_endpoints.kafka_bootstrap
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    trades = make_trades(53, 2000)
+    bad = trades.column("seq")[1500].as_py()
+    env = {"QSF_KAFKA_BOOTSTRAP": bootstrap}
+    out, state = tmp_path / "live", tmp_path / "state"
+    argv = ["--topic-prefix", prefix, "--group", f"g-{prefix}", "--out", str(out), "--state", str(state)]
+    publish(bootstrap, prefix, "trade", trades.slice(0, 1000))
+    proc = start_process(FAILS_AT, *argv, "-p", f"fail_at={bad}", env=env)
+    try:
+        wait_for(lambda: state_offsets(state).get((f"{prefix}.trades", 0), 0) >= 900, "a commit", proc=proc)
+        publish(bootstrap, prefix, "trade", trades.slice(1000))
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, stderr
+    assert stderr.count("\n") == 1 and stderr.startswith("qsf: error: ") and "Traceback" not in stderr
+    assert "FailsAt" in stderr and f"ZeroDivisionError: cannot divide trade {bad}" in stderr
+    assert "nothing of this batch was committed" in stderr and "-v shows the traceback" in stderr
+    assert state_offsets(state)[(f"{prefix}.trades", 0)] <= 1500
+
+    # fixed, it resumes where the last commit left it: every trade exactly once, in order
+    r = run_process(FAILS_AT, *argv, "--exit-when-idle", "2", env=env)
+    assert r.returncode == 0, r.stderr
+    values = pq.read_table(out / "signals.parquet").column("value").to_pylist()
+    assert values == [float(s) for s in trades.column("seq").to_pylist()]
+
+    verbose = run_process(FAILS_AT, "--topic-prefix", prefix, "--group", f"v-{prefix}", "--exit-when-idle", "2",
+                          "-p", f"fail_at={bad}", "-v", env=env)
+    assert verbose.returncode == 2
+    assert "Traceback" in verbose.stderr and "ZeroDivisionError" in verbose.stderr
+
+
+def test_sigterm_while_telegram_keeps_failing_stops_within_seconds_and_commits_nothing(stack_endpoints, tmp_path):
+    bootstrap = stack_endpoints.kafka_bootstrap
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    publish(bootstrap, prefix, "trade", make_trades(15, 3000))
+    token = "123456:TEST-token-secret"
+    with BotApiServer(token) as bot:
+        bot.fail_next([500] * 1000)  # Telegram is down for good
+        env = {"QSF_KAFKA_BOOTSTRAP": bootstrap, "QSF_PG_DSN": "", "QSF_TELEGRAM_TOKEN": token,
+               "QSF_TELEGRAM_CHAT_ID": "42", "QSF_TELEGRAM_API": bot.url}
+        proc = start_process(SPREAD_SPEC, *PARAMS, "--topic-prefix", prefix, "--group", f"g-{prefix}",
+                             "--sink", "telegram", env=env)
+        try:
+            wait_for(lambda: len(bot.requests) >= 2, "a retried sendMessage", proc=proc)
+            proc.send_signal(signal.SIGTERM)
+            # before this change the stop waited for every retry (90-100 s), then a traceback
+            stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and token not in stderr
+    assert "stopped while a sink was retrying" in stderr
+    assert committed(bootstrap, f"g-{prefix}", f"{prefix}.trades") is None  # the alerts never went out
+
+
+def test_a_refused_bot_token_is_one_line(stack_endpoints, tmp_path):
+    bootstrap = stack_endpoints.kafka_bootstrap
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    publish(bootstrap, prefix, "trade", make_trades(15, 3000))
+    with BotApiServer("123456:the-real-token") as bot:
+        env = {"QSF_KAFKA_BOOTSTRAP": bootstrap, "QSF_PG_DSN": "", "QSF_TELEGRAM_TOKEN": "999:a-wrong-token",
+               "QSF_TELEGRAM_CHAT_ID": "42", "QSF_TELEGRAM_API": bot.url}
+        r = run_process(SPREAD_SPEC, *PARAMS, "--topic-prefix", prefix, "--group", f"g-{prefix}",
+                        "--sink", "telegram", "--exit-when-idle", "2", env=env)
+    assert r.returncode == 2
+    assert r.stderr == ("qsf: error: --sink telegram: Telegram refused sendMessage: error 401: Unauthorized "
+                        "(check the bot token in QSF_TELEGRAM_TOKEN) (nothing of this batch was committed)\n")
+    assert committed(bootstrap, f"g-{prefix}", f"{prefix}.trades") is None
+
+
+def test_no_broker_is_one_line(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = run_process(SPREAD_SPEC, "--bootstrap", f"127.0.0.1:{port}", env={})
+    assert r.returncode == 2
+    assert r.stderr == f"qsf: error: cannot reach the broker at 127.0.0.1:{port} (is it running? see qsf stack up)\n"
+
+
+def test_latency_window_is_bounded_and_gives_the_recent_percentiles():
+    rng = np.random.default_rng(7)
+    window = LatencyWindow(size=1000)
+    assert window.percentile(99) is None  # no samples: no figure (never nan)
+    samples = rng.exponential(20.0, 25_000)
+    for chunk in np.array_split(samples, 37):
+        window.add(chunk)
+    assert len(window) == 1000
+    recent = samples[-1000:]
+    for q in (50, 99):
+        assert window.percentile(q) == float(np.percentile(recent, q))
+    window.add(samples[:5000])  # more than the window at once: the last 1000 of them
+    assert window.percentile(50) == float(np.percentile(samples[4000:5000], 50))
