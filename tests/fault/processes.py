@@ -40,9 +40,11 @@ def publish(bootstrap: str, prefix: str, kind: str, table: pa.Table) -> None:
     asyncio.run(send())
 
 
-def start_process(spec: str, *args: str, env: dict[str, str]) -> subprocess.Popen:
+def start_process(spec: str, *args: str, env: dict[str, str], stderr: Path | None = None) -> subprocess.Popen:
+    """``qsf process`` in the background; its stderr into a file to read while it runs, if given."""
+    err = subprocess.PIPE if stderr is None else open(stderr, "w")  # noqa: SIM115 (the child holds it)
     return subprocess.Popen([*qsf_cmd(), "process", spec, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+                            stderr=err, text=True, env={**os.environ, **env})
 
 
 def run_process(spec: str, *args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
@@ -56,7 +58,8 @@ def wait_for(condition: Callable[[], bool], what: str, *, proc: subprocess.Popen
     deadline = time.monotonic() + limit_s
     while not condition():
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"qsf process exited ({proc.returncode}) before {what}: {proc.stderr.read()}")
+            detail = proc.stderr.read() if proc.stderr is not None else ""
+            raise AssertionError(f"qsf process exited ({proc.returncode}) before {what}: {detail}")
         if time.monotonic() > deadline:
             raise AssertionError(f"no {what} within {limit_s} s")
         time.sleep(0.05)

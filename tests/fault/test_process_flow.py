@@ -3,6 +3,7 @@ that raises, sinks that keep failing when a stop comes, a refused bot token, no 
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import uuid
@@ -13,10 +14,11 @@ import pyarrow.parquet as pq
 
 from qsframework.events import GAP
 from qsframework.latency import LatencyWindow
+from qsframework.stack import Stack
 
 from ..botapi import BotApiServer
 from ..conftest import SPREAD_SPEC, T0, make_trades
-from ..test_outage import OVERRIDES
+from ..test_outage import OVERRIDES, _tables
 from .processes import STRATEGIES, committed, end_offset, publish, rows_in, run_process, start_process, state_offsets, wait_for
 
 PARAMS = [f"-p{k}={v}" for k, v in OVERRIDES.items()]
@@ -140,6 +142,43 @@ def test_sigterm_while_telegram_keeps_failing_stops_within_seconds_and_commits_n
     assert "Traceback" not in stderr and token not in stderr
     assert "stopped while a sink was retrying" in stderr
     assert committed(bootstrap, f"g-{prefix}", f"{prefix}.trades") is None  # the alerts never went out
+
+
+def test_sigterm_while_postgres_is_away_stops_within_seconds_and_commits_only_what_is_durable(tmp_path):
+    trades = make_trades(54, 4000)
+    stack = Stack(tmp_path / "stack")  # our own: its PostgreSQL is about to be stopped
+    ep = stack.up()
+    try:
+        prefix = f"t{uuid.uuid4().hex[:8]}"
+        topic = f"{prefix}.trades"
+        env = {"QSF_KAFKA_BOOTSTRAP": ep.kafka_bootstrap, "QSF_PG_DSN": ep.pg_dsn}
+        argv = [*PARAMS, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--sink", "timescale"]
+        publish(ep.kafka_bootstrap, prefix, "trade", trades.slice(0, 2000))
+        log = tmp_path / "stderr.log"
+        proc = start_process(SPREAD_SPEC, *argv, env=env, stderr=log)
+        try:
+            wait_for(lambda: (committed(ep.kafka_bootstrap, f"g-{prefix}", topic) or 0) >= 1900, "a commit", proc=proc)
+            stack.postgres.stop()
+            before = committed(ep.kafka_bootstrap, f"g-{prefix}", topic)
+            publish(ep.kafka_bootstrap, prefix, "trade", trades.slice(2000))
+            wait_for(lambda: "retrying" in log.read_text(), "a retried write", proc=proc)
+            proc.send_signal(signal.SIGTERM)
+            stdout, _ = proc.communicate(timeout=60)  # before: it waited for the database
+        finally:
+            proc.kill()
+        stderr = log.read_text()
+        assert proc.returncode == 0, stderr
+        assert "Traceback" not in stderr and "stopped while a sink was retrying" in stderr
+        assert committed(ep.kafka_bootstrap, f"g-{prefix}", topic) == before  # nothing not durable
+
+        stack.postgres.start()
+        r = run_process(SPREAD_SPEC, *argv, "--exit-when-idle", "2", env=env)
+        assert r.returncode == 0, r.stderr
+        got = asyncio.run(_tables(ep.pg_dsn))
+    finally:
+        stack.down(purge=True)
+    # a restart without --state starts a fresh strategy: the trades table is what must be whole
+    assert [tuple(r) for r in got[0]] == list(zip(*(trades.column(c).to_pylist() for c in ("ts_event", "key", "seq", "price"))))
 
 
 def test_a_refused_bot_token_is_one_line(stack_endpoints, tmp_path):
