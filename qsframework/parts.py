@@ -5,9 +5,10 @@ A part is first written hidden (``.part-N.parquet.tmp``, fsynced) with its check
 number and the input offsets it covers in its footer, and renamed into place only once
 that checkpoint is committed; a restart renames the hidden parts its resume point covers
 (the --state snapshot's checkpoint, else the offsets it resumes from) and deletes the
-others (their input is read again, so their rows come again). A restart therefore appends, never doubles
-and never destroys. Readers take the directory: ``pyarrow.parquet.read_table(dir)``,
-``polars.read_parquet(dir)``, DuckDB ``read_parquet('dir/*.parquet')``.
+others (their input is read again, so their rows come again). A restart therefore appends
+and never destroys (and, resuming a --state snapshot, never doubles). Readers take the
+directory: ``pyarrow.parquet.read_table(dir)``,
+``polars.read_parquet("dir/*.parquet")``, DuckDB ``read_parquet('dir/*.parquet')``.
 """
 
 from __future__ import annotations
