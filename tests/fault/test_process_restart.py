@@ -111,6 +111,33 @@ def test_a_reset_broker_log_stops_the_run_unless_on_reset_earliest(tmp_path, spr
         broker.stop()
 
 
+def test_a_broker_that_restarts_empty_under_a_running_processor_is_an_error_not_a_skip(tmp_path):
+    broker = Stack(tmp_path / "stack").broker
+    broker.start()
+    try:
+        trades = make_trades(34, 3000)
+        old, new = _split(trades, 2000)
+        prefix = f"t{uuid.uuid4().hex[:8]}"
+        topic = f"{prefix}.trades"
+        publish(broker.bootstrap, prefix, "trade", old)
+        proc = start_process(SPREAD_SPEC, *PARAMS, "--topic-prefix", prefix, "--group", f"g-{prefix}",
+                             "--state", str(tmp_path / "state"), env={"QSF_KAFKA_BOOTSTRAP": broker.bootstrap})
+        try:
+            wait_for(lambda: state_offsets(tmp_path / "state").get((topic, 0), 0) >= old.num_rows - 100,
+                     "a commit", proc=proc)
+            broker.stop()
+            broker.start()  # empty: the topic, the group and its offsets are gone
+            publish(broker.bootstrap, prefix, "trade", new)
+            stdout, stderr = proc.communicate(timeout=180)
+        finally:
+            proc.kill()
+        assert proc.returncode == 2, stderr
+        assert stderr.count("\n") == 1 and "Traceback" not in stderr
+        assert f"{topic}[0]: the consumed offset " in stderr and f"past the end of the log (offsets 0..{new.num_rows})" in stderr
+    finally:
+        broker.stop()
+
+
 def test_sigkills_at_random_points_lose_and_double_nothing(stack_endpoints, tmp_path, spread_cls):
     """Killed with SIGKILL six times, each time right after a snapshot or while a new piece of
     input is being processed: PostgreSQL and --out end exactly as a backtest, the DLQ empty."""
