@@ -90,7 +90,6 @@ class ProcessStats:
     late: int = 0
     redelivered: int = 0  # rows read again after a restart that were already handled
     released_early: int = 0  # rows released before the watermark passed them (max_held)
-    idle_releases: int = 0  # watermark advances made possible by an idle partition
     signals: int = 0
     alerts: int = 0
     commits: int = 0
