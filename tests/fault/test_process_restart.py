@@ -7,7 +7,9 @@ import asyncio
 import random
 import uuid
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
 import pyarrow.parquet as pq
 
 from qsframework.backtest import run_backtest
@@ -140,30 +142,37 @@ def test_a_broker_that_restarts_empty_under_a_running_processor_is_an_error_not_
 
 def test_sigkills_at_random_points_lose_and_double_nothing(stack_endpoints, tmp_path, spread_cls):
     """Killed with SIGKILL six times, each time right after a snapshot or while a new piece of
-    input is being processed: PostgreSQL and --out end exactly as a backtest, the DLQ empty."""
+    input is being processed: PostgreSQL and --out end exactly as a backtest, the DLQ empty.
+
+    The topic holds the trades a little out of order (up to 0.5 s, within --lateness 1s), so
+    a snapshot's offset (the oldest row still waiting) has rows after it that were already
+    processed: read again after the restart, they must be recognised, not dead-lettered."""
     rng = random.Random(20261201)
     trades = make_trades(33, 9000, gaps_ms=(0, 1, 5, 10, 20))
+    jitter = np.random.default_rng(5).integers(0, 500_000_000, trades.num_rows)
+    arrival = pa.compute.sort_indices(pa.array(trades.column("ts_event").to_numpy() + jitter))
+    shuffled = trades.take(arrival)
     prefix = f"t{uuid.uuid4().hex[:8]}"
     topic = f"{prefix}.trades"
     dsn = _fresh_database(stack_endpoints.pg_dsn)
     env = {"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap, "QSF_PG_DSN": dsn}
     state, out = tmp_path / "state", tmp_path / "live"
     argv = [*PARAMS, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--sink", "timescale",
-            "--out", str(out), "--state", str(state), "--commit-interval", "0s"]
+            "--out", str(out), "--state", str(state), "--commit-interval", "0s", "--lateness", "1s"]
     published = 0
 
     def publish_upto(n: int) -> None:
         nonlocal published
-        publish(stack_endpoints.kafka_bootstrap, prefix, "trade", trades.slice(published, n - published))
+        publish(stack_endpoints.kafka_bootstrap, prefix, "trade", shuffled.slice(published, n - published))
         published = n
 
     for _ in range(6):
         before = state_offsets(state).get((topic, 0), 0)
-        if published - before < 300:
+        if published - before < 800:
             publish_upto(min(trades.num_rows, published + 1000))
         proc = start_process(SPREAD_SPEC, *argv, env=env)
-        # the rows at the latest event time wait for a later one: aim below them
-        target = rng.randint(before + 1, published - 100)
+        # the rows of the last second (--lateness) wait for later ones: aim below them
+        target = rng.randint(before + 1, published - 500)
         wait_for(lambda: state_offsets(state).get((topic, 0), 0) >= target, f"a snapshot at offset {target}", proc=proc)
         if rng.random() < 0.5:  # now, or while it processes the next piece
             publish_upto(min(trades.num_rows, published + rng.randint(200, 1200)))
