@@ -239,8 +239,8 @@ class Processor:
                 await asyncio.wait({main}, timeout=self.cfg.stop_grace_s)
                 if not main.done():
                     self.stats.interrupted = True
-                    log.warning("stop requested while a sink was retrying: what is not durable is not "
-                                "committed and will be read again on restart")
+                    log.info("stop requested while a sink was retrying: what is not durable is not "
+                             "committed and will be read again on restart")
                     main.cancel()
             try:
                 await main

@@ -4,16 +4,21 @@ that raises, sinks that keep failing when a stop comes, a refused bot token, no 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import socket
+import time
 import uuid
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from aiokafka import AIOKafkaConsumer
 
 from qsframework.events import GAP
 from qsframework.latency import LatencyWindow
+from qsframework.loader import load_strategy
+from qsframework.processor import ProcessConfig, Processor
 from qsframework.stack import Stack
 
 from ..botapi import BotApiServer
@@ -58,7 +63,6 @@ def test_an_idle_topic_stops_holding_the_watermark_back(stack_endpoints, tmp_pat
     assert f"{prefix}.gaps[0] is idle: it no longer holds the watermark" in stderr
     assert f"{prefix}.gaps[0] is active again" in stderr
     assert f"processed {expected:,} events" in stdout and "1 late" in stdout
-    assert "nan" not in stderr  # replayed old events give no latency samples: nothing is said of latency
     assert rows_in(out / "signals.parquet") == expected
 
 
@@ -203,6 +207,21 @@ def test_no_broker_is_one_line(tmp_path):
     r = run_process(SPREAD_SPEC, "--bootstrap", f"127.0.0.1:{port}", env={})
     assert r.returncode == 2
     assert r.stderr == f"qsf: error: cannot reach the broker at 127.0.0.1:{port} (is it running? see qsf stack up)\n"
+
+
+def test_progress_says_nothing_of_latency_without_samples(caplog):
+    async def lines() -> list[str]:
+        proc = Processor(load_strategy(FAILS_AT), ProcessConfig(bootstrap="127.0.0.1:1", group="g"))
+        consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")  # never started: nothing assigned
+        with caplog.at_level(logging.INFO, logger="qsf.process"):
+            proc._log_progress(consumer, time.monotonic())
+            proc._latency.add(np.array([4.0, 6.0]))
+            proc._log_progress(consumer, time.monotonic())
+        return [r.getMessage() for r in caplog.records]
+
+    quiet, measured = asyncio.run(lines())
+    assert "latency" not in quiet and "nan" not in quiet
+    assert measured.endswith(", p99 latency 6.0 ms")
 
 
 def test_latency_window_is_bounded_and_gives_the_recent_percentiles():
