@@ -203,6 +203,7 @@ class Processor:
         self._last_commit = 0.0
         self._outputs: dict[str, PartsOutput] = {}
         self._recorder = RecordingWriter(config.record) if config.record else None
+        self._to_record: list[tuple[str, pa.RecordBatch]] = []  # consumed since the last checkpoint
         self._pg = None
         if "timescale" in config.sinks:
             from .sinks.postgres import PostgresSink
@@ -319,6 +320,7 @@ class Processor:
             self._durable.cancel()
         staged = self._deferred.staged if self._deferred is not None else []
         self._deferred = None
+        self._to_record = []
         for out in self._outputs.values():
             out.discard([path for o, path in staged if o is out])
 
@@ -510,7 +512,7 @@ class Processor:
                 self._process(kind, batch)
                 self.stats.processed += batch.num_rows
                 if self._recorder is not None:
-                    self._recorder.write(kind, batch)
+                    self._to_record.append((kind, batch))
                 if self._pg is not None:
                     self._pg_items.append((kind, pa.Table.from_batches([batch])))
         if upto is not None:
@@ -603,8 +605,6 @@ class Processor:
         """Offsets up to what the engine has consumed, the state as of them and the outputs
         since the last checkpoint (staged); None if nothing changed."""
         await producer.flush()
-        if self._recorder is not None:
-            self._recorder.flush()
         pending = {} if final else self._pending.first_offsets()
         offsets = {tp: pending.get(self._part_ids[tp], nxt) for tp, nxt in self._next_offset.items()}
         keyed = {(tp.topic, tp.partition): off for tp, off in offsets.items()}
@@ -614,11 +614,16 @@ class Processor:
             return None
         self._checkpointed, self._checkpoint_no = offsets, number
         blob = self._state_blob(offsets) if offsets else None
-        return _Checkpoint(durable=self._durable, offsets=offsets, blob=blob, staged=staged)
+        record, self._to_record = self._to_record, []
+        return _Checkpoint(durable=self._durable, offsets=offsets, blob=blob, staged=staged, record=record)
 
     async def _commit_now(self, consumer, checkpoint: _Checkpoint) -> None:
         if checkpoint.durable is not None:
             await checkpoint.durable
+        if self._recorder is not None and checkpoint.record:
+            for kind, batch in checkpoint.record:
+                self._recorder.write(kind, batch)
+            self._recorder.flush()
         if checkpoint.offsets:
             self._save_state(checkpoint.blob)  # the snapshot first: it is what a restart trusts
             await self._commit_offsets(consumer, checkpoint.offsets)
@@ -784,13 +789,14 @@ class Processor:
 
 @dataclass(frozen=True, kw_only=True)
 class _Checkpoint:
-    """What one commit makes final: offsets, the state as of them, and --out parts; committed
-    once ``durable`` (the PostgreSQL writes up to them) is done."""
+    """What one commit makes final: offsets, the state as of them, --out parts and the rows for
+    --record; committed once ``durable`` (the PostgreSQL writes up to them) is done."""
 
     durable: asyncio.Task | None
     offsets: dict[TopicPartition, int]
     blob: bytes | None
     staged: list[tuple[PartsOutput, Path]]
+    record: list[tuple[str, pa.RecordBatch]]
 
 
 class _OnAssign(ConsumerRebalanceListener):

@@ -19,6 +19,7 @@ from qsframework.events import GAP
 from qsframework.latency import LatencyWindow
 from qsframework.loader import load_strategy
 from qsframework.processor import ProcessConfig, Processor
+from qsframework.recording import Recording
 from qsframework.stack import Stack
 
 from ..botapi import BotApiServer
@@ -96,8 +97,9 @@ def test_a_strategy_error_is_one_line_and_its_batch_is_not_committed(stack_endpo
     trades = make_trades(53, 2000)
     bad = trades.column("seq")[1500].as_py()
     env = {"QSF_KAFKA_BOOTSTRAP": bootstrap}
-    out, state = tmp_path / "live", tmp_path / "state"
-    argv = ["--topic-prefix", prefix, "--group", f"g-{prefix}", "--out", str(out), "--state", str(state)]
+    out, state, rec = tmp_path / "live", tmp_path / "state", tmp_path / "rec"
+    argv = ["--topic-prefix", prefix, "--group", f"g-{prefix}", "--out", str(out), "--state", str(state),
+            "--record", str(rec)]
     publish(bootstrap, prefix, "trade", trades.slice(0, 1000))
     proc = start_process(FAILS_AT, *argv, "-p", f"fail_at={bad}", env=env)
     try:
@@ -117,6 +119,8 @@ def test_a_strategy_error_is_one_line_and_its_batch_is_not_committed(stack_endpo
     assert r.returncode == 0, r.stderr
     values = pq.read_table(out / "signals.parquet").column("value").to_pylist()
     assert values == [float(s) for s in trades.column("seq").to_pylist()]
+    recorded = pa.Table.from_batches(list(Recording(rec).stream("trade")))
+    assert recorded.equals(trades)  # what the engine consumed, each trade once
 
     verbose = run_process(FAILS_AT, "--topic-prefix", prefix, "--group", f"v-{prefix}", "--exit-when-idle", "2",
                           "-p", f"fail_at={bad}", "-v", env=env)
