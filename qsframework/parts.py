@@ -48,12 +48,14 @@ class PartsOutput:
                 f"--out: {str(directory)!r} is a file (e.g. from qsf backtest); qsf process writes a "
                 "directory of part files there: choose another --out"
             )
-        directory.mkdir(parents=True, exist_ok=True)
-        self.dir = directory
+        self.dir = directory  # created with the first part: a run that fails at once leaves nothing
         self.schema = schema
         self.rows = 0
         self._buffer: list[pa.Table] = []
-        self._next = 1 + max((int(m.group(1)) for p in directory.iterdir() if (m := _PART.match(p.name))), default=-1)
+        self._next = 1 + max((int(m.group(1)) for m in map(_PART.match, self._names()) if m), default=-1)
+
+    def _names(self) -> list[str]:
+        return [p.name for p in self.dir.iterdir()] if self.dir.is_dir() else []
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
@@ -68,6 +70,7 @@ class PartsOutput:
         self._buffer = []
         meta = {OFFSETS_KEY: json.dumps([[t, p, o] for (t, p), o in sorted(offsets.items())]).encode(),
                 CHECKPOINT_KEY: str(checkpoint).encode()}
+        self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / f".part-{self._next:06d}.parquet.tmp"
         self._next += 1
         with open(path, "wb") as fh:
@@ -86,7 +89,7 @@ class PartsOutput:
     def close(self) -> None:
         """Publish rows with no input offsets (e.g. ``on_stop``'s); an empty run still leaves a
         readable directory (one empty part with the schema)."""
-        if not self._buffer and not any(_PART.match(p.name) and p.name[0] != "." for p in self.dir.iterdir()):
+        if not self._buffer and not any(_PART.match(n) and n[0] != "." for n in self._names()):
             self._buffer = [self.schema.empty_table()]
         staged = self.stage({})
         if staged is not None:
@@ -102,7 +105,7 @@ class PartsOutput:
         """After a crash: publish the hidden parts whose offsets and checkpoint ``committed``
         confirms, delete the others; returns (published, deleted)."""
         published = deleted = 0
-        for path in sorted(p for p in self.dir.iterdir() if p.name.startswith(".part-") and p.name.endswith(".tmp")):
+        for path in sorted(self.dir / n for n in self._names() if n.startswith(".part-") and n.endswith(".tmp")):
             try:
                 meta = pq.read_schema(path).metadata or {}
                 offsets = {(t, p): o for t, p, o in json.loads(meta[OFFSETS_KEY])}
