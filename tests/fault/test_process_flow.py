@@ -19,7 +19,8 @@ from qsframework.events import GAP
 from qsframework.latency import LatencyWindow
 from qsframework.loader import load_strategy
 from qsframework.processor import ProcessConfig, Processor
-from qsframework.recording import Recording
+from qsframework.backtest import run_backtest
+from qsframework.recording import Recording, RecordingWriter
 from qsframework.stack import Stack
 
 from ..botapi import BotApiServer
@@ -128,10 +129,12 @@ def test_a_strategy_error_is_one_line_and_its_batch_is_not_committed(stack_endpo
     assert "Traceback" in verbose.stderr and "ZeroDivisionError" in verbose.stderr
 
 
-def test_sigterm_while_telegram_keeps_failing_stops_within_seconds_and_commits_nothing(stack_endpoints, tmp_path):
+def test_sigterm_while_telegram_keeps_failing_stops_within_seconds_and_commits_nothing(stack_endpoints, tmp_path,
+                                                                                       spread_cls):
     bootstrap = stack_endpoints.kafka_bootstrap
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    publish(bootstrap, prefix, "trade", make_trades(15, 3000))
+    trades = make_trades(15, 3000)
+    publish(bootstrap, prefix, "trade", trades)
     token = "123456:TEST-token-secret"
     with BotApiServer(token) as bot:
         bot.fail_next([500] * 1000)  # Telegram is down for good
@@ -149,7 +152,8 @@ def test_sigterm_while_telegram_keeps_failing_stops_within_seconds_and_commits_n
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr and token not in stderr
     assert "stopped while a sink was retrying" in stderr
-    assert committed(bootstrap, f"g-{prefix}", f"{prefix}.trades") is None  # the alerts never went out
+    # nothing at or after the trade of the first alert (which never went out) is committed
+    assert (committed(bootstrap, f"g-{prefix}", f"{prefix}.trades") or 0) < _first_alert_row(spread_cls, trades, tmp_path)
 
 
 def test_sigterm_while_postgres_is_away_stops_within_seconds_and_commits_only_what_is_durable(tmp_path):
@@ -189,10 +193,11 @@ def test_sigterm_while_postgres_is_away_stops_within_seconds_and_commits_only_wh
     assert [tuple(r) for r in got[0]] == list(zip(*(trades.column(c).to_pylist() for c in ("ts_event", "key", "seq", "price"))))
 
 
-def test_a_refused_bot_token_is_one_line(stack_endpoints, tmp_path):
+def test_a_refused_bot_token_is_one_line(stack_endpoints, tmp_path, spread_cls):
     bootstrap = stack_endpoints.kafka_bootstrap
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    publish(bootstrap, prefix, "trade", make_trades(15, 3000))
+    trades = make_trades(15, 3000)
+    publish(bootstrap, prefix, "trade", trades)
     with BotApiServer("123456:the-real-token") as bot:
         env = {"QSF_KAFKA_BOOTSTRAP": bootstrap, "QSF_PG_DSN": "", "QSF_TELEGRAM_TOKEN": "999:a-wrong-token",
                "QSF_TELEGRAM_CHAT_ID": "42", "QSF_TELEGRAM_API": bot.url}
@@ -201,7 +206,17 @@ def test_a_refused_bot_token_is_one_line(stack_endpoints, tmp_path):
     assert r.returncode == 2
     assert r.stderr == ("qsf: error: --sink telegram: Telegram refused sendMessage: error 401: Unauthorized "
                         "(check the bot token in QSF_TELEGRAM_TOKEN) (nothing of this batch was committed)\n")
-    assert committed(bootstrap, f"g-{prefix}", f"{prefix}.trades") is None
+    assert (committed(bootstrap, f"g-{prefix}", f"{prefix}.trades") or 0) < _first_alert_row(spread_cls, trades, tmp_path)
+
+
+def _first_alert_row(spread_cls, trades: pa.Table, tmp_path) -> int:
+    """How many trades (in order) come up to the event of the backtest's first alert."""
+    with RecordingWriter(tmp_path / "rec") as w:
+        w.write("trade", trades)
+    alerts = run_backtest(spread_cls, Recording(tmp_path / "rec"), overrides=OVERRIDES).tables["alerts"]
+    assert alerts.num_rows > 0
+    first = alerts.column("ts_event")[0].as_py()
+    return int((trades.column("ts_event").to_numpy() <= first).sum())
 
 
 def test_no_broker_is_one_line(tmp_path):
