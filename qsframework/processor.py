@@ -22,6 +22,7 @@ import logging
 import os
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -279,7 +280,7 @@ class Processor:
             await self._pg.start()
         if self._telegram is not None:
             await self._telegram.start()
-        self.engine.prepare()
+        self._guarded(self.engine.prepare, "prepare")
         last_log = idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -302,7 +303,7 @@ class Processor:
                     self._log_progress(consumer, t0)
             else:
                 await self._commit(consumer, producer, drain=True)
-            self.engine.finish()
+            self._guarded(self.engine.finish, "on_stop")
             await self._flush_outputs(producer)  # whatever on_stop emitted
             if self._pg_items:
                 items, self._pg_items = self._pg_items, []
@@ -528,16 +529,20 @@ class Processor:
 
     def _process(self, kind: str, batch: pa.RecordBatch) -> None:
         """One batch through the engine; the strategy's exception becomes :class:`StrategyFailed`."""
+        ts = batch.column("ts_event")
+        first, last = format_time(ts[0].as_py()), format_time(ts[batch.num_rows - 1].as_py())
+        self._guarded(lambda: self.engine.process(kind, batch),
+                      f"the {kind} event at {first}" if first == last else f"{kind} events {first} .. {last}")
+
+    def _guarded(self, call: Callable[[], object], during: str) -> None:
+        """``call`` into the strategy; what it raises becomes one :class:`StrategyFailed` line."""
         try:
-            self.engine.process(kind, batch)
+            call()
         except UserError as exc:  # the engine's own account of a strategy error
             raise StrategyFailed(str(exc)) from exc
         except Exception as exc:
-            ts = batch.column("ts_event")
-            first, last = format_time(ts[0].as_py()), format_time(ts[batch.num_rows - 1].as_py())
-            events = f"the {kind} event at {first}" if first == last else f"{kind} events {first} .. {last}"
             raise StrategyFailed(
-                f"strategy {self.strategy_name} raised {type(exc).__name__}: {exc} while handling {events}"
+                f"strategy {self.strategy_name} raised {type(exc).__name__}: {exc} while handling {during}"
             ) from exc
 
     async def _write_pg(self, previous: asyncio.Task | None, items: list[tuple[str, pa.Table]],

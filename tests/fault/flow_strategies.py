@@ -22,6 +22,7 @@ class TradesAndGaps(Strategy):
 @dataclass(frozen=True, kw_only=True)
 class FailParams:
     fail_at: int = -1  # the seq of the trade whose handler raises (-1: none)
+    fail_on_stop: bool = False
 
 
 class FailsAt(Strategy):
@@ -34,3 +35,7 @@ class FailsAt(Strategy):
         if t.seq == self.p.fail_at:
             raise ZeroDivisionError(f"cannot divide trade {t.seq}")
         self.ctx.signal(t.key, "trade", float(t.seq))
+
+    def on_stop(self) -> None:
+        if self.p.fail_on_stop:
+            raise RuntimeError("no summary today")

@@ -129,6 +129,17 @@ def test_a_strategy_error_is_one_line_and_its_batch_is_not_committed(stack_endpo
     assert "Traceback" in verbose.stderr and "ZeroDivisionError" in verbose.stderr
 
 
+def test_a_strategy_error_in_on_stop_is_one_line(stack_endpoints, tmp_path):
+    bootstrap = stack_endpoints.kafka_bootstrap
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    publish(bootstrap, prefix, "trade", make_trades(55, 300))
+    r = run_process(FAILS_AT, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--exit-when-idle", "2",
+                    "-p", "fail_on_stop=true", env={"QSF_KAFKA_BOOTSTRAP": bootstrap})
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "FailsAt" in r.stderr and "RuntimeError: no summary today" in r.stderr and "on_stop" in r.stderr
+
+
 def test_sigterm_while_telegram_keeps_failing_stops_within_seconds_and_commits_nothing(stack_endpoints, tmp_path,
                                                                                        spread_cls):
     bootstrap = stack_endpoints.kafka_bootstrap
