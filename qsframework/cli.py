@@ -388,8 +388,8 @@ def _binance_options(fn):
 def _binance_config(symbols: str, url: str | None, stream: str, backfill: bool, rest_url: str | None,
                     microseconds: bool, rotate_after: str, max_future: str):
     from .durations import parse_duration
-    from .validity import TimeBounds
 
+    bounds = _bounds(max_future, "2000-01-01")
     try:
         from qsframework.adapters.binance.client import DEFAULT_REST, DEFAULT_URL, BinanceConfig
 
@@ -398,7 +398,7 @@ def _binance_config(symbols: str, url: str | None, stream: str, backfill: bool, 
                              rest_url=rest_url or DEFAULT_REST, backfill=backfill,
                              microseconds=microseconds,
                              rotate_after=parse_duration(rotate_after) / 1e9,
-                             bounds=TimeBounds(max_future_ns=parse_duration(max_future)))
+                             bounds=bounds)
     except ImportError as exc:
         raise UserError(f"the Binance adapter needs {exc.name}: pip install 'qsframework[binance]'") from None
     except ValueError as exc:
@@ -688,7 +688,8 @@ def sitl_run(connect: str, scenario: str | None, out_dir: str, duration: float, 
 @click.option("--sink", "sinks", multiple=True, type=click.Choice(["kafka", "timescale", "telegram"]),
               help="kafka: outputs to PREFIX.signals/PREFIX.alerts; timescale: input and outputs to $QSF_PG_DSN; "
                    "telegram: alerts to $QSF_TELEGRAM_CHAT_ID via $QSF_TELEGRAM_TOKEN (sent once, deduplicated in $QSF_PG_DSN).")
-@click.option("--out", "out_dir", metavar="DIR", help="Write signals/alerts Parquet exactly like qsf backtest.")
+@click.option("--out", "out_dir", metavar="DIR",
+              help="Write signals/alerts as Parquet part directories (DIR/signals.parquet/part-*.parquet), the backtest's rows; a restart appends.")
 @click.option("--record", "record_dir", metavar="DIR", help="Write the consumed input as a recording.")
 @click.option("--exit-when-idle", type=float, metavar="SECONDS", help="Finish once no event arrived for this long.")
 @click.option("--state", "state_dir", metavar="DIR", help="Snapshot the engine with each commit; a restart resumes exactly from it.")
@@ -696,50 +697,61 @@ def sitl_run(connect: str, scenario: str | None, out_dir: str, duration: float, 
 @click.option("--max-future", default="60s", show_default=True, metavar="DURATION",
               help="Dead-letter events whose ts_event is more than this ahead of their ts_recv "
                    "(or whose ts_recv is more than this ahead of this machine's clock).")
-@click.option("--floor", "floor", default="2000-01-01", show_default=True, metavar="TIME",
+@click.option("--floor", "floor", default="2000-01-01T00:00:00Z", show_default=True, metavar="T",
               help="Dead-letter events whose ts_event is before this instant.")
+@click.option("--idle-timeout", default="5s", show_default=True, metavar="DURATION",
+              help="A partition with nothing new for this long (and read to its end) stops holding the watermark back.")
+@click.option("--max-held", default=1_000_000, show_default=True, type=int, metavar="N",
+              help="Rows that may wait behind the watermark; past it the oldest are released early (counted).")
+@click.option("--on-reset", type=click.Choice(["fail", "earliest"]), default="fail", show_default=True,
+              help="A committed or --state offset the broker's log no longer has: stop with an error, or read the partition from its start.")
+@click.option("--commit-interval", default="1s", show_default=True, metavar="DURATION",
+              help="At most one commit (offsets, --state snapshot, --out part file) per interval.")
 @click.option("--bootstrap", metavar="HOST:PORT", help="Broker (default: $QSF_KAFKA_BOOTSTRAP).")
 @click.option("--topic-prefix", default="qsf", show_default=True, help="Topics are PREFIX.trades, PREFIX.dlq, ...")
-@click.option("-v", "--verbose", is_flag=True, help="Log progress (lag, events/s, latency) every 5 s.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress (lag, events/s, latency) every 5 s; tracebacks of strategy errors.")
 def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[str, ...], out_dir: str | None,
-            record_dir: str | None, exit_when_idle: float | None, state_dir: str | None, lateness: str, max_future: str,
-            floor: str, bootstrap: str | None, topic_prefix: str, verbose: bool) -> None:
+            record_dir: str | None, exit_when_idle: float | None, state_dir: str | None, lateness: str,
+            max_future: str, floor: str, idle_timeout: str, max_held: int, on_reset: str, commit_interval: str,
+            bootstrap: str | None, topic_prefix: str, verbose: bool) -> None:
     """Run strategy SPEC live on Kafka topics with the backtest's engine.
 
-    Stops cleanly on SIGTERM/SIGINT: outputs flushed, offsets committed, exit code 0.
+    Stops cleanly on SIGTERM/SIGINT: outputs flushed, offsets committed, exit code 0; a sink
+    still retrying after a few seconds is cut short (its batch is read again on restart).
     """
     import asyncio
     import logging
     import os
+    import traceback
 
-    from aiokafka.errors import KafkaError
+    from aiokafka.errors import KafkaConnectionError, KafkaError
 
-    from .durations import parse_duration, parse_time
+    from .durations import parse_duration
     from .loader import load_strategy
     from .params import build_params, parse_overrides
-    from .processor import ProcessConfig, Processor, install_signal_handlers
-    from .validity import TimeBounds
+    from .processor import ProcessConfig, Processor, StrategyFailed, install_signal_handlers
+    from .sinks.telegram import TelegramError
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    if not verbose:  # its connection errors are reported once, as qsf's own error line
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     overrides = parse_overrides(params)
     cls = load_strategy(spec)
     build_params(cls.Params, overrides, owner=f"strategy {cls.__name__}")
-    try:
-        lateness_ns = parse_duration(lateness)
-    except ValueError as exc:
-        raise UserError(f"--lateness: {exc}") from None
-    try:
-        max_future_ns = parse_duration(max_future)
-    except ValueError as exc:
-        raise UserError(f"--max-future: {exc}") from None
-    try:
-        floor_ns = parse_time(floor)
-    except ValueError as exc:
-        raise UserError(f"--floor: {exc}") from None
-    bounds = TimeBounds(max_future_ns=max_future_ns, floor_ns=floor_ns)
+    durations = {}
+    for name, value in (("--lateness", lateness), ("--idle-timeout", idle_timeout), ("--commit-interval", commit_interval)):
+        try:
+            durations[name] = parse_duration(value)
+        except ValueError as exc:
+            raise UserError(f"{name}: {exc}") from None
+    if max_held < 1:
+        raise UserError("--max-held must be at least 1")
+    bounds = _bounds(max_future, floor)
     cfg = ProcessConfig(
         bootstrap=_bootstrap(bootstrap), group=group or f"qsf-{cls.name}", prefix=topic_prefix,
-        lateness_ns=lateness_ns, exit_when_idle_s=exit_when_idle, out=Path(out_dir) if out_dir else None,
+        lateness_ns=durations["--lateness"], idle_timeout_s=durations["--idle-timeout"] / 1e9, max_held=max_held,
+        on_reset=on_reset, commit_interval_s=durations["--commit-interval"] / 1e9,  # type: ignore[arg-type]
+        exit_when_idle_s=exit_when_idle, out=Path(out_dir) if out_dir else None,
         record=Path(record_dir) if record_dir else None, sinks=sinks, overrides=overrides,
         pg_dsn=os.environ.get("QSF_PG_DSN"), state=Path(state_dir) if state_dir else None, bounds=bounds,
     )
@@ -755,13 +767,26 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
 
     try:
         stats = asyncio.run(main_async())
+    except KafkaConnectionError:
+        raise UserError(f"cannot reach the broker at {cfg.bootstrap} (is it running? see qsf stack up)") from None
     except KafkaError as exc:
         raise UserError(f"broker {cfg.bootstrap}: {exc}") from None
+    except StrategyFailed as exc:
+        if verbose and exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__)
+        raise UserError(f"{exc} (nothing of this batch was committed{'' if verbose else '; -v shows the traceback'})") from None
+    except TelegramError as exc:
+        raise UserError(f"--sink telegram: {exc} (nothing of this batch was committed)") from None
     lat = f", latency p50 {stats.latency_ms_p50:.1f} ms p99 {stats.latency_ms_p99:.1f} ms" if stats.latency_ms_p50 is not None else ""
+    extra = "".join(f", {n:,} {what}" for n, what in ((stats.redelivered, "re-read after a restart"),
+                                                        (stats.released_early, "released early (--max-held)")) if n)
     click.echo(
-        f"{cls.__name__}: processed {stats.processed:,} events ({stats.rejected:,} rejected, {stats.late:,} late) "
+        f"{cls.__name__}: processed {stats.processed:,} events ({stats.rejected:,} rejected, {stats.late:,} late{extra}) "
         f"in {stats.wall_s:.1f} s -> {stats.signals:,} signals, {stats.alerts:,} alerts{lat}"
     )
+    if stats.interrupted:
+        click.echo("qsf: warning: stopped while a sink was retrying: its last batch is not committed "
+                   "and will be read again on restart", err=True)
 
 
 # -- demo ------------------------------------------------------------------------------

@@ -6,6 +6,13 @@ the smallest of the partitions' latest event times, minus the allowed lateness. 
 that arrives after events later than it were processed is late: it is counted and sent to
 the DLQ with the reason, never silently reordered. ``--record`` keeps exactly what the
 engine consumed, so a backtest of it reproduces the live outputs.
+
+A partition with nothing new for ``idle_timeout_s`` (and nothing left to read) stops holding
+the watermark back, and at most ``max_held`` rows wait behind it (the oldest go first past
+that): both trade exact parity for progress, and both are counted. Restarts resume from the
+committed offsets or the ``--state`` snapshot; a snapshot or committed offset the log no
+longer has (a reset log) stops the run unless ``on_reset="earliest"``. A stop request ends
+retries within ``stop_grace_s``: what is durable is committed, nothing else.
 """
 
 from __future__ import annotations
@@ -15,18 +22,21 @@ import logging
 import os
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import IllegalStateError, KafkaError, MessageSizeTooLargeError, NoOffsetForPartitionError, OffsetOutOfRangeError
 
-from .backtest import ParquetOutput
+from .durations import format_time
 from .engine import Engine
+from .errors import UserError
 from .events import KINDS, get_kind
 from .kafka import (
     DEFAULT_PREFIX,
@@ -41,7 +51,9 @@ from .kafka import (
     start_producer,
     topic_of,
 )
+from .latency import LatencyWindow
 from .order import sort_table
+from .parts import PartsOutput
 from .recording import RecordingWriter
 from .shutdown import stop_on_signals
 from .sinks import Refused
@@ -58,6 +70,8 @@ class ProcessConfig:
     group: str
     prefix: str = DEFAULT_PREFIX
     lateness_ns: int = 0
+    idle_timeout_s: float = 5.0  # a partition quiet (and read to its end) this long stops holding the watermark
+    max_held: int = 1_000_000  # rows waiting behind the watermark; past it the oldest are released
     exit_when_idle_s: float | None = None
     out: Path | None = None
     record: Path | None = None
@@ -65,6 +79,9 @@ class ProcessConfig:
     pg_dsn: str | None = None
     state: Path | None = None  # snapshot directory: a restart resumes exactly from it
     bounds: TimeBounds = DEFAULT_BOUNDS  # events outside them go to the DLQ, not the engine
+    on_reset: Literal["fail", "earliest"] = "fail"  # a resume offset the log does not have
+    commit_interval_s: float = 1.0  # at most one commit (and --out part) per interval
+    stop_grace_s: float = 5.0  # after a stop request, how long work in progress may take
     overrides: dict[str, str] = field(default_factory=dict)
     path: str = "auto"
     poll_ms: int = 200
@@ -78,14 +95,29 @@ class ProcessStats:
     processed: int = 0
     rejected: int = 0
     late: int = 0
+    redelivered: int = 0  # rows read again after a restart that were already handled
+    released_early: int = 0  # rows released before the watermark passed them (max_held)
     signals: int = 0
     alerts: int = 0
     commits: int = 0
+    interrupted: bool = False  # a stop request cut work in progress short (not committed)
     wall_s: float = 0.0
     first_processed_at: float | None = None  # time.monotonic() of the first and last batch
     last_processed_at: float | None = None
     latency_ms_p50: float | None = None
     latency_ms_p99: float | None = None
+
+
+class LogReset(UserError):
+    """A resume offset lies outside the partition's log (the broker lost or reset it)."""
+
+
+class StrategyFailed(UserError):
+    """The strategy raised while handling events; nothing of that batch is committed."""
+
+
+def _tp_name(tp: TopicPartition) -> str:
+    return f"{tp.topic}[{tp.partition}]"
 
 
 class _Pending:
@@ -94,10 +126,12 @@ class _Pending:
 
     def __init__(self) -> None:
         self.tables: dict[str, list[pa.Table]] = {}
+        self.rows = 0
 
     def add(self, kind: str, table: pa.Table) -> None:
         if table.num_rows:
             self.tables.setdefault(kind, []).append(table)
+            self.rows += table.num_rows
 
     def take(self, kind: str, upto: int | None) -> pa.Table | None:
         """Remove and return (sorted) the rows with ts_event < ``upto`` (all if None)."""
@@ -106,11 +140,21 @@ class _Pending:
             return None
         table = sort_table(pa.concat_tables(parts))
         if upto is None:
+            self.rows -= table.num_rows
             return table
         n = int(np.searchsorted(table.column("ts_event").to_numpy(), upto, side="left"))
         if n < table.num_rows:
             self.tables[kind] = [table.slice(n)]
+        self.rows -= n
         return table.slice(0, n) if n else None
+
+    def cutoff(self, excess: int, upto: int | None) -> tuple[int, int]:
+        """The event time below which the ``excess`` oldest rows wait, and how many rows below
+        it the watermark ``upto`` would still hold back."""
+        ts = np.concatenate([t.column("ts_event").to_numpy() for parts in self.tables.values() for t in parts])
+        cut = int(np.partition(ts, excess - 1)[excess - 1]) + 1
+        early = ts < cut if upto is None else (ts >= upto) & (ts < cut)
+        return cut, int(early.sum())
 
     def first_offsets(self) -> dict[int, int]:
         """Per partition id, the smallest offset still pending."""
@@ -130,6 +174,7 @@ class Processor:
 
     def __init__(self, strategy_cls: type[Strategy], config: ProcessConfig) -> None:
         self.cfg = config
+        self.strategy_name = strategy_cls.__name__
         self.engine = Engine(strategy_cls, overrides=config.overrides, path=config.path)  # type: ignore[arg-type]
         self.kinds = list(self.engine.kinds)
         self.topics: dict[str, tuple[str, ...]] = {}  # topic -> the subscribed kinds it carries
@@ -144,15 +189,29 @@ class Processor:
         self._part_ids: dict[TopicPartition, int] = {}
         self._next_offset: dict[TopicPartition, int] = {}  # last consumed + 1
         self._released_upto: int | None = None  # rows with ts_event < this went to the engine
-        self._latencies: list[float] = []
+        self._active_at: dict[TopicPartition, float] = {}  # when each partition last gave rows (or was assigned)
+        self._idle: set[TopicPartition] = set()
+        self._resume: dict[TopicPartition, int] = {}  # the --state snapshot's offsets
+        self._handled_below: dict[TopicPartition, int] = {}  # restored: rows below were handled before
+        self._fatal: BaseException | None = None  # found by the rebalance listener, raised by the loop
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer = None
+        self._latency = LatencyWindow()
         # PostgreSQL writes run while the next poll is fetched and processed: each poll's
-        # rows are written by a task chained after the previous poll's, and a poll's
-        # offsets (and state snapshot) are committed once its task is done
+        # rows are written by a task chained after the previous poll's, and a checkpoint's
+        # offsets (and state snapshot, and --out parts) are committed once its task is done
         self._pg_items: list[tuple[str, pa.Table]] = []
         self._durable: asyncio.Task | None = None
-        self._deferred: tuple[asyncio.Task | None, dict, bytes | None] | None = None
-        self._outputs: dict[str, ParquetOutput] = {}
+        self._deferred: _Checkpoint | None = None
+        self._checkpointed: dict[TopicPartition, int] = {}
+        self._checkpoint_no = 0  # numbers checkpoints across restarts (kept in the snapshot)
+        self._restored_no: int | None = None  # the --state snapshot's checkpoint
+        self._settled = False  # --out parts a crash left are settled at the first assignment
+        self._unverified: dict[TopicPartition, tuple[int, str, int]] = {}  # sought, log end not yet seen
+        self._last_commit = 0.0
+        self._outputs: dict[str, PartsOutput] = {}
         self._recorder = RecordingWriter(config.record) if config.record else None
+        self._to_record: list[tuple[str, pa.RecordBatch]] = []  # consumed since the last checkpoint
         self._pg = None
         self._dlq_failures = 0  # dead letters the broker did not take (logged; never fatal)
         if "timescale" in config.sinks:
@@ -171,9 +230,8 @@ class Processor:
             store = PostgresDedupStore(config.pg_dsn) if config.pg_dsn else MemoryDedupStore()
             self._telegram = TelegramSink(TelegramConfig.from_env(), store=store)
         if config.out is not None:
-            config.out.mkdir(parents=True, exist_ok=True)
             for name, buf in self.engine.ctx.outputs.buffers().items():
-                self._outputs[name] = ParquetOutput(config.out / f"{name}.parquet", buf.kind.schema)
+                self._outputs[name] = PartsOutput(config.out / f"{name}.parquet", buf.kind.schema)
 
     def stop(self) -> None:
         self._stop.set()
@@ -185,71 +243,151 @@ class Processor:
 
     def restart_latency_window(self) -> None:
         """Forget the latency samples so far (e.g. a benchmark's warm-up)."""
-        self._latencies.clear()
+        self._latency.clear()
 
     async def run(self) -> ProcessStats:
+        """Process until the input is idle (``exit_when_idle_s``) or :meth:`stop`; a stop lets
+        work in progress finish for ``stop_grace_s`` and then cuts it short, uncommitted."""
+        t0 = time.monotonic()
+        main = asyncio.create_task(self._main(t0))
+        stopping = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not main.done():
+                await asyncio.wait({main}, timeout=self.cfg.stop_grace_s)
+                if not main.done():
+                    self.stats.interrupted = True
+                    log.info("stop requested while a sink was retrying: what is not durable is not "
+                             "committed and will be read again on restart")
+                    main.cancel()
+            try:
+                await main
+            except asyncio.CancelledError:
+                if not self.stats.interrupted:
+                    raise
+        finally:
+            stopping.cancel()
+            if not main.done():  # run() itself was cancelled
+                main.cancel()
+                await asyncio.wait({main})
+            self.stats.wall_s = time.monotonic() - t0
+            self.stats.latency_ms_p50 = self._latency.percentile(50)
+            self.stats.latency_ms_p99 = self._latency.percentile(99)
+            await self._close()
+        return self.stats
+
+    async def _main(self, t0: float) -> None:
         cfg = self.cfg
         await ensure_topics(cfg.bootstrap, [*self.topics, dlq_topic(cfg.prefix),
                                             topic_of("signal", cfg.prefix), topic_of("alert", cfg.prefix)])
-        consumer = AIOKafkaConsumer(
+        self._producer = producer = await start_producer(cfg.bootstrap, ProducerConfig())
+        self._consumer = consumer = AIOKafkaConsumer(
             bootstrap_servers=cfg.bootstrap, group_id=cfg.group,
-            enable_auto_commit=False, auto_offset_reset="earliest",
+            # never reset silently: every assigned partition is sought explicitly (_seek_assigned)
+            # and a position the log no longer has is an error or the explicit --on-reset policy
+            enable_auto_commit=False, auto_offset_reset="none",
             # big fetches (one partition per topic carries everything) and short waits
             max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20, fetch_max_wait_ms=50,
         )
-        resume = self._load_state()
-        consumer.subscribe(list(self.topics), listener=_SeekTo(consumer, resume))
-        producer = await start_producer(cfg.bootstrap, ProducerConfig())
+        self._resume = self._load_state()
+        consumer.subscribe(list(self.topics), listener=_OnAssign(self))
         await consumer.start()
         if self._pg is not None:
             await self._pg.start()
         if self._telegram is not None:
             await self._telegram.start()
-        self.engine.prepare()
-        t0 = last_log = time.monotonic()
-        idle_since = time.monotonic()
+        self._guarded(self.engine.prepare, "prepare")
+        last_log = idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
-                batches = await consumer.getmany(timeout_ms=cfg.poll_ms, max_records=cfg.max_records)
+                batches = await self._poll(consumer)
                 if not any(batches.values()):
                     idle = time.monotonic() - idle_since
                     if self._input_ended or (cfg.exit_when_idle_s is not None and idle >= cfg.exit_when_idle_s):
                         await self._release(producer, upto=None)  # end of input: everything goes
                         await self._commit(consumer, producer, final=True, drain=True)
                         break
-                    await self._commit_deferred(consumer)  # quiet: catch up on durability
+                    await self._release_ready(consumer, producer)  # an idle partition may let rows go
+                    await self._commit(consumer, producer)
                     continue
                 idle_since = time.monotonic()
-                await self._ingest(batches, producer)
-                await self._release(producer, upto=self._watermark())
+                await self._ingest(self._fresh(batches), producer)
+                await self._release_ready(consumer, producer)
                 await self._commit(consumer, producer)
                 if time.monotonic() - last_log >= cfg.log_every_s:
                     last_log = time.monotonic()
                     self._log_progress(consumer, t0)
             else:
                 await self._commit(consumer, producer, drain=True)
-        finally:
-            if self._durable is not None and not self._durable.done():
-                self._durable.cancel()  # failing: nothing more is committed
-            self.stats.wall_s = time.monotonic() - t0
-            if self._latencies:
-                lat = np.array(self._latencies)
-                self.stats.latency_ms_p50 = float(np.percentile(lat, 50))
-                self.stats.latency_ms_p99 = float(np.percentile(lat, 99))
-            self.engine.finish()
+            self._guarded(self.engine.finish, "on_stop")
             await self._flush_outputs(producer)  # whatever on_stop emitted
-            if self._pg_items and (self._durable is None or not self._durable.cancelled()):
+            if self._pg_items:
                 items, self._pg_items = self._pg_items, []
                 await self._write_pg(self._durable, items, [], producer)
-            await producer.flush()
-            await consumer.stop()
-            await producer.stop()
-            self._close_files()
-            if self._pg is not None:
-                await self._pg.close()
-            if self._telegram is not None:
-                await self._telegram.close()
-        return self.stats
+            for out in self._outputs.values():
+                out.close()
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """Failing or cut short: nothing more is committed; outputs not committed are dropped
+        (a restart reads their input again)."""
+        if self._durable is not None and not self._durable.done():
+            self._durable.cancel()
+        staged = self._deferred.staged if self._deferred is not None else []
+        self._deferred = None
+        self._to_record = []
+        for out in self._outputs.values():
+            out.discard([path for o, path in staged if o is out])
+
+    async def _close(self) -> None:
+        """Close clients; each step is bounded, since a broker or database may be gone."""
+        steps = []
+        if self._producer is not None:
+            steps += [self._producer.flush(), self._consumer.stop() if self._consumer else None, self._producer.stop()]
+        if self._pg is not None:
+            steps.append(self._pg.close())
+        if self._telegram is not None:
+            steps.append(self._telegram.close())
+        deadline = time.monotonic() + self.cfg.stop_grace_s
+        for step in steps:
+            if step is None:
+                continue
+            try:
+                await asyncio.wait_for(step, timeout=max(0.1, deadline - time.monotonic()))
+            except Exception as exc:  # closing must not hide why the run ended
+                log.info("closing: %s: %s", type(exc).__name__, exc)
+        if self._recorder is not None:
+            self._recorder.close()
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> dict:
+        if self._fatal is not None:
+            raise self._fatal
+        try:
+            batches = await consumer.getmany(timeout_ms=self.cfg.poll_ms, max_records=self.cfg.max_records)
+        except NoOffsetForPartitionError:  # fetched before the listener sought it: it is about to
+            return {}
+        except OffsetOutOfRangeError as exc:  # the log was reset under a running consumer
+            bad = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+            starts = await consumer.beginning_offsets(list(bad))
+            for tp, offset in bad.items():
+                self._on_reset(consumer, tp, "next", offset, starts[tp], consumer.highwater(tp))
+            return {}
+        if self._fatal is not None:
+            raise self._fatal
+        self._verify(consumer, batches)
+        return batches
+
+    def _fresh(self, batches: dict) -> dict:
+        """``batches`` without messages consumed before (a re-delivery after a rebalance)."""
+        out = {}
+        for tp, msgs in batches.items():
+            nxt = self._next_offset.get(tp)
+            if msgs and nxt is not None and msgs[0].offset < nxt:
+                msgs = [m for m in msgs if m.offset >= nxt]
+            out[tp] = msgs
+        return out
 
     # -- steps ---------------------------------------------------------------------------
     async def _ingest(self, batches, producer) -> None:
@@ -291,28 +429,96 @@ class Processor:
         offsets = [m.offset for i, m in enumerate(msgs) if i not in bad]
         table = table.append_column("_part", pa.array(np.full(table.num_rows, part, np.int32)))
         table = table.append_column("_offset", pa.array(offsets, pa.int64()))
-        ts = table.column("ts_event").to_numpy()
-        if self._released_upto is not None:
-            late = ts < self._released_upto
-            if late.any():
-                by_offset = {m.offset: m for m in msgs}
-                reason = f"late: event time before the watermark {self._released_upto}"
-                for off in table.column("_offset").to_numpy()[late].tolist():
-                    m = by_offset[off]
-                    await self._dead_letter(producer, dead_letter(
-                        reason=reason, value=m.value, key=m.key, topic=tp.topic, partition=tp.partition,
-                        offset=off, kind=kind))
-                self.stats.late += int(late.sum())
-                table = table.filter(pa.array(~late))
-                ts = ts[~late]
+        table = await self._drop_late(tp, kind, table, msgs, producer)
         if table.num_rows:
-            self._part_max[tp] = max(self._part_max.get(tp, ts.max()), int(ts.max()))
+            self._advance(tp, int(table.column("ts_event").to_numpy().max()))
             self._pending.add(kind, table)
 
-    def _watermark(self) -> int | None:
-        if not self._part_max:
+    # -- the watermark ---------------------------------------------------------------------
+    async def _drop_late(self, tp: TopicPartition, kind: str, table: pa.Table, msgs: list, producer) -> pa.Table:
+        """``table`` (decoded from ``msgs``) without rows before the watermark: those read
+        again after a restart that were handled before it are skipped; the others are late
+        (DLQ, as the original message)."""
+        self._touch(tp)  # rows, even late ones: the partition is active
+        if self._released_upto is None:
+            return table
+        late = table.column("ts_event").to_numpy() < self._released_upto
+        if not late.any():
+            return table
+        below = self._handled_below.get(tp)
+        if below is not None:
+            again = late & (table.column("_offset").to_numpy() < below)
+            if again.any():
+                self.stats.redelivered += int(again.sum())
+                table, late = table.filter(pa.array(~again)), late[~again]
+                if not late.any():
+                    return table
+        by_offset = {m.offset: m for m in msgs}
+        reason = f"late: event time before the watermark {self._released_upto}"
+        for off in table.column("_offset").to_numpy()[late].tolist():
+            m = by_offset[off]
+            await self._dead_letter(producer, dead_letter(
+                reason=reason, value=m.value, key=m.key, topic=tp.topic, partition=tp.partition,
+                offset=off, kind=kind))
+        self.stats.late += int(late.sum())
+        return table.filter(pa.array(~late))
+
+    def _advance(self, tp: TopicPartition, ts_max: int) -> None:
+        """``tp`` gave rows up to ``ts_max``: it holds the watermark there (unless idle)."""
+        self._part_max[tp] = max(self._part_max.get(tp, ts_max), ts_max)
+
+    def _touch(self, tp: TopicPartition) -> None:
+        """``tp`` gave rows: it is active and holds the watermark again."""
+        self._active_at[tp] = time.monotonic()
+        if tp in self._idle:
+            self._idle.discard(tp)
+            log.info("%s is active again: it holds the watermark", _tp_name(tp))
+
+    async def _watermark(self, consumer: AIOKafkaConsumer) -> int | None:
+        """The smallest latest event time over the partitions that are not idle, minus the
+        lateness (None: nothing may go yet). Idle: nothing new for ``idle_timeout_s`` and read
+        to the end. With every partition idle, the latest event time seen."""
+        now = time.monotonic()
+        holding: list[int] = []
+        known: list[int] = []
+        for tp in consumer.assignment():
+            ts = self._part_max.get(tp)
+            if ts is not None:
+                known.append(ts)
+            if now - self._active_at.get(tp, now) >= self.cfg.idle_timeout_s and await self._caught_up(consumer, tp):
+                if tp not in self._idle:
+                    self._idle.add(tp)
+                    log.info("%s is idle: it no longer holds the watermark", _tp_name(tp))
+                continue
+            if ts is None:
+                return None  # active but nothing yet: its first rows may be the oldest
+            holding.append(ts)
+        if not known:
             return None
-        return min(self._part_max.values()) - self.cfg.lateness_ns
+        return (min(holding) if holding else max(known)) - self.cfg.lateness_ns
+
+    async def _caught_up(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
+        end = consumer.highwater(tp)
+        if end is None:
+            return False
+        position = self._next_offset.get(tp)
+        if position is None:
+            position = await consumer.position(tp)
+        return position >= end
+
+    async def _release_ready(self, consumer: AIOKafkaConsumer, producer) -> None:
+        """Release up to the watermark, and further if more than ``max_held`` rows wait."""
+        upto = await self._watermark(consumer)
+        excess = self._pending.rows - self.cfg.max_held
+        if excess > 0:
+            cut, early = self._pending.cutoff(excess, upto)
+            if upto is None or cut > upto:
+                self.stats.released_early += early
+                log.info("%d rows wait behind the watermark (max %d): releasing %d of them early",
+                         self._pending.rows, self.cfg.max_held, early)
+                upto = cut
+        if upto is not None:
+            await self._release(producer, upto=upto)
 
     async def _release(self, producer, *, upto: int | None) -> None:
         """Hand every pending row before ``upto`` to the engine, in total order."""
@@ -330,10 +536,10 @@ class Processor:
             if self.stats.first_processed_at is None:
                 self.stats.first_processed_at = time.monotonic()
             for kind, batch in merged:
-                self.engine.process(kind, batch)
+                self._process(kind, batch)
                 self.stats.processed += batch.num_rows
                 if self._recorder is not None:
-                    self._recorder.write(kind, batch)
+                    self._to_record.append((kind, batch))
                 if self._pg is not None:
                     self._pg_items.append((kind, self._consumed(batch)))
         if upto is not None:
@@ -353,6 +559,24 @@ class Processor:
         if self._pg_keys is None:
             return table
         return table.filter(pc.is_in(table.column("key"), value_set=self._pg_keys))
+
+    def _process(self, kind: str, batch: pa.RecordBatch) -> None:
+        """One batch through the engine; the strategy's exception becomes :class:`StrategyFailed`."""
+        ts = batch.column("ts_event")
+        first, last = format_time(ts[0].as_py()), format_time(ts[batch.num_rows - 1].as_py())
+        self._guarded(lambda: self.engine.process(kind, batch),
+                      f"the {kind} event at {first}" if first == last else f"{kind} events {first} .. {last}")
+
+    def _guarded(self, call: Callable[[], object], during: str) -> None:
+        """``call`` into the strategy; what it raises becomes one :class:`StrategyFailed` line."""
+        try:
+            call()
+        except UserError as exc:  # the engine's own account of a strategy error
+            raise StrategyFailed(str(exc)) from exc
+        except Exception as exc:
+            raise StrategyFailed(
+                f"strategy {self.strategy_name} raised {type(exc).__name__}: {exc} while handling {during}"
+            ) from exc
 
     async def _write_pg(self, previous: asyncio.Task | None, items: list[tuple[str, pa.Table]],
                         recv: list[np.ndarray], producer) -> None:
@@ -387,7 +611,7 @@ class Processor:
             lat_ms = (now_ns - ts_recv) / 1e6
             # meaningful for live data only (not replays of old recordings): keep the
             # samples received within the last hour
-            self._latencies.extend(lat_ms[(lat_ms >= 0) & (lat_ms < 3.6e6)].tolist())
+            self._latency.add(lat_ms[(lat_ms >= 0) & (lat_ms < 3.6e6)])
 
     async def _flush_outputs(self, producer) -> None:
         for name, buf in self.engine.ctx.outputs.buffers().items():
@@ -413,39 +637,149 @@ class Processor:
             else:
                 self.stats.alerts += table.num_rows
 
+    # -- commits ---------------------------------------------------------------------------
     async def _commit(self, consumer, producer, *, final: bool = False, drain: bool = False) -> None:
         """Commit what the engine has fully consumed, once the sinks hold it.
 
-        The PostgreSQL sink's writes for this poll may still be running: then this poll's
-        offsets and state are kept and committed at the next call (or now with ``drain``),
-        after the previous poll's, whose writes must be done by then.
+        At most every ``commit_interval_s`` (always with ``final``/``drain``) a checkpoint is
+        taken: offsets, state snapshot and --out parts. The PostgreSQL sink's writes may
+        still be running: a checkpoint is committed once they are done (checked at each
+        call), before the next one is taken, or now with ``drain``.
         """
+        if final or drain or time.monotonic() - self._last_commit >= self.cfg.commit_interval_s:
+            self._last_commit = time.monotonic()
+            checkpoint = await self._checkpoint(producer, final=final)
+            if checkpoint is not None:
+                previous, self._deferred = self._deferred, checkpoint
+                if previous is not None:
+                    await self._commit_now(consumer, previous)
+        deferred = self._deferred
+        if deferred is not None and (drain or deferred.durable is None or deferred.durable.done()):
+            self._deferred = None
+            await self._commit_now(consumer, deferred)
+
+    async def _checkpoint(self, producer, *, final: bool) -> _Checkpoint | None:
+        """Offsets up to what the engine has consumed, the state as of them and the outputs
+        since the last checkpoint (staged); None if nothing changed."""
         await producer.flush()
-        if self._recorder is not None:
-            self._recorder.flush()
         pending = {} if final else self._pending.first_offsets()
-        offsets = {}
-        for tp, nxt in self._next_offset.items():
-            offsets[tp] = pending.get(self._part_ids[tp], nxt)  # never past an unprocessed row
+        offsets = {tp: pending.get(self._part_ids[tp], nxt) for tp, nxt in self._next_offset.items()}
+        keyed = {(tp.topic, tp.partition): off for tp, off in offsets.items()}
+        number = self._checkpoint_no + 1
+        staged = [(out, path) for out in self._outputs.values() if (path := out.stage(keyed, number)) is not None]
+        if offsets == self._checkpointed and not staged:
+            return None
+        self._checkpointed, self._checkpoint_no = offsets, number
         blob = self._state_blob(offsets) if offsets else None
-        previous, self._deferred = self._deferred, (self._durable, offsets, blob)
-        if previous is not None:
-            await self._commit_now(consumer, *previous)
-        if drain or self._pg is None:
-            await self._commit_deferred(consumer)
+        record, self._to_record = self._to_record, []
+        return _Checkpoint(durable=self._durable, offsets=offsets, blob=blob, staged=staged, record=record)
 
-    async def _commit_deferred(self, consumer) -> None:
-        if self._deferred is not None:
-            deferred, self._deferred = self._deferred, None
-            await self._commit_now(consumer, *deferred)
-
-    async def _commit_now(self, consumer, durable: asyncio.Task | None, offsets: dict, blob: bytes | None) -> None:
-        if durable is not None:
-            await durable
-        if offsets:
-            self._save_state(blob)  # the snapshot first: it is what a restart trusts
-            await consumer.commit(offsets)
+    async def _commit_now(self, consumer, checkpoint: _Checkpoint) -> None:
+        if checkpoint.durable is not None:
+            await checkpoint.durable
+        if self._recorder is not None and checkpoint.record:
+            for kind, batch in checkpoint.record:
+                self._recorder.write(kind, batch)
+            self._recorder.flush()
+        if checkpoint.offsets:
+            self._save_state(checkpoint.blob)  # the snapshot first: it is what a restart trusts
+            await self._commit_offsets(consumer, checkpoint.offsets)
             self.stats.commits += 1
+        for out, path in checkpoint.staged:
+            out.publish(path)
+
+    async def _commit_offsets(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        """Commit, retrying across rebalances and broker restarts; a reset log is an error."""
+        delay = 0.2
+        while True:
+            try:
+                await consumer.commit(offsets)
+                return
+            except IllegalStateError:  # partitions rebalanced away: theirs is no longer ours to commit
+                mine = {tp: off for tp, off in offsets.items() if tp in consumer.assignment()}
+                if not mine:
+                    return
+                if len(mine) < len(offsets):
+                    offsets = mine
+                    continue
+                failure = "partitions are being reassigned"
+            except KafkaError as exc:  # CommitFailedError (a rebalance), broker unavailable, ...
+                failure = f"{type(exc).__name__}: {exc}"
+            self._verify(consumer, {})  # a broker back with an empty log: an error, not a retry
+            if self._fatal is not None:
+                raise self._fatal
+            log.warning("offset commit failed (%s); retrying in %.1f s", failure, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _verify(self, consumer: AIOKafkaConsumer, batches: dict) -> None:
+        """Once a fetch told a newly sought partition's log end (its high watermark), a start
+        past it is a reset log: apply the policy (a broker's ListOffsets answer is not relied
+        on: some brokers report the last batch's base offset)."""
+        for tp, (target, what, start) in list(self._unverified.items()):
+            end = consumer.highwater(tp) if tp in consumer.assignment() else None
+            if end is None:
+                continue
+            del self._unverified[tp]
+            if target > end:
+                batches.pop(tp, None)
+                self._on_reset(consumer, tp, what, target, start, end)
+
+    def _on_reset(self, consumer: AIOKafkaConsumer, tp: TopicPartition, what: str, offset: int,
+                  start: int, end: int | None) -> None:
+        where = "before the start" if offset < start else "past the end"
+        bounds = f"offsets {start}..{end}" if end is not None else f"which starts at {start}"
+        problem = f"{_tp_name(tp)}: the {what} offset {offset} is {where} of the log ({bounds}); the broker lost or reset it"
+        if self.cfg.on_reset != "earliest":
+            raise LogReset(f"{problem}. Nothing was skipped: rerun with --on-reset earliest to read "
+                           "the partition from its start, or use a new --group and --state")
+        log.warning("%s: reading it from offset %d (--on-reset earliest)", problem, start)
+        consumer.seek(tp, start)
+        self._next_offset.pop(tp, None)
+        self._handled_below.pop(tp, None)
+
+    async def _seek_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Start each assigned partition where this run left it, else at the --state
+        snapshot's offset, else at the group's committed offset, else at its start; an
+        offset outside the log follows the reset policy. Then settle --out parts a crash left."""
+        consumer = self._consumer
+        assert consumer is not None
+        tps = sorted(assigned)
+        starts = await consumer.beginning_offsets(tps)
+        now = time.monotonic()
+        positions: dict[tuple[str, int], int] = {}
+        for tp in tps:
+            self._active_at.setdefault(tp, now)
+            if tp in self._next_offset:
+                target, what = self._next_offset[tp], "consumed"
+            elif tp in self._resume:
+                target, what = self._resume[tp], "--state snapshot's"
+            else:
+                target, what = await consumer.committed(tp), "committed"
+            if target is None:
+                target = starts[tp]
+            if target < starts[tp]:
+                self._on_reset(consumer, tp, what, target, starts[tp], None)
+                target = starts[tp]
+            else:
+                consumer.seek(tp, target)
+                self._unverified[tp] = (target, what, starts[tp])
+            positions[(tp.topic, tp.partition)] = target
+        if self._settled:
+            return
+        self._settled = True  # once: later assignments find only this run's parts
+        restored = self._restored_no
+
+        def committed(offsets: dict[tuple[str, int], int], checkpoint: int) -> bool:
+            if restored is not None:  # the snapshot says exactly which checkpoint it is
+                return checkpoint <= restored
+            return all(positions.get(k, -1) >= o for k, o in offsets.items())
+
+        for name, out in self._outputs.items():
+            published, deleted = out.resolve(committed)
+            if published or deleted:
+                log.info("--out %s: %d parts committed before a crash kept, %d not committed removed",
+                         name, published, deleted)
 
     # -- state for exact restarts ---------------------------------------------------------
     def _state_file(self) -> Path | None:
@@ -459,6 +793,12 @@ class Processor:
             "offsets": {(tp.topic, tp.partition): off for tp, off in offsets.items()},
             "part_max": {(tp.topic, tp.partition): v for tp, v in self._part_max.items()},
             "released_upto": self._released_upto,
+            # consumed up to here: rows below these offsets read again after a restart were
+            # either processed or dead-lettered already when their event time is before
+            # released_upto (those at or after it were waiting, and wait again)
+            "consumed": {(tp.topic, tp.partition): max(nxt, self._handled_below.get(tp, nxt))
+                         for tp, nxt in self._next_offset.items()},
+            "checkpoint": self._checkpoint_no,
             "engine": self.engine.snapshot(),
         }, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -482,6 +822,8 @@ class Processor:
         self.engine.restore(state["engine"])
         self._released_upto = state["released_upto"]
         self._part_max = {TopicPartition(*k): v for k, v in state["part_max"].items()}
+        self._handled_below = {TopicPartition(*k): v for k, v in state.get("consumed", {}).items()}
+        self._checkpoint_no = self._restored_no = state.get("checkpoint", 0)
         log.info("resuming from %s", path)
         return {TopicPartition(*k): v for k, v in state["offsets"].items()}
 
@@ -506,12 +848,6 @@ class Processor:
         log.error("could not dead-letter a message (%s: %s) from %s offset %s: %s", type(exc).__name__, exc,
                   where.get("topic", "?"), where.get("offset", "?"), where.get("reason", ""))
 
-    def _close_files(self) -> None:
-        for out in self._outputs.values():
-            out.close()
-        if self._recorder is not None:
-            self._recorder.close()
-
     def _log_progress(self, consumer, t0: float) -> None:
         lag = 0
         for tp in consumer.assignment():
@@ -519,24 +855,39 @@ class Processor:
             pos = consumer.last_stable_offset(tp) if hw is None else hw
             lag += max(0, (hw or 0) - (pos or 0))
         rate = self.stats.processed / max(time.monotonic() - t0, 1e-9)
-        p99 = float(np.percentile(self._latencies[-5000:], 99)) if self._latencies else float("nan")
-        log.info("processed %d events (%.0f/s), lag %d, signals %d, alerts %d, p99 latency %.1f ms",
-                 self.stats.processed, rate, lag, self.stats.signals, self.stats.alerts, p99)
+        p99 = self._latency.percentile(99)
+        log.info("processed %d events (%.0f/s), lag %d, signals %d, alerts %d%s",
+                 self.stats.processed, rate, lag, self.stats.signals, self.stats.alerts,
+                 "" if p99 is None else f", p99 latency {p99:.1f} ms")
 
 
-class _SeekTo(ConsumerRebalanceListener):
-    """On assignment, start from the snapshot's offsets (not the group's) when resuming."""
+@dataclass(frozen=True, kw_only=True)
+class _Checkpoint:
+    """What one commit makes final: offsets, the state as of them, --out parts and the rows for
+    --record; committed once ``durable`` (the PostgreSQL writes up to them) is done."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
-        self.consumer, self.offsets = consumer, offsets
+    durable: asyncio.Task | None
+    offsets: dict[TopicPartition, int]
+    blob: bytes | None
+    staged: list[tuple[PartsOutput, Path]]
+    record: list[tuple[str, pa.RecordBatch]]
+
+
+class _OnAssign(ConsumerRebalanceListener):
+    """Seeks each assigned partition (see ``Processor._seek_assigned``). aiokafka only logs a
+    listener's exceptions: they are kept for the processing loop to raise."""
+
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
 
     async def on_partitions_revoked(self, revoked) -> None:
         pass
 
     async def on_partitions_assigned(self, assigned) -> None:
-        for tp in assigned:
-            if tp in self.offsets:
-                self.consumer.seek(tp, self.offsets[tp])
+        try:
+            await self.processor._seek_assigned(assigned)
+        except Exception as exc:
+            self.processor._fatal = exc
 
 
 def install_signal_handlers(processor: Processor) -> None:

@@ -20,6 +20,7 @@ from qsframework.backtest import run_backtest
 from qsframework.wire import encode
 
 from .conftest import SPREAD_SPEC, make_trades, qsf_cmd
+from .fault.processes import committed, wait_for
 
 PARAMS = ["-p", "window=2s", "-p", "sample=500ms", "-p", "threshold=0.004"]
 OVERRIDES = {"window": "2s", "sample": "500ms", "threshold": "0.004"}
@@ -113,13 +114,16 @@ def test_sigterm_stops_cleanly(stack_endpoints, tmp_path):
          "--out", str(tmp_path / "live")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
-    time.sleep(8)  # long enough to start, consume the topic and sit idle
+    # once it has consumed the topic (all but the rows at the latest event time, which
+    # wait for a later event) and committed it
+    wait_for(lambda: (committed(stack_endpoints.kafka_bootstrap, f"g-{prefix}", f"{prefix}.trades") or 0) >= 1900,
+             "a commit of the whole topic", proc=proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
-    # a clean stop closes the Parquet files (readable footers)
-    assert pq.read_table(tmp_path / "live" / "signals.parquet").num_rows >= 0
+    # a clean stop publishes every committed part (readable footers)
+    assert pq.read_table(tmp_path / "live" / "signals.parquet").num_rows > 0
 
 
 def _fresh_database(dsn: str) -> str:

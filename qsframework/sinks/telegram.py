@@ -103,11 +103,20 @@ class TelegramError(Exception):
     """The Telegram sink could not deliver a message (the batch must not be committed)."""
 
 
+_HINTS = {
+    401: f"check the bot token in {ENV_TOKEN}",
+    403: f"the bot may not write to the chat in {ENV_CHAT_ID}",
+    404: f"check the bot token in {ENV_TOKEN}",
+}
+
+
 class TelegramAPIError(TelegramError):
     """Telegram refused the request (a 4xx other than 429): retrying would not help."""
 
     def __init__(self, error_code: int, description: str) -> None:
-        super().__init__(f"Telegram refused sendMessage: error {error_code}: {description}")
+        hint = _HINTS.get(error_code)
+        super().__init__(f"Telegram refused sendMessage: error {error_code}: {description}"
+                         + (f" ({hint})" if hint else ""))
         self.error_code = error_code
         self.description = description
 

@@ -1,0 +1,195 @@
+"""qsf process across restarts: re-runs append to --out, a reset broker log is an error
+(or the explicit --on-reset policy), and SIGKILLs at random points lose and double nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
+import pyarrow.parquet as pq
+
+from qsframework.backtest import run_backtest
+from qsframework.recording import Recording, RecordingWriter
+from qsframework.stack import Stack
+
+from ..conftest import SPREAD_SPEC, make_trades
+from ..test_outage import OVERRIDES, _assert_equal_to_clean_run, _tables
+from ..test_process import _fresh_database
+from .processes import end_offset, publish, rows_in, run_process, start_process, state_offsets, wait_for
+
+PARAMS = [f"-p{k}={v}" for k, v in OVERRIDES.items()]
+
+
+def _backtest(spread_cls, trades: pa.Table, root):
+    with RecordingWriter(root) as w:
+        w.write("trade", trades)
+    return run_backtest(spread_cls, Recording(root), overrides=OVERRIDES)
+
+
+def _split(trades: pa.Table, at: int) -> tuple[pa.Table, pa.Table]:
+    """Two halves of a table in total order, cut where the event time moves on."""
+    ts = trades.column("ts_event").to_pylist()
+    while ts[at] == ts[at - 1]:
+        at += 1
+    return trades.slice(0, at), trades.slice(at)
+
+
+def test_a_rerun_with_the_same_group_appends_to_out_and_destroys_nothing(stack_endpoints, tmp_path, spread_cls):
+    trades = make_trades(31, 4000)
+    first, second = _split(trades, 2000)
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    env = {"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap}
+    out = tmp_path / "live"
+    argv = [*PARAMS, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--out", str(out),
+            "--state", str(tmp_path / "state"), "--exit-when-idle", "2"]
+    publish(stack_endpoints.kafka_bootstrap, prefix, "trade", first)
+    r = run_process(SPREAD_SPEC, *argv, env=env)
+    assert r.returncode == 0, r.stderr
+    after_first = _backtest(spread_cls, first, tmp_path / "rec1")
+    assert after_first.signals > 0
+    assert pq.read_table(out / "signals.parquet").equals(after_first.tables["signals"])
+
+    r = run_process(SPREAD_SPEC, *argv, env=env)  # nothing new: the outputs stay as they are
+    assert r.returncode == 0, r.stderr
+    assert "processed 0 events" in r.stdout
+    assert pq.read_table(out / "signals.parquet").equals(after_first.tables["signals"])
+    assert pq.read_table(out / "alerts.parquet").equals(after_first.tables["alerts"])
+
+    publish(stack_endpoints.kafka_bootstrap, prefix, "trade", second)
+    r = run_process(SPREAD_SPEC, *argv, env=env)  # new input: appended after the first run's
+    assert r.returncode == 0, r.stderr
+    whole = _backtest(spread_cls, trades, tmp_path / "rec")
+    assert pq.read_table(out / "signals.parquet").equals(whole.tables["signals"])
+    assert pq.read_table(out / "alerts.parquet").equals(whole.tables["alerts"])
+
+
+def test_a_file_where_out_puts_a_part_directory_is_refused(stack_endpoints, tmp_path):
+    out = tmp_path / "bt"
+    out.mkdir()
+    (out / "signals.parquet").write_bytes(b"PAR1")  # e.g. qsf backtest's single file
+    r = run_process(SPREAD_SPEC, *PARAMS, "--topic-prefix", "tnever", "--out", str(out), "--exit-when-idle", "1",
+                    env={"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap})
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "is a file" in r.stderr and "Traceback" not in r.stderr
+    assert (out / "signals.parquet").read_bytes() == b"PAR1"
+
+
+def test_a_reset_broker_log_stops_the_run_unless_on_reset_earliest(tmp_path, spread_cls):
+    broker = Stack(tmp_path / "stack").broker  # our own: it is about to lose its log
+    broker.start()
+    try:
+        trades = make_trades(32, 3000)
+        old, new = _split(trades, 2000)
+        prefix = f"t{uuid.uuid4().hex[:8]}"
+        env = {"QSF_KAFKA_BOOTSTRAP": broker.bootstrap}
+        argv = [*PARAMS, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--state", str(tmp_path / "state"),
+                "--out", str(tmp_path / "live"), "--exit-when-idle", "2"]
+        publish(broker.bootstrap, prefix, "trade", old)
+        r = run_process(SPREAD_SPEC, *argv, env=env)
+        assert r.returncode == 0, r.stderr
+        assert state_offsets(tmp_path / "state") == {(f"{prefix}.trades", 0): old.num_rows}
+
+        broker.stop()
+        broker.start()  # in-memory storage: every topic and committed offset is gone
+        publish(broker.bootstrap, prefix, "trade", new)
+        r = run_process(SPREAD_SPEC, *argv, env=env)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+        assert (f"{prefix}.trades[0]: the --state snapshot's offset {old.num_rows} is past the end of the log "
+                f"(offsets 0..{new.num_rows})") in r.stderr
+        assert "--on-reset earliest" in r.stderr
+        assert rows_in(tmp_path / "live" / "signals.parquet") == _backtest(spread_cls, old, tmp_path / "r1").signals
+
+        r = run_process(SPREAD_SPEC, *argv, "--on-reset", "earliest", env=env)
+        assert r.returncode == 0, r.stderr
+        assert f"processed {new.num_rows:,} events" in r.stdout and "0 late" in r.stdout
+        whole = _backtest(spread_cls, trades, tmp_path / "rec")
+        assert pq.read_table(tmp_path / "live" / "signals.parquet").equals(whole.tables["signals"])
+    finally:
+        broker.stop()
+
+
+def test_a_broker_that_restarts_empty_under_a_running_processor_is_an_error_not_a_skip(tmp_path):
+    broker = Stack(tmp_path / "stack").broker
+    broker.start()
+    try:
+        trades = make_trades(34, 3000)
+        old, new = _split(trades, 2000)
+        prefix = f"t{uuid.uuid4().hex[:8]}"
+        topic = f"{prefix}.trades"
+        publish(broker.bootstrap, prefix, "trade", old)
+        proc = start_process(SPREAD_SPEC, *PARAMS, "--topic-prefix", prefix, "--group", f"g-{prefix}",
+                             "--state", str(tmp_path / "state"), env={"QSF_KAFKA_BOOTSTRAP": broker.bootstrap})
+        try:
+            wait_for(lambda: state_offsets(tmp_path / "state").get((topic, 0), 0) >= old.num_rows - 100,
+                     "a commit", proc=proc)
+            broker.stop()
+            broker.start()  # empty: the topic, the group and its offsets are gone
+            publish(broker.bootstrap, prefix, "trade", new)
+            stdout, stderr = proc.communicate(timeout=180)
+        finally:
+            proc.kill()
+        assert proc.returncode == 2, stderr
+        assert stderr.count("\n") == 1 and "Traceback" not in stderr
+        assert f"{topic}[0]: the consumed offset " in stderr and f"past the end of the log (offsets 0..{new.num_rows})" in stderr
+    finally:
+        broker.stop()
+
+
+def test_sigkills_at_random_points_lose_and_double_nothing(stack_endpoints, tmp_path, spread_cls):
+    """Killed with SIGKILL six times, each time right after a snapshot or while a new piece of
+    input is being processed: PostgreSQL and --out end exactly as a backtest, the DLQ empty.
+
+    The topic holds the trades a little out of order (up to 0.5 s, within --lateness 1s), so
+    a snapshot's offset (the oldest row still waiting) has rows after it that were already
+    processed: read again after the restart, they must be recognised, not dead-lettered."""
+    rng = random.Random(20261201)
+    trades = make_trades(33, 9000, gaps_ms=(0, 1, 5, 10, 20))
+    jitter = np.random.default_rng(5).integers(0, 500_000_000, trades.num_rows)
+    arrival = pa.compute.sort_indices(pa.array(trades.column("ts_event").to_numpy() + jitter))
+    shuffled = trades.take(arrival)
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    topic = f"{prefix}.trades"
+    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    env = {"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap, "QSF_PG_DSN": dsn}
+    state, out = tmp_path / "state", tmp_path / "live"
+    argv = [*PARAMS, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--sink", "timescale",
+            "--out", str(out), "--state", str(state), "--commit-interval", "0s", "--lateness", "1s"]
+    published = 0
+
+    def publish_upto(n: int) -> None:
+        nonlocal published
+        publish(stack_endpoints.kafka_bootstrap, prefix, "trade", shuffled.slice(published, n - published))
+        published = n
+
+    for _ in range(6):
+        before = state_offsets(state).get((topic, 0), 0)
+        if published - before < 800:
+            publish_upto(min(trades.num_rows, published + 1000))
+        proc = start_process(SPREAD_SPEC, *argv, env=env)
+        # the rows of the last second (--lateness) wait for later ones: aim below them
+        target = rng.randint(before + 1, published - 500)
+        wait_for(lambda: state_offsets(state).get((topic, 0), 0) >= target, f"a snapshot at offset {target}", proc=proc)
+        if rng.random() < 0.5:  # now, or while it processes the next piece
+            publish_upto(min(trades.num_rows, published + rng.randint(200, 1200)))
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    publish_upto(trades.num_rows)
+    r = run_process(SPREAD_SPEC, *argv, "--exit-when-idle", "3", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "0 late" in r.stdout
+    assert end_offset(stack_endpoints.kafka_bootstrap, f"{prefix}.dlq") == 0
+
+    got_trades, got_signals, got_alerts = asyncio.run(_tables(dsn))
+    with RecordingWriter(tmp_path / "rec") as w:
+        w.write("trade", trades)
+    _assert_equal_to_clean_run(spread_cls, tmp_path / "rec", trades, got_trades, got_signals, got_alerts)
+    clean = run_backtest(spread_cls, Recording(tmp_path / "rec"), overrides=OVERRIDES)
+    assert pq.read_table(out / "signals.parquet").equals(clean.tables["signals"])
+    assert pq.read_table(out / "alerts.parquet").equals(clean.tables["alerts"])
