@@ -89,13 +89,13 @@ class PostgresSink:
             try:
                 self.con = await asyncpg.connect(self.dsn, timeout=5)
                 break
-            except asyncpg.PostgresError as exc:  # e.g. a wrong password, no such database
-                raise UserError(f"PostgreSQL: {_one_line(exc)}") from None
-            except _RETRYABLE as exc:
+            except _RETRYABLE as exc:  # first: some are PostgresErrors (57P03: starting up)
                 self.retries += 1
                 log.warning("database unavailable (%s); retrying in %.1f s", type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(self.max_backoff_s, delay * 2) * (0.8 + 0.4 * random.random())
+            except asyncpg.PostgresError as exc:  # e.g. a wrong password, no such database
+                raise UserError(f"PostgreSQL: {_one_line(exc)}") from None
         try:
             await self.con.execute(schema_sql("001_schema.sql"))
         except asyncpg.PostgresError as exc:
@@ -170,9 +170,7 @@ class PostgresSink:
                 return
             except _DATA_ERRORS:
                 raise
-            except asyncpg.PostgresError as exc:  # neither the rows' fault nor a passing outage
-                raise UserError(f"PostgreSQL cannot store {target}: {_one_line(exc)}") from None
-            except _RETRYABLE as exc:
+            except _RETRYABLE as exc:  # before PostgresError: connection loss and 57P01 (admin shutdown) are ones
                 self.retries += 1
                 log.warning("write to %s failed (%s); retrying in %.1f s", target, type(exc).__name__, delay)
                 if self.con is not None:
@@ -180,6 +178,8 @@ class PostgresSink:
                     self.con = None
                 await asyncio.sleep(delay)
                 delay = min(self.max_backoff_s, delay * 2) * (0.8 + 0.4 * random.random())
+            except asyncpg.PostgresError as exc:  # neither the rows' fault nor a passing outage
+                raise UserError(f"PostgreSQL cannot store {target}: {_one_line(exc)}") from None
 
     async def close(self) -> None:
         if self.con is not None:
