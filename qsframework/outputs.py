@@ -26,13 +26,14 @@ class OutputBuffer:
 
     def extend(self, arrays: list[pa.Array]) -> None:
         """Add rows given as one Arrow array per field, after every row added so far."""
-        self._seal()
+        self.seal()
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.kind.schema)
         self.chunks.append(batch)
         self.chunk_rows += batch.num_rows
         self.count += batch.num_rows
 
-    def _seal(self) -> None:
+    def seal(self) -> None:
+        """Pack the single rows so far into an Arrow chunk (compact; order kept)."""
         if self.rows:
             columns = zip(*self.rows)
             arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.kind.schema)]
@@ -44,7 +45,7 @@ class OutputBuffer:
         return self.chunk_rows + len(self.rows)
 
     def drain(self) -> pa.Table:
-        self._seal()
+        self.seal()
         table = pa.Table.from_batches(self.chunks, schema=self.kind.schema)
         self.chunks, self.chunk_rows = [], 0
         return table

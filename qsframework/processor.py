@@ -176,6 +176,7 @@ class Processor:
         self.cfg = config
         self.strategy_name = strategy_cls.__name__
         self.engine = Engine(strategy_cls, overrides=config.overrides, path=config.path)  # type: ignore[arg-type]
+        self.engine.on_outputs = self._seal_outputs  # a long timer catch-up packs its outputs as it goes
         self.kinds = list(self.engine.kinds)
         self.topics: dict[str, tuple[str, ...]] = {}  # topic -> the subscribed kinds it carries
         for k in self.kinds:
@@ -235,6 +236,13 @@ class Processor:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _seal_outputs(self) -> None:
+        """Between chunks of a long timer catch-up: pack the outputs so far into Arrow
+        chunks (a few times smaller than rows of Python objects); they reach the sinks when
+        the batch is done, since the sinks are written from the event loop."""
+        for buf in self.engine.ctx.outputs.buffers().values():
+            buf.seal()
 
     def end_of_input(self) -> None:
         """Everything there is to read has been consumed: at the next empty poll, release the

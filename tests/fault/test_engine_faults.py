@@ -239,3 +239,27 @@ def test_a_strategy_failing_to_construct_is_a_strategy_error():
     with pytest.raises(StrategyError, match=r"^strategy Broken \(broken\) failed in __init__: "
                                             r"AttributeError: no such table$"):
         Engine(Broken)
+
+
+def test_a_live_catch_up_packs_its_outputs_as_it_goes():
+    """qsf process cannot write to its sinks from inside the engine (they are async), so
+    between chunks of a catch-up it packs the outputs into Arrow chunks instead of holding
+    hundreds of thousands of rows of Python objects."""
+    from qsframework.engine import FIRE_CHUNK
+    from qsframework.processor import ProcessConfig, Processor
+
+    gap = 400_000
+    proc = Processor(Beeper, ProcessConfig(bootstrap="127.0.0.1:9", group="catch-up"))
+    before, after = make_trades(4, 20), make_trades(5, 20, start=T0 + gap * SECOND)
+    tracemalloc.start()
+    try:
+        for table in (before, after):
+            for batch in table.to_batches():
+                proc.engine.process("trade", batch)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    buf = proc.engine.ctx.outputs.signals
+    span = after.column("ts_event")[-1].as_py() - before.column("ts_event")[0].as_py()
+    assert len(buf) == span // SECOND and len(buf.rows) < FIRE_CHUNK
+    assert peak < 96 * 2**20, f"peak {peak / 2**20:.1f} MiB"  # as rows: > 150 MiB
