@@ -12,11 +12,15 @@ import click
 from . import __version__
 from .durations import format_time, parse_time
 from .errors import UserError
+from .validity import DEFAULT_FLOOR_NS, DEFAULT_MAX_FUTURE_NS, NS_PER_S
 
 if TYPE_CHECKING:
     from .validity import TimeBounds
 
 BATCH_DEFAULT = 65_536
+# the event-time bounds' defaults, as options show them (the values live in qsframework.validity)
+MAX_FUTURE_DEFAULT = f"{DEFAULT_MAX_FUTURE_NS // NS_PER_S}s"
+FLOOR_DEFAULT = format_time(DEFAULT_FLOOR_NS)
 
 
 def _time_option(value: str | None, name: str) -> int | None:
@@ -84,9 +88,9 @@ def main() -> None:
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a strategy parameter (repeatable); durations like 30s, 5m.")
 @click.option("--path", "path", type=click.Choice(["auto", "event", "batch"]), default="auto", show_default=True, help="Handler path: per-event, vectorized batch, or batch when the strategy has one.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the strategy's ctx.rng.")
-@click.option("--max-future", "max_future", default="60s", show_default=True, metavar="D",
+@click.option("--max-future", "max_future", default=MAX_FUTURE_DEFAULT, show_default=True, metavar="D",
               help="Skip (and list in rejected.parquet) events whose ts_event is more than D ahead of their ts_recv.")
-@click.option("--floor", "floor", default="2000-01-01T00:00:00Z", show_default=True, metavar="T",
+@click.option("--floor", "floor", default=FLOOR_DEFAULT, show_default=True, metavar="T",
               help="Skip (and list in rejected.parquet) events whose ts_event is before T.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the traceback when the strategy raises.")
 def backtest(spec: str, recording_dir: str, out_dir: str, start: str | None, end: str | None,
@@ -377,7 +381,7 @@ def _binance_options(fn):
         click.option("--rest-url", default=None, metavar="URL", help="REST base URL for --backfill (default: Binance's public API)."),
         click.option("--microseconds", is_flag=True, help="Ask for timeUnit=MICROSECOND (times are exact either way)."),
         click.option("--rotate-after", default="23.5h", show_default=True, metavar="DURATION", help="Open an overlapping new connection after this long (Binance closes at 24 h)."),
-        click.option("--max-future", default="60s", show_default=True, metavar="DURATION", help="Reject a trade timed more than this ahead of its receipt (or before 2000)."),
+        click.option("--max-future", default=MAX_FUTURE_DEFAULT, show_default=True, metavar="DURATION", help="Reject a trade timed more than this ahead of its receipt (or before 2000)."),
         click.option("-v", "--verbose", is_flag=True, help="Log connections, gaps and bad frames."),
     ]
     for option in reversed(options):
@@ -389,7 +393,7 @@ def _binance_config(symbols: str, url: str | None, stream: str, backfill: bool, 
                     microseconds: bool, rotate_after: str, max_future: str):
     from .durations import parse_duration
 
-    bounds = _bounds(max_future, "2000-01-01")
+    bounds = _bounds(max_future, FLOOR_DEFAULT)
     try:
         from qsframework.adapters.binance.client import DEFAULT_REST, DEFAULT_URL, BinanceConfig
 
@@ -694,10 +698,10 @@ def sitl_run(connect: str, scenario: str | None, out_dir: str, duration: float, 
 @click.option("--exit-when-idle", type=float, metavar="SECONDS", help="Finish once no event arrived for this long.")
 @click.option("--state", "state_dir", metavar="DIR", help="Snapshot the engine with each commit; a restart resumes exactly from it.")
 @click.option("--lateness", default="0s", show_default=True, metavar="DURATION", help="Allowed out-of-orderness before the watermark.")
-@click.option("--max-future", default="60s", show_default=True, metavar="DURATION",
+@click.option("--max-future", default=MAX_FUTURE_DEFAULT, show_default=True, metavar="DURATION",
               help="Dead-letter events whose ts_event is more than this ahead of their ts_recv "
                    "(or whose ts_recv is more than this ahead of this machine's clock).")
-@click.option("--floor", "floor", default="2000-01-01T00:00:00Z", show_default=True, metavar="T",
+@click.option("--floor", "floor", default=FLOOR_DEFAULT, show_default=True, metavar="T",
               help="Dead-letter events whose ts_event is before this instant.")
 @click.option("--idle-timeout", default="5s", show_default=True, metavar="DURATION",
               help="A partition with nothing new for this long (and read to its end) stops holding the watermark back.")
