@@ -1,14 +1,8 @@
-"""Sinks: where the live engine's batches go before offsets are committed."""
+"""Sinks: where the live engine's batches go before offsets are committed (the base class and
+the commit rule are in :mod:`qsframework.io`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ..io import Refused, Sink
 
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """A row a sink refused for its data (not for being unavailable): its index in the
-    written table and the sink's reason; the caller dead-letters it, the rest is written."""
-
-    index: int
-    reason: str
+__all__ = ["Refused", "Sink"]
