@@ -631,7 +631,7 @@ class Processor:
             if self._pg is not None:
                 self._pg_items.append((buf.kind.name, table))
             if self._telegram is not None and name == "alerts":
-                await self._telegram.write(table)
+                await self._telegram.write("alert", table)
             if "kafka" in self.cfg.sinks:
                 topic, headers = topic_of(buf.kind.name, self.cfg.prefix), kind_headers(buf.kind.name)
                 for key, value in encode(table):

@@ -58,7 +58,7 @@ async def send(cfg: TelegramConfig, *tables: pa.Table, store=None) -> TelegramSi
     sink = TelegramSink(cfg, store=store)
     async with sink:
         for table in tables:
-            await sink.write(table)
+            await sink.write("alert", table)
     return sink
 
 
@@ -189,7 +189,7 @@ def test_global_rate_across_chats(bot):
                  for c in (1, 2, 3)]
         for s in sinks:
             await s.start()
-        await asyncio.gather(*(s.write(alerts(2)) for s in sinks))
+        await asyncio.gather(*(s.write("alert", alerts(2)) for s in sinks))
         for s in sinks:
             await s.close()
 

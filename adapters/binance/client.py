@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import pyarrow as pa
 
 from qsframework.errors import describe
 from qsframework.events import TRADE
+from qsframework.retry import Backoff
 from qsframework.validity import DEFAULT_BOUNDS, TimeBounds, check
 
 from .protocol import SOURCE, Reject, TradeParser, gap_table
@@ -70,6 +70,11 @@ class BinanceConfig:
             raise ValueError("rotate_after and backoff times must be positive")
         if self.bounds.max_future_ns < 0:
             raise ValueError("--max-future must not be negative")
+
+    @property
+    def backoff(self) -> Backoff:
+        """Between connection attempts that fail in a row."""
+        return Backoff(initial_s=self.backoff_initial, max_s=self.backoff_max, jitter=(0.5, 1.1))
 
 
 @dataclass(slots=True)
@@ -327,8 +332,7 @@ class BinanceSource:
         log.info("handed over to the new connection (%d buffered frames)", len(buffered))
 
     def _backoff(self, attempt: int) -> float:
-        base = min(self.cfg.backoff_max, self.cfg.backoff_initial * 2 ** max(attempt - 1, 0))
-        return base * random.uniform(0.5, 1.0) + random.uniform(0, 0.1 * base)
+        return self.cfg.backoff.delay(attempt)
 
     async def _sleep(self, seconds: float, deadline: float | None) -> bool:
         """Sleep (cut short by stop or the deadline); True if the run should end."""

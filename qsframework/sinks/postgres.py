@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
 from importlib import resources
 from pathlib import Path
@@ -26,7 +25,8 @@ import asyncpg.exceptions._base as asyncpg_client
 import pyarrow as pa
 
 from ..errors import UserError
-from . import Refused
+from ..io import Refused, Sink
+from ..retry import Backoff
 
 log = logging.getLogger("qsf.sink.postgres")
 
@@ -66,12 +66,13 @@ def schema_sql(name: str) -> str:
     return resources.files("qsframework").joinpath("sql", name).read_text()
 
 
-class PostgresSink:
-    """Writes event tables to PostgreSQL idempotently."""
+class PostgresSink(Sink):
+    """Writes event tables to PostgreSQL idempotently (a COPY that returned is durable:
+    :meth:`flush` has nothing to do)."""
 
-    def __init__(self, dsn: str, *, max_backoff_s: float = 5.0) -> None:
+    def __init__(self, dsn: str, *, backoff: Backoff = Backoff(initial_s=0.1, max_s=5.0)) -> None:
         self.dsn = dsn
-        self.max_backoff_s = max_backoff_s
+        self.backoff = backoff
         self.con: asyncpg.Connection | None = None
         self.timescale = False
         self.rows_written = 0
@@ -84,16 +85,17 @@ class PostgresSink:
         await self._connect()
 
     async def _connect(self) -> None:
-        delay = 0.1
+        attempt = 0
         while True:
             try:
                 self.con = await asyncpg.connect(self.dsn, timeout=5)
                 break
             except _RETRYABLE as exc:  # first: some are PostgresErrors (57P03: starting up)
                 self.retries += 1
+                attempt += 1
+                delay = self.backoff.delay(attempt)
                 log.warning("database unavailable (%s); retrying in %.1f s", type(exc).__name__, delay)
                 await asyncio.sleep(delay)
-                delay = min(self.max_backoff_s, delay * 2) * (0.8 + 0.4 * random.random())
             except asyncpg.PostgresError as exc:  # e.g. a wrong password, no such database
                 raise UserError(f"PostgreSQL: {_one_line(exc)}") from None
         try:
@@ -147,7 +149,7 @@ class PostgresSink:
     async def _copy(self, target: str, names: list[str], records: list[tuple]) -> None:
         """One transaction: COPY, or a merge when the rows overlap stored ones; retried
         while the database is unavailable, raised for anything else."""
-        delay = 0.1
+        attempt = 0
         while True:
             try:
                 if self.con is None or self.con.is_closed():
@@ -172,12 +174,13 @@ class PostgresSink:
                 raise
             except _RETRYABLE as exc:  # before PostgresError: connection loss and 57P01 (admin shutdown) are ones
                 self.retries += 1
+                attempt += 1
+                delay = self.backoff.delay(attempt)
                 log.warning("write to %s failed (%s); retrying in %.1f s", target, type(exc).__name__, delay)
                 if self.con is not None:
                     self.con.terminate()
                     self.con = None
                 await asyncio.sleep(delay)
-                delay = min(self.max_backoff_s, delay * 2) * (0.8 + 0.4 * random.random())
             except asyncpg.PostgresError as exc:  # neither the rows' fault nor a passing outage
                 raise UserError(f"PostgreSQL cannot store {target}: {_one_line(exc)}") from None
 

@@ -15,7 +15,6 @@ import asyncio
 import html
 import logging
 import os
-import random
 import re
 import time
 from abc import ABC, abstractmethod
@@ -28,6 +27,8 @@ import httpx
 import pyarrow as pa
 
 from ..durations import format_time
+from ..io import Refused, Sink
+from ..retry import Backoff
 
 log = logging.getLogger("qsf.sink.telegram")
 
@@ -92,6 +93,11 @@ class TelegramConfig:
         )
 
     __str__ = __repr__
+
+    @property
+    def backoff(self) -> Backoff:
+        """Between failed sends (5xx, connection errors); 429s wait what the API says."""
+        return Backoff(initial_s=self.backoff_s, max_s=self.max_backoff_s, jitter=(0.5, 1.5))
 
     def redact(self, text: str) -> str:
         """``text`` with the token masked."""
@@ -198,12 +204,13 @@ class MemoryDedupStore(DedupStore):
 class PostgresDedupStore(DedupStore):
     """Dedup keys in a PostgreSQL table (created if missing); retries while the database is down."""
 
-    def __init__(self, dsn: str, *, table: str = "telegram_sent", max_backoff_s: float = 5.0) -> None:
+    def __init__(self, dsn: str, *, table: str = "telegram_sent",
+                 backoff: Backoff = Backoff(initial_s=0.1, max_s=5.0)) -> None:
         if not _IDENTIFIER.match(table):
             raise ValueError(f"not a plain SQL table name: {table!r}")
         self.dsn = dsn
         self.table = table
-        self.max_backoff_s = max_backoff_s
+        self.backoff = backoff
         self.con: Any = None  # asyncpg.Connection
         self.retries = 0
 
@@ -225,7 +232,7 @@ class PostgresDedupStore(DedupStore):
 
         retryable = (OSError, ConnectionError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
                      asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
-        delay = 0.1
+        attempt = 0
         while True:
             try:
                 if self.con is None or self.con.is_closed():
@@ -233,12 +240,13 @@ class PostgresDedupStore(DedupStore):
                 return await op(self.con)
             except retryable as exc:
                 self.retries += 1
+                attempt += 1
+                delay = self.backoff.delay(attempt)
                 log.warning("dedup store unavailable (%s); retrying in %.1f s", type(exc).__name__, delay)
                 if self.con is not None:
                     self.con.terminate()
                     self.con = None
                 await asyncio.sleep(delay)
-                delay = min(self.max_backoff_s, delay * 2) * (0.8 + 0.4 * random.random())
 
     async def seen(self, keys: Sequence[str]) -> set[str]:
         if not keys:
@@ -319,8 +327,9 @@ class _TokenTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-class TelegramSink:
-    """Sends alert tables to one Telegram chat, each alert at most once."""
+class TelegramSink(Sink):
+    """Sends alerts to one Telegram chat, each alert at most once (other kinds are not its
+    business: it takes them and sends nothing)."""
 
     def __init__(self, config: TelegramConfig, *, store: DedupStore | None = None,
                  limiter: RateLimiter | None = None,
@@ -358,11 +367,12 @@ class TelegramSink:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def write(self, table: pa.Table) -> None:
+    async def write(self, kind: str, table: pa.Table) -> list[Refused]:
         """Send the alerts of ``table``; returns once each is sent and marked, a duplicate,
         or covered by a sent and marked "+N more" message. Raises :class:`TelegramError`."""
-        if table.num_rows:
+        if kind == "alert" and table.num_rows:
             await self.write_rows(table.to_pylist())
+        return []
 
     async def write_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """:meth:`write` for alert rows as mappings (``dedup_key`` required)."""
@@ -428,8 +438,7 @@ class TelegramSink:
                     f"Telegram sendMessage failed {failures} times (last: {failure}); giving up"
                 ) from None
             self.stats.retries += 1
-            delay = min(self.cfg.max_backoff_s, self.cfg.backoff_s * 2 ** (failures - 1))
-            delay *= 0.5 + random.random()
+            delay = self.cfg.backoff.delay(failures)
             log.warning("Telegram sendMessage failed (%s); retry %d/%d in %.2f s",
                         failure, failures, self.cfg.max_retries, delay)
             await asyncio.sleep(delay)
