@@ -28,12 +28,8 @@ SPEC = "qsframework.strategies.btc_eth_spread:BtcEthSpread"
 
 
 def sample_recording() -> Path:
-    """The sample recording: package data of an installed qsframework, or the checkout's
-    ``recordings/sample`` (an editable install)."""
-    installed = resources.files("qsframework").joinpath("sample")
-    if installed.is_dir():
-        return Path(str(installed))
-    return Path(__file__).resolve().parent.parent / "recordings" / "sample"
+    """The sample recording (the package qsframework.sample: recordings/sample)."""
+    return Path(str(resources.files("qsframework.sample")))
 
 
 @dataclass(frozen=True, kw_only=True)

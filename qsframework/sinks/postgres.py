@@ -18,7 +18,6 @@ import asyncio
 import logging
 import re
 from importlib import resources
-from pathlib import Path
 
 import asyncpg
 import asyncpg.exceptions._base as asyncpg_client
@@ -31,7 +30,6 @@ from ..retry import Backoff
 log = logging.getLogger("qsf.sink.postgres")
 
 TABLES = {"trade": "trades", "signal": "signals", "alert": "alerts"}
-SQL_DIR = Path(__file__).resolve().parents[2] / "infra" / "sql"
 # the database went away or is restarting: wait and retry (anything else is a real error)
 # (InternalClientError: the connection died mid-COPY and its protocol state is broken; the
 # retry below throws that connection away and opens a new one)
@@ -59,11 +57,8 @@ def _failed_row(exc: Exception, n: int) -> int | None:
 
 
 def schema_sql(name: str) -> str:
-    """The SQL files of infra/sql (also packaged as qsframework/sql when installed)."""
-    path = SQL_DIR / name
-    if path.exists():
-        return path.read_text()
-    return resources.files("qsframework").joinpath("sql", name).read_text()
+    """One of the SQL files of infra/sql (the package qsframework.sql)."""
+    return resources.files("qsframework.sql").joinpath(name).read_text()
 
 
 class PostgresSink(Sink):

@@ -1,0 +1,1 @@
+"""The sample recording of qsf demo (read with importlib.resources)."""
