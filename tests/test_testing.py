@@ -109,3 +109,25 @@ def test_a_sink_is_the_write_method_and_list_sink_keeps_what_it_gets():
     assert keep.table("gap").num_rows == 0
     with pytest.raises(TypeError):
         Sink()  # write() must be written
+
+
+def test_the_readme_s_strategy_test_passes(tmp_path):
+    """The README's unit test of its 20-line strategy, both copied out as a user would."""
+    import re
+    import sys
+
+    from .conftest import ROOT
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    strategy = next(b for b in blocks if "class VwapBand" in b)
+    test = next(b for b in blocks if "run_strategy(VwapBand" in b)
+    (tmp_path / "vwap.py").write_text(strategy)
+    (tmp_path / "test_vwap.py").write_text("from vwap import VwapBand\n" + test)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        namespace: dict = {}
+        exec(compile((tmp_path / "test_vwap.py").read_text(), "test_vwap.py", "exec"), namespace)
+        namespace["test_a_print_far_from_vwap_alerts"]()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("vwap", None)

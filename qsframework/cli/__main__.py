@@ -1,0 +1,5 @@
+"""``python -m qsframework.cli``: the same as ``qsf``."""
+
+from . import run
+
+run()

@@ -1,0 +1,81 @@
+"""``qsf backtest``: a strategy over a recording."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .groups import Commands
+from .options import (BATCH_DEFAULT, FLOOR_DEFAULT, MAX_FUTURE_DEFAULT, PARAM_OPTION, bounds, progress,
+                      time_option)
+
+
+@click.command()
+@click.argument("spec")
+@click.option("--recording", "recording_dir", required=True, metavar="DIR", help="Recording directory to replay.")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Where signals.parquet, alerts.parquet and report.json go.")
+@click.option("--start", metavar="T", help="First event time (ISO 8601 UTC or ns), inclusive.")
+@click.option("--end", metavar="T", help="Last event time (ISO 8601 UTC or ns), exclusive.")
+@click.option("--batch-size", default=BATCH_DEFAULT, show_default=True, type=int, help="Events per batch (outputs do not depend on it).")
+@PARAM_OPTION
+@click.option("--path", "path", type=click.Choice(["auto", "event", "batch"]), default="auto", show_default=True, help="Handler path: per-event, vectorized batch, or batch when the strategy has one.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the strategy's ctx.rng.")
+@click.option("--max-future", "max_future", default=MAX_FUTURE_DEFAULT, show_default=True, metavar="D",
+              help="Skip (and list in rejected.parquet) events whose ts_event is more than D ahead of their ts_recv.")
+@click.option("--floor", "floor", default=FLOOR_DEFAULT, show_default=True, metavar="T",
+              help="Skip (and list in rejected.parquet) events whose ts_event is before T.")
+@click.option("-v", "--verbose", is_flag=True, help="Show the traceback when the strategy raises.")
+def backtest(spec: str, recording_dir: str, out_dir: str, start: str | None, end: str | None,
+             batch_size: int, params: tuple[str, ...], path: str, seed: int, max_future: str,
+             floor: str, verbose: bool) -> None:
+    """Run strategy SPEC (file.py:Class or module:Class) over a recording.
+
+    Example: qsf backtest strategies/btc_eth_spread.py:BtcEthSpread --recording recordings/sample --out out -p window=30s
+    """
+    from ..backtest import run_backtest
+    from ..errors import StrategyError
+    from ..loader import load_strategy
+    from ..params import build_params, parse_overrides
+    from ..recording import Recording
+
+    overrides = parse_overrides(params)
+    cls = load_strategy(spec)
+    build_params(cls.Params, overrides, owner=f"strategy {cls.__name__}")  # fail before reading
+    limits = bounds(max_future, floor)
+    recording = Recording(recording_dir)
+    t_start, t_end = time_option(start, "--start"), time_option(end, "--end")
+    try:
+        with progress() as bar:
+            task = bar.add_task("backtest", total=None)
+            result = run_backtest(
+                cls, recording, out=Path(out_dir), overrides=overrides, start=t_start, end=t_end,
+                batch_size=batch_size, path=path, seed=seed, spec=spec, bounds=limits,  # type: ignore[arg-type]
+                on_progress=lambda n, _ts: bar.advance(task, n),
+                on_total=lambda n: bar.update(task, total=n),
+                on_phase=lambda phase: bar.update(
+                    task, description="preparing (compiles kernels on first use)" if phase == "prepare" else "backtest"
+                ),
+            )
+    except StrategyError as exc:
+        if verbose and exc.__cause__ is not None:
+            import traceback
+
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        raise
+    for note in result.warnings:
+        click.echo(f"qsf: warning: {note}", err=True)
+    r = result.report
+    span = r["span"]
+    prep = f" (+{r['prepare_s']:.1f} s to prepare)" if r["prepare_s"] >= 0.5 else ""
+    click.echo(
+        f"{cls.__name__} ({r['path']} path): {result.events_in:,} events "
+        f"{span['first'] or '-'} .. {span['last'] or '-'} in {result.wall_s:.2f} s{prep} "
+        f"({r['events_per_s'] or 0:,.0f} events/s) -> {result.signals:,} signals, "
+        f"{result.alerts:,} alerts in {out_dir}/"
+    )
+
+
+def register(cli: Commands) -> None:
+    cli.main.add_command(backtest)
