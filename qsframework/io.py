@@ -21,13 +21,15 @@ parts and recording files are staged hidden and renamed once the offsets are com
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 Batch = tuple[str, pa.Table]  # (event kind, rows of that kind)
+Emit = Callable[[str, pa.Table], Awaitable[None]]  # how a live source hands over a batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +41,37 @@ class Refused:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Input a source refused (a frame it cannot parse, an event that breaks a validity
+    rule): the raw bytes (or the event as JSON), why, its kind if known, and where it came
+    from (DLQ headers such as ``topic``)."""
+
+    value: bytes
+    reason: str
+    kind: str | None = None
+    origin: Sequence[tuple[str, bytes]] = field(default_factory=tuple)
+
+
+RejectHandler = Callable[[Rejected], Awaitable[None]]
+
+
 class Source(ABC):
     """Hands out ``(kind, table)`` batches in the order it has them (per kind, the order a
     recording or a partition holds them; the engine's merge makes the one total order).
 
     :meth:`batches` ends when the source is exhausted (a file, a recording) or after
     :meth:`stop` (a live feed: what it holds is handed out first). Rows that break a
-    validity rule never leave a source: it counts or dead-letters them with the reason.
+    validity rule never leave a source as events: it counts them and hands them to
+    :attr:`on_reject` (e.g. a DLQ) when one is set.
     """
+
+    on_reject: RejectHandler | None = None
+
+    async def reject(self, rejected: Rejected) -> None:
+        """Hand refused input to :attr:`on_reject` (counting it is the source's own business)."""
+        if self.on_reject is not None:
+            await self.on_reject(rejected)
 
     @abstractmethod
     def batches(self) -> AsyncIterator[Batch]:
@@ -77,6 +102,41 @@ class FileSource(Source):
         self._stopped = True
 
 
+class LiveSource(Source):
+    """A source fed by its own connections and tasks (a WebSocket, a MAVLink link): it
+    implements :meth:`produce`, which hands batches to ``emit`` until :meth:`stop`;
+    :meth:`batches` yields them through a short queue, so a slow consumer slows the source
+    instead of piling rows up in memory. A failure of ``produce`` is raised by :meth:`batches`."""
+
+    _queue_batches = 16
+
+    @abstractmethod
+    async def produce(self, emit: Emit) -> None:
+        """Connect, read and ``await emit(kind, table)`` until stopped; hand over what is held."""
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        queue: asyncio.Queue[Batch | None] = asyncio.Queue(self._queue_batches)
+
+        async def run() -> None:
+            try:
+                await self.produce(lambda kind, table: queue.put((kind, table)))
+            finally:
+                await queue.put(None)
+
+        task = asyncio.create_task(run())
+        try:
+            while (item := await queue.get()) is not None:
+                yield item
+        finally:
+            if not task.done():  # the consumer left early: stop producing
+                self.stop()
+                while not task.done():  # let it finish, never blocked on a full queue
+                    getter = asyncio.ensure_future(queue.get())
+                    await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+                    getter.cancel()
+        task.result()  # the source's own failure, if any
+
+
 class Sink(ABC):
     """Takes batches away; see the commit rule in this module's docstring.
 
@@ -103,3 +163,33 @@ class Sink(ABC):
 
     async def close(self) -> None:
         """Release connections and files; nothing more is written."""
+
+
+async def pump(source: Source, sinks: Sequence[Sink], *, flush_every_s: float = 0.0,
+               duration_s: float | None = None) -> None:
+    """Everything ``source`` hands out, to every sink in order: the loop of the ``qsf record``
+    and ``qsf ingest`` commands. Each sink is flushed at least every ``flush_every_s`` (0:
+    after each batch) and at the end; the source is stopped after ``duration_s``. A row a
+    sink refuses ends the run (a sink of these commands has nowhere else to put it)."""
+    loop = asyncio.get_running_loop()
+    timer = loop.call_later(duration_s, source.stop) if duration_s is not None else None
+    for sink in sinks:
+        await sink.start()
+    try:
+        last_flush = time.monotonic()
+        async for kind, table in source.batches():
+            for sink in sinks:
+                refused = await sink.write(kind, table)
+                if refused:
+                    raise ValueError(f"{type(sink).__name__} refused {len(refused)} {kind} rows: {refused[0].reason}")
+            if time.monotonic() - last_flush >= flush_every_s:
+                for sink in sinks:
+                    await sink.flush()
+                last_flush = time.monotonic()
+        for sink in sinks:
+            await sink.flush()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for sink in sinks:
+            await sink.close()

@@ -20,8 +20,10 @@ import time
 import pyarrow as pa
 import pytest
 
-from qsframework.adapters.binance.client import Batch, BinanceConfig, BinanceSource
+from qsframework.adapters.binance.client import BinanceConfig, BinanceSource
+from qsframework.io import Rejected, pump
 from qsframework.recording import Recording
+from qsframework.testing import ListSink
 
 from .binance_server import BinanceServer
 from .conftest import qsf_cmd
@@ -37,27 +39,26 @@ def config(srv: BinanceServer, **kw) -> BinanceConfig:
 
 
 def run_source(cfg: BinanceConfig, duration: float | None, script=None):
-    """Run the source while ``script(source)`` runs (it may stop it), for at most ``duration``
-    s (None: until the script stops it); return what it emitted."""
-    got: list[Batch] = []
+    """Run the source into a ListSink while ``script(source)`` runs (it may stop it), for at
+    most ``duration`` s (None: until the script stops it); return what it emitted."""
+    sink = ListSink()
+    rejects: list[Rejected] = []
 
     async def main():
         source = BinanceSource(cfg)
 
-        async def sink(batch: Batch) -> None:
-            got.append(batch)
+        async def keep(bad: Rejected) -> None:
+            rejects.append(bad)
 
-        task = asyncio.create_task(source.run(sink, duration=duration))
+        source.on_reject = keep
+        task = asyncio.create_task(pump(source, [sink], duration_s=duration))
         if script is not None:
             await script(source)
         await task
         return source
 
     source = asyncio.run(main())
-    trades = pa.concat_tables([b.trades for b in got]) if got else None
-    gaps = pa.concat_tables([b.gaps for b in got]) if got else None
-    rejects = [r for b in got for r in b.rejects]
-    return source, trades, gaps, rejects
+    return source, sink.table("trade"), sink.table("gap"), rejects
 
 
 def ids_of(trades: pa.Table, symbol: str) -> list[int]:

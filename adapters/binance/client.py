@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import orjson
@@ -28,8 +28,9 @@ import pyarrow as pa
 
 from qsframework.errors import describe
 from qsframework.events import TRADE
+from qsframework.io import Emit, LiveSource, Rejected
 from qsframework.retry import Backoff
-from qsframework.validity import DEFAULT_BOUNDS, TimeBounds, check
+from qsframework.validity import DEFAULT_BOUNDS, TimeBounds
 
 from .protocol import SOURCE, Reject, TradeParser, gap_table
 
@@ -56,7 +57,7 @@ class BinanceConfig:
     backoff_max: float = 30.0
     open_timeout: float = 10.0
     ping_interval: float | None = 30.0  # our own pings, to notice a dead link
-    flush_interval: float = 0.25  # seconds between hand-overs to the sink
+    flush_interval: float = 0.25  # seconds between hand-overs of batches
     bounds: TimeBounds = DEFAULT_BOUNDS  # a trade's time vs its receipt (see qsframework.validity)
 
     def __post_init__(self) -> None:
@@ -87,17 +88,6 @@ class SourceStats:
     started: float = field(default_factory=time.monotonic)
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """What one flush hands to the sink: trades and gaps (arrival order) and bad frames."""
-
-    trades: pa.Table
-    gaps: pa.Table
-    rejects: list[Reject]
-
-
-Sink = Callable[[Batch], Awaitable[None]]
-
 
 class SourceFailed(RuntimeError):
     """A background task of the source (the flusher, a connection reader) failed: the run
@@ -118,8 +108,9 @@ class _Conn:
         self.closed = False
 
 
-class BinanceSource:
-    """Streams normalized trades (and gaps, and rejects) to ``sink`` until stopped."""
+class BinanceSource(LiveSource):
+    """Trades (kind ``trade``) and gaps (kind ``gap``), in arrival order, every
+    ``flush_interval``, until stopped; bad frames go to ``on_reject`` with their reason."""
 
     def __init__(self, config: BinanceConfig, *, parser: TradeParser | None = None) -> None:
         self.cfg = config
@@ -143,12 +134,11 @@ class BinanceSource:
         self._stop.set()
         self._wake.set()
 
-    async def run(self, sink: Sink, *, duration: float | None = None) -> SourceStats:
-        """Connect, keep connected, and flush to ``sink`` until ``stop()`` or ``duration``."""
-        deadline = None if duration is None else time.monotonic() + duration
-        flusher = self.spawn(self._flush_loop(sink), "flusher")
+    async def produce(self, emit: Emit) -> None:
+        """Connect, keep connected, and hand batches to ``emit`` until ``stop()``."""
+        flusher = self.spawn(self._flush_loop(emit), "flusher")
         try:
-            await self._keep_connected(deadline)
+            await self._keep_connected(None)
         finally:
             for conn in (self._standby, self._active):
                 if conn is not None:
@@ -156,13 +146,12 @@ class BinanceSource:
             self._stop.set()
             await asyncio.wait([flusher])  # its failure, if any, is in self._failure
             if self._failure is None:
-                await self._flush(sink)  # whatever arrived last
+                await self._flush(emit)  # whatever arrived last
         if self._failure is not None:
             raise self._failure
-        return self.stats
 
     def spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task:
-        """A background task whose failure stops the run (and is raised by ``run``)."""
+        """A background task whose failure stops the run (and is raised by ``produce``)."""
         task = asyncio.ensure_future(coro)
         task.add_done_callback(lambda t: self._task_done(t, name))
         return task
@@ -174,7 +163,7 @@ class BinanceSource:
         if self._failure is None:
             self._failure = SourceFailed(f"the Binance {name} failed: {describe(exc)}")
             self._failure.__cause__ = exc
-            log.info("%s", self._failure)  # raised by run(): the caller reports it
+            log.info("%s", self._failure)  # raised by produce(): the caller reports it
         self.stop()
 
     # -- connections -----------------------------------------------------------------
@@ -345,15 +334,15 @@ class BinanceSource:
             return deadline is not None and time.monotonic() >= deadline
 
     # -- flushing ----------------------------------------------------------------------
-    async def _flush_loop(self, sink: Sink) -> None:
+    async def _flush_loop(self, emit: Emit) -> None:
         while not self._stop.is_set():
             try:
                 await asyncio.wait_for(self._stop.wait(), self.cfg.flush_interval)
             except asyncio.TimeoutError:
                 pass
-            await self._flush(sink)
+            await self._flush(emit)
 
-    async def _flush(self, sink: Sink) -> None:
+    async def _flush(self, emit: Emit) -> None:
         parser = self.parser
         if not parser.pending() and not parser.rejects:
             return
@@ -364,7 +353,13 @@ class BinanceSource:
             filled, gaps = await self._backfill(gaps)
             if filled.num_rows:
                 trades = pa.concat_tables([trades, filled])
-        await sink(Batch(trades, gaps, rejects))
+        origin = (("topic", b"binance"), ("source", self.cfg.url.encode()))
+        for r in rejects:
+            await self.reject(Rejected(r.frame, r.reason, origin=origin))
+        if trades.num_rows:
+            await emit("trade", trades)
+        if gaps.num_rows:
+            await emit("gap", gaps)
 
     async def _backfill(self, gaps: pa.Table) -> tuple[pa.Table, pa.Table]:
         """Fetch each gap's trades from the REST API; gaps come back with ``filled`` set."""

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qsframework.io import Rejected, Sink, pump
 from qsframework.recording import RecordingWriter
 from qsframework.shutdown import stop_on_signals
+from qsframework.sinks.recording import RecordingSink
 
-from .client import Batch, BinanceConfig, BinanceSource
+from .client import BinanceConfig, BinanceSource
 
 log = logging.getLogger("qsf.binance")
 
@@ -73,17 +75,22 @@ def _summary(source: BinanceSource, t0: float) -> RunSummary:
                       reconnects=s.reconnects, rotations=s.rotations, wall_s=time.monotonic() - t0)
 
 
-async def _drive(source: BinanceSource, sink, duration: float | None, status: Status | None) -> RunSummary:
+async def _drive(source: BinanceSource, sinks: list[Sink], *, duration: float | None, status: Status | None,
+                 flush_every_s: float) -> RunSummary:
     stop_on_signals(source.stop)
     t0 = time.monotonic()
     ticker = source.spawn(status.run(), "status line") if status is not None else None
     try:
-        await source.run(sink, duration=duration)
+        await pump(source, sinks, flush_every_s=flush_every_s, duration_s=duration)
     finally:
         if ticker is not None:
             ticker.cancel()
             status.done()  # type: ignore[union-attr]
     return _summary(source, t0)
+
+
+def _status(source: BinanceSource, status: Status | bool | None) -> Status | None:
+    return Status(source) if status is True or status is None else (status or None)
 
 
 async def record_binance(config: BinanceConfig, out: str | Path, *, duration: float | None = None,
@@ -96,50 +103,28 @@ async def record_binance(config: BinanceConfig, out: str | Path, *, duration: fl
     source = BinanceSource(config)
     writer = RecordingWriter(out, origin={"source": "binance", "url": config.url,
                                           "stream": config.stream, "symbols": list(config.symbols)})
-    last_roll = time.monotonic()
     bad_logged = 0
 
-    async def sink(batch: Batch) -> None:
-        nonlocal last_roll, bad_logged
-        if batch.trades.num_rows:
-            writer.write("trade", batch.trades)
-        if batch.gaps.num_rows:
-            writer.write("gap", batch.gaps)
-        for r in batch.rejects:
-            if bad_logged < 100:
-                log.warning("bad frame (%s): %s", r.reason, r.frame[:200].decode(errors="replace"))
-            bad_logged += 1
-        if time.monotonic() - last_roll >= roll:
-            writer.flush()
-            last_roll = time.monotonic()
+    async def log_bad_frame(bad: Rejected) -> None:
+        nonlocal bad_logged
+        if bad_logged < 100:
+            log.warning("bad frame (%s): %s", bad.reason, bad.value[:200].decode(errors="replace"))
+        bad_logged += 1
 
-    st = Status(source) if status is True or status is None else (status or None)
-    try:
-        return await _drive(source, sink, duration, st)
-    finally:
-        writer.close()
+    source.on_reject = log_bad_frame
+    return await _drive(source, [RecordingSink(writer)], duration=duration, status=_status(source, status),
+                        flush_every_s=roll)
 
 
 async def ingest_binance(config: BinanceConfig, bootstrap: str, *, prefix: str = "qsf",
                          duration: float | None = None, status: Status | bool | None = None) -> RunSummary:
     """Publish trades to PREFIX.trades, gaps to PREFIX.gaps and bad frames to PREFIX.dlq.
 
-    Each flush waits until the broker acknowledged every record; a lost one stops the run
-    with :class:`~qsframework.adapters.binance.client.SourceFailed` naming how many."""
-    from qsframework.kafka import dlq_topic, topic_of
-    from qsframework.publish import publishing
+    Each batch waits until the broker acknowledged every record; a lost one stops the run
+    with :class:`~qsframework.errors.PublishError` naming how many."""
+    from qsframework.sinks.kafka import KafkaSink
 
-    trades_t, gaps_t, dlq_t = topic_of("trade", prefix), topic_of("gap", prefix), dlq_topic(prefix)
-    async with publishing(bootstrap, [trades_t, gaps_t, dlq_t]) as pub:
-        source = BinanceSource(config)
-
-        async def sink(batch: Batch) -> None:
-            await pub.send_table(trades_t, "trade", batch.trades)
-            await pub.send_table(gaps_t, "gap", batch.gaps)
-            for r in batch.rejects:
-                await pub.send_dead_letter(dlq_t, r.frame, reason=r.reason, headers=[
-                    ("topic", b"binance"), ("source", config.url.encode())])
-            await pub.flush()
-
-        st = Status(source) if status is True or status is None else (status or None)
-        return await _drive(source, sink, duration, st)
+    source = BinanceSource(config)
+    kafka = KafkaSink(bootstrap, ["trade", "gap"], prefix=prefix)
+    source.on_reject = kafka.dead_letter
+    return await _drive(source, [kafka], duration=duration, status=_status(source, status), flush_every_s=0.0)

@@ -16,7 +16,9 @@ import time
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from qsframework.adapters.binance.client import Batch, BinanceConfig, BinanceSource, SourceFailed
+from qsframework.adapters.binance.client import BinanceConfig, BinanceSource, SourceFailed
+from qsframework.io import Rejected, pump
+from qsframework.testing import ListSink
 
 from ..binance_server import BinanceServer
 from ..test_binance_client import ingest_with_junk
@@ -53,16 +55,18 @@ def config(srv: BinanceServer) -> BinanceConfig:
 
 
 def test_hostile_frames_are_rejected_with_reasons_and_every_good_trade_is_kept():
-    got: list[Batch] = []
+    got = ListSink()
+    rejects: list[Rejected] = []
     with BinanceServer(SYMBOLS, rate=2000) as srv:
 
         async def main() -> BinanceSource:
             source = BinanceSource(config(srv))
 
-            async def sink(batch: Batch) -> None:
-                got.append(batch)
+            async def keep(bad: Rejected) -> None:
+                rejects.append(bad)
 
-            run = asyncio.create_task(source.run(sink))
+            source.on_reject = keep
+            run = asyncio.create_task(pump(source, [got]))
             await asyncio.to_thread(srv.wait_until, lambda: source.parser.stats.trades > 0, 120)
             sent = srv.sent_ids("BTCUSDT")
             bad = hostile(sent[-1] + 1, srv.all_trades("BTCUSDT")[-1].time_ms)
@@ -78,31 +82,44 @@ def test_hostile_frames_are_rejected_with_reasons_and_every_good_trade_is_kept()
         expected: list[str] = []
         source = asyncio.run(main())
         sent = {s: srv.sent_ids(s) for s in SYMBOLS}
-    rejects = [r for b in got for r in b.rejects]
     assert sorted(r.reason for r in rejects) == sorted(expected)
     assert source.parser.stats.rejected == len(expected)
-    keys = [k for b in got for k in b.trades.column("key").to_pylist()]
-    ids = [i for b in got for i in b.trades.column("seq").to_pylist()]
+    trades = got.table("trade")
+    keys, ids = trades.column("key").to_pylist(), trades.column("seq").to_pylist()
     for sym in SYMBOLS:  # every good trade, once, in order
         assert [i for k, i in zip(keys, ids) if k == sym] == sent[sym]
-    assert all(b.gaps.num_rows == 0 for b in got)
+    assert got.table("gap").num_rows == 0
 
 
-def test_a_failing_flusher_ends_the_run_with_its_error():
-    calls = 0
+def test_a_failing_sink_ends_the_run_with_its_error_and_stops_the_source():
+    class FullDisk(ListSink):
+        async def write(self, kind, table):
+            if len(self.batches) == 2:
+                raise RuntimeError("the disk is full")
+            return await super().write(kind, table)
 
-    async def sink(batch: Batch) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            raise RuntimeError("the disk is full")
+    sink = FullDisk()
+    with BinanceServer(SYMBOLS, rate=2000) as srv:
+        source = BinanceSource(config(srv))
+        with pytest.raises(RuntimeError, match="^the disk is full$"):
+            # no duration: only the failure can end this run (the bound is a safety net)
+            asyncio.run(asyncio.wait_for(pump(source, [sink]), 120))
+        assert len(sink.batches) == 2 and sink.closed
+        srv.wait_until(lambda: all(c.closed is not None for c in srv.connections), 120)  # the source hung up
+
+
+def test_a_failing_background_task_ends_the_run_with_its_error():
+    async def main(source: BinanceSource) -> None:
+        async def fail() -> None:
+            raise RuntimeError("the parser broke")
+
+        source.spawn(fail(), "flusher")
+        await pump(source, [ListSink()])
 
     with BinanceServer(SYMBOLS, rate=2000) as srv:
         source = BinanceSource(config(srv))
-        with pytest.raises(SourceFailed, match="^the Binance flusher failed: RuntimeError: the disk is full$"):
-            # no duration: only the failure can end this run (the bound is a safety net)
-            asyncio.run(asyncio.wait_for(source.run(sink), 120))
-        assert calls == 3
+        with pytest.raises(SourceFailed, match="^the Binance flusher failed: RuntimeError: the parser broke$"):
+            asyncio.run(asyncio.wait_for(main(source), 120))
 
 
 async def _dead_letters(bootstrap: str, topic: str, want: int) -> list[tuple[bytes, dict[str, bytes]]]:
