@@ -194,7 +194,7 @@ def recordings_info(path: str, as_json: bool) -> None:
 def recordings_generate(symbols: str, minutes: float, seed: int, out_dir: str, start: str | None) -> None:
     """Write a synthetic trade recording from the seeded market simulator."""
     from .recording import RecordingWriter
-    from .simulate import DEFAULT_START_NS, estimate_rate, simulate_trades
+    from .sim.market import DEFAULT_START_NS, estimate_rate, simulate_trades
 
     syms = [s.strip().upper() for s in symbols.split(",") if s.strip()]
     if not syms:
@@ -209,7 +209,7 @@ def recordings_generate(symbols: str, minutes: float, seed: int, out_dir: str, s
     rows = 0
     origin = {
         "synthetic": True,
-        "generator": "qsframework.simulate",
+        "generator": "qsframework.sim.market",
         "symbols": syms,
         "minutes": minutes,
         "seed": seed,
@@ -564,7 +564,7 @@ def sitl() -> None:
 
 def _sitl_module():
     try:
-        from qsframework.adapters.mavlink import sitl as module
+        from qsframework.sim import vehicle as module
     except ImportError as exc:
         raise UserError(f"the emulator needs {exc.name}: pip install 'qsframework[mavlink]'") from None
     return module
@@ -624,7 +624,7 @@ def sitl_scenario_run(name: str | None, run_all: bool, out_dir: str, speedup: fl
     battery and the link), and the false positives. Example: qsf sitl scenario run gps_loss --out out/gps_loss
     """
     module = _sitl_module()
-    from qsframework.adapters.mavlink.anomaly import RunConfig, run_scenario
+    from qsframework.sim.vehicle.runs import RunConfig, run_scenario
 
     from .params import parse_overrides
 
@@ -671,7 +671,7 @@ def sitl_run(connect: str, scenario: str | None, out_dir: str, duration: float, 
     ground station, then: qsf sitl run --connect tcp:127.0.0.1:5762 --scenario gps_loss --out out/real
     """
     _sitl_module()
-    from qsframework.adapters.mavlink.anomaly import run_real_sitl
+    from qsframework.sim.vehicle.runs import run_real_sitl
 
     from .params import parse_overrides
 

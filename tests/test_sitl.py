@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from pymavlink import mavutil
-from qsframework.adapters.mavlink.sitl import (
+from qsframework.sim.vehicle import (
     BOOT_OFFSET_S,
     MODES,
     STREAM_RATES,
