@@ -15,7 +15,8 @@ degree, from its spherical Earth radius of 6,378,100 m) times 1e7. What a vehicl
 place itself and to measure fences, so a stand-in for one and a detector of one use it too."""
 
 Polygon = tuple[tuple[float, float], ...]
-"""Vertices (north-like, east-like): (lat, lon) degrees or (north, east) metres; closed implicitly."""
+"""Vertices (north-like, east-like): (lat, lon) degrees or (north, east) metres, implicitly
+closed."""
 
 
 def m_per_deg_lon(lat: float) -> float:

@@ -58,17 +58,19 @@ def test_metres_per_degree_is_ardupilots() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(lat0=lats, lon0=lons, north=metres, east=metres)
-def test_offsets_match_great_circle_distances(lat0: float, lon0: float, north: float, east: float) -> None:
+def test_offsets_match_great_circle_distances(lat0: float, lon0: float, north: float,
+                                              east: float) -> None:
     lat, lon = offset_latlon(lat0, lon0, north, east)
+    arc = great_circle_m(lat0, lon0, lat, lon)
     # flat earth within 7 km and 70 degrees of latitude: the great circle agrees to 1 mm per km
-    assert math.hypot(north, east) == pytest.approx(great_circle_m(lat0, lon0, lat, lon), rel=1e-6, abs=1e-6)
-    n, e = offset_ne(lat0, lon0, lat, lon)
-    assert math.hypot(n, e) == pytest.approx(great_circle_m(lat0, lon0, lat, lon), rel=1e-6, abs=1e-6)
+    assert math.hypot(north, east) == pytest.approx(arc, rel=1e-6, abs=1e-6)
+    assert math.hypot(*offset_ne(lat0, lon0, lat, lon)) == pytest.approx(arc, rel=1e-6, abs=1e-6)
 
 
 @settings(max_examples=300, deadline=None)
 @given(lat0=lats, lon0=lons, north=metres, east=metres)
-def test_offset_latlon_inverts_offset_ne(lat0: float, lon0: float, north: float, east: float) -> None:
+def test_offset_latlon_inverts_offset_ne(lat0: float, lon0: float, north: float,
+                                         east: float) -> None:
     n, e = offset_ne(lat0, lon0, *offset_latlon(lat0, lon0, north, east))
     assert n == pytest.approx(north, abs=1e-6) and e == pytest.approx(east, abs=1e-6)
 

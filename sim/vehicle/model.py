@@ -1,12 +1,10 @@
 """The vehicle model of the emulator: an ArduCopter-like quadrotor flying a scenario.
 
-It sits disarmed for a few seconds, arms, takes off in GUIDED, flies its mission in AUTO,
-returns (RTL), lands (LAND) and disarms. Physics are simple kinematics with a 3S LiPo (12.6 V
-full, so ArduPilot's default ``BATT_LOW_VOLT`` 10.5 V is meaningful), GPS, EKF variances and
-vibration; everything is deterministic for a seed. The scenario's faults act on it as their
-SITL parameters would, and it reacts as ArduCopter's defaults do: battery failsafe -> RTL, EKF
-failsafe -> LAND, fence breach -> RTL, crash -> disarm. Each anomaly becomes an
-:class:`~.scenario.Incident` (the truth). What it says over MAVLink is :mod:`.telemetry`.
+Disarmed, armed, GUIDED takeoff, AUTO mission, RTL, LAND, disarm; simple kinematics, a 3S
+LiPo (12.6 V full, so ``BATT_LOW_VOLT`` 10.5 V is meaningful), GPS, EKF variances, vibration;
+deterministic for a seed. Faults act as their SITL parameters would, and it reacts as
+ArduCopter's defaults do: battery failsafe -> RTL, EKF failsafe -> LAND, fence breach -> RTL,
+crash -> disarm. Each anomaly is an :class:`~.scenario.Incident`; MAVLink is :mod:`.telemetry`.
 """
 
 from __future__ import annotations
@@ -398,11 +396,6 @@ class VehicleModel:
             if self._breach is not None:
                 self._breach.end_s = self.t
                 self._breach = None
-
-    def began(self) -> list[Incident]:
-        """The incidents whose onset has come, by onset."""
-        return sorted((i for i in self.incidents if i.onset_s <= self.t + 1e-9),
-                      key=lambda i: i.onset_s)
 
 
 def _wrap(a: float) -> float:

@@ -210,7 +210,8 @@ def _fault(d: Mapping[str, Any]) -> Fault:
 
 def list_scenarios() -> list[str]:
     """Names of the bundled scenarios."""
-    return sorted(p.name.removesuffix(".toml") for p in SCENARIOS.iterdir() if p.name.endswith(".toml"))
+    return sorted(p.name.removesuffix(".toml") for p in SCENARIOS.iterdir()
+                  if p.name.endswith(".toml"))
 
 
 @dataclass

@@ -126,6 +126,11 @@ class VehicleEmulator(VehicleModel):
             yield t, self.packets(t)
             n += 1
 
+    def began(self) -> list[Incident]:
+        """The incidents whose onset has come, by onset."""
+        return sorted((i for i in self.incidents if i.onset_s <= self.t + 1e-9),
+                      key=lambda i: i.onset_s)
+
     def truth(self, *, start_wall_ns: int, speedup: float,
               target: str | None = None) -> dict[str, Any]:
         """The truth record: scenario, timing, and every anomaly that began."""
@@ -185,7 +190,8 @@ class VehicleEmulator(VehicleModel):
                 round(alt * 1000), 9999, 9999, 0, 0, 0, round(alt * 1000), 0, 0, 0, 0, 0)
         gx, gy = self.params["SIM_GPS1_GLTCH_X"], self.params["SIM_GPS1_GLTCH_Y"]
         home_lat, home_lon, home_alt = self.scenario.home
-        lat, lon = offset_latlon(home_lat, home_lon, self.n + self._gps_err[0], self.e + self._gps_err[1])
+        n, e = self.n + self._gps_err[0], self.e + self._gps_err[1]
+        lat, lon = offset_latlon(home_lat, home_lon, n, e)
         lat, lon = lat + gx, lon + gy
         alt = home_alt + self.h + 2 * self._gps_err[2]
         self._gps_fix = (lat, lon, alt)

@@ -99,7 +99,8 @@ def write_tlog(scenario: Scenario, path: str | Path, *, seed: int = 0,
         record = emu.truth(start_wall_ns=start_us * 1000, speedup=1.0, target=f"tlog:{path}")
         write_truth(truth, record)
     return EmulationStats.of(emu, packets=count, size=size, send_errors=0,
-                             wall_s=time.monotonic() - t0, max_late_s=0.0, start_wall_ns=start_us * 1000)
+                             wall_s=time.monotonic() - t0, max_late_s=0.0,
+                             start_wall_ns=start_us * 1000)
 
 
 def write_truth(path: str | Path, record: Mapping[str, Any]) -> None:
