@@ -75,7 +75,7 @@ def _dir_size(path: Path) -> int:
 def ensure_recording(root: Path, events: int, seed: int) -> Path:
     """``root/trades-<events>-<seed>`` with >= ``events`` trades; generated once."""
     from qsframework.recording import Recording
-    from qsframework.simulate import estimate_rate
+    from qsframework.sim.market import estimate_rate
 
     path = root / f"trades-{events}-{seed}"
     if (path / "recording.json").exists():
@@ -106,7 +106,7 @@ def ensure_recording(root: Path, events: int, seed: int) -> Path:
 def _generate(dest: Path, minutes: float, seed: int, chunk_seconds: int = 600) -> None:
     """simulate_trades -> RecordingWriter(dest), with a progress bar (or periodic prints)."""
     from qsframework.recording import RecordingWriter
-    from qsframework.simulate import simulate_trades
+    from qsframework.sim.market import simulate_trades
 
     n_chunks = int(-(-minutes * 60 // chunk_seconds))
     tables = simulate_trades(SYMBOLS, minutes=minutes, seed=seed, chunk_seconds=chunk_seconds)

@@ -27,7 +27,7 @@ from qsframework import Strategy, TimerFires, compiled  # noqa: E402
 from qsframework.backtest import run_backtest  # noqa: E402
 from qsframework.loader import load_strategy  # noqa: E402
 from qsframework.recording import Recording, RecordingWriter  # noqa: E402
-from qsframework.simulate import estimate_rate, simulate_trades  # noqa: E402
+from qsframework.sim.market import estimate_rate, simulate_trades  # noqa: E402
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 

@@ -38,14 +38,13 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from math import cos, hypot, isnan, radians, sqrt
+from math import hypot, isnan, sqrt
 from typing import Any, ClassVar, Literal
 
 from qsframework import Context, Duration, Strategy
+from qsframework.geo import inside_polygon, offset_ne
 
 NS = 1_000_000_000
-#: metres per degree of latitude: ArduPilot's LOCATION_SCALING_FACTOR (per 1e-7 degree) x 1e7
-M_PER_DEG = 111_318.84502145034
 FIX_NAMES = {0: "no GPS", 1: "no fix", 2: "2D", 3: "3D", 4: "DGPS", 5: "RTK float", 6: "RTK fixed"}
 BREACH_NAMES = {0: "none", 1: "min alt", 2: "max alt", 3: "boundary"}
 
@@ -137,27 +136,7 @@ class UavAnomalyParams:
             raise ValueError("clip_rise must be at least 1")
 
 
-# -- geometry ------------------------------------------------------------------------
-def offset_ne(lat0: float, lon0: float, lat: float, lon: float) -> tuple[float, float]:
-    """North and east metres from (lat0, lon0) to (lat, lon), flat earth as ArduPilot's
-    ``Location::get_distance_NE`` (longitude scaled at the mean latitude)."""
-    north = (lat - lat0) * M_PER_DEG
-    east = (lon - lon0) * M_PER_DEG * cos(radians((lat + lat0) * 0.5))
-    return north, east
-
-
-def inside_polygon(lat: float, lon: float, poly: tuple[tuple[float, float], ...]) -> bool:
-    """Even-odd ray casting on lat/lon (fine for fences far smaller than a continent)."""
-    inside = False
-    lat_j, lon_j = poly[-1]
-    for lat_i, lon_i in poly:
-        crosses = (lat_i > lat) != (lat_j > lat)
-        if crosses and lon < (lon_j - lon_i) * (lat - lat_i) / (lat_j - lat_i) + lon_i:
-            inside = not inside
-        lat_j, lon_j = lat_i, lon_i
-    return inside
-
-
+# -- geometry (distances and polygons: qsframework.geo) -------------------------------
 def time_to_circle(n: float, e: float, vn: float, ve: float, radius: float) -> float | None:
     """Seconds until position (n, e) moving at (vn, ve) reaches ``radius`` from the origin:
     0 if at or beyond it and moving outward, None if it never does."""

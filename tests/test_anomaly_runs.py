@@ -13,7 +13,7 @@ import subprocess
 import pytest
 from pymavlink import mavutil
 
-from qsframework.adapters.mavlink.anomaly import RunConfig, run_scenario, score
+from qsframework.sim.vehicle.runs import RunConfig, run_scenario, score
 from qsframework.recording import Recording
 
 from .conftest import qsf_cmd
@@ -89,8 +89,8 @@ def test_real_sitl_tier_runs_against_a_live_link(tmp_path):
     the vehicle on the link, which checks the recording, detection and report path."""
     import threading
 
-    from qsframework.adapters.mavlink.anomaly import run_real_sitl
-    from qsframework.adapters.mavlink.sitl import Scenario, emulate
+    from qsframework.sim.vehicle.runs import run_real_sitl
+    from qsframework.sim.vehicle import Scenario, emulate
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -121,8 +121,8 @@ def test_emulator_tlog_counts_match_pymavlink(tmp_path):
     from pymavlink import mavutil
 
     from qsframework.adapters.mavlink.decode import BY_NAME
-    from qsframework.adapters.mavlink.sitl import Scenario
-    from qsframework.adapters.mavlink.sitl import write_tlog as emulate_to_tlog
+    from qsframework.sim.vehicle import Scenario
+    from qsframework.sim.vehicle import write_tlog as emulate_to_tlog
 
     path = tmp_path / "multi.tlog"
     emulate_to_tlog(Scenario.load("multi"), path, duration=120, start_unix_us=1_767_571_200_000_000)

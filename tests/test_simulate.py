@@ -1,4 +1,4 @@
-"""Tests of the seeded market simulator (qsframework.simulate)."""
+"""Tests of the seeded market simulator (qsframework.sim.market)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qsframework.events import TRADE
-from qsframework.simulate import DEFAULT_START_NS, estimate_rate, simulate_trades, symbol_spec
+from qsframework.sim.market import DEFAULT_START_NS, estimate_rate, simulate_trades, symbol_spec
 
 NS_S = 1_000_000_000
 PAIR = ["BTCUSDT", "ETHUSDT"]

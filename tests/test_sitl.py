@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from pymavlink import mavutil
-from qsframework.adapters.mavlink.sitl import (
+from qsframework.sim.vehicle import (
     BOOT_OFFSET_S,
     MODES,
     STREAM_RATES,
@@ -33,7 +33,12 @@ from qsframework.adapters.mavlink.sitl import (
     write_tlog,
 )
 
+from qsframework.adapters.mavlink.tlog import import_tlog
+from qsframework.backtest import run_backtest
 from qsframework.errors import UserError
+from qsframework.geo import offset_latlon
+from qsframework.loader import load_strategy
+from qsframework.recording import Recording
 
 SPEEDUP = 50.0
 MODE_NAMES = {v: k for k, v in MODES.items()}
@@ -435,6 +440,33 @@ def test_write_tlog_reads_back_with_pymavlink(tmp_path: Path) -> None:
     assert again.read_bytes() == path.read_bytes()
     write_tlog(scenario, again, seed=4, start_unix_us=START_US, duration=90)
     assert again.read_bytes() != path.read_bytes()
+
+
+def test_a_polygon_fence_is_the_same_fence_for_the_emulator_and_the_detector(tmp_path: Path) -> None:
+    """The emulator breaches its polygon fence (north/east metres) when UavAnomaly, given the
+    same polygon in latitude/longitude, sees the vehicle leave it."""
+    base = Scenario.load("clean")  # the first leg flies north to 120 m: out of this box at 60 m
+    box = ((-100.0, -100.0), (60.0, -100.0), (60.0, 200.0), (-100.0, 200.0))
+    scenario = replace(base, name="polygon", fence=replace(base.fence, polygon=box))
+    write_tlog(scenario, tmp_path / "p.tlog", seed=2, start_unix_us=START_US, duration=60,
+               truth=tmp_path / "truth.json")
+    [breach] = json.loads((tmp_path / "truth.json").read_text())["faults"]
+    assert breach["name"] == "fence_breach" and breach["onset_s"] > 20
+    lat0, lon0, _ = scenario.home
+    corners = ";".join("{:.9f},{:.9f}".format(*offset_latlon(lat0, lon0, n, e)) for n, e in box)
+    import_tlog(tmp_path / "p.tlog", out=tmp_path / "rec")
+    result = run_backtest(load_strategy("uav_anomaly:UavAnomaly"), Recording(tmp_path / "rec"),
+                          overrides={"fence_polygon": corners, "fence_radius": "0"})
+    alerts = [a for a in result.tables["alerts"].to_pylist() if a["name"] == "fence_breach"]
+    assert alerts and "outside the polygon fence" in alerts[0]["text"]
+    seen_s = alerts[0]["ts_event"] / 1e9 - START_US / 1e6
+    assert seen_s == pytest.approx(breach["onset_s"], abs=0.15)  # the same 10 Hz position sample
+    log = mavutil.mavlink_connection(str(tmp_path / "p.tlog"))
+    texts = []
+    while (m := log.recv_match(type="STATUSTEXT")) is not None:
+        texts.append(m.text)
+    log.close()
+    assert "Fence Breach: polygon" in texts and texts.index("Mode RTL") > texts.index("Fence Breach: polygon")
 
 
 def test_emulator_api_steps_and_schedules_messages() -> None:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from qsframework.engine import Engine
-from qsframework.simulate import simulate_trades
+from qsframework.sim.market import simulate_trades
 
 from .conftest import make_trades
 

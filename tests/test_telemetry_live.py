@@ -11,7 +11,7 @@ import uuid
 
 import pyarrow.parquet as pq
 
-from qsframework.adapters.mavlink.sitl import Scenario, write_tlog
+from qsframework.sim.vehicle import Scenario, write_tlog
 from qsframework.adapters.mavlink.tlog import import_tlog
 from qsframework.backtest import run_backtest
 from qsframework.loader import load_strategy

@@ -1,1 +1,1 @@
-"""MAVLink telemetry: decoding to events, live and file sources, and the SITL vehicle emulator."""
+"""MAVLink telemetry: decoding to events, live and file sources (tlog, DataFlash)."""

@@ -58,7 +58,7 @@ def recordings_info(path: str, as_json: bool) -> None:
 def recordings_generate(symbols: str, minutes: float, seed: int, out_dir: str, start: str | None) -> None:
     """Write a synthetic trade recording from the seeded market simulator."""
     from ..recording import RecordingWriter
-    from ..simulate import DEFAULT_START_NS, estimate_rate, simulate_trades
+    from ..sim.market import DEFAULT_START_NS, estimate_rate, simulate_trades
 
     syms = [s.strip().upper() for s in symbols.split(",") if s.strip()]
     if not syms:
@@ -73,7 +73,7 @@ def recordings_generate(symbols: str, minutes: float, seed: int, out_dir: str, s
     rows = 0
     origin = {
         "synthetic": True,
-        "generator": "qsframework.simulate",
+        "generator": "qsframework.sim.market",
         "symbols": syms,
         "minutes": minutes,
         "seed": seed,

@@ -13,7 +13,7 @@ import pytest
 
 from qsframework.backtest import run_backtest
 from qsframework.recording import Recording, RecordingWriter
-from qsframework.simulate import simulate_trades
+from qsframework.sim.market import simulate_trades
 
 from ..conftest import SPREAD_SPEC, qsf_cmd
 

@@ -18,7 +18,7 @@ import pytest
 from qsframework.order import sort_table
 from qsframework.recording import Recording, RecordingWriter
 from qsframework.recording.reader import _runs
-from qsframework.simulate import simulate_trades
+from qsframework.sim.market import simulate_trades
 
 from ..conftest import SPREAD_SPEC, qsf_cmd
 

@@ -1,5 +1,7 @@
-"""Anomaly runs: the emulator flies a scenario over real UDP into the MAVLink source and the
-UavAnomaly strategy, and the alerts are scored against the injected faults' ground truth.
+"""Scored anomaly runs: the emulator flies a scenario over real UDP into the MAVLink source and
+the UavAnomaly strategy, and the alerts are scored against the injected faults' ground truth
+(``qsf sitl scenario run``); or a real SITL is watched while its faults are injected
+(``qsf sitl run``).
 
 Event time is the vehicle's clock (``time_boot_ms``), so the strategy's timers mean mission
 seconds at any speed-up. An alert counts for a fault when its name is one the fault should
@@ -20,13 +22,15 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from qsframework.adapters.mavlink.source import MavlinkConfig, MavlinkSource
 from qsframework.engine import Engine
 from qsframework.order import merge_kinds
 from qsframework.recording import RecordingWriter
 from qsframework.recording.writer import require_empty, staged_directory
 
-from .sitl import BOOT_OFFSET_S, Scenario, emulate
-from .source import MavlinkConfig, MavlinkSource
+from .model import BOOT_OFFSET_S
+from .scenario import Scenario
+from .transports import emulate
 
 # detectors that must wait by design: a fault counts as detected in time when its alert
 # comes within TARGET_S of the onset plus this wait (parameter of UavAnomaly, default)

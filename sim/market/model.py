@@ -18,32 +18,27 @@ Randomness comes from ``numpy.random.PCG64`` streams seeded with ``SeedSequence`
 state that crosses blocks (prices, trade ids, activity, bursts, episodes) is carried
 in order. Output therefore depends only on ``(symbols as a set, minutes, seed,
 start_ns)``: ``chunk_seconds`` only regroups rows, and a shorter run is a prefix of a
-longer one.
+longer one. This module is the model (numpy columns, one block at a time); the public
+entry point, which turns blocks into Arrow tables, is :mod:`qsframework.sim.market.trades`.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-
-from qsframework.events import TRADE
 
 #: 2026-01-05T00:00:00Z in UTC nanoseconds.
 DEFAULT_START_NS: int = 1_767_571_200 * 1_000_000_000
 
-SOURCE = "binance"
-
-_NS_PER_MS = 1_000_000
+NS_PER_MS = 1_000_000
 _CELL_MS = 100  # intensity and price grid step
 _CELLS_PER_S = 1000 // _CELL_MS
 _BLOCK_S = 300  # one RNG stream per block; independent of chunk_seconds
 _G = _BLOCK_S * _CELLS_PER_S  # cells per block
-_BLOCK_MS = _BLOCK_S * 1000
+BLOCK_MS = _BLOCK_S * 1000
 _YEAR_S = 365.0 * 86_400.0  # crypto trades around the clock
 _TICKS_PER_UNIT = 100  # price tick 0.01
 
@@ -123,24 +118,6 @@ def symbol_spec(name: str) -> SymbolSpec:
     return SymbolSpec(name, price, 0.80, 5.0, 0.7, qmed, dec, spread, base)
 
 
-def _normalise(symbols: Sequence[str] | str) -> list[str]:
-    if isinstance(symbols, str):
-        symbols = [symbols]
-    names = [str(s).strip().upper() for s in symbols]
-    if not names:
-        raise ValueError("symbols must name at least one symbol.")
-    if any(not n for n in names):
-        raise ValueError("symbols must be non-empty strings.")
-    if len(set(names)) != len(names):
-        raise ValueError(f"symbols must not repeat, got {list(symbols)!r}.")
-    return sorted(names)
-
-
-def estimate_rate(symbols: Sequence[str] | str) -> float:
-    """Expected mean trades per second over all ``symbols`` (e.g. to size progress bars)."""
-    return float(sum(symbol_spec(n).rate for n in _normalise(symbols)))
-
-
 def _ar1(y0: np.ndarray, phi: float, sd: float, eps: np.ndarray) -> np.ndarray:
     """Stationary AR(1) path y_k = phi y_{k-1} + sd sqrt(1-phi^2) eps_k, k = 1..n (last axis)."""
     pw = phi ** np.arange(1, eps.shape[-1] + 1)
@@ -156,14 +133,14 @@ def _spans(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return owner, idx
 
 
-class _Simulator:
+class Simulator:
     """Carries the state between 300 s blocks and generates one block at a time."""
 
     def __init__(self, names: list[str], seed: int, start_ns: int) -> None:
         self.names = names
         self.n = n = len(names)
         specs = [symbol_spec(s) for s in names]
-        self.t0_ms = -(-start_ns // _NS_PER_MS)  # first whole millisecond >= start_ns
+        self.t0_ms = -(-start_ns // NS_PER_MS)  # first whole millisecond >= start_ns
         self.seed = seed
         self.skey = start_ns % 2**64
         f = np.array
@@ -178,14 +155,6 @@ class _Simulator:
         elapsed_s = (start_ns - DEFAULT_START_NS) / 1e9  # trade ids grow with time
         self.next_seq = f([max(1, s.seq_base + int(s.rate * elapsed_s)) for s in specs], np.int64)
         self.x = np.log(f([s.price for s in specs]))
-        raw = [s.encode() for s in names]
-        self.name_len = f([len(r) for r in raw], np.int32)
-        width = int(self.name_len.max())
-        self.name_width = width
-        self.same_width = bool((self.name_len == width).all())
-        self.name_fixed = np.array(raw, dtype=f"S{width}")
-        self.names_arr = pa.array(names, pa.string())
-        self.source_arr = pa.array([SOURCE], pa.string())  # grown and sliced as needed
         init = self._rng(0)
         self.m = np.array(init.normal(0.0, _MKT_SD))
         self.u = init.normal(0.0, _SYM_SD, n)
@@ -347,7 +316,7 @@ class _Simulator:
             np.repeat(bid + spread, nfill) + level,
             np.maximum(np.repeat(bid, nfill) - level, 1),
         )
-        ts = (self.t0_ms + b * _BLOCK_MS + np.repeat(ms, nfill)) * _NS_PER_MS
+        ts = (self.t0_ms + b * BLOCK_MS + np.repeat(ms, nfill)) * NS_PER_MS
         recv = ts + np.repeat(lat.astype(np.int64), nfill) + j * 20_000
         lots = np.maximum(
             np.rint(np.exp(self.log_qmed_lots[sym] + _QTY_SIG * rng.standard_normal(nf))), 1.0
@@ -361,107 +330,3 @@ class _Simulator:
             "qty": lots / self.lot_div[sym],
             "is_buyer_maker": ~buy,
         }
-
-    def _source(self, nrows: int) -> pa.Array:
-        """``nrows`` times "binance", sliced from a cached array (no copy)."""
-        if len(self.source_arr) < nrows:
-            size = max(nrows, 2 * len(self.source_arr))
-            offsets = np.arange(0, len(SOURCE) * (size + 1), len(SOURCE), dtype=np.int32)
-            data = pa.py_buffer(SOURCE.encode() * size)
-            self.source_arr = pa.StringArray.from_buffers(size, pa.py_buffer(offsets), data)
-        return self.source_arr.slice(0, nrows)
-
-    def _keys(self, sym: np.ndarray) -> pa.Array:
-        """The symbol names of ``sym`` (indices into the sorted names) as a string array."""
-        width = self.name_width
-        if not self.same_width:
-            return self.names_arr.take(sym)
-        offsets = np.arange(0, width * (len(sym) + 1), width, dtype=np.int32)
-        data = np.take(self.name_fixed, sym).tobytes()
-        return pa.StringArray.from_buffers(len(sym), pa.py_buffer(offsets), pa.py_buffer(data))
-
-    def table(self, cols: dict[str, np.ndarray], stop: int | None = None) -> pa.Table:
-        """The first ``stop`` rows of a block as a table with exactly ``TRADE.schema``."""
-        sl = slice(None, stop)
-        nrows = len(cols["ts_event"][sl])
-        arrays = [
-            pa.array(cols["ts_event"][sl]),
-            pa.array(cols["ts_recv"][sl]),
-            self._source(nrows),
-            self._keys(cols["sym"][sl]),
-            pa.array(cols["seq"][sl]),
-            pa.array(cols["price"][sl]),
-            pa.array(cols["qty"][sl]),
-            pa.array(cols["is_buyer_maker"][sl]),
-        ]
-        return pa.Table.from_arrays(arrays, schema=TRADE.schema)
-
-
-def simulate_trades(
-    symbols: Sequence[str],
-    *,
-    minutes: float,
-    seed: int,
-    start_ns: int = DEFAULT_START_NS,
-    chunk_seconds: int = 600,
-) -> Iterator[pa.Table]:
-    """Yields trade tables (schema exactly TRADE.schema), each sorted by
-    (ts_event, source, key, seq), chunks consecutive and non-overlapping in time, covering
-    [start_ns, start_ns + minutes*60e9): one per ``chunk_seconds`` (the last may be shorter,
-    any may be empty). Rows depend only on the set of symbols, minutes, seed and start_ns.
-    """
-    names = _normalise(symbols)
-    if isinstance(minutes, bool) or not isinstance(minutes, (int, float, np.number)):
-        raise TypeError(f"minutes must be a number, got {minutes!r}.")
-    if not minutes > 0 or not math.isfinite(minutes):
-        raise ValueError(f"minutes must be positive and finite, got {minutes!r}.")
-    seed = _integer("seed", seed, 0)
-    chunk_ns = _integer("chunk_seconds", chunk_seconds, 1) * 10**9
-    start_ns = _integer("start_ns", start_ns, None)
-    return _chunks(names, seed, start_ns, round(float(minutes) * 60e9), chunk_ns)
-
-
-def _integer(name: str, value: object, minimum: int | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}.")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value!r}.")
-    return int(value)
-
-
-def _chunks(
-    names: list[str], seed: int, start_ns: int, span_ns: int, chunk_ns: int
-) -> Iterator[pa.Table]:
-    sim = _Simulator(names, seed, start_ns)
-    end_ns = start_ns + span_ns
-    block_ns = _BLOCK_MS * _NS_PER_MS
-    n_blocks = -(-(end_ns - sim.t0_ms * _NS_PER_MS) // block_ns)
-    b = 0
-    cur: pa.Table | None = None  # current block, rows from ``pos`` on not yet yielded
-    cur_ts = np.empty(0, np.int64)
-    pos = 0
-    for lo in range(start_ns, end_ns, chunk_ns):
-        hi = min(lo + chunk_ns, end_ns)
-        pieces = []
-        while True:
-            if cur is None:
-                if b >= n_blocks:
-                    break
-                cols = sim.block(b)
-                b += 1
-                stop = int(np.searchsorted(cols["ts_event"], end_ns)) if b == n_blocks else None
-                cur, pos = sim.table(cols, stop), 0
-                cur_ts = cols["ts_event"][:stop]
-            j = int(np.searchsorted(cur_ts, hi))
-            if j > pos:
-                pieces.append(cur.slice(pos, j - pos))
-            pos = j
-            if (sim.t0_ms * _NS_PER_MS + b * block_ns) > hi:
-                break  # this block reaches past the chunk: keep it for the next one
-            cur = None
-        if not pieces:
-            yield TRADE.schema.empty_table()
-        elif len(pieces) == 1:
-            yield pieces[0]
-        else:
-            yield pa.concat_tables(pieces).combine_chunks()

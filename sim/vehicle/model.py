@@ -1,0 +1,402 @@
+"""The vehicle model of the emulator: an ArduCopter-like quadrotor flying a scenario.
+
+Disarmed, armed, GUIDED takeoff, AUTO mission, RTL, LAND, disarm; simple kinematics, a 3S
+LiPo (12.6 V full, so ``BATT_LOW_VOLT`` 10.5 V is meaningful), GPS, EKF variances, vibration;
+deterministic for a seed. Faults act as their SITL parameters would, and it reacts as
+ArduCopter's defaults do: battery failsafe -> RTL, EKF failsafe -> LAND, fence breach -> RTL,
+crash -> disarm. Each anomaly is an :class:`~.scenario.Incident`; MAVLink is :mod:`.telemetry`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from bisect import bisect_right
+
+from pymavlink.dialects.v20 import ardupilotmega as apm
+
+from qsframework.geo import M_PER_DEG, inside_polygon, m_per_deg_lon
+
+from .scenario import FAULT_PARAMS, Incident, Scenario
+
+BOOT_OFFSET_S = 20.0
+"""The autopilot booted this long before mission time 0 (time_boot_ms at t=0 is 20000)."""
+G = 9.80665
+FENCE_BREACH = "fence_breach"
+
+_OCV_SOC = (0.0, 0.05, 0.10, 0.20, 0.40, 0.60, 0.80, 0.90, 1.0)
+_OCV_CELL = (3.30, 3.50, 3.60, 3.70, 3.78, 3.86, 3.98, 4.06, 4.20)  # LiPo rest voltage per cell
+
+# ArduCopter-like tuning (WPNAV_SPEED_UP/DN, WPNAV_ACCEL, LAND_SPEED, RTL_ALT, ...)
+_CLIMB, _DESCEND, _LAND_FAST, _LAND_SLOW = 2.5, 1.5, 1.5, 0.5
+_ACCEL, _BRAKE, _VEL_TAU, _YAW_RATE, _DRAG = 2.5, 1.0, 0.8, math.radians(90), 0.015
+_WP_RADIUS = 2.0
+_CLIP_MS2 = 152.0  # a 16 g accelerometer clips here
+EKF_FS_THRESH = 0.8
+"""FS_EKF_THRESH: EKF variances at or above it (two of them, for 1 s) trigger the failsafe."""
+_SEV_CRITICAL, _SEV_EMERGENCY, _SEV_INFO = 2, 0, 6
+
+
+class VehicleModel:
+    """ArduCopter-like quadrotor. ``step(dt)`` advances the mission clock, the flight plan and
+    the physics; the STATUSTEXTs it would send queue up in ``_texts``."""
+
+    def __init__(self, scenario: Scenario, *, seed: int = 0) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.t = 0.0
+        self._rng = random.Random(seed)
+        self._m_per_deg_lon = m_per_deg_lon(scenario.home[0])
+        self._defaults = dict.fromkeys(FAULT_PARAMS, 0.0) | {
+            "SIM_BATT_VOLTAGE": 4.2 * scenario.battery.cells, "SIM_GPS1_ENABLE": 1.0}
+        self.params = dict(self._defaults)
+        self.incidents = [
+            Incident(name=f.name, param=f.param, value=f.value, also=dict(f.also),
+                     expect=tuple(f.expect or ()), planned_at_s=f.at_s, onset_s=f.at_s,
+                     end_s=f.end_s, messages=FAULT_PARAMS[f.param][2])
+            for f in scenario.faults
+        ]
+        self._pending = list(self.incidents)  # onset message not seen yet
+        self._texts: list[tuple[int, str]] = [
+            (_SEV_INFO, "ArduCopter V4.5 (qsf emulator)"), (_SEV_INFO, "Frame: QUAD/X")]
+        m = scenario.mission
+        wps = [(wp[0], wp[1], wp[2] if len(wp) == 3 else m.altitude_m) for wp in m.waypoints]
+        self._route = wps * m.laps
+        # flight state (local NED-ish: n, e metres from home, h metres up)
+        self.armed, self.mode, self.phase = False, "STABILIZE", "ground"
+        self.n = self.e = self.h = 0.0
+        self.vn = self.ve = self.vu = 0.0
+        self.an = self.ae = self.au = 0.0
+        self.roll = self.pitch = self.yaw = 0.0
+        self.body_rates = (0.0, 0.0, 0.0)
+        self._tilt = [0.0, 0.0]
+        self._prev_att = (0.0, 0.0, 0.0)
+        self._turb = [0.0, 0.0]
+        self._target = (0.0, 0.0, 0.0)
+        self._wp = 0
+        self._landed_at: float | None = None
+        self._rtl_home_alt = scenario.mission.rtl_alt_m
+        # battery
+        self.voltage = 4.2 * scenario.battery.cells
+        self.current = 0.0
+        self.consumed_mah = 0.0
+        self.energy_wh = 0.0
+        self._low_since: float | None = None
+        self.battery_failsafe = False
+        # sensors and estimator
+        self._gps_err = [0.0, 0.0, 0.0]
+        self._sats = 12
+        self._gps_fix = (scenario.home[0], scenario.home[1], scenario.home[2])
+        self._gps_lost_s = 0.0
+        self._ekf_off = [0.0, 0.0]  # EKF following a GPS glitch (m)
+        self._dr = [0.0, 0.0]  # dead-reckoning drift without GPS (m)
+        self._pos_var = self._vel_var = 0.0  # fault-driven parts of the EKF variances
+        self._ekf_bad_s = 0.0
+        self.ekf_failsafe = False
+        self._glitching = False
+        self._motor_s = 0.0  # motor failure severity 0..1
+        self._thrust_loss_sent = False
+        self.vibe = [0.0, 0.0, 0.0]
+        self.clipping = [0, 0, 0]
+        self._clip_acc = [0.0, 0.0, 0.0]
+        # fence
+        self.breach_status = self.breach_count = self.breach_type = self.breach_time = 0
+        self._breach: Incident | None = None
+
+    # -- time ---------------------------------------------------------------------------------
+
+    @property
+    def airborne(self) -> bool:
+        return self.phase in ("takeoff", "auto", "rtl", "land") and self._landed_at is None
+
+    @property
+    def time_boot_ms(self) -> int:
+        return round((BOOT_OFFSET_S + self.t) * 1000)
+
+    def step(self, dt: float) -> None:
+        """Advance the mission clock, the flight plan and the physics by ``dt`` seconds."""
+        self.t += dt
+        self._prev_att = (self.roll, self.pitch, self.yaw)
+        self.params = self._params_at(self.t)
+        self._plan()
+        self._fly(dt)
+        self._battery(dt)
+        self._sensors(dt)
+        self._failsafes(dt)
+        self._fence()
+
+    def _params_at(self, t: float) -> dict[str, float]:
+        active = [f for f in self.scenario.faults
+                  if f.at_s <= t and (f.end_s is None or t < f.end_s)]
+        if not active:
+            return self._defaults
+        params = dict(self._defaults)
+        for f in active:
+            k = 1.0 if f.ramp_s <= 0 else min(1.0, (t - f.at_s) / f.ramp_s)
+            for p, v in ((f.param, f.value), *f.also):
+                params[p] = self._defaults[p] + (v - self._defaults[p]) * k
+        return params
+
+    # -- flight plan --------------------------------------------------------------------------
+
+    def _text(self, severity: int, text: str) -> None:
+        self._texts.append((severity, text[:50]))
+
+    def _set_mode(self, mode: str) -> None:
+        if mode != self.mode:
+            self.mode = mode
+            self._text(_SEV_INFO, f"Mode {mode}")
+
+    def _rtl(self) -> None:
+        self._set_mode("RTL")
+        self.phase = "rtl"
+        self._rtl_home_alt = max(self.h, self.scenario.mission.rtl_alt_m)
+        self._target = (self.n, self.e, self._rtl_home_alt)
+
+    def _land(self) -> None:
+        self._set_mode("LAND")
+        self.phase = "land"
+        self._target = (self.n, self.e, 0.0)
+
+    def _disarm(self, text: str, severity: int = _SEV_INFO) -> None:
+        self.armed = False
+        self.phase = "landed"
+        self.vn = self.ve = self.vu = self.an = self.ae = self.au = 0.0
+        self._text(severity, text)
+
+    def _plan(self) -> None:
+        s, t = self.scenario, self.t
+        if self.phase == "ground":
+            if t >= s.ground_s:
+                self._set_mode("GUIDED")
+            if t >= s.ground_s + 1 and not self.armed:
+                self.armed = True
+                self._text(_SEV_INFO, "Arming motors")
+            if t >= s.ground_s + 2:
+                self.phase = "takeoff"
+                self._target = (self.n, self.e, s.mission.altitude_m)
+                self._text(_SEV_INFO, f"Takeoff to {s.mission.altitude_m:.0f} m")
+        elif self.phase == "takeoff":
+            if self.h >= self._target[2] - 0.5:
+                self._set_mode("AUTO")
+                self.phase = "auto"
+                self._target = self._route[0]
+        elif self.phase == "auto":
+            tn, te, th = self._target
+            if math.hypot(tn - self.n, te - self.e) < _WP_RADIUS and abs(th - self.h) < 1.0:
+                number = self._wp % len(s.mission.waypoints) + 1
+                self._text(_SEV_INFO, f"Reached waypoint #{number}")
+                self._wp += 1
+                if self._wp < len(self._route):
+                    self._target = self._route[self._wp]
+                else:
+                    self._rtl()
+        elif self.phase == "rtl":
+            if self.h >= self._rtl_home_alt - 0.5:
+                self._target = (0.0, 0.0, self._rtl_home_alt)
+            if math.hypot(self.n, self.e) < _WP_RADIUS:
+                self._land()
+        if self._landed_at is not None and t - self._landed_at >= 1.0 and self.armed:
+            self._landed_at = None
+            self._disarm("Disarming motors")
+
+    # -- physics ------------------------------------------------------------------------------
+
+    def _fly(self, dt: float) -> None:
+        p, rng = self.params, self._rng
+        failed = p["SIM_ENGINE_FAIL"] != 0  # a motor bitmask
+        self._motor_s = 1.0 - min(1.0, max(0.0, p["SIM_ENGINE_MUL"])) if failed else 0.0
+        if not self.airborne:
+            self.an = self.ae = self.au = 0.0
+            self._attitude_from(dt, 0.0, 0.0, 0.0, spin=0.0)
+            return
+        tn, te, th = self._target
+        dn, de = tn - self.n, te - self.e
+        dist = math.hypot(dn, de)
+        cruise = self.scenario.mission.cruise_speed
+        speed = min(cruise, math.sqrt(2 * _BRAKE * dist)) if dist > 0.05 else 0.0
+        wn, we = (dn / dist * speed, de / dist * speed) if speed else (0.0, 0.0)
+        an, ae = (wn - self.vn) / _VEL_TAU, (we - self.ve) / _VEL_TAU
+        a = math.hypot(an, ae)
+        if a > _ACCEL:
+            an, ae = an * _ACCEL / a, ae * _ACCEL / a
+        if self.phase == "land":
+            want_up = -(_LAND_FAST if self.h > 10 else _LAND_SLOW)
+        else:
+            want_up = max(-_DESCEND, min(_CLIMB, th - self.h))
+        if self._motor_s > 0.2:  # the other motors saturate: it cannot hold altitude
+            want_up = -4.0 * self._motor_s
+        au = max(-3.0, min(3.0, (want_up - self.vu) / 0.6))
+        self.vn += an * dt
+        self.ve += ae * dt
+        self.vu += au * dt
+        self.n += self.vn * dt
+        self.e += self.ve * dt
+        self.h += self.vu * dt
+        self.an, self.ae, self.au = an, ae, au
+        if speed > 1.0 and not self._motor_s:  # face the way it goes (no yaw control on 3 motors)
+            err = _wrap(math.atan2(we, wn) - self.yaw)
+            self.yaw = _wrap(self.yaw + max(-_YAW_RATE * dt, min(_YAW_RATE * dt, err)))
+        if self.h <= 0.0 and self.vu < 0:
+            self.h, self.vn, self.ve, self.vu = 0.0, 0.0, 0.0, 0.0
+            self.clipping[2] += 1 + int(rng.random() < 0.5)  # touchdown jolt
+            if self._motor_s > 0:
+                self._disarm("Crash: Disarming", _SEV_EMERGENCY)
+            else:
+                self._landed_at = self.t
+            self._attitude_from(dt, 0.0, 0.0, 0.0, spin=0.0)
+            return
+        # tilt to produce the acceleration plus the drag at this speed
+        v = math.hypot(self.vn, self.ve)
+        drag_n, drag_e = _DRAG * v * self.vn, _DRAG * v * self.ve
+        self._attitude_from(dt, an + drag_n, ae + drag_e, au, spin=1.5 * self._motor_s)
+
+    def _attitude_from(self, dt: float, an: float, ae: float, au: float, *, spin: float) -> None:
+        """Tilt toward the commanded horizontal acceleration (plus turbulence, plus the wobble
+        and yaw spin of a failed motor); body rates are the change since the last step."""
+        rng, s = self._rng, self._motor_s if self.airborne else 0.0
+        cy, sy = math.cos(self.yaw), math.sin(self.yaw)
+        fwd, right = an * cy + ae * sy, -an * sy + ae * cy
+        k = min(1.0, dt / 0.15)
+        self._tilt[0] += (math.atan2(right, G + au) - self._tilt[0]) * k
+        self._tilt[1] += (-math.atan2(fwd, G + au) - self._tilt[1]) * k
+        turb = 0.003 if self.armed else 0.0003
+        self._turb = [0.9 * x + rng.gauss(0.0, turb) for x in self._turb]
+        prev = self._prev_att
+        self.roll, self.pitch = self._tilt[0] + self._turb[0], self._tilt[1] + self._turb[1]
+        if s > 0:
+            w = 2 * math.pi * self.t
+            self.roll += 0.3 * s * math.sin(1.1 * w) + rng.gauss(0.0, 0.02 * s)
+            self.pitch += 0.25 * s * math.sin(0.8 * w + 1.0) + rng.gauss(0.0, 0.02 * s)
+            self.yaw = _wrap(self.yaw + spin * dt)
+        self.body_rates = ((self.roll - prev[0]) / dt, (self.pitch - prev[1]) / dt,
+                           _wrap(self.yaw - prev[2]) / dt)
+
+    def _battery(self, dt: float) -> None:
+        b, rng = self.scenario.battery, self._rng
+        if not self.armed:
+            current = 0.6
+        elif self.phase in ("ground", "landed") or self._landed_at is not None:
+            current = 2.0  # motors at MOT_SPIN_ARM
+        else:
+            v = math.hypot(self.vn, self.ve)
+            ah = math.hypot(self.an + _DRAG * v * self.vn, self.ae + _DRAG * v * self.ve)
+            load = math.hypot(ah, G + self.au) / G
+            current = 0.6 + b.hover_current_a * load**1.5 * (1.0 + 0.4 * self._motor_s)
+        self.current = max(0.0, current + rng.gauss(0.0, 0.05 * math.sqrt(current)))
+        self.consumed_mah += self.current * dt / 3.6
+        soc = max(0.0, 1.0 - self.consumed_mah / b.capacity_mah)
+        i = max(1, bisect_right(_OCV_SOC, soc)) - 1
+        j = min(i + 1, len(_OCV_SOC) - 1)
+        f = 0.0 if j == i else (soc - _OCV_SOC[i]) / (_OCV_SOC[j] - _OCV_SOC[i])
+        ocv = b.cells * (_OCV_CELL[i] + f * (_OCV_CELL[j] - _OCV_CELL[i]))
+        ocv *= self.params["SIM_BATT_VOLTAGE"] / (4.2 * b.cells)
+        self.voltage = max(0.0, ocv - self.current * b.resistance_ohm + rng.gauss(0.0, 0.01))
+        self.energy_wh += self.voltage * self.current * dt / 3600.0
+
+    def _sensors(self, dt: float) -> None:
+        rng, p = self._rng, self.params
+        decay = math.exp(-dt / 3.0)
+        motor_s = self._motor_s if self.airborne else 0.0
+        gps_ok = p["SIM_GPS1_ENABLE"] >= 0.5
+        if gps_ok:
+            self._gps_lost_s = 0.0
+            self._dr = [x * decay for x in self._dr]
+        else:
+            if self._gps_lost_s == 0.0:
+                self._text(_SEV_CRITICAL, "GPS 1: lost fix")
+            self._gps_lost_s += dt
+            self._dr = [x + rng.gauss(0.0, 0.15) * dt * self._gps_lost_s for x in self._dr]
+        glitch = (p["SIM_GPS1_GLTCH_X"] * M_PER_DEG, p["SIM_GPS1_GLTCH_Y"] * self._m_per_deg_lon)
+        glitch_m = math.hypot(*glitch)
+        k = min(1.0, dt / 2.0)
+        # the EKF rejects most of a glitch but drifts ~30% of the way toward it
+        self._ekf_off = [o + (0.3 * g - o) * k for o, g in zip(self._ekf_off, glitch, strict=True)]
+        if (glitch_m > 5.0) != self._glitching:
+            self._glitching = glitch_m > 5.0
+            text = "GPS Glitch or Compass error" if self._glitching else "Glitch cleared"
+            self._text(_SEV_CRITICAL, text)
+        # fault-driven EKF variances (normalised: 1.0 = failsafe limit)
+        pos_want = min(3.0, 0.12 * self._gps_lost_s) + min(2.5, glitch_m / 50.0) + 0.5 * motor_s
+        vel_want = min(2.0, 0.1 * self._gps_lost_s) + 0.3 * self._glitching + 0.4 * motor_s
+        self._pos_var = max(pos_want, pos_want + (self._pos_var - pos_want) * decay)  # up fast,
+        self._vel_var = max(vel_want, vel_want + (self._vel_var - vel_want) * decay)  # down slowly
+        # vibration (m/s^2) and accelerometer clipping
+        if self.airborne:
+            base = (6.0, 7.0, 11.0)
+        else:
+            base = (2.0, 2.0, 3.0) if self.armed else (0.02, 0.02, 0.03)
+        extra = p["SIM_ACC1_RND"] + 45.0 * motor_s
+        self.vibe = [base[0] + extra, base[1] + extra, base[2] + 1.2 * extra]
+        if extra > 0:  # clipping: the share of 1 kHz samples beyond +-16 g, for Gaussian vibration
+            for axis, level in enumerate(self.vibe):
+                share = math.erfc(_CLIP_MS2 / (level * math.sqrt(2.0)))
+                self._clip_acc[axis] += 1000.0 * dt * share
+                whole = int(self._clip_acc[axis] + rng.random())
+                self._clip_acc[axis] -= whole
+                self.clipping[axis] += whole
+        if motor_s > 0 and not self._thrust_loss_sent:
+            self._thrust_loss_sent = True
+            self._text(_SEV_EMERGENCY, "Potential Thrust Loss (1)")
+
+    def _failsafes(self, dt: float) -> None:
+        if not self.airborne:
+            return
+        b = self.scenario.battery
+        if self.voltage < b.low_volt:
+            self._low_since = self.t if self._low_since is None else self._low_since
+            if self.t - self._low_since >= 10.0 and not self.battery_failsafe:
+                self.battery_failsafe = True
+                used = f"{self.voltage:.2f}V used {self.consumed_mah:.0f} mAh"
+                self._text(_SEV_CRITICAL, f"Battery 1 is low {used}")
+                if self.phase in ("takeoff", "auto"):
+                    self._rtl()
+        else:
+            self._low_since = None
+        pos, vel = 0.05 + self._pos_var, 0.08 + self._vel_var
+        bad = pos >= EKF_FS_THRESH and vel >= EKF_FS_THRESH
+        self._ekf_bad_s = self._ekf_bad_s + dt if bad else 0.0
+        if self._ekf_bad_s >= 1.0 and not self.ekf_failsafe:
+            self.ekf_failsafe = True
+            self._text(_SEV_CRITICAL, "EKF Failsafe: changed to LAND Mode")
+            if self.phase != "land":
+                self._land()
+
+    def _estimate(self) -> tuple[float, float]:
+        """Where the EKF believes the vehicle is (north, east m): truth plus its errors."""
+        return self.n + self._ekf_off[0] + self._dr[0], self.e + self._ekf_off[1] + self._dr[1]
+
+    def _fence(self) -> None:
+        if not self.armed or self.phase in ("ground", "landed"):
+            return
+        f = self.scenario.fence
+        n, e = self._estimate()
+        kind, btype = "", 0
+        if self.h > f.alt_max_m:
+            kind, btype = "max alt", apm.FENCE_BREACH_MAXALT
+        elif math.hypot(n, e) > f.radius_m:
+            kind, btype = "circle", apm.FENCE_BREACH_BOUNDARY
+        elif f.polygon and not inside_polygon(n, e, f.polygon):
+            kind, btype = "polygon", apm.FENCE_BREACH_BOUNDARY
+        if btype and not self.breach_status:
+            self.breach_status, self.breach_type, self.breach_time = 1, btype, self.time_boot_ms
+            self.breach_count += 1
+            self._text(_SEV_CRITICAL, f"Fence Breach: {kind}")
+            value = f.alt_max_m if btype == apm.FENCE_BREACH_MAXALT else f.radius_m
+            param = "FENCE_ALT_MAX" if btype == apm.FENCE_BREACH_MAXALT else "FENCE_RADIUS"
+            self._breach = Incident(name=FENCE_BREACH, param=param, value=value, also={},
+                                    expect=(), planned_at_s=None, onset_s=self.t, end_s=None,
+                                    messages=frozenset({"FENCE_STATUS"}))
+            self.incidents.append(self._breach)
+            self._pending.append(self._breach)
+            if self.phase in ("takeoff", "auto"):
+                self._rtl()
+        elif not btype and self.breach_status:
+            self.breach_status = 0
+            if self._breach is not None:
+                self._breach.end_s = self.t
+                self._breach = None
+
+
+def _wrap(a: float) -> float:
+    return (a + math.pi) % (2 * math.pi) - math.pi
