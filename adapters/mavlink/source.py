@@ -19,16 +19,17 @@ from typing import Literal
 
 import pyarrow as pa
 
+from qsframework.io import Batch, Emit, LiveSource, Rejected
 from qsframework.validity import describe_rejected
+from qsframework.wire import encode
 
 from .decode import TelemetryDecoder, decode_messages, is_vehicle_heartbeat, valid_rows
 
 log = logging.getLogger("qsf.mavlink")
 
 Clock = Literal["receive", "vehicle"]
-Sink = Callable[[list[tuple[str, pa.Table]]], Awaitable[None]]
-#: gets the events of one kind that break a validity rule, and each one's reason
-DeadLetter = Callable[[str, pa.Table, list[str]], Awaitable[None]]
+#: takes one hand-over: the batches of every kind decoded since the last one
+Handover = Callable[[list[Batch]], Awaitable[None]]
 _HELD_MAX = 20_000  # messages held while waiting for the vehicle's first heartbeat
 _LEAP_MS = 60_000  # vehicle clock: a time_boot_ms this far ahead counts once a second message confirms it
 _UNCONFIRMED = f"time_boot_ms more than {_LEAP_MS // 1000} s ahead of the vehicle's clock, not confirmed by the next message"
@@ -64,8 +65,11 @@ class SourceStats:
     last_message: float | None = None
 
 
-class MavlinkSource:
-    """Reads a MAVLink link and hands telemetry events to ``sink`` every flush interval."""
+class MavlinkSource(LiveSource):
+    """Reads a MAVLink link and hands telemetry events over every flush interval: as
+    ``(kind, table)`` batches (:meth:`produce`, the :class:`~qsframework.io.Source` way), or
+    each hand-over's batches at once (:meth:`run`, for a consumer that merges them into the
+    total order itself). Events that break a validity rule go to ``on_reject``."""
 
     def __init__(self, config: MavlinkConfig) -> None:
         self.cfg = config
@@ -79,22 +83,26 @@ class MavlinkSource:
         self._boot_ms = 0
         self._leap: tuple[object, int] | None = None  # (message, time_boot_ms) held until confirmed
         self._unconfirmed: list[tuple[object, int]] = []  # leaps the next message did not confirm
-        self._dead_letter: DeadLetter | None = None
 
     def stop(self) -> None:
         self._stop.set()
 
-    async def run(self, sink: Sink, *, duration: float | None = None,
+    async def produce(self, emit: Emit) -> None:
+        async def handover(batches: list[Batch]) -> None:
+            for kind, table in batches:
+                await emit(kind, table)
+
+        await self.run(handover)
+
+    async def run(self, sink: Handover, *, duration: float | None = None,
                   until: Callable[[], bool] | None = None,
-                  tick: Callable[[object], None] | None = None,
-                  dead_letter: DeadLetter | None = None) -> SourceStats:
+                  tick: Callable[[object], None] | None = None) -> SourceStats:
         """Read until ``stop()``, ``duration`` seconds, or ``until()`` is true.
 
         ``tick(connection)`` runs on every pass of the loop (to send commands on the link).
         Events that break a validity rule are counted in ``stats.rejected`` and handed to
-        ``dead_letter`` with their reasons, never to ``sink``.
+        ``on_reject`` with their reasons, never to ``sink``.
         """
-        self._dead_letter = dead_letter
         from pymavlink import mavutil
 
         try:
@@ -264,13 +272,16 @@ class MavlinkSource:
         return True
 
     async def _reject(self, kind: str, rows: pa.Table, reasons: list[str]) -> None:
-        """Rejected events (already counted in ``stats.rejected``): logged, and handed to the
-        dead letter with their reasons."""
+        """Rejected events (already counted in ``stats.rejected``): logged, and each handed
+        to ``on_reject`` as JSON with its reason."""
         log.warning("%d %s event(s) rejected; so far %s", rows.num_rows, kind, describe_rejected(self.stats.rejected))
-        if self._dead_letter is not None:
-            await self._dead_letter(kind, rows, reasons)
+        if self.on_reject is None:
+            return
+        origin = (("source", self.cfg.url.encode()),)
+        for (_key, value), why in zip(encode(rows), reasons, strict=True):
+            await self.reject(Rejected(value, why, kind=kind, origin=origin))
 
-    async def _flush(self, sink: Sink) -> None:
+    async def _flush(self, sink: Handover) -> None:
         if self._unconfirmed:
             held, self._unconfirmed = self._unconfirmed, []
             epoch = self.stats.epoch_ns or 0

@@ -15,11 +15,13 @@ import threading
 import time
 from collections import Counter
 
+import orjson
 import pyarrow as pa
 from pymavlink.generator.mavcrc import x25crc
 
 from qsframework.adapters.mavlink.decode import BY_NAME, dialect
 from qsframework.adapters.mavlink.source import MavlinkConfig, MavlinkSource
+from qsframework.io import Rejected
 
 from ..tlog_gen import _Sink, mavlink, packets
 from .test_mavlink_imports import bad_value_records, bad_value_tlog, expected_rejects
@@ -69,13 +71,15 @@ def feed(pkts: list[bytes], *, clock: str = "receive") -> tuple[MavlinkSource, l
     async def sink(tables: list[tuple[str, pa.Table]]) -> None:
         got.extend(tables)
 
-    async def dead_letter(kind: str, table: pa.Table, reasons: list[str]) -> None:
-        dead.append((kind, table, reasons))
+    async def dead_letter(bad: Rejected) -> None:  # one event, as JSON
+        dead.append((bad.kind, pa.Table.from_pylist([orjson.loads(bad.value)]), [bad.reason]))
+
+    source.on_reject = dead_letter
 
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
     asyncio.run(source.run(sink, duration=SAFETY_S, until=lambda: accounted(source) >= len(pkts),
-                           tick=lambda conn: bound.set(), dead_letter=dead_letter))
+                           tick=lambda conn: bound.set()))
     sender.join(SAFETY_S)
     assert not failure, failure
     assert accounted(source) >= len(pkts), (accounted(source), len(pkts))  # not the safety net
