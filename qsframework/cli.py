@@ -328,6 +328,27 @@ def _bootstrap(option: str | None) -> str:
     return server
 
 
+_ack_timeout_option = click.option(
+    "--ack-timeout", metavar="DURATION",
+    help="Count a record as lost (exit 2) when the broker has not acknowledged it within this long (default: 40s).")
+
+
+def _producer(ack_timeout: str | None):
+    """The producer settings of --ack-timeout (the producer's defaults without it)."""
+    from .durations import parse_duration
+    from .kafka import ProducerConfig
+
+    if ack_timeout is None:
+        return ProducerConfig()
+    try:
+        timeout_ms = parse_duration(ack_timeout) // 1_000_000
+    except ValueError as exc:
+        raise UserError(f"--ack-timeout: {exc}") from None
+    if timeout_ms <= 0:
+        raise UserError("--ack-timeout must be at least 1ms")
+    return ProducerConfig(request_timeout_ms=timeout_ms)
+
+
 @main.group()
 def ingest() -> None:
     """Publish events to Kafka topics (qsf.trades, ...)."""
@@ -340,8 +361,9 @@ def ingest() -> None:
 @click.option("--end", metavar="T", help="Last event time, exclusive.")
 @click.option("--bootstrap", metavar="HOST:PORT", help="Broker (default: $QSF_KAFKA_BOOTSTRAP).")
 @click.option("--topic-prefix", default="qsf", show_default=True, help="Topics are PREFIX.trades, PREFIX.dlq, ...")
+@_ack_timeout_option
 def ingest_replay(recording_dir: str, speed: float | None, start: str | None, end: str | None,
-                  bootstrap: str | None, topic_prefix: str) -> None:
+                  bootstrap: str | None, topic_prefix: str, ack_timeout: str | None) -> None:
     """Publish a recording's events to their topics in total order, then exit."""
     import asyncio
 
@@ -354,12 +376,13 @@ def ingest_replay(recording_dir: str, speed: float | None, start: str | None, en
     if speed is not None and speed <= 0:
         raise UserError("--speed must be positive")
     server = _bootstrap(bootstrap)
+    producer = _producer(ack_timeout)
     rec = Recording(recording_dir)
     t_start, t_end = _time_option(start, "--start"), _time_option(end, "--end")
     with _progress() as bar:
         task = bar.add_task("replay", total=rec.rows())
         try:
-            stats = asyncio.run(replay(rec, server, speed=speed, start=t_start, end=t_end,
+            stats = asyncio.run(replay(rec, server, speed=speed, start=t_start, end=t_end, producer=producer,
                                        prefix=topic_prefix, on_progress=lambda n: bar.advance(task, n)))
         except KafkaError as exc:
             raise UserError(f"broker {server}: {exc}") from None
@@ -461,15 +484,18 @@ def record_binance_cmd(symbols: str, url: str | None, stream: str, duration: flo
 @_binance_options
 @click.option("--bootstrap", metavar="HOST:PORT", help="Broker (default: $QSF_KAFKA_BOOTSTRAP).")
 @click.option("--topic-prefix", default="qsf", show_default=True, help="Topics are PREFIX.trades, PREFIX.gaps, PREFIX.dlq.")
+@_ack_timeout_option
 def ingest_binance_cmd(symbols: str, url: str | None, stream: str, duration: float | None, backfill: bool,
                        rest_url: str | None, microseconds: bool, rotate_after: str, max_future: str,
-                       verbose: bool, bootstrap: str | None, topic_prefix: str) -> None:
+                       verbose: bool, bootstrap: str | None, topic_prefix: str, ack_timeout: str | None) -> None:
     """Publish Binance spot trades to Kafka (PREFIX.trades; gaps to PREFIX.gaps; bad frames to PREFIX.dlq)."""
     from qsframework.adapters.binance.live import ingest_binance
 
     cfg = _binance_config(symbols, url, stream, backfill, rest_url, microseconds, rotate_after, max_future)
     server = _bootstrap(bootstrap)
-    _binance_run(lambda: ingest_binance(cfg, server, prefix=topic_prefix, duration=duration), verbose)
+    producer = _producer(ack_timeout)
+    _binance_run(lambda: ingest_binance(cfg, server, prefix=topic_prefix, duration=duration, producer=producer),
+                 verbose)
 
 
 def _mavlink_options(fn):
@@ -539,8 +565,9 @@ def record_mavlink_cmd(url: str, duration: float | None, system_id: int | None, 
 @_mavlink_options
 @click.option("--bootstrap", metavar="HOST:PORT", help="Broker (default: $QSF_KAFKA_BOOTSTRAP).")
 @click.option("--topic-prefix", default="qsf", show_default=True, help="Topics are PREFIX.telemetry.")
+@_ack_timeout_option
 def ingest_mavlink_cmd(url: str, duration: float | None, system_id: int | None, component_id: int | None,
-                       clock: str, bootstrap: str | None, topic_prefix: str) -> None:
+                       clock: str, bootstrap: str | None, topic_prefix: str, ack_timeout: str | None) -> None:
     """Publish a vehicle's MAVLink telemetry to Kafka (PREFIX.telemetry.position, ...)."""
     import asyncio
 
@@ -550,8 +577,9 @@ def ingest_mavlink_cmd(url: str, duration: float | None, system_id: int | None, 
 
     cfg = _mavlink_config(url, system_id, component_id, clock)
     server = _bootstrap(bootstrap)
+    producer = _producer(ack_timeout)
     try:
-        stats = asyncio.run(ingest_mavlink(cfg, server, prefix=topic_prefix, duration=duration))
+        stats = asyncio.run(ingest_mavlink(cfg, server, prefix=topic_prefix, duration=duration, producer=producer))
     except (ValueError, PublishError) as exc:
         raise UserError(str(exc)) from None
     _mavlink_summary(stats)

@@ -9,11 +9,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qsframework.recording import RecordingWriter
 from qsframework.shutdown import stop_on_signals
 
 from .client import Batch, BinanceConfig, BinanceSource
+
+if TYPE_CHECKING:
+    from qsframework.kafka import ProducerConfig
 
 log = logging.getLogger("qsf.binance")
 
@@ -121,16 +125,17 @@ async def record_binance(config: BinanceConfig, out: str | Path, *, duration: fl
 
 
 async def ingest_binance(config: BinanceConfig, bootstrap: str, *, prefix: str = "qsf",
-                         duration: float | None = None, status: Status | bool | None = None) -> RunSummary:
+                         duration: float | None = None, status: Status | bool | None = None,
+                         producer: ProducerConfig | None = None) -> RunSummary:
     """Publish trades to PREFIX.trades, gaps to PREFIX.gaps and bad frames to PREFIX.dlq.
 
     Each flush waits until the broker acknowledged every record; a lost one stops the run
     with :class:`~qsframework.adapters.binance.client.SourceFailed` naming how many."""
-    from qsframework.kafka import dlq_topic, topic_of
+    from qsframework.kafka import ProducerConfig, dlq_topic, topic_of
     from qsframework.publish import publishing
 
     trades_t, gaps_t, dlq_t = topic_of("trade", prefix), topic_of("gap", prefix), dlq_topic(prefix)
-    async with publishing(bootstrap, [trades_t, gaps_t, dlq_t]) as pub:
+    async with publishing(bootstrap, [trades_t, gaps_t, dlq_t], config=producer or ProducerConfig()) as pub:
         source = BinanceSource(config)
 
         async def sink(batch: Batch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -11,6 +12,9 @@ from qsframework.recording import RecordingWriter
 from qsframework.shutdown import stop_on_signals
 
 from .source import MavlinkConfig, MavlinkSource, SourceStats
+
+if TYPE_CHECKING:
+    from qsframework.kafka import ProducerConfig
 
 
 async def record_mavlink(config: MavlinkConfig, out: str | Path, *, duration: float | None = None,
@@ -36,17 +40,18 @@ async def record_mavlink(config: MavlinkConfig, out: str | Path, *, duration: fl
 
 
 async def ingest_mavlink(config: MavlinkConfig, bootstrap: str, *, prefix: str = "qsf",
-                         duration: float | None = None) -> SourceStats:
+                         duration: float | None = None, producer: ProducerConfig | None = None) -> SourceStats:
     """Publish the vehicle's telemetry to PREFIX.telemetry (the kind in each message's header).
 
     Each flush waits until the broker acknowledged every record; a lost one ends the run
     with :class:`~qsframework.publish.PublishError` naming how many."""
-    from qsframework.kafka import dlq_topic, topic_of
+    from qsframework.kafka import ProducerConfig, dlq_topic, topic_of
     from qsframework.publish import publishing
     from qsframework.telemetry import TELEMETRY_KINDS
     from qsframework.wire import encode
 
-    async with publishing(bootstrap, [*(topic_of(k, prefix) for k in TELEMETRY_KINDS), dlq_topic(prefix)]) as pub:
+    topics = [*(topic_of(k, prefix) for k in TELEMETRY_KINDS), dlq_topic(prefix)]
+    async with publishing(bootstrap, topics, config=producer or ProducerConfig()) as pub:
         source = MavlinkSource(config)
 
         async def sink(tables: list[tuple[str, pa.Table]]) -> None:
