@@ -3,9 +3,10 @@
 A second member of the same group joins and leaves again and again while trades are being
 published and ``qsf process`` commits after every poll (``--commit-interval 0s``): the
 partition moves to the other member and back, or stays while the group rebalances, and
-once the processor is frozen (SIGSTOP) until the broker evicts it, so its next commits come
-from a member the group no longer knows. The processor must survive every rebalance and
-end with exactly the outputs of a backtest of the same trades, the DLQ empty.
+once the processor is frozen (SIGSTOP, or held inside a handler) until the broker evicts it,
+so its next commit comes from a member the group no longer knows and is refused. The
+processor must survive every rebalance and end with exactly the outputs of a backtest of
+the same trades, the DLQ empty.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,7 @@ import pyarrow.parquet as pq
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from qsframework.backtest import run_backtest
+from qsframework.loader import load_strategy
 from qsframework.recording import Recording, RecordingWriter
 
 from ..conftest import SPREAD_SPEC, make_trades
@@ -29,6 +34,7 @@ from ..test_outage import OVERRIDES
 from .processes import end_offset, publish, run_process, start_process, state_offsets, wait_for
 
 PARAMS = [f"-p{k}={v}" for k, v in OVERRIDES.items()]
+GATED_SPEC = str(Path(__file__).with_name("gate_strategy.py")) + ":GatedTrades"
 
 
 class Member:
@@ -85,10 +91,42 @@ class Member:
             raise AssertionError(f"the second member failed: {self._error!r}")
 
 
-def _backtest(spread_cls, trades, root: Path):
+@contextmanager
+def _running(spec: str, argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """``qsf process -v`` in the background, its log in ``log``; killed if the test fails."""
+    proc = start_process(spec, *argv, "-v", env=env, stderr=log)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def _stop_cleanly(proc: subprocess.Popen, log: Path) -> None:
+    """SIGTERM: the processor commits what it has and exits 0, with nothing to complain of."""
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=240) == 0, log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text and "qsf: error" not in text, text
+
+
+def _backtest(strategy_cls, trades, root: Path, overrides=OVERRIDES):
     with RecordingWriter(root) as w:
         w.write("trade", trades)
-    return run_backtest(spread_cls, Recording(root), overrides=OVERRIDES)
+    return run_backtest(strategy_cls, Recording(root), overrides=overrides)
+
+
+def _snapshot_waiter(state: Path, topic: str, ts: np.ndarray):
+    """``wait(proc, published)``: until the snapshot's offset reaches the rows the watermark
+    lets go, all published rows but those at the latest event time (they wait for a later one)."""
+
+    def wait(proc, published: int) -> None:
+        upto = int(np.searchsorted(ts[:published], ts[published - 1]))
+        wait_for(lambda: state_offsets(state).get((topic, 0), 0) >= upto,
+                 f"a snapshot at offset {upto} of {published}", proc=proc)
+
+    return wait
 
 
 def test_the_group_rebalancing_under_commits_loses_and_doubles_nothing(stack_endpoints, tmp_path, spread_cls):
@@ -111,16 +149,13 @@ def test_the_group_rebalancing_under_commits_loses_and_doubles_nothing(stack_end
         publish(bootstrap, prefix, "trade", trades.slice(int(rows[0]), len(rows)))
         published = int(rows[-1]) + 1
 
+    snapshot_at = _snapshot_waiter(state, topic, ts)
+
     def committed_all(proc) -> None:
-        """Wait until the snapshot's offset reaches the rows the watermark lets go: all
-        published rows but those at the latest event time (they wait for a later one)."""
-        upto = int(np.searchsorted(ts[:published], ts[published - 1]))
-        wait_for(lambda: state_offsets(state).get((topic, 0), 0) >= upto,
-                 f"a snapshot at offset {upto} of {published}", proc=proc)
+        snapshot_at(proc, published)
 
     publish_next()
-    proc = start_process(SPREAD_SPEC, *argv, "-v", env=env, stderr=log)
-    try:
+    with _running(SPREAD_SPEC, argv, env, log) as proc:
         committed_all(proc)
         for round_no, client_id in enumerate(("aaa", "zzz", "aaa", "zzz", "aaa")):
             member = Member(bootstrap, group, topic, client_id=f"{client_id}-{round_no}")
@@ -134,8 +169,9 @@ def test_the_group_rebalancing_under_commits_loses_and_doubles_nothing(stack_end
             member.leave()
             committed_all(proc)  # back with the processor (or kept): it goes on where it was
 
-        # frozen until the broker evicts it, the partition taken over meanwhile: its commits
-        # after it thaws come from a member the group no longer knows (UNKNOWN_MEMBER_ID)
+        # frozen until the broker evicts it, the partition taken over meanwhile: once thawed
+        # it learns so from a heartbeat or a refused commit (whichever goes first: the next
+        # test makes the refused commit certain), rejoins and goes on where it was
         os.kill(proc.pid, signal.SIGSTOP)
         try:
             member = Member(bootstrap, group, topic, client_id="zzz-frozen")  # sorts last, yet gets it
@@ -150,16 +186,8 @@ def test_the_group_rebalancing_under_commits_loses_and_doubles_nothing(stack_end
         wait_for(lambda: member.partitions == set(), "the processor back in the group", proc=proc)
         member.leave()
         committed_all(proc)
-
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=240) == 0, log.read_text()
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
+        _stop_cleanly(proc, log)
     assert published == trades.num_rows
-    text = log.read_text()
-    assert "Traceback" not in text and "qsf: error" not in text, text
 
     # the rows held behind the watermark at the stop: a restart from --state finishes them
     r = run_process(SPREAD_SPEC, *argv, "--exit-when-idle", "3", env=env)
@@ -171,3 +199,48 @@ def test_the_group_rebalancing_under_commits_loses_and_doubles_nothing(stack_end
     assert clean.signals > 0
     assert pq.read_table(out / "signals.parquet").equals(clean.tables["signals"])
     assert pq.read_table(out / "alerts.parquet").equals(clean.tables["alerts"])
+
+
+def test_a_commit_refused_after_the_processor_was_evicted_is_retried(stack_endpoints, tmp_path):
+    """Held inside a handler until the broker evicts it and another member takes the
+    partition, the processor then commits the batch it was processing as a member the group
+    no longer knows: the broker refuses (UNKNOWN_MEMBER_ID, aiokafka's CommitFailedError) and
+    the commit is retried until the processor has rejoined and has its partition back
+    (its member id sorts first). The refusal is certain: rejoining takes a JoinGroup round,
+    the commit goes out as soon as the batch is done."""
+    bootstrap = stack_endpoints.kafka_bootstrap
+    trades = make_trades(42, 3000, gaps_ms=(0, 1, 5, 10, 40))
+    ts = trades.column("ts_event").to_numpy()
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    topic, group = f"{prefix}.trades", f"g-{prefix}"
+    state, out, log, gate = tmp_path / "state", tmp_path / "live", tmp_path / "process.log", tmp_path / "gate"
+    gate.mkdir()
+    gate_at = trades.column("seq")[1500].as_py()
+    env = {"QSF_KAFKA_BOOTSTRAP": bootstrap}
+    argv = ["-p", f"gate_at={gate_at}", "-p", f"gate={gate}", "--topic-prefix", prefix, "--group", group,
+            "--out", str(out), "--state", str(state), "--commit-interval", "0s"]
+    snapshot_at = _snapshot_waiter(state, topic, ts)
+
+    publish(bootstrap, prefix, "trade", trades.slice(0, 1000))
+    with _running(GATED_SPEC, argv, env, log) as proc:
+        snapshot_at(proc, 1000)
+        publish(bootstrap, prefix, "trade", trades.slice(1000, 1000))
+        wait_for(lambda: (gate / "reached").exists(), "the processor held at the gate", proc=proc)
+        member = Member(bootstrap, group, topic, client_id="zzz")  # sorts last, yet gets it:
+        assert member.assigned.wait(timeout=240), "the second member got no assignment"
+        assert member.partitions == {TopicPartition(topic, 0)}  # the processor was evicted
+        (gate / "go").touch()
+        wait_for(lambda: "offset commit failed (CommitFailedError" in log.read_text(), "a refused commit", proc=proc)
+        wait_for(lambda: member.partitions == set(), "the processor back in the group", proc=proc)
+        member.leave()
+        snapshot_at(proc, 2000)
+        publish(bootstrap, prefix, "trade", trades.slice(2000))
+        snapshot_at(proc, trades.num_rows)
+        _stop_cleanly(proc, log)
+
+    r = run_process(GATED_SPEC, *argv, "--exit-when-idle", "3", env=env)
+    assert r.returncode == 0, r.stderr
+    assert end_offset(bootstrap, f"{prefix}.dlq") == 0
+    clean = _backtest(load_strategy(GATED_SPEC), trades, tmp_path / "rec", overrides={})
+    assert clean.signals == trades.num_rows
+    assert pq.read_table(out / "signals.parquet").equals(clean.tables["signals"])
