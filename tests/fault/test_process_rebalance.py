@@ -231,6 +231,9 @@ def test_a_commit_refused_after_the_processor_was_evicted_is_retried(stack_endpo
         assert member.partitions == {TopicPartition(topic, 0)}  # the processor was evicted
         (gate / "go").touch()
         wait_for(lambda: "offset commit failed (CommitFailedError" in log.read_text(), "a refused commit", proc=proc)
+        refused = next(line for line in log.read_text().splitlines() if "offset commit failed" in line)
+        assert refused.endswith("; retrying in 0.2 s") and len(refused) < 400, refused  # a readable line
+        assert "CommitFailedError: CommitFailedError" not in refused, refused
         wait_for(lambda: member.partitions == set(), "the processor back in the group", proc=proc)
         member.leave()
         snapshot_at(proc, 2000)
