@@ -96,13 +96,23 @@ def dead_letter(*, reason: str, value: bytes | None, key: bytes | None = None, t
 
 @dataclass(frozen=True, kw_only=True)
 class ProducerConfig:
-    """Throughput-minded defaults: wait a little to fill batches, every replica acks."""
+    """Throughput-minded defaults: wait a little to fill batches, every replica acks.
+
+    ``request_timeout_ms`` bounds each request and also each record's delivery (aiokafka
+    expires a batch the broker has not acknowledged within it): how long a publisher waits
+    before it counts a record as lost when the broker is gone.
+    """
 
     linger_ms: int = 10
     max_batch_size: int = 1 << 20
     compression_type: str | None = None
     acks: str = "all"
     idempotence: bool = True  # used when the broker supports it (Tansu does not)
+    request_timeout_ms: int = 40_000  # aiokafka's default
+
+    def __post_init__(self) -> None:
+        if self.request_timeout_ms <= 0:
+            raise ValueError("the producer's request timeout must be positive")
 
 
 async def ensure_topics(bootstrap: str, topics: Iterable[str], *, partitions: int = 1) -> None:
@@ -157,6 +167,7 @@ async def start_producer(bootstrap: str, config: ProducerConfig = ProducerConfig
         compression_type=config.compression_type,
         acks=config.acks,
         enable_idempotence=idempotent,
+        request_timeout_ms=config.request_timeout_ms,
     )
     await producer.start()
     return producer

@@ -36,7 +36,7 @@ from aiokafka.errors import IllegalStateError, KafkaError, MessageSizeTooLargeEr
 
 from .durations import format_time
 from .engine import Engine
-from .errors import UserError
+from .errors import UserError, describe
 from .events import KINDS, get_kind
 from .kafka import (
     DEFAULT_PREFIX,
@@ -712,7 +712,7 @@ class Processor:
                     continue
                 failure = "partitions are being reassigned"
             except KafkaError as exc:  # CommitFailedError (a rebalance), broker unavailable, ...
-                failure = f"{type(exc).__name__}: {exc}"
+                failure = describe(exc)  # short: CommitFailedError's own text names itself, in 600 characters
             self._verify(consumer, {})  # a broker back with an empty log: an error, not a retry
             if self._fatal is not None:
                 raise self._fatal

@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from qsframework.cli.groups import Commands
-from qsframework.cli.options import (BOOTSTRAP_OPTION, FLOOR_DEFAULT, MAX_FUTURE_DEFAULT, add_options, bounds,
-                                     broker_address, duration_option, needs_extra, progress,
-                                     topic_prefix_option)
+from qsframework.cli.options import (ACK_TIMEOUT_OPTION, BOOTSTRAP_OPTION, FLOOR_DEFAULT, MAX_FUTURE_DEFAULT, add_options, bounds,
+                                     broker_address, duration_option, needs_extra, producer_config,
+                                     progress, topic_prefix_option)
 from qsframework.durations import format_time
 from qsframework.errors import UserError
 
@@ -129,15 +129,18 @@ def record_binance_cmd(symbols: str, url: str | None, stream: str, duration: flo
 @_binance_options
 @BOOTSTRAP_OPTION
 @topic_prefix_option("PREFIX.trades, PREFIX.gaps, PREFIX.dlq.")
+@ACK_TIMEOUT_OPTION
 def ingest_binance_cmd(symbols: str, url: str | None, stream: str, duration: float | None, backfill: bool,
                        rest_url: str | None, microseconds: bool, rotate_after: str, max_future: str,
-                       verbose: bool, bootstrap: str | None, topic_prefix: str) -> None:
+                       verbose: bool, bootstrap: str | None, topic_prefix: str, ack_timeout: str | None) -> None:
     """Publish Binance spot trades to Kafka (PREFIX.trades; gaps to PREFIX.gaps; bad frames to PREFIX.dlq)."""
     from qsframework.adapters.binance.live import ingest_binance
 
     cfg = _binance_config(symbols, url, stream, backfill, rest_url, microseconds, rotate_after, max_future)
     server = broker_address(bootstrap)
-    _binance_run(lambda: ingest_binance(cfg, server, prefix=topic_prefix, duration=duration), verbose)
+    producer = producer_config(ack_timeout)
+    _binance_run(lambda: ingest_binance(cfg, server, prefix=topic_prefix, duration=duration, producer=producer),
+                 verbose)
 
 
 def register(cli: Commands) -> None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qsframework.io import Rejected, Sink, pump
 from qsframework.recording import RecordingWriter
@@ -16,6 +17,9 @@ from qsframework.shutdown import stop_on_signals
 from qsframework.sinks.recording import RecordingSink
 
 from .client import BinanceConfig, BinanceSource
+
+if TYPE_CHECKING:
+    from qsframework.kafka import ProducerConfig
 
 log = logging.getLogger("qsf.binance")
 
@@ -117,14 +121,16 @@ async def record_binance(config: BinanceConfig, out: str | Path, *, duration: fl
 
 
 async def ingest_binance(config: BinanceConfig, bootstrap: str, *, prefix: str = "qsf",
-                         duration: float | None = None, status: Status | bool | None = None) -> RunSummary:
+                         duration: float | None = None, status: Status | bool | None = None,
+                         producer: ProducerConfig | None = None) -> RunSummary:
     """Publish trades to PREFIX.trades, gaps to PREFIX.gaps and bad frames to PREFIX.dlq.
 
     Each batch waits until the broker acknowledged every record; a lost one stops the run
     with :class:`~qsframework.errors.PublishError` naming how many."""
+    from qsframework.kafka import ProducerConfig
     from qsframework.sinks.kafka import KafkaSink
 
     source = BinanceSource(config)
-    kafka = KafkaSink(bootstrap, ["trade", "gap"], prefix=prefix)
+    kafka = KafkaSink(bootstrap, ["trade", "gap"], prefix=prefix, producer=producer or ProducerConfig())
     source.on_reject = kafka.dead_letter
     return await _drive(source, [kafka], duration=duration, status=_status(source, status), flush_every_s=0.0)

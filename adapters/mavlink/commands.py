@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from qsframework.cli.groups import Commands
-from qsframework.cli.options import (BOOTSTRAP_OPTION, add_options, broker_address, duration_option, needs_extra,
-                                     progress, topic_prefix_option)
+from qsframework.cli.options import (ACK_TIMEOUT_OPTION, BOOTSTRAP_OPTION, add_options, broker_address, duration_option, needs_extra,
+                                     producer_config, progress, topic_prefix_option)
 from qsframework.durations import format_time
 from qsframework.errors import UserError
 
@@ -128,8 +128,9 @@ def record_mavlink_cmd(url: str, duration: float | None, system_id: int | None, 
 @_mavlink_options
 @BOOTSTRAP_OPTION
 @topic_prefix_option("PREFIX.telemetry.")
+@ACK_TIMEOUT_OPTION
 def ingest_mavlink_cmd(url: str, duration: float | None, system_id: int | None, component_id: int | None,
-                       clock: str, bootstrap: str | None, topic_prefix: str) -> None:
+                       clock: str, bootstrap: str | None, topic_prefix: str, ack_timeout: str | None) -> None:
     """Publish a vehicle's MAVLink telemetry to Kafka (PREFIX.telemetry.position, ...)."""
     import asyncio
 
@@ -139,8 +140,9 @@ def ingest_mavlink_cmd(url: str, duration: float | None, system_id: int | None, 
 
     cfg = _mavlink_config(url, system_id, component_id, clock)
     server = broker_address(bootstrap)
+    producer = producer_config(ack_timeout)
     try:
-        stats = asyncio.run(ingest_mavlink(cfg, server, prefix=topic_prefix, duration=duration))
+        stats = asyncio.run(ingest_mavlink(cfg, server, prefix=topic_prefix, duration=duration, producer=producer))
     except (ValueError, PublishError) as exc:
         raise UserError(str(exc)) from None
     _mavlink_summary(stats)

@@ -10,8 +10,9 @@ import click
 
 from ..errors import UserError
 from .groups import Commands
-from .options import (BOOTSTRAP_OPTION, FLOOR_DEFAULT, MAX_FUTURE_DEFAULT, PARAM_OPTION, bounds, broker_address,
-                      duration_option, progress, time_option, topic_prefix_option)
+from .options import (ACK_TIMEOUT_OPTION, BOOTSTRAP_OPTION, FLOOR_DEFAULT, MAX_FUTURE_DEFAULT, PARAM_OPTION, bounds, broker_address,
+                      duration_option, producer_config, progress, time_option,
+                      topic_prefix_option)
 
 
 @click.command()
@@ -124,8 +125,9 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
 @click.option("--end", metavar="T", help="Last event time, exclusive.")
 @BOOTSTRAP_OPTION
 @topic_prefix_option()
+@ACK_TIMEOUT_OPTION
 def ingest_replay(recording_dir: str, speed: float | None, start: str | None, end: str | None,
-                  bootstrap: str | None, topic_prefix: str) -> None:
+                  bootstrap: str | None, topic_prefix: str, ack_timeout: str | None) -> None:
     """Publish a recording's events to their topics in total order, then exit."""
     import asyncio
 
@@ -138,12 +140,13 @@ def ingest_replay(recording_dir: str, speed: float | None, start: str | None, en
     if speed is not None and speed <= 0:
         raise UserError("--speed must be positive")
     server = broker_address(bootstrap)
+    producer = producer_config(ack_timeout)
     rec = Recording(recording_dir)
     t_start, t_end = time_option(start, "--start"), time_option(end, "--end")
     with progress() as bar:
         task = bar.add_task("replay", total=rec.rows())
         try:
-            stats = asyncio.run(replay(rec, server, speed=speed, start=t_start, end=t_end,
+            stats = asyncio.run(replay(rec, server, speed=speed, start=t_start, end=t_end, producer=producer,
                                        prefix=topic_prefix, on_progress=lambda n: bar.advance(task, n)))
         except KafkaError as exc:
             raise UserError(f"broker {server}: {exc}") from None

@@ -28,6 +28,23 @@ PARAM_OPTION = click.option("-p", "--param", "params", multiple=True, metavar="N
 BOOTSTRAP_OPTION = click.option("--bootstrap", metavar="HOST:PORT", help="Broker (default: $QSF_KAFKA_BOOTSTRAP).")
 
 
+ACK_TIMEOUT_OPTION = click.option(
+    "--ack-timeout", metavar="DURATION",
+    help="Count a record as lost (exit 2) when the broker has not acknowledged it within this long (default: 40s).")
+
+
+def producer_config(ack_timeout: str | None):
+    """The producer settings of --ack-timeout (the producer's defaults without it)."""
+    from ..kafka import ProducerConfig
+
+    if ack_timeout is None:
+        return ProducerConfig()
+    timeout_ms = duration_option(ack_timeout, "--ack-timeout") // 1_000_000
+    if timeout_ms <= 0:
+        raise UserError("--ack-timeout must be at least 1ms")
+    return ProducerConfig(request_timeout_ms=timeout_ms)
+
+
 def topic_prefix_option(topics: str = "PREFIX.trades, PREFIX.dlq, ..."):
     return click.option("--topic-prefix", default="qsf", show_default=True, help=f"Topics are {topics}")
 

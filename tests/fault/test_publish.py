@@ -2,7 +2,7 @@
 
 Each test runs its own embedded broker (the session's is shared) and stops it while a
 publisher is sending: the command must exit non-zero with one line saying how many records
-were not acknowledged, never "published N events".
+were not acknowledged, never "published N events". ``--ack-timeout`` bounds the wait.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ from qsframework.stack import Stack
 from ..binance_server import BinanceServer
 from ..conftest import make_trades, qsf_cmd
 from ..tlog_gen import packets
+
+# records the broker has not acknowledged within this long count as lost (40 s by default):
+# the broker is stopped for good, so waiting longer would only make the tests slower
+ACK = ["--ack-timeout", "3s"]
 
 LOST = re.compile(r"^qsf: error: .*?([\d,]+) of ([\d,]+) records were not acknowledged by the broker "
                   r"\(first failure: .+\)$")
@@ -82,7 +86,7 @@ def test_replay_exits_non_zero_when_the_broker_goes_away(broker, tmp_path):
         w.write("trade", trades)
     env = {**os.environ, "QSF_KAFKA_BOOTSTRAP": broker.broker.bootstrap}
     proc = subprocess.Popen([*qsf_cmd(), "ingest", "replay", "--recording", str(tmp_path / "rec"),
-                             "--speed", "1", "--topic-prefix", "lost"],
+                             "--speed", "1", "--topic-prefix", "lost", *ACK],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     out, err = _stop_broker_once_publishing(broker, "lost.trades", proc)
     _assert_lost(proc, err, out, most=3000)
@@ -93,7 +97,7 @@ def test_ingest_binance_exits_non_zero_when_the_broker_goes_away(broker):
     with BinanceServer(("BTCUSDT", "ETHUSDT"), rate=500) as srv:
         # no --duration: only the lost records can end this run
         proc = subprocess.Popen([*qsf_cmd(), "ingest", "binance", "--symbols", "btcusdt,ethusdt",
-                                 "--url", srv.ws_url, "--topic-prefix", "lostbn"],
+                                 "--url", srv.ws_url, "--topic-prefix", "lostbn", *ACK],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         out, err = _stop_broker_once_publishing(broker, "lostbn.trades", proc)
         sent = sum(len(srv.sent_ids(s)) for s in ("BTCUSDT", "ETHUSDT"))
@@ -122,7 +126,7 @@ def test_ingest_mavlink_exits_non_zero_when_the_broker_goes_away(broker):
     try:
         # no --duration: only the lost records can end this run
         proc = subprocess.Popen([*qsf_cmd(), "ingest", "mavlink", "--url", f"udpin:127.0.0.1:{port}",
-                                 "--topic-prefix", "lostmv"],
+                                 "--topic-prefix", "lostmv", *ACK],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         out, err = _stop_broker_once_publishing(broker, "lostmv.telemetry", proc)
     finally:
@@ -147,3 +151,20 @@ def test_a_publisher_without_a_broker_is_a_one_line_error(tmp_path, command):
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith(f"qsf: error: broker {nobody}: ")
+
+
+@pytest.mark.parametrize("value, message", [("soon", "--ack-timeout: "), ("0s", "--ack-timeout must be at least 1ms")])
+def test_a_bad_ack_timeout_is_a_one_line_error(tmp_path, value, message):
+    r = subprocess.run([*qsf_cmd(), "ingest", "replay", "--recording", str(tmp_path), "--bootstrap", "127.0.0.1:9",
+                        "--ack-timeout", value], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"qsf: error: {message}"), r.stderr
+
+
+def test_the_ack_timeout_reaches_the_producer():
+    from qsframework.kafka import ProducerConfig
+
+    assert ProducerConfig().request_timeout_ms == 40_000  # aiokafka's own default: no change without the option
+    with pytest.raises(ValueError):
+        ProducerConfig(request_timeout_ms=0)
