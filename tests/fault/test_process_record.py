@@ -68,21 +68,23 @@ def snapshot_checkpoint(state: Path) -> int:
 
 
 def inside_record_window(proc: subprocess.Popen, record: Path, state: Path) -> bool:
-    """Freeze ``proc`` (SIGSTOP) if a --record file is staged that the snapshot does not cover
-    (a crash now would have doubled it when it was written as final); True if frozen so."""
+    """Freeze ``proc`` (SIGSTOP) if a --record file is staged, complete, for a checkpoint the
+    snapshot does not cover: the moment a crash doubled its rows when the recorder wrote them
+    as final before the commit. True if frozen so."""
     if not list(record.glob("kind=*/date=*/.part-*.parquet.tmp")):
         return False
     proc.send_signal(signal.SIGSTOP)
     covered = snapshot_checkpoint(state)
     for path in record.glob("kind=*/date=*/.part-*.parquet.tmp"):
         checkpoint = footer_checkpoint(path)
-        if checkpoint is None or checkpoint > covered:
+        if checkpoint is not None and checkpoint > covered:
             return True
     proc.send_signal(signal.SIGCONT)
     return False
 
 
-def _split(trades: pa.Table, at: int) -> tuple[pa.Table, pa.Table]:
+def split_at(trades: pa.Table, at: int) -> tuple[pa.Table, pa.Table]:
+    """Two halves of a table in total order, cut where the event time moves on."""
     ts = trades.column("ts_event").to_pylist()
     while ts[at] == ts[at - 1]:
         at += 1
@@ -140,7 +142,7 @@ def test_a_record_file_whose_checkpoint_was_committed_is_published_at_restart(st
     """Killed after the commit and before the rename: the restart keeps the file (without
     it, its rows would be missing, since their offsets are committed)."""
     trades = make_trades(42, 3000)
-    first, second = _split(trades, 1800)
+    first, second = split_at(trades, 1800)
     prefix = f"t{uuid.uuid4().hex[:8]}"
     env = {"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap}
     record = tmp_path / "rec"
@@ -171,7 +173,7 @@ def test_a_record_file_its_snapshot_does_not_cover_is_removed_and_its_rows_recor
     the restart resumes from the older snapshot, reads those rows again and records them
     again, so the staged files must go."""
     trades = make_trades(43, 3000)
-    first, second = _split(trades, 1500)
+    first, second = split_at(trades, 1500)
     prefix = f"t{uuid.uuid4().hex[:8]}"
     env = {"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap}
     record, state = tmp_path / "rec", tmp_path / "state"
