@@ -53,7 +53,7 @@ from .kafka import (
 )
 from .latency import LatencyWindow
 from .order import sort_table
-from .parts import PartsOutput, discard, publish
+from .parts import Offsets, PartsOutput, discard, publish
 from .recording import RecordingWriter
 from .shutdown import stop_on_signals
 from .sinks import Refused
@@ -749,14 +749,15 @@ class Processor:
     async def _seek_assigned(self, assigned: set[TopicPartition]) -> None:
         """Start each assigned partition where this run left it, else at the --state
         snapshot's offset, else at the group's committed offset, else at its start; an
-        offset outside the log follows the reset policy. Then settle the --out parts and
-        --record files a crash left (one rule for both)."""
+        offset outside the log follows the reset policy. At the first assignment, before any
+        seek (so nothing of this run is staged yet), settle the --out parts and --record files
+        a crash left, by one rule for both."""
         consumer = self._consumer
         assert consumer is not None
         tps = sorted(assigned)
         starts = await consumer.beginning_offsets(tps)
         now = time.monotonic()
-        positions: dict[tuple[str, int], int] = {}
+        targets: list[tuple[TopicPartition, int, str]] = []
         for tp in tps:
             self._active_at.setdefault(tp, now)
             if tp in self._next_offset:
@@ -765,21 +766,24 @@ class Processor:
                 target, what = self._resume[tp], "--state snapshot's"
             else:
                 target, what = await consumer.committed(tp), "committed"
-            if target is None:
-                target = starts[tp]
+            targets.append((tp, starts[tp] if target is None else target, what))
+        if not self._settled:
+            self._settled = True  # once: later assignments find only this run's files
+            self._settle({(tp.topic, tp.partition): target for tp, target, _ in targets})
+        for tp, target, what in targets:
             if target < starts[tp]:
                 self._on_reset(consumer, tp, what, target, starts[tp], None)
-                target = starts[tp]
             else:
                 consumer.seek(tp, target)
                 self._unverified[tp] = (target, what, starts[tp])
-            positions[(tp.topic, tp.partition)] = target
-        if self._settled:
-            return
-        self._settled = True  # once: later assignments find only this run's parts
+
+    def _settle(self, positions: dict[tuple[str, int], int]) -> None:
+        """Publish the staged files a crash left whose checkpoint is committed (the --state
+        snapshot's or an earlier one; without --state: offsets the resume ``positions``
+        cover), delete the others: their input is read again."""
         restored = self._restored_no
 
-        def committed(offsets: dict[tuple[str, int], int], checkpoint: int) -> bool:
+        def committed(offsets: Offsets, checkpoint: int) -> bool:
             if restored is not None:  # the snapshot says exactly which checkpoint it is
                 return checkpoint <= restored
             return all(positions.get(k, -1) >= o for k, o in offsets.items())

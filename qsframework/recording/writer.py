@@ -22,12 +22,20 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..errors import UserError
 from ..events import conform, get_kind
 from ..order import is_sorted, sort_table
-from ..parts import Committed, Offsets, hidden_part, next_part, publish, settle, staged_parts, write_part
+from ..parts import (
+    Committed,
+    Offsets,
+    hidden_part,
+    next_part,
+    publish,
+    settle,
+    staged_parts,
+    write_part,
+)
 from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST
 
 DAY_NS = 86_400 * 1_000_000_000

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -182,7 +183,7 @@ def test_sigkills_at_random_points_lose_and_double_nothing(stack_endpoints, tmp_
         target = rng.randint(before + 1, published - 500)
         wait_for(lambda: state_offsets(state).get((topic, 0), 0) >= target, f"a snapshot at offset {target}", proc=proc)
         if i in (1, 4):  # where a crash doubled the record: its files written, the snapshot not yet
-            wait_for(lambda: frozen_in_record_window(proc), "a staged --record file ahead of the snapshot",
+            wait_for(partial(frozen_in_record_window, proc), "a staged --record file ahead of the snapshot",
                      proc=proc)
         elif rng.random() < 0.5:  # now, or while it processes the next piece
             publish_upto(min(trades.num_rows, published + rng.randint(200, 1200)))
