@@ -53,7 +53,7 @@ from .kafka import (
 )
 from .latency import LatencyWindow
 from .order import sort_table
-from .parts import PartsOutput
+from .parts import Offsets, PartsOutput, discard, publish
 from .recording import RecordingWriter
 from .shutdown import stop_on_signals
 from .sinks import Refused
@@ -207,12 +207,12 @@ class Processor:
         self._checkpointed: dict[TopicPartition, int] = {}
         self._checkpoint_no = 0  # numbers checkpoints across restarts (kept in the snapshot)
         self._restored_no: int | None = None  # the --state snapshot's checkpoint
-        self._settled = False  # --out parts a crash left are settled at the first assignment
+        self._settled = False  # --out parts and --record files a crash left are settled at the first assignment
         self._unverified: dict[TopicPartition, tuple[int, str, int]] = {}  # sought, log end not yet seen
         self._last_commit = 0.0
         self._outputs: dict[str, PartsOutput] = {}
         self._recorder = RecordingWriter(config.record) if config.record else None
-        self._to_record: list[tuple[str, pa.RecordBatch]] = []  # consumed since the last checkpoint
+        self._to_record: list[tuple[str, pa.RecordBatch]] = []  # released since the last checkpoint
         self._pg = None
         self._dlq_failures = 0  # dead letters the broker did not take (logged; never fatal)
         if "timescale" in config.sinks:
@@ -343,11 +343,12 @@ class Processor:
         (a restart reads their input again)."""
         if self._durable is not None and not self._durable.done():
             self._durable.cancel()
-        staged = self._deferred.staged if self._deferred is not None else []
+        if self._deferred is not None:
+            discard(self._deferred.staged)
         self._deferred = None
         self._to_record = []
         for out in self._outputs.values():
-            out.discard([path for o, path in staged if o is out])
+            out.discard()
 
     async def _close(self) -> None:
         """Close clients; each step is bounded, since a broker or database may be gone."""
@@ -667,34 +668,33 @@ class Processor:
             await self._commit_now(consumer, deferred)
 
     async def _checkpoint(self, producer, *, final: bool) -> _Checkpoint | None:
-        """Offsets up to what the engine has consumed, the state as of them and the outputs
-        since the last checkpoint (staged); None if nothing changed."""
+        """Offsets up to what the engine has consumed, the state as of them, and the outputs
+        and --record rows since the last checkpoint, staged now (hidden files, written while
+        the PostgreSQL writes run) and published once it is committed; None if nothing changed."""
         await producer.flush()
         pending = {} if final else self._pending.first_offsets()
         offsets = {tp: pending.get(self._part_ids[tp], nxt) for tp, nxt in self._next_offset.items()}
         keyed = {(tp.topic, tp.partition): off for tp, off in offsets.items()}
         number = self._checkpoint_no + 1
-        staged = [(out, path) for out in self._outputs.values() if (path := out.stage(keyed, number)) is not None]
+        staged = [path for out in self._outputs.values() if (path := out.stage(keyed, number)) is not None]
+        if self._recorder is not None and self._to_record:
+            record, self._to_record = self._to_record, []
+            staged += self._recorder.stage(record, offsets=keyed, checkpoint=number)
         if offsets == self._checkpointed and not staged:
             return None
         self._checkpointed, self._checkpoint_no = offsets, number
         blob = self._state_blob(offsets) if offsets else None
-        record, self._to_record = self._to_record, []
-        return _Checkpoint(durable=self._durable, offsets=offsets, blob=blob, staged=staged, record=record)
+        return _Checkpoint(durable=self._durable, offsets=offsets, blob=blob, staged=staged)
 
     async def _commit_now(self, consumer, checkpoint: _Checkpoint) -> None:
         if checkpoint.durable is not None:
             await checkpoint.durable
-        if self._recorder is not None and checkpoint.record:
-            for kind, batch in checkpoint.record:
-                self._recorder.write(kind, batch)
-            self._recorder.flush()
         if checkpoint.offsets:
             self._save_state(checkpoint.blob)  # the snapshot first: it is what a restart trusts
             await self._commit_offsets(consumer, checkpoint.offsets)
             self.stats.commits += 1
-        for out, path in checkpoint.staged:
-            out.publish(path)
+        for path in checkpoint.staged:  # --out parts and --record files: final only now
+            publish(path)
 
     async def _commit_offsets(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         """Commit, retrying across rebalances and broker restarts; a reset log is an error."""
@@ -749,13 +749,15 @@ class Processor:
     async def _seek_assigned(self, assigned: set[TopicPartition]) -> None:
         """Start each assigned partition where this run left it, else at the --state
         snapshot's offset, else at the group's committed offset, else at its start; an
-        offset outside the log follows the reset policy. Then settle --out parts a crash left."""
+        offset outside the log follows the reset policy. At the first assignment, before any
+        seek (so nothing of this run is staged yet), settle the --out parts and --record files
+        a crash left, by one rule for both."""
         consumer = self._consumer
         assert consumer is not None
         tps = sorted(assigned)
         starts = await consumer.beginning_offsets(tps)
         now = time.monotonic()
-        positions: dict[tuple[str, int], int] = {}
+        targets: list[tuple[TopicPartition, int, str]] = []
         for tp in tps:
             self._active_at.setdefault(tp, now)
             if tp in self._next_offset:
@@ -764,30 +766,35 @@ class Processor:
                 target, what = self._resume[tp], "--state snapshot's"
             else:
                 target, what = await consumer.committed(tp), "committed"
-            if target is None:
-                target = starts[tp]
+            targets.append((tp, starts[tp] if target is None else target, what))
+        if not self._settled:
+            self._settled = True  # once: later assignments find only this run's files
+            self._settle({(tp.topic, tp.partition): target for tp, target, _ in targets})
+        for tp, target, what in targets:
             if target < starts[tp]:
                 self._on_reset(consumer, tp, what, target, starts[tp], None)
-                target = starts[tp]
             else:
                 consumer.seek(tp, target)
                 self._unverified[tp] = (target, what, starts[tp])
-            positions[(tp.topic, tp.partition)] = target
-        if self._settled:
-            return
-        self._settled = True  # once: later assignments find only this run's parts
+
+    def _settle(self, positions: dict[tuple[str, int], int]) -> None:
+        """Publish the staged files a crash left whose checkpoint is committed (the --state
+        snapshot's or an earlier one; without --state: offsets the resume ``positions``
+        cover), delete the others: their input is read again."""
         restored = self._restored_no
 
-        def committed(offsets: dict[tuple[str, int], int], checkpoint: int) -> bool:
+        def committed(offsets: Offsets, checkpoint: int) -> bool:
             if restored is not None:  # the snapshot says exactly which checkpoint it is
                 return checkpoint <= restored
             return all(positions.get(k, -1) >= o for k, o in offsets.items())
 
-        for name, out in self._outputs.items():
-            published, deleted = out.resolve(committed)
+        settled = [(f"--out {name}", out.resolve(committed)) for name, out in self._outputs.items()]
+        if self._recorder is not None:
+            settled.append(("--record", self._recorder.resolve(committed)))
+        for what, (published, deleted) in settled:
             if published or deleted:
-                log.info("--out %s: %d parts committed before a crash kept, %d not committed removed",
-                         name, published, deleted)
+                log.info("%s: %d files committed before a crash kept, %d not committed removed",
+                         what, published, deleted)
 
     # -- state for exact restarts ---------------------------------------------------------
     def _state_file(self) -> Path | None:
@@ -871,14 +878,13 @@ class Processor:
 
 @dataclass(frozen=True, kw_only=True)
 class _Checkpoint:
-    """What one commit makes final: offsets, the state as of them, --out parts and the rows for
-    --record; committed once ``durable`` (the PostgreSQL writes up to them) is done."""
+    """What one commit makes final: offsets, the state as of them, and the staged --out parts
+    and --record files; committed once ``durable`` (the PostgreSQL writes up to them) is done."""
 
     durable: asyncio.Task | None
     offsets: dict[TopicPartition, int]
     blob: bytes | None
-    staged: list[tuple[PartsOutput, Path]]
-    record: list[tuple[str, pa.RecordBatch]]
+    staged: list[Path]
 
 
 class _OnAssign(ConsumerRebalanceListener):

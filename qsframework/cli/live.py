@@ -24,7 +24,8 @@ from .options import (ACK_TIMEOUT_OPTION, BOOTSTRAP_OPTION, FLOOR_DEFAULT, MAX_F
                    "telegram: alerts to $QSF_TELEGRAM_CHAT_ID via $QSF_TELEGRAM_TOKEN (sent once, deduplicated in $QSF_PG_DSN).")
 @click.option("--out", "out_dir", metavar="DIR",
               help="Write signals/alerts as Parquet part directories (DIR/signals.parquet/part-*.parquet), the backtest's rows; a restart appends.")
-@click.option("--record", "record_dir", metavar="DIR", help="Write the consumed input as a recording.")
+@click.option("--record", "record_dir", metavar="DIR",
+              help="Write the consumed input as a recording (files published at each commit; with --state a restart never doubles it).")
 @click.option("--exit-when-idle", type=float, metavar="SECONDS", help="Finish once no event arrived for this long.")
 @click.option("--state", "state_dir", metavar="DIR", help="Snapshot the engine with each commit; a restart resumes exactly from it.")
 @click.option("--lateness", default="0s", show_default=True, metavar="DURATION", help="Allowed out-of-orderness before the watermark.")

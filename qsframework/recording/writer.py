@@ -3,7 +3,10 @@
 Each file holds rows sorted in total order and is written under a temporary name, synced
 and renamed, so a killed writer never leaves a half file behind. A new recording made in one
 go (an import) is written by :func:`new_recording`, which makes the whole directory appear at
-once, or not at all when the import fails.
+once, or not at all when the import fails. ``qsf process --record`` stages its files hidden
+with the offsets they cover and publishes them once those are committed
+(:meth:`RecordingWriter.stage`, the rules of :mod:`qsframework.parts`), so a restart never
+records a row twice.
 """
 
 from __future__ import annotations
@@ -12,18 +15,27 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..errors import UserError
 from ..events import conform, get_kind
 from ..order import is_sorted, sort_table
+from ..parts import (
+    Committed,
+    Offsets,
+    hidden_part,
+    next_part,
+    publish,
+    settle,
+    staged_parts,
+    write_part,
+)
 from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST
 
 DAY_NS = 86_400 * 1_000_000_000
@@ -64,6 +76,7 @@ class RecordingWriter:
         self.rows_written = 0
         self.files_written: list[Path] = []
         self._kinds: set[str] = set()
+        self._next: dict[Path, int] = {}  # per kind=K/date=D directory: the next file number
         self.root.mkdir(parents=True, exist_ok=True)
         self._write_manifest()
 
@@ -90,27 +103,65 @@ class RecordingWriter:
 
     def write(self, kind: str, data: pa.Table | pa.RecordBatch) -> None:
         """Add events of ``kind`` (any order; each file is sorted before it is written)."""
+        days = self._days(kind, data)
+        if not days:
+            return
+        # a later day has begun: earlier days of this kind are (normally) complete
+        for k in [k for k in self._buffers if k[0] == kind and k[1] < days[-1][0]]:
+            self._flush(k, final=True)
+        for day, part in days:
+            k = (kind, day)
+            self._buffers.setdefault(k, []).append(part)
+            self._buffered[k] = self._buffered.get(k, 0) + part.num_rows
+            if self._buffered[k] >= self.rows_per_file:
+                self._flush(k, final=False)
+
+    def _days(self, kind: str, data: pa.Table | pa.RecordBatch) -> list[tuple[str, pa.Table]]:
+        """``data`` conformed to ``kind``'s schema and split by day (listing ``kind`` in the manifest)."""
         ek = get_kind(kind)
         if kind not in self._kinds:
             self._kinds.add(kind)
             self._write_manifest()
         table = pa.Table.from_batches([conform(data, ek)])
         if table.num_rows == 0:
-            return
+            return []
         days = table.column("ts_event").to_numpy() // DAY_NS
         first, last = int(days.min()), int(days.max())
-        # a later day has begun: earlier days of this kind are (normally) complete
-        for k in [k for k in self._buffers if k[0] == kind and k[1] < _day(last * DAY_NS)]:
-            self._flush(k, final=True)
+        if first == last:
+            return [(_day(first * DAY_NS), table)]
+        out = []
         for day in range(first, last + 1):
-            part = table if first == last else table.filter(pa.array(days == day))
-            if part.num_rows == 0:
-                continue
-            k = (kind, _day(day * DAY_NS))
-            self._buffers.setdefault(k, []).append(part)
-            self._buffered[k] = self._buffered.get(k, 0) + part.num_rows
-            if self._buffered[k] >= self.rows_per_file:
-                self._flush(k, final=False)
+            part = table.filter(pa.array(days == day))
+            if part.num_rows:
+                out.append((_day(day * DAY_NS), part))
+        return out
+
+    def stage(self, items: Iterable[tuple[str, pa.Table | pa.RecordBatch]], *, offsets: Offsets,
+              checkpoint: int) -> list[Path]:
+        """Write ``items`` (kind, rows) as hidden files of ``checkpoint``, which commits
+        ``offsets`` (in their footers), apart from the buffered rows; :func:`~qsframework.parts.publish`
+        renames them into place once it is committed, :meth:`resolve` settles them after a crash."""
+        grouped: dict[tuple[str, str], list[pa.Table]] = {}
+        for kind, data in items:
+            for day, part in self._days(kind, data):
+                grouped.setdefault((kind, day), []).append(part)
+        staged = []
+        for k in sorted(grouped):
+            table = pa.concat_tables(grouped[k])
+            for start in range(0, table.num_rows, self.rows_per_file):
+                staged.append(self._write_file(k, table.slice(start, self.rows_per_file),
+                                               staged=(offsets, checkpoint)))
+        return staged
+
+    def resolve(self, committed: Committed) -> tuple[int, int]:
+        """After a crash: publish the hidden files whose offsets and checkpoint ``committed``
+        confirms, delete the others (see :func:`~qsframework.parts.settle`); (published, deleted)."""
+        published = deleted = 0
+        for directory in sorted(self.root.glob("kind=*/date=*")):
+            p, d = settle(staged_parts(directory), committed)
+            published, deleted = published + p, deleted + d
+        self._next.clear()
+        return published, deleted
 
     def _flush(self, k: tuple[str, str], *, final: bool) -> None:
         """Write full files of ``rows_per_file`` rows; the remainder too when ``final``."""
@@ -126,14 +177,17 @@ class RecordingWriter:
             self._buffers[k] = [table]
             self._buffered[k] = table.num_rows
 
-    def _write_file(self, k: tuple[str, str], table: pa.Table) -> None:
+    def _write_file(self, k: tuple[str, str], table: pa.Table, *,
+                    staged: tuple[Offsets, int] | None = None) -> Path:
+        """Write one sorted file of ``k``: in place, or hidden with ``staged`` (offsets, checkpoint)."""
         kind, day = k
         if not is_sorted(table):
             table = sort_table(table)
         directory = self.root / f"kind={kind}" / f"date={day}"
-        directory.mkdir(parents=True, exist_ok=True)
-        index = len(list(directory.glob("part-*.parquet")))
-        path = directory / f"part-{index:05d}.parquet"
+        index = self._next.get(directory)
+        if index is None:  # max + 1 over published and staged files: a gap never makes it overwrite
+            index = next_part(directory)
+        self._next[directory] = index + 1
         ts = table.column("ts_event")
         meta = {
             b"qsf.format": FORMAT_NAME.encode(),
@@ -144,22 +198,17 @@ class RecordingWriter:
             b"qsf.ts_max": str(ts[table.num_rows - 1].as_py()).encode(),
             b"qsf.keys": json.dumps(sorted(pc.unique(table.column("key")).to_pylist())).encode(),
         }
-        table = table.replace_schema_metadata(meta)
-        tmp = directory / f".{path.name}.tmp"
-        pq.write_table(
-            table,
-            tmp,
-            compression="zstd",
-            compression_level=self.compression_level,
-            row_group_size=self.row_group_rows,
-            use_dictionary=["source", "key"],
-            write_statistics=True,
-        )
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        path = hidden_part(directory, index, 5)
+        offsets, checkpoint = staged if staged is not None else (None, 0)
+        write_part(path, table.replace_schema_metadata(meta), offsets=offsets, checkpoint=checkpoint,
+                   compression="zstd", compression_level=self.compression_level,
+                   row_group_size=self.row_group_rows, use_dictionary=["source", "key"], write_statistics=True)
         self.rows_written += table.num_rows
+        if staged is not None:
+            return path
+        path = publish(path)
         self.files_written.append(path)
+        return path
 
     def flush(self) -> None:
         """Write every buffered row to files now."""

@@ -1,11 +1,13 @@
 """qsf process across restarts: re-runs append to --out, a reset broker log is an error
-(or the explicit --on-reset policy), and SIGKILLs at random points lose and double nothing."""
+(or the explicit --on-reset policy), and SIGKILLs at random points (and inside the --record
+commit window) lose and double nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import uuid
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +22,8 @@ from ..conftest import SPREAD_SPEC, make_trades
 from ..test_outage import OVERRIDES, _assert_equal_to_clean_run, _tables
 from ..test_process import _fresh_database
 from .processes import end_offset, publish, rows_in, run_process, start_process, state_offsets, wait_for
+from .test_process_record import assert_recorded_exactly, inside_record_window
+from .test_process_record import split_at as _split
 
 PARAMS = [f"-p{k}={v}" for k, v in OVERRIDES.items()]
 
@@ -28,14 +32,6 @@ def _backtest(spread_cls, trades: pa.Table, root):
     with RecordingWriter(root) as w:
         w.write("trade", trades)
     return run_backtest(spread_cls, Recording(root), overrides=OVERRIDES)
-
-
-def _split(trades: pa.Table, at: int) -> tuple[pa.Table, pa.Table]:
-    """Two halves of a table in total order, cut where the event time moves on."""
-    ts = trades.column("ts_event").to_pylist()
-    while ts[at] == ts[at - 1]:
-        at += 1
-    return trades.slice(0, at), trades.slice(at)
 
 
 def test_a_rerun_with_the_same_group_appends_to_out_and_destroys_nothing(stack_endpoints, tmp_path, spread_cls):
@@ -142,7 +138,9 @@ def test_a_broker_that_restarts_empty_under_a_running_processor_is_an_error_not_
 
 def test_sigkills_at_random_points_lose_and_double_nothing(stack_endpoints, tmp_path, spread_cls):
     """Killed with SIGKILL six times, each time right after a snapshot or while a new piece of
-    input is being processed: PostgreSQL and --out end exactly as a backtest, the DLQ empty.
+    input is being processed, twice of them frozen first where --record files are staged for
+    a checkpoint whose snapshot is not saved yet: PostgreSQL, --out and --record end exactly
+    as a backtest (the record holds each input trade once), the DLQ empty.
 
     The topic holds the trades a little out of order (up to 0.5 s, within --lateness 1s), so
     a snapshot's offset (the oldest row still waiting) has rows after it that were already
@@ -156,9 +154,10 @@ def test_sigkills_at_random_points_lose_and_double_nothing(stack_endpoints, tmp_
     topic = f"{prefix}.trades"
     dsn = _fresh_database(stack_endpoints.pg_dsn)
     env = {"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap, "QSF_PG_DSN": dsn}
-    state, out = tmp_path / "state", tmp_path / "live"
+    state, out, record = tmp_path / "state", tmp_path / "live", tmp_path / "record"
     argv = [*PARAMS, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--sink", "timescale",
-            "--out", str(out), "--state", str(state), "--commit-interval", "0s", "--lateness", "1s"]
+            "--out", str(out), "--record", str(record), "--state", str(state), "--commit-interval", "0s",
+            "--lateness", "1s"]
     published = 0
 
     def publish_upto(n: int) -> None:
@@ -166,7 +165,16 @@ def test_sigkills_at_random_points_lose_and_double_nothing(stack_endpoints, tmp_
         publish(stack_endpoints.kafka_bootstrap, prefix, "trade", shuffled.slice(published, n - published))
         published = n
 
-    for _ in range(6):
+    def frozen_in_record_window(proc) -> bool:
+        """True once ``proc`` is frozen inside the window; when it has processed what it can
+        (the last second waits behind the watermark) without being caught there, more input."""
+        if inside_record_window(proc, record, state):
+            return True
+        if state_offsets(state).get((topic, 0), 0) >= published - 500 and published < trades.num_rows - 1000:
+            publish_upto(published + 100)
+        return False
+
+    for i in range(6):
         before = state_offsets(state).get((topic, 0), 0)
         if published - before < 800:
             publish_upto(min(trades.num_rows, published + 1000))
@@ -174,7 +182,10 @@ def test_sigkills_at_random_points_lose_and_double_nothing(stack_endpoints, tmp_
         # the rows of the last second (--lateness) wait for later ones: aim below them
         target = rng.randint(before + 1, published - 500)
         wait_for(lambda: state_offsets(state).get((topic, 0), 0) >= target, f"a snapshot at offset {target}", proc=proc)
-        if rng.random() < 0.5:  # now, or while it processes the next piece
+        if i in (1, 4):  # where a crash doubled the record: its files written, the snapshot not yet
+            wait_for(partial(frozen_in_record_window, proc), "a staged --record file ahead of the snapshot",
+                     proc=proc)
+        elif rng.random() < 0.5:  # now, or while it processes the next piece
             publish_upto(min(trades.num_rows, published + rng.randint(200, 1200)))
         proc.kill()
         proc.wait()
@@ -193,3 +204,6 @@ def test_sigkills_at_random_points_lose_and_double_nothing(stack_endpoints, tmp_
     clean = run_backtest(spread_cls, Recording(tmp_path / "rec"), overrides=OVERRIDES)
     assert pq.read_table(out / "signals.parquet").equals(clean.tables["signals"])
     assert pq.read_table(out / "alerts.parquet").equals(clean.tables["alerts"])
+    assert_recorded_exactly(record, trades)
+    replayed = run_backtest(spread_cls, Recording(record), overrides=OVERRIDES)  # parity: the record gives them again
+    assert replayed.tables["signals"].equals(clean.tables["signals"])
