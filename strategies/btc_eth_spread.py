@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from qsframework import TRADE, Context, Duration, Strategy, TimerFires, compiled
 from qsframework.keycodes import encode_keys, string_buffers
-from qsframework.strategies.spread_kernel import DIVERGENCE, spread_kernel
+from qsframework.strategies.spread_kernel import DIVERGENCE, kernel_ready, spread_kernel
 from qsframework.strategy import attrs_json_column
 
 #: the per-event core (compiled by mypyc when the install had a C compiler)
@@ -71,8 +71,9 @@ class BtcEthSpread(Strategy):
         c = self._core
         self._band = np.array([c.fire_lo, c.fire_hi, c.rearm_lo, c.rearm_hi])
 
-    def prepare(self) -> None:
-        """Load the compiled batch kernel (compiling it on first use) on a scratch copy."""
+    def _scratch(self) -> tuple[BtcEthSpread, pa.RecordBatch, TimerFires]:
+        """A fresh copy of this strategy, started, and a small batch with a fire for it:
+        what the batch kernel is compiled, or looked up in the cache, with."""
         scratch = type(self)(self.p, Context(strategy=self.name))
         ts = [0, self._w + 2 * self._s]
         batch = pa.RecordBatch.from_pydict(
@@ -82,7 +83,17 @@ class BtcEthSpread(Strategy):
         scratch.ctx.now = 0
         scratch.on_start()
         fires = TimerFires(["sample"], np.array([self._s], np.int64), np.array([1], np.int64))
+        return scratch, batch, fires
+
+    def prepare_batch(self) -> None:
+        """Load the compiled batch kernel (compiling it on first use) on a scratch copy."""
+        scratch, batch, fires = self._scratch()
         scratch.on_trade_batch(batch, fires)
+
+    def batch_ready(self) -> bool:
+        """Whether the batch kernel is compiled already or in the cache (then loaded)."""
+        scratch, batch, fires = self._scratch()
+        return kernel_ready(spread_kernel, *scratch._kernel_inputs(batch, fires)[1])
 
     def keys(self) -> frozenset[str]:
         return frozenset({self._a, self._b})
@@ -124,6 +135,28 @@ class BtcEthSpread(Strategy):
     # -- batch path ----------------------------------------------------------------
     def on_trade_batch(self, batch: pa.RecordBatch, fires: TimerFires) -> None:
         """The per-event algorithm compiled over a whole batch: same operations, same bits."""
+        (f, i, ring, out_kind, out_ts, out_val, out_corr), args = self._kernel_inputs(batch, fires)
+        n_out, a_ts, a_px, b_ts, b_px = spread_kernel(*args)
+        self._emit(out_kind[:n_out], out_ts[:n_out], out_val[:n_out], out_corr[:n_out])
+        # write the state back into the core, where the per-event path keeps it
+        c = self._core
+        win = c.win
+        c.la, c.lb, c.lag_a, c.lag_b = (float(x) for x in f[0:4])
+        c.armed = bool(i[0])
+        c.load(a_ts[i[1] :].tolist(), a_px[i[1] :].tolist(), b_ts[i[2] :].tolist(), b_px[i[2] :].tolist())
+        win.sa, win.sb, win.saa, win.sbb, win.sab = (float(x) for x in f[4:9])
+        win.valid, win.nza, win.nzb = int(i[3]), int(i[4]), int(i[5])
+        if i[6]:
+            c.has_prev = True
+            c.prev_a, c.prev_b = float(f[9]), float(f[10])
+        h = int(i[7])
+        win.ra = deque(ring[0, :h].tolist(), maxlen=win.n)
+        win.rb = deque(ring[1, :h].tolist(), maxlen=win.n)
+        win.ok = deque(ring[2, :h].astype(np.int64).tolist(), maxlen=win.n)
+
+    def _kernel_inputs(self, batch: pa.RecordBatch, fires: TimerFires) -> tuple[tuple, tuple]:
+        """The kernel's state and output arrays (f, i, ring, kind, ts, value, corr), and its
+        whole argument list for ``batch``."""
         ts = batch.column("ts_event").to_numpy()
         price = batch.column("price").to_numpy()
         key_offsets, key_data, key_start, _ = string_buffers(batch.column("key"))
@@ -146,7 +179,7 @@ class BtcEthSpread(Strategy):
         out_ts = np.empty(len(ts) + len(fires), np.int64)
         out_val = np.empty(len(ts) + len(fires))
         out_corr = np.empty(len(ts) + len(fires))
-        n_out, a_ts, a_px, b_ts, b_px = spread_kernel(
+        args = (
             ts, price, key_offsets, key_data, key_start, *self._legs,
             np.array(c.ta[c.ia :], np.int64), np.array(c.pa[c.ia :], np.float64),
             np.array(c.tb[c.ib :], np.int64), np.array(c.pb[c.ib :], np.float64),
@@ -154,20 +187,7 @@ class BtcEthSpread(Strategy):
             self._w, self._thr, self._rearm_at, self._band, c.first,
             out_kind, out_ts, out_val, out_corr,
         )
-        self._emit(out_kind[:n_out], out_ts[:n_out], out_val[:n_out], out_corr[:n_out])
-        # write the state back into the core, where the per-event path keeps it
-        c.la, c.lb, c.lag_a, c.lag_b = (float(x) for x in f[0:4])
-        c.armed = bool(i[0])
-        c.load(a_ts[i[1] :].tolist(), a_px[i[1] :].tolist(), b_ts[i[2] :].tolist(), b_px[i[2] :].tolist())
-        win.sa, win.sb, win.saa, win.sbb, win.sab = (float(x) for x in f[4:9])
-        win.valid, win.nza, win.nzb = int(i[3]), int(i[4]), int(i[5])
-        if i[6]:
-            c.has_prev = True
-            c.prev_a, c.prev_b = float(f[9]), float(f[10])
-        h = int(i[7])
-        win.ra = deque(ring[0, :h].tolist(), maxlen=win.n)
-        win.rb = deque(ring[1, :h].tolist(), maxlen=win.n)
-        win.ok = deque(ring[2, :h].astype(np.int64).tolist(), maxlen=win.n)
+        return (f, i, ring, out_kind, out_ts, out_val, out_corr), args
 
     def _emit(self, kind: np.ndarray, ts: np.ndarray, val: np.ndarray, corr: np.ndarray) -> None:
         """Emit the kernel's records in order: runs of spreads in bulk, divergences one by one."""

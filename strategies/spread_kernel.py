@@ -15,6 +15,19 @@ from qsframework.keycodes import pair_codes_kernel
 DIVERGENCE, SPREAD = 0, 1
 
 
+def kernel_ready(kernel, *args) -> bool:
+    """Whether numba ``kernel`` runs on ``args`` without compiling: compiled in this process
+    already, or in its on-disk cache (then loaded now, which takes milliseconds)."""
+    sig = tuple(kernel.typeof_pyval(a) for a in args)
+    if sig in kernel.overloads:
+        return True
+    cache = getattr(kernel, "_cache", None)  # numba's per-function disk cache (cache=True)
+    if cache is None or cache.load_overload(sig, kernel.targetctx) is None:
+        return False
+    kernel.compile(sig)  # found: load it into the dispatcher as a call would
+    return True
+
+
 @njit(cache=True, inline="always")
 def _advance(ts, px, head, end, cut, lag):  # pragma: no cover - compiled
     """SpreadCore.advance for one leg: trades at or before ``cut`` leave; the last is the lag."""
