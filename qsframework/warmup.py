@@ -47,7 +47,10 @@ def start(spec: str, overrides: dict[str, Any]) -> Path | None:
         # the child inherits the locked descriptor, so the lock lasts exactly as long as it runs
         os.set_inheritable(fd, True)
         quiet = [(os.POSIX_SPAWN_OPEN, n, os.devnull, os.O_RDWR, 0) for n in (0, 1, 2)]
-        argv = [sys.executable, "-m", __name__, str(fd), spec, json.dumps(overrides, default=str)]
+        # -P: not the working directory first on sys.path, where a checkout's qsframework/
+        # folder would shadow the installed package (as for the qsf command itself)
+        argv = [sys.executable, "-P", "-m", __name__, str(fd), spec,
+                json.dumps(overrides, default=str)]
         os.posix_spawn(sys.executable, argv, os.environ, file_actions=quiet, setsid=True)
     except OSError:
         return None

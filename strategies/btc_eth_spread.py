@@ -102,7 +102,8 @@ class BtcEthSpread(Strategy):
     def on_start(self) -> None:
         self.s.first = now = self.ctx.now
         sample = int(self.p.sample)
-        self.ctx.every(sample, "sample", first=-(-now // sample) * sample)  # grid: multiples of sample
+        # the grid: multiples of sample, from the first at or after the first event
+        self.ctx.every(sample, "sample", first=-(-now // sample) * sample)
 
     def on_trade(self, t: tuple[int, str, float]) -> None:
         ts, key, price = t
@@ -142,7 +143,7 @@ class BtcEthSpread(Strategy):
 
     # -- the maths ---------------------------------------------------------------------
     def slide(self, now: int) -> None:
-        """Trades at or before ``now - W`` leave the window; the last of a leg to leave is its lag."""
+        """Trades at or before ``now - W`` leave the window; a leg's last to leave is its lag."""
         s, cut = self.s, now - self.w
         while s.a_ts and s.a_ts[0] <= cut:
             s.a_ts.popleft()

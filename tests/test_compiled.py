@@ -96,10 +96,12 @@ def test_fast_paths_must_hold_the_definitions_fields(spread_cls):
     """A state field the core and kernel do not know, or one they know that the state lacks,
     fails when the accelerated class is made, not as wrong numbers later."""
     state = spread_cls.plain.State
-    extra = dataclasses.make_dataclass("Extra", [("spread_ema", float, dataclasses.field(default=0.0))],
-                                       bases=(state,), slots=True, kw_only=True)
-    fewer = dataclasses.make_dataclass("Fewer", [(f.name, f.type, f) for f in dataclasses.fields(state)
-                                                 if f.name != "nzb"], slots=True, kw_only=True)
+    extra = dataclasses.make_dataclass(
+        "Extra", [("spread_ema", float, dataclasses.field(default=0.0))], bases=(state,),
+        slots=True, kw_only=True)
+    fewer = dataclasses.make_dataclass(
+        "Fewer", [(f.name, f.type, f) for f in dataclasses.fields(state) if f.name != "nzb"],
+        slots=True, kw_only=True)
     for wrong in (extra, fewer):
         with pytest.raises(TypeError, match="fields"):
             spread.Layout(wrong).check()

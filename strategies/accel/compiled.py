@@ -2,10 +2,11 @@
 
 Which modules setup.py compiles with mypyc is listed in pyproject.toml
 (``[tool.qsframework.mypyc]``). A compiled module carries ``SOURCE_SHA256``, the hash of
-the source it was built from. :func:`load` imports the compiled module when that hash matches the ``.py`` beside it and
-the source otherwise (an editable checkout whose source changed after the build), so an
-edit is never shadowed by an old build; ``QSF_PURE_PYTHON=1`` runs the source regardless.
-Either way the module is registered under its own name, so pickles refer to one class.
+the source it was built from. :func:`load` imports the compiled module when that hash
+matches the ``.py`` beside it and the source otherwise (an editable checkout whose source
+changed after the build), so an edit is never shadowed by an old build;
+``QSF_PURE_PYTHON=1`` runs the source regardless. Either way the module is registered
+under its own name, so pickles refer to one class.
 """
 
 from __future__ import annotations

@@ -43,13 +43,16 @@ class Layout:
     def __init__(self, state: type) -> None:
         self.names = [f.name for f in fields(state)]
         self.scalars = [f.name for f in fields(state) if f.default is not MISSING]
-        self.sequences = {f.name: DTYPES[str(f.type)] for f in fields(state) if f.default is MISSING}
+        self.sequences = {
+            f.name: DTYPES[str(f.type)] for f in fields(state) if f.default is MISSING
+        }
 
     def check(self) -> None:
         """The core and the kernel hold exactly these fields, under these names."""
         c = core.SpreadCore("a", "b", 2, 1, 0.1, 0.05)
-        if not all(hasattr(c, name) for name in self.scalars) or set(c.sequences()) != set(self.sequences):
-            raise TypeError("spread_core.SpreadCore does not hold the fields of the state dataclass")
+        held = all(hasattr(c, name) for name in self.scalars)
+        if not held or set(c.sequences()) != set(self.sequences):
+            raise TypeError("spread_core.SpreadCore does not hold the state dataclass's fields")
         if KERNEL_PARAMS[-len(self.names) :] != self.names:
             raise TypeError("spread_kernel's last parameters are not the state dataclass's fields")
 
@@ -91,7 +94,8 @@ def accelerated(plain: S) -> S:
             super().__init__(params, ctx)
             p, plain_state = self.p, self.s
             # the state, from here on held by the compiled core under the same names
-            self.s = core.SpreadCore(p.a, p.b, self.w, self.n, p.threshold, self.rearm_at, self.diverged)
+            self.s = core.SpreadCore(p.a, p.b, self.w, self.n, p.threshold, self.rearm_at,
+                                     self.diverged)
             layout.load(self.s, {name: getattr(plain_state, name) for name in layout.scalars}
                         | {name: list(getattr(plain_state, name)) for name in layout.sequences})
             self._legs = encode_keys((p.a, p.b))
@@ -123,7 +127,8 @@ def accelerated(plain: S) -> S:
             """The kernel's arguments for ``batch``, by parameter name, and its output arrays."""
             ts = batch.column("ts_event").to_numpy()
             size = len(ts) + len(fires)
-            outs = (np.empty(size, np.int8), np.empty(size, np.int64), np.empty(size), np.empty(size))
+            outs = (np.empty(size, np.int8), np.empty(size, np.int64), np.empty(size),
+                    np.empty(size))
             key_offsets, key_data, key_start, _ = string_buffers(batch.column("key"))
             given = {
                 "ts": ts, "price": batch.column("price").to_numpy(), "key_offsets": key_offsets,
@@ -138,8 +143,9 @@ def accelerated(plain: S) -> S:
                 state[name] = np.array(state[name], dtype)
             return [given[name] if name in given else state[name] for name in KERNEL_PARAMS], outs
 
-        def _emit(self, kind: np.ndarray, ts: np.ndarray, val: np.ndarray, corr: np.ndarray) -> None:
-            """Emit the kernel's records in order: runs of spreads in bulk, divergences one by one."""
+        def _emit(self, kind: np.ndarray, ts: np.ndarray, val: np.ndarray,
+                  corr: np.ndarray) -> None:
+            """The kernel's records in order: runs of spreads in bulk, divergences one by one."""
             if not len(kind):
                 return
             starts = np.flatnonzero(np.diff(kind, prepend=-1))
@@ -160,7 +166,8 @@ def accelerated(plain: S) -> S:
             scratch = type(self)(self.p, Context(strategy=self.name))
             sample = int(self.p.sample)
             batch = pa.RecordBatch.from_pydict(
-                {"ts_event": [0, self.w + 2 * sample], "key": [self.p.a, self.p.b], "price": [1.0, 1.0]},
+                {"ts_event": [0, self.w + 2 * sample], "key": [self.p.a, self.p.b],
+                 "price": [1.0, 1.0]},
                 schema=TRADE.project(tuple(self.fields["trade"]))[0],
             )
             scratch.ctx.now = 0

@@ -21,9 +21,9 @@ from qsframework.strategy import Strategy
 from ..conftest import SPREAD_SPEC, qsf_cmd
 
 
-def qsf(*args: str, env: dict) -> subprocess.CompletedProcess:
+def qsf(*args: str, env: dict, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*qsf_cmd(), *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **env})
+                          env={**os.environ, **env}, cwd=cwd)
 
 
 def wait_for_warm_up(lock: str) -> None:
@@ -53,9 +53,15 @@ def report(out: Path) -> dict:
 
 
 def test_first_run_goes_per_event_and_the_next_finds_the_batch_path_warm(recording, tmp_path):
+    """Run from a folder with a qsframework/ of its own (a checkout beside an installed
+    package), which the warm-up process must not import in place of the installed one."""
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "NUMBA_CACHE_DIR": ""}
+    checkout = tmp_path / "checkout"
+    (checkout / "qsframework").mkdir(parents=True)
+    (checkout / "qsframework" / "__init__.py").write_text("raise ImportError('not installed')\n")
     args = ("--recording", str(recording), "-p", "window=30s")
-    first = qsf("backtest", SPREAD_SPEC, *args, "--out", str(tmp_path / "first"), env=env)
+    first = qsf("backtest", SPREAD_SPEC, *args, "--out", str(tmp_path / "first"), env=env,
+                cwd=checkout)
     assert first.returncode == 0, first.stderr
     cold = report(tmp_path / "first")
     assert cold["path"] == "event"
@@ -66,7 +72,8 @@ def test_first_run_goes_per_event_and_the_next_finds_the_batch_path_warm(recordi
     cached = list((tmp_path / "cache" / "qsf" / "numba").rglob("spread_kernel.spread_kernel*.nbc"))
     assert cached, "the warm-up left no compiled spread kernel in the user cache"
 
-    second = qsf("backtest", SPREAD_SPEC, *args, "--out", str(tmp_path / "second"), env=env)
+    second = qsf("backtest", SPREAD_SPEC, *args, "--out", str(tmp_path / "second"), env=env,
+                 cwd=checkout)
     assert second.returncode == 0, second.stderr
     warm = report(tmp_path / "second")
     assert warm["path"] == "batch" and warm["warm_up"] is None
