@@ -1,17 +1,18 @@
 """Build hook: compile the per-event hot modules with mypyc when a C compiler is at hand.
 
-Everything else about the package is declared in pyproject.toml. The modules listed in
-``qsframework/compiled.py`` are plain typed Python; here mypyc turns them into C
-extensions that Python imports in their place. Without mypyc or a C compiler, or with
-``QSF_PURE_PYTHON=1``, the package installs as pure Python and runs the same code, slower.
+Everything else about the package is declared in pyproject.toml. The modules listed there
+under ``[tool.qsframework.mypyc]`` are plain typed Python; here mypyc turns them into C
+extensions that Python imports in their place (``strategies/accel/compiled.py`` loads
+them). Without mypyc or a C compiler, or with ``QSF_PURE_PYTHON=1``, the package installs
+as pure Python and runs the same code, slower.
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import os
 import sys
+import tomllib
 from pathlib import Path
 
 from setuptools import setup
@@ -21,12 +22,9 @@ STAGE = Path("build") / "mypyc-src"
 
 
 def _compiled_modules() -> dict[str, str]:
-    """qsframework.compiled.MODULES, read without importing the package."""
-    tree = ast.parse((ROOT / "qsframework" / "compiled.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and [getattr(t, "id", "") for t in node.targets] == ["MODULES"]:
-            return ast.literal_eval(node.value)
-    raise SystemExit("setup.py: MODULES not found in qsframework/compiled.py")
+    """Installed module name -> source path, from pyproject.toml's ``[tool.qsframework.mypyc]``."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return config["tool"]["qsframework"]["mypyc"]["modules"]
 
 
 def _stage(name: str, source: str) -> str:

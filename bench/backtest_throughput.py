@@ -4,8 +4,9 @@ Usage: python bench/backtest_throughput.py [--events 5000000] [--seed 1] [--data
 
 Prints one row per run: a no-op strategy and the BTC/ETH spread strategy, each on the
 per-event and the batch path (and, when the spread strategy's core is compiled, its
-per-event path with the core interpreted), and the bare loop (read the files, iterate, keep the last
-price per symbol) for comparison. Each row is the fastest of --repeat runs, after a
+per-event path with the core interpreted; and its plain definition, without the accelerated
+implementation), and the bare loop (read the files, iterate, keep the last price per
+symbol) for comparison. Each row is the fastest of --repeat runs, after a
 warm-up run that loads compiled kernels. Figures depend on the machine.
 """
 
@@ -23,11 +24,12 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from qsframework import Strategy, TimerFires, compiled  # noqa: E402
+from qsframework import Strategy, TimerFires  # noqa: E402
 from qsframework.backtest import run_backtest  # noqa: E402
 from qsframework.loader import load_strategy  # noqa: E402
 from qsframework.recording import Recording, RecordingWriter  # noqa: E402
 from qsframework.sim.market import estimate_rate, simulate_trades  # noqa: E402
+from qsframework.strategies.accel import compiled, spread as spread_accel  # noqa: E402
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 
@@ -89,16 +91,16 @@ def main() -> None:
     bare_s = rows[0][2] if rows else None
     first = rec.span()[0]  # type: ignore[index]
     results: dict[tuple[str, str], float] = {}
-    spread_module = sys.modules[spread.__module__]
-    compiled_core = spread_module.core
+    compiled_core = spread_accel.core
     runs_wanted = [("no-op", NoOp, "event", ""), ("no-op", NoOp, "batch", ""),
                    ("spread", spread, "event", ""), ("spread", spread, "batch", "")]
     if compiled.is_compiled(compiled_core):
         runs_wanted.append(("spread", spread, "event", "interpreted"))
+    runs_wanted.append(("spread", spread.plain, "event", "plain"))
     for label, cls, path, core in runs_wanted:
         if label.replace("-", "") not in only:
             continue
-        spread_module.core = (
+        spread_accel.core = (
             compiled.import_source(compiled_core.__name__, as_name="spread_core_interpreted")
             if core == "interpreted" else compiled_core
         )
@@ -109,10 +111,10 @@ def main() -> None:
             gc.collect()
             runs.append(run_backtest(cls, rec, path=path))
         r = min(runs, key=lambda x: x.wall_s)
-        note = ", core interpreted" if core else ""
+        note = {"interpreted": ", core interpreted", "plain": ", plain definition"}.get(core, "")
         rows.append((f"{label} strategy, {path} path{note} ({r.signals:,} signals)", r.events_in, r.wall_s))
         results[(label, path, core)] = r.events_in / r.wall_s
-    spread_module.core = compiled_core
+    spread_accel.core = compiled_core
     state = "compiled (mypyc)" if compiled.is_compiled(compiled_core) else "interpreted (no build)"
     print(f"\nspread strategy's per-event core: {state}")
     print(f"\n{'run':<66} {'events':>11} {'seconds':>8} {'events/s':>12} {'x bare':>7}")

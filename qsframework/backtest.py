@@ -3,10 +3,13 @@
 Rows of the recording that break a validity rule (``bounds``: the same floor and
 max-future as ``qsf process``) are skipped, counted per reason in the report and written
 with their reason to ``rejected.parquet``; exact duplicates are dropped and counted.
+A small input whose batch path is not compiled yet runs per event while a background
+process compiles it for the next run (:mod:`qsframework.warmup`).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -19,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import warmup
 from .durations import format_time
 from .engine import Engine, Path as EnginePath
 from .errors import UserError
@@ -156,11 +160,16 @@ def run_backtest(
                 else:
                     kept[name].append(table)
 
-    if on_total is not None:
-        on_total(recording.count(kinds, start=start, end=end, keys=engine.keys))
+    counted = on_total is not None or path == "auto"
+    total = recording.count(kinds, start=start, end=end, keys=engine.keys) if counted else None
+    if on_total is not None and total is not None:
+        on_total(total)
     if on_phase is not None:
         on_phase("prepare")
-    prepare_s = engine.prepare()  # e.g. compiling kernels on first use: not in wall_s
+    # e.g. compiling kernels on first use (not in wall_s); a small input on a cold batch
+    # path runs per event while a background process compiles it for the next run
+    prepare_s = engine.prepare(rows=total)
+    warm_up = warmup.start(spec or _spec_of(strategy_cls), overrides or {}) if engine.cold else None
     prepare_s += recording.prepare()
     if on_phase is not None:
         on_phase("run")
@@ -200,6 +209,7 @@ def run_backtest(
         "params": describe_params(engine.params),
         "recording": str(recording.root),
         "path": "batch" if engine.uses_batch_path else "event",
+        "warm_up": str(warm_up) if warm_up is not None else None,
         "batch_size": batch_size,
         "events_in": engine.events_in,
         "rejected": {"total": rejected, "reasons": dict(reasons.most_common())},
@@ -241,6 +251,11 @@ def run_backtest(
         tables=tables,
         warnings=warnings,
     )
+
+
+def _spec_of(cls: type[Strategy]) -> str:
+    """``file.py:Class`` for a strategy class, loadable in another process."""
+    return f"{inspect.getfile(cls)}:{cls.__qualname__}"
 
 
 def _warnings(engine: Engine, recording: Recording, kinds: list[str], *, start: int | None,

@@ -46,7 +46,7 @@ def first_out_of_order(batch: pa.RecordBatch, last: tuple | None = None, *,
     One compiled pass that compares strings only where times tie (and no sources when
     ``one_source`` says the batch has one).
     """
-    from .keycodes import string_buffers
+    from .buffers import string_buffers
     from .order_kernel import first_unsorted
 
     if not batch.num_rows:

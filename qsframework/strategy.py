@@ -200,7 +200,17 @@ class Strategy:
         return None
 
     def prepare(self) -> None:
-        """Called before the clock starts: compile kernels, load tables. Must not emit."""
+        """Called before the clock starts: load tables, set up. Must not emit."""
+
+    def prepare_batch(self) -> None:
+        """Called before the clock starts when the batch path will run (and by the warm-up
+        process of :mod:`qsframework.warmup`): compile or load its kernels. Must not emit."""
+
+    def batch_ready(self) -> bool:
+        """Whether the batch path can run without compiling first (its kernels compiled or in
+        the on-disk cache). A strategy whose batch path compiles answers False until then, so
+        a small backtest runs per event instead of waiting for a compile."""
+        return True
 
     def on_start(self) -> None:
         """Called once, before the first event; ``ctx.now`` is that event's time."""

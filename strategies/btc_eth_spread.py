@@ -3,24 +3,24 @@
 d(t) = ln(p_a(t)/p_a(t-W)) - ln(p_b(t)/p_b(t-W)) on every trade of either leg, with
 hysteresis (fire above ``threshold``, re-arm below ``rearm * threshold``), plus a
 ``spread`` signal every ``sample`` of event time with the correlation of the legs'
-``sample`` log returns over the window. Exact definitions: issue 2 and the README.
+``sample`` log returns over the window. Exact definitions: the README.
+
+This file is the definition, in plain Python: copy it to write your own. ``@accelerated``
+runs the same rule compiled (``strategies/accel/``: a mypyc per-event core and a numba
+batch kernel, which map their state from :class:`SpreadState` by field name); without
+that line the class runs as written, with the same outputs bit for bit, only slower.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from math import isnan, log, sqrt
 
-import numpy as np
-import pyarrow as pa
+from qsframework import Context, Duration, Strategy
+from qsframework.strategies.accel.spread import accelerated
 
-from qsframework import TRADE, Context, Duration, Strategy, TimerFires, compiled
-from qsframework.keycodes import encode_keys, string_buffers
-from qsframework.strategies.spread_kernel import DIVERGENCE, spread_kernel
-from qsframework.strategy import attrs_json_column
-
-#: the per-event core (compiled by mypyc when the install had a C compiler)
-core = compiled.load("qsframework.strategies.spread_core")
+NAN = float("nan")  # "no such price yet"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +45,40 @@ class SpreadParams:
             raise ValueError("rearm must be between 0 and 1")
 
 
+@dataclass(slots=True, kw_only=True)
+class SpreadState:
+    """What the rule remembers between events."""
+
+    # each leg's trades inside the window (t - W, t], oldest first
+    a_ts: deque[int] = field(default_factory=deque)
+    a_px: deque[float] = field(default_factory=deque)
+    b_ts: deque[int] = field(default_factory=deque)
+    b_px: deque[float] = field(default_factory=deque)
+    last_a: float = NAN  # p_a(t): the last price of a
+    last_b: float = NAN
+    lag_a: float = NAN  # p_a(t - W): the price of the last trade of a to leave the window
+    lag_b: float = NAN
+    armed: bool = True  # the hysteresis: fires only while armed
+    first: int = 0  # time of the first event; the sample grid starts after it
+    has_prev: bool = False  # the legs' prices at the previous grid point
+    prev_a: float = NAN
+    prev_b: float = NAN
+    # the last window/sample grid steps: both legs' sample log returns (ok: both existed)
+    ra: deque[float] = field(default_factory=deque)
+    rb: deque[float] = field(default_factory=deque)
+    ok: deque[int] = field(default_factory=deque)
+    # their running sums, added to and subtracted from in a fixed order (same bits on every path)
+    sa: float = 0.0
+    sb: float = 0.0
+    saa: float = 0.0
+    sbb: float = 0.0
+    sab: float = 0.0
+    valid: int = 0  # steps where both returns existed
+    nza: int = 0  # steps where a moved
+    nzb: int = 0
+
+
+@accelerated
 class BtcEthSpread(Strategy):
     """Divergence between two symbols' rolling returns, with a sampled spread signal."""
 
@@ -52,135 +86,118 @@ class BtcEthSpread(Strategy):
     fields = {"trade": ("key", "price")}
     rows = "tuple"  # on_trade gets (ts_event, key, price) as a plain tuple
     Params = SpreadParams
+    State = SpreadState
 
-    def __init__(self, params: SpreadParams, ctx) -> None:
+    def __init__(self, params: SpreadParams, ctx: Context) -> None:
         super().__init__(params, ctx)
-        self._a, self._b = params.a, params.b
-        self._pair = f"{params.a}/{params.b}"
-        self._w = int(params.window)
-        self._s = int(params.sample)
-        self._thr = params.threshold
-        self._rearm_at = params.rearm * params.threshold
-        # the legs' windows, lags and the divergence rule live in the core; its on_trade
-        # is this strategy's per-event handler
-        self._core = core.SpreadCore(
-            params.a, params.b, self._w, self._w // self._s, self._thr, self._rearm_at,
-            self._diverged,
-        )
-        self._legs = encode_keys((params.a, params.b))
-        c = self._core
-        self._band = np.array([c.fire_lo, c.fire_hi, c.rearm_lo, c.rearm_hi])
-
-    def prepare(self) -> None:
-        """Load the compiled batch kernel (compiling it on first use) on a scratch copy."""
-        scratch = type(self)(self.p, Context(strategy=self.name))
-        ts = [0, self._w + 2 * self._s]
-        batch = pa.RecordBatch.from_pydict(
-            {"ts_event": ts, "key": [self._a, self._b], "price": [1.0, 1.0]},
-            schema=TRADE.project(tuple(self.fields["trade"]))[0],
-        )
-        scratch.ctx.now = 0
-        scratch.on_start()
-        fires = TimerFires(["sample"], np.array([self._s], np.int64), np.array([1], np.int64))
-        scratch.on_trade_batch(batch, fires)
+        self.pair = f"{params.a}/{params.b}"
+        self.w = int(params.window)
+        self.n = self.w // int(params.sample)  # grid steps in a window
+        self.rearm_at = params.rearm * params.threshold
+        self.s = SpreadState()
 
     def keys(self) -> frozenset[str]:
-        return frozenset({self._a, self._b})
+        return frozenset({self.p.a, self.p.b})
 
     def on_start(self) -> None:
-        self._core.first = now = self.ctx.now
-        first = -(-now // self._s) * self._s  # first grid point at or after the first event
-        self.ctx.every(self._s, "sample", first=first)
+        self.s.first = now = self.ctx.now
+        sample = int(self.p.sample)
+        # the grid: multiples of sample, from the first at or after the first event
+        self.ctx.every(sample, "sample", first=-(-now // sample) * sample)
 
-    # -- per-event path ----------------------------------------------------------
-    @property
-    def on_trade(self):
-        """One trade, as a (ts_event, key, price) tuple: the core's handler, called directly."""
-        return self._core.on_trade
-
-    def on_restore(self) -> None:
-        self._core.diverged = self._diverged
+    def on_trade(self, t: tuple[int, str, float]) -> None:
+        ts, key, price = t
+        s = self.s
+        if key == self.p.a:
+            s.a_ts.append(ts)
+            s.a_px.append(price)
+            s.last_a = price
+        elif key == self.p.b:
+            s.b_ts.append(ts)
+            s.b_px.append(price)
+            s.last_b = price
+        else:
+            return
+        self.slide(ts)
+        d = self.d()
+        if d is None:
+            return
+        if s.armed and abs(d) > self.p.threshold:
+            s.armed = False
+            self.diverged(ts, d)
+        elif not s.armed and abs(d) < self.rearm_at:
+            s.armed = True
 
     def on_timer(self, name: str, ts: int) -> None:
-        """Grid point ``ts``: the spread signal, once it is defined."""
-        value = self._core.grid(ts)
-        if value is not None:
-            corr = self._core.win.corr()
-            self.ctx.signal(self._pair, "spread", value, {"corr": corr}, ts=ts)
+        """Grid point ``ts``: one sample step of both legs, then the spread signal once defined."""
+        s = self.s
+        self.slide(ts)
+        if s.has_prev and not any(map(isnan, (s.prev_a, s.prev_b, s.last_a, s.last_b))):
+            self.step(log(s.last_a / s.prev_a), log(s.last_b / s.prev_b), 1)
+        else:
+            self.step(0.0, 0.0, 0)
+        s.has_prev, s.prev_a, s.prev_b = True, s.last_a, s.last_b
+        d = self.d()
+        if ts > s.first and d is not None:
+            self.ctx.signal(self.pair, "spread", d, {"corr": self.corr()}, ts=ts)
 
-    # -- shared by both paths ----------------------------------------------------
-    def _diverged(self, ts: int, d: float) -> None:
+    # -- the maths ---------------------------------------------------------------------
+    def slide(self, now: int) -> None:
+        """Trades at or before ``now - W`` leave the window; a leg's last to leave is its lag."""
+        s, cut = self.s, now - self.w
+        while s.a_ts and s.a_ts[0] <= cut:
+            s.a_ts.popleft()
+            s.lag_a = s.a_px.popleft()
+        while s.b_ts and s.b_ts[0] <= cut:
+            s.b_ts.popleft()
+            s.lag_b = s.b_px.popleft()
+
+    def d(self) -> float | None:
+        """ln(p_a(t)/p_a(t-W)) - ln(p_b(t)/p_b(t-W)); None until both legs have a lag."""
+        s = self.s
+        if isnan(s.lag_a) or isnan(s.lag_b):
+            return None
+        return log(s.last_a / s.lag_a) - log(s.last_b / s.lag_b)
+
+    def step(self, ra: float, rb: float, ok: int) -> None:
+        """One grid step into the window of the last ``n``: the oldest leaves the sums."""
+        s = self.s
+        ra_o = rb_o = 0.0
+        ok_o = 0
+        if len(s.ok) == self.n:
+            ra_o, rb_o, ok_o = s.ra.popleft(), s.rb.popleft(), s.ok.popleft()
+        s.sa += ra - ra_o
+        s.sb += rb - rb_o
+        s.saa += ra * ra - ra_o * ra_o
+        s.sbb += rb * rb - rb_o * rb_o
+        s.sab += ra * rb - ra_o * rb_o
+        s.valid += ok - ok_o
+        s.nza += (ra != 0.0) - (ra_o != 0.0)
+        s.nzb += (rb != 0.0) - (rb_o != 0.0)
+        s.ra.append(ra)
+        s.rb.append(rb)
+        s.ok.append(ok)
+
+    def corr(self) -> float | None:
+        """Pearson correlation of the legs' returns over a full window; None while the
+        window is incomplete or a leg did not move."""
+        s, n = self.s, self.n
+        if s.valid < n or not s.nza or not s.nzb:
+            return None
+        va = s.saa - s.sa * s.sa / n
+        vb = s.sbb - s.sb * s.sb / n
+        if va <= 0.0 or vb <= 0.0:
+            return None
+        return max(-1.0, min(1.0, (s.sab - s.sa * s.sb / n) / sqrt(va * vb)))
+
+    def diverged(self, ts: int, d: float) -> None:
         p, ctx = self.p, self.ctx
-        ctx.signal(self._pair, "divergence", d, {"direction": 1 if d > 0 else -1}, ts=ts)
+        ctx.signal(self.pair, "divergence", d, {"direction": 1 if d > 0 else -1}, ts=ts)
         ctx.alert(
-            self._pair,
+            self.pair,
             "divergence",
             f"{p.a} vs {p.b}: {p.window} return spread {d:+.3%} (threshold {p.threshold:.3%})",
             severity="warning",
-            dedup_key=f"{self.name}:{self._pair}:divergence:{ts}",
+            dedup_key=f"{self.name}:{self.pair}:divergence:{ts}",
             ts=ts,
         )
-
-    # -- batch path ----------------------------------------------------------------
-    def on_trade_batch(self, batch: pa.RecordBatch, fires: TimerFires) -> None:
-        """The per-event algorithm compiled over a whole batch: same operations, same bits."""
-        ts = batch.column("ts_event").to_numpy()
-        price = batch.column("price").to_numpy()
-        key_offsets, key_data, key_start, _ = string_buffers(batch.column("key"))
-        c = self._core
-        win = c.win
-        f = np.array([
-            c.la, c.lb, c.lag_a, c.lag_b,
-            win.sa, win.sb, win.saa, win.sbb, win.sab,
-            c.prev_a, c.prev_b,
-        ])
-        i = np.array([
-            int(c.armed), 0, 0, win.valid, win.nza, win.nzb,
-            int(c.has_prev), len(win.ok),
-        ], np.int64)
-        ring = np.zeros((3, win.n))
-        ring[0, : len(win.ok)] = list(win.ra)
-        ring[1, : len(win.ok)] = list(win.rb)
-        ring[2, : len(win.ok)] = list(win.ok)
-        out_kind = np.empty(len(ts) + len(fires), np.int8)
-        out_ts = np.empty(len(ts) + len(fires), np.int64)
-        out_val = np.empty(len(ts) + len(fires))
-        out_corr = np.empty(len(ts) + len(fires))
-        n_out, a_ts, a_px, b_ts, b_px = spread_kernel(
-            ts, price, key_offsets, key_data, key_start, *self._legs,
-            np.array(c.ta[c.ia :], np.int64), np.array(c.pa[c.ia :], np.float64),
-            np.array(c.tb[c.ib :], np.int64), np.array(c.pb[c.ib :], np.float64),
-            fires.times, fires.pos, f, i, ring,
-            self._w, self._thr, self._rearm_at, self._band, c.first,
-            out_kind, out_ts, out_val, out_corr,
-        )
-        self._emit(out_kind[:n_out], out_ts[:n_out], out_val[:n_out], out_corr[:n_out])
-        # write the state back into the core, where the per-event path keeps it
-        c.la, c.lb, c.lag_a, c.lag_b = (float(x) for x in f[0:4])
-        c.armed = bool(i[0])
-        c.load(a_ts[i[1] :].tolist(), a_px[i[1] :].tolist(), b_ts[i[2] :].tolist(), b_px[i[2] :].tolist())
-        win.sa, win.sb, win.saa, win.sbb, win.sab = (float(x) for x in f[4:9])
-        win.valid, win.nza, win.nzb = int(i[3]), int(i[4]), int(i[5])
-        if i[6]:
-            c.has_prev = True
-            c.prev_a, c.prev_b = float(f[9]), float(f[10])
-        h = int(i[7])
-        win.ra = deque(ring[0, :h].tolist(), maxlen=win.n)
-        win.rb = deque(ring[1, :h].tolist(), maxlen=win.n)
-        win.ok = deque(ring[2, :h].astype(np.int64).tolist(), maxlen=win.n)
-
-    def _emit(self, kind: np.ndarray, ts: np.ndarray, val: np.ndarray, corr: np.ndarray) -> None:
-        """Emit the kernel's records in order: runs of spreads in bulk, divergences one by one."""
-        if not len(kind):
-            return
-        starts = np.flatnonzero(np.diff(kind, prepend=-1))
-        ends = [*starts[1:].tolist(), len(kind)]
-        for lo, hi in zip(starts.tolist(), ends):
-            if kind[lo] == DIVERGENCE:
-                for k in range(lo, hi):
-                    self._diverged(int(ts[k]), float(val[k]))
-            else:
-                self.ctx.signals(
-                    self._pair, "spread", ts[lo:hi], val[lo:hi],
-                    attrs_text=attrs_json_column("corr", corr[lo:hi].tolist()),
-                )

@@ -85,7 +85,7 @@ def test_attrs_json_column_matches_one_by_one(values):
 def test_key_codes_match_python(values, cut, kind):
     import numpy as np
 
-    from qsframework.keycodes import key_codes
+    from qsframework.strategies.accel.keycodes import key_codes
 
     arr = pa.array(values, pa.large_string() if kind == "large_string" else pa.string())
     if kind == "dictionary":
@@ -105,7 +105,8 @@ PAIR_KEYS = ["BTCUSDT", "ETHUSDT", "BTCUSD", "BTCUSDC", "", "ÉTH", "ETH", "ETHU
        st.lists(st.booleans(), max_size=200), st.integers(0, 5), st.booleans())
 def test_pair_codes_match_exact_codes_on_two_key_columns(pair, picks, cut, large):
     """The engine's two-key shortcut gives the exact codes wherever only those keys occur."""
-    from qsframework.keycodes import codes_kernel, encode_keys, pair_codes_kernel, string_buffers
+    from qsframework.buffers import string_buffers
+    from qsframework.strategies.accel.keycodes import codes_kernel, encode_keys, pair_codes_kernel
 
     arr = pa.array([pair[p] for p in picks], pa.large_string() if large else pa.string())
     arr = arr.slice(min(cut, len(picks)))

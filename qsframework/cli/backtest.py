@@ -69,8 +69,9 @@ def backtest(spec: str, recording_dir: str, out_dir: str, start: str | None, end
     r = result.report
     span = r["span"]
     prep = f" (+{r['prepare_s']:.1f} s to prepare)" if r["prepare_s"] >= 0.5 else ""
+    cold = "; the batch path compiles in the background for the next run" if r["warm_up"] else ""
     click.echo(
-        f"{cls.__name__} ({r['path']} path): {result.events_in:,} events "
+        f"{cls.__name__} ({r['path']} path{cold}): {result.events_in:,} events "
         f"{span['first'] or '-'} .. {span['last'] or '-'} in {result.wall_s:.2f} s{prep} "
         f"({r['events_per_s'] or 0:,.0f} events/s) -> {result.signals:,} signals, "
         f"{result.alerts:,} alerts in {out_dir}/"

@@ -1,5 +1,5 @@
-"""What a user sees from ``qsf backtest``: a raising strategy, no matching events, the
-progress total, and compiled kernels cached between runs."""
+"""What a user sees from ``qsf backtest``: a raising strategy, no matching events and the
+progress total (the first run on a cold cache: test_first_run.py)."""
 
 from __future__ import annotations
 
@@ -122,18 +122,3 @@ def test_progress_total_counts_only_what_the_strategy_reads(recording, spread_cl
     result = run_backtest(spread_cls, rec, start=start, end=end, on_total=totals.append)
     assert totals == [expected] == [result.events_in]
     assert expected < rec.rows() / 2
-
-
-def test_compiled_kernels_are_cached_for_the_next_process(recording, tmp_path):
-    """A cold user cache compiles (seconds); the next process loads from it, and the cache
-    lives in the user's cache directory, not next to the installed sources."""
-    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "NUMBA_CACHE_DIR": ""}
-    prepare = []
-    for run in ("cold", "warm"):
-        out = tmp_path / run
-        r = qsf("backtest", SPREAD_SPEC, "--recording", str(recording), "--out", str(out), env=env)
-        assert r.returncode == 0, r.stderr
-        prepare.append(json.loads((out / "report.json").read_text())["prepare_s"])
-    cached = list((tmp_path / "cache" / "qsf" / "numba").rglob("spread_kernel.spread_kernel*.nbc"))
-    assert cached, "no compiled spread kernel in the user cache"
-    assert prepare[1] < prepare[0] / 3, prepare

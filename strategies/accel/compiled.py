@@ -1,10 +1,12 @@
-"""Modules that setup.py compiles with mypyc: which ones, and loading them safely.
+"""Compiled code, loaded safely: mypyc builds that match their source, cached numba kernels.
 
-A compiled module carries ``SOURCE_SHA256``, the hash of the source it was built from.
-:func:`load` imports the compiled module when that hash matches the ``.py`` beside it and
-the source otherwise (an editable checkout whose source changed after the build), so an
-edit is never shadowed by an old build; ``QSF_PURE_PYTHON=1`` runs the source regardless.
-Either way the module is registered under its own name, so pickles refer to one class.
+Which modules setup.py compiles with mypyc is listed in pyproject.toml
+(``[tool.qsframework.mypyc]``). A compiled module carries ``SOURCE_SHA256``, the hash of
+the source it was built from. :func:`load` imports the compiled module when that hash
+matches the ``.py`` beside it and the source otherwise (an editable checkout whose source
+changed after the build), so an edit is never shadowed by an old build;
+``QSF_PURE_PYTHON=1`` runs the source regardless. Either way the module is registered
+under its own name, so pickles refer to one class.
 """
 
 from __future__ import annotations
@@ -17,11 +19,9 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 log = logging.getLogger(__name__)
-
-#: installed module name -> source path in the repository (read by setup.py)
-MODULES = {"qsframework.strategies.spread_core": "strategies/spread_core.py"}
 
 
 def source_hash(text: bytes) -> str:
@@ -69,3 +69,16 @@ def load(name: str) -> ModuleType:
         log.warning("%s: the compiled build is older than %s; running the source "
                     "(reinstall to recompile)", name, source)
     return import_source(name)
+
+
+def kernel_ready(kernel: Any, *args: Any) -> bool:
+    """Whether numba ``kernel`` runs on ``args`` without compiling: compiled in this process
+    already, or in its on-disk cache (then loaded now, which takes milliseconds)."""
+    sig = tuple(kernel.typeof_pyval(a) for a in args)
+    if sig in kernel.overloads:
+        return True
+    cache = getattr(kernel, "_cache", None)  # numba's per-function disk cache (cache=True)
+    if cache is None or cache.load_overload(sig, kernel.targetctx) is None:
+        return False
+    kernel.compile(sig)  # found: load it into the dispatcher as a call would
+    return True
