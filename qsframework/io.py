@@ -23,13 +23,29 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 Batch = tuple[str, pa.Table]  # (event kind, rows of that kind)
 Emit = Callable[[str, pa.Table], Awaitable[None]]  # how a live source hands over a batch
+
+
+Offsets = Mapping[tuple[str, int], int]  # (topic, partition) -> the next offset to read
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What a commit makes final: the input offsets up to which everything written so far
+    was consumed, numbered 1, 2, ... across restarts (a ``--state`` snapshot keeps the number)."""
+
+    number: int
+    offsets: Offsets
+
+
+#: after a crash, tells whether a checkpoint (its offsets and number) was committed
+Committed = Callable[[Offsets, int], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +157,17 @@ class Sink(ABC):
     """Takes batches away; see the commit rule in this module's docstring.
 
     Lifecycle: :meth:`start` once, :meth:`write` any number of times, :meth:`flush` before
-    each commit (then :meth:`commit` with the checkpoint committed), :meth:`close` once,
-    also after a failure. Only :meth:`write` must be written; the others do nothing here.
+    each commit (then :meth:`commit` once the checkpoint's offsets are committed), and
+    :meth:`close` once, also after a failure (after :meth:`discard`). A sink that holds
+    writes back until :meth:`commit` also answers :meth:`settle` after a crash. Only
+    :meth:`write` must be written; the others do nothing here.
+
+    A processor gives a sink the strategy's outputs (``outputs``) and/or the input rows the
+    engine consumed (``inputs``), as its class says.
     """
+
+    inputs: bool = False
+    outputs: bool = True
 
     async def start(self) -> None:
         """Connect, open files: whatever may fail should fail here, before any input."""
@@ -154,12 +178,21 @@ class Sink(ABC):
         sink refused for their data (the caller dead-letters them); an unavailable
         destination is waited for or raised, never reported as refused rows."""
 
-    async def flush(self) -> None:
-        """Make everything written so far durable (or staged for :meth:`commit`)."""
+    async def flush(self, checkpoint: Checkpoint | None = None) -> None:
+        """Make everything written so far durable, or staged as part of ``checkpoint`` (a
+        processor's commit; None from a recorder or an importer)."""
 
-    async def commit(self, checkpoint: int) -> None:
-        """The input offsets of ``checkpoint`` (numbered from 1 in a run) are committed:
-        publish what :meth:`flush` staged for it."""
+    async def commit(self, checkpoint: Checkpoint) -> None:
+        """``checkpoint``'s offsets are committed: publish what :meth:`flush` staged for it."""
+
+    async def discard(self) -> None:
+        """The run failed or was cut short: forget what was written since the last commit
+        (its input is read again on restart)."""
+
+    def settle(self, committed: Committed) -> tuple[int, int]:
+        """At a restart, before any input: publish what a crash left staged whose checkpoint
+        was ``committed``, delete the rest; returns (published, deleted)."""
+        return 0, 0
 
     async def close(self) -> None:
         """Release connections and files; nothing more is written."""

@@ -1,4 +1,5 @@
-"""Load a strategy class from ``path/to/file.py:Class``, ``package.module:Class`` or a bundled name."""
+"""Load a class from ``path/to/file.py:Class``, ``package.module:Class`` or a bundled name: a
+strategy (:func:`load_strategy`) or a sink for ``qsf process --sink`` (:func:`load_sink`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .io import Sink
 from .strategy import Strategy
 
 BUNDLED_PACKAGE = "qsframework.strategies"
@@ -48,9 +50,18 @@ def _from_import(module_name: str, spec: str):
 
 def load_strategy(spec: str) -> type[Strategy]:
     """The Strategy subclass named by ``spec`` (``file.py:Class`` or ``module:Class``)."""
+    return _load_class(spec, Strategy, "strategy")
+
+
+def load_sink(spec: str) -> type[Sink]:
+    """The Sink subclass named by ``spec`` (``file.py:Class`` or ``module:Class``)."""
+    return _load_class(spec, Sink, "sink")
+
+
+def _load_class(spec: str, base: type, what: str):
     target, sep, cls_name = spec.rpartition(":")
     if not sep or not target or not cls_name:
-        raise UserError(f"strategy spec {spec!r} must be path/to/file.py:Class or module:Class")
+        raise UserError(f"{what} spec {spec!r} must be path/to/file.py:Class or module:Class")
     if target.endswith(".py") or "/" in target or "\\" in target:
         module = _from_file(Path(target), spec)
     else:
@@ -58,6 +69,6 @@ def load_strategy(spec: str) -> type[Strategy]:
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise UserError(f"{target!r} has no class {cls_name!r}")
-    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-        raise UserError(f"{spec!r} is not a qsframework Strategy subclass")
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise UserError(f"{spec!r} is not a qsframework {base.__name__} subclass")
     return cls

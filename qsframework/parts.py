@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import UserError
+from .io import Committed, Offsets
 
 OFFSETS_KEY = b"qsf.offsets"
 CHECKPOINT_KEY = b"qsf.checkpoint"
 _PART = re.compile(r"^\.?part-(\d+)\.parquet(\.tmp)?$")
 
-Offsets = Mapping[tuple[str, int], int]  # (topic, partition) -> next offset to read
-Committed = Callable[[Offsets, int], bool]  # (a part's offsets, its checkpoint) -> committed?
 
 
 def _fsync_dir(path: Path) -> None:

@@ -32,12 +32,19 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError, MessageSizeTooLargeError, NoOffsetForPartitionError, OffsetOutOfRangeError
+from aiokafka.errors import (
+    IllegalStateError,
+    KafkaError,
+    NoOffsetForPartitionError,
+    OffsetOutOfRangeError,
+)
 
 from .durations import format_time
 from .engine import Engine
+from .loader import load_sink
 from .errors import UserError, describe
 from .events import KINDS, get_kind
+from .io import Checkpoint, Offsets, Refused, Sink
 from .kafka import (
     DEFAULT_PREFIX,
     KIND_HEADER,
@@ -46,20 +53,17 @@ from .kafka import (
     dead_letter,
     dlq_topic,
     ensure_topics,
-    kind_headers,
     shares_topic,
     start_producer,
     topic_of,
 )
 from .latency import LatencyWindow
 from .order import sort_table
-from .parts import Offsets, PartsOutput, discard, publish
 from .recording import RecordingWriter
 from .shutdown import stop_on_signals
-from .sinks import Refused
 from .strategy import Strategy
 from .validity import DEFAULT_BOUNDS, TimeBounds
-from .wire import decode, encode
+from .wire import decode
 
 log = logging.getLogger("qsf.process")
 
@@ -198,41 +202,66 @@ class Processor:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer = None
         self._latency = LatencyWindow()
-        # PostgreSQL writes run while the next poll is fetched and processed: each poll's
-        # rows are written by a task chained after the previous poll's, and a checkpoint's
-        # offsets (and state snapshot, and --out parts) are committed once its task is done
-        self._pg_items: list[tuple[str, pa.Table]] = []
-        self._durable: asyncio.Task | None = None
-        self._deferred: _Checkpoint | None = None
+        # the sinks' writes run while the next poll is fetched and processed: each poll's
+        # rows are written by a task chained after the previous poll's; a checkpoint waits
+        # for the chain, then flushes every sink, and only then commits (see qsframework.io)
+        self._to_write: list[tuple[str, pa.Table, bool]] = []  # (kind, rows, is an output) of this poll
+        self._writes: asyncio.Task | None = None
+        self._written = False  # something was written since the last checkpoint
         self._checkpointed: dict[TopicPartition, int] = {}
         self._checkpoint_no = 0  # numbers checkpoints across restarts (kept in the snapshot)
         self._restored_no: int | None = None  # the --state snapshot's checkpoint
         self._settled = False  # --out parts and --record files a crash left are settled at the first assignment
         self._unverified: dict[TopicPartition, tuple[int, str, int]] = {}  # sought, log end not yet seen
         self._last_commit = 0.0
-        self._outputs: dict[str, PartsOutput] = {}
-        self._recorder = RecordingWriter(config.record) if config.record else None
-        self._to_record: list[tuple[str, pa.RecordBatch]] = []  # released since the last checkpoint
-        self._pg = None
         self._dlq_failures = 0  # dead letters the broker did not take (logged; never fatal)
-        if "timescale" in config.sinks:
-            from .sinks.postgres import PostgresSink
-
-            if not config.pg_dsn:
-                raise ValueError("the timescale sink needs a database: set QSF_PG_DSN")
-            self._pg = PostgresSink(config.pg_dsn)
-        # PostgreSQL gets the input rows the engine consumes: those of the strategy's keys
+        # the input rows sinks get are those the engine consumes: the strategy's keys
         keys = self.engine.keys
-        self._pg_keys = None if keys is None else pa.array(keys, pa.string())
-        self._telegram = None
-        if "telegram" in config.sinks:
-            from .sinks.telegram import MemoryDedupStore, PostgresDedupStore, TelegramConfig, TelegramSink
+        self._keys = None if keys is None else pa.array(keys, pa.string())
+        self.sinks: list[Sink] = []
+        for sink in self._sinks_of(config):
+            self.add_sink(sink)
 
-            store = PostgresDedupStore(config.pg_dsn) if config.pg_dsn else MemoryDedupStore()
-            self._telegram = TelegramSink(TelegramConfig.from_env(), store=store)
+    def add_sink(self, sink: Sink) -> None:
+        """Write to ``sink`` too: the outputs and/or the input rows the engine consumed, as
+        its ``outputs``/``inputs`` say (see :class:`qsframework.io.Sink`)."""
+        self.sinks.append(sink)
+
+    def _sinks_of(self, config: ProcessConfig) -> list[Sink]:
+        """The sinks the options ask for: built-in names, or ``file.py:Class`` / ``module:Class``."""
+        sinks: list[Sink] = []
         if config.out is not None:
-            for name, buf in self.engine.ctx.outputs.buffers().items():
-                self._outputs[name] = PartsOutput(config.out / f"{name}.parquet", buf.kind.schema)
+            from .sinks.parts import PartsSink
+
+            kinds = {b.kind.name: (name, b.kind.schema) for name, b in self.engine.ctx.outputs.buffers().items()}
+            sinks.append(PartsSink(config.out, kinds))
+        if config.record is not None:
+            from .sinks.recording import RecordingSink
+
+            sinks.append(RecordingSink(RecordingWriter(config.record), staged=True))
+        for name in config.sinks:
+            if name == "timescale":
+                from .sinks.postgres import PostgresSink
+
+                if not config.pg_dsn:
+                    raise ValueError("the timescale sink needs a database: set QSF_PG_DSN")
+                sinks.append(PostgresSink(config.pg_dsn))
+            elif name == "telegram":
+                from .sinks.telegram import MemoryDedupStore, PostgresDedupStore, TelegramConfig, TelegramSink
+
+                store = PostgresDedupStore(config.pg_dsn) if config.pg_dsn else MemoryDedupStore()
+                sinks.append(TelegramSink(TelegramConfig.from_env(), store=store))
+            elif name == "kafka":
+                from .sinks.kafka import KafkaSink
+
+                sinks.append(KafkaSink(config.bootstrap, ["signal", "alert"], prefix=config.prefix))
+            else:
+                cls = load_sink(name)
+                try:
+                    sinks.append(cls())
+                except Exception as exc:
+                    raise UserError(f"--sink {name}: {type(exc).__name__}: {exc}") from None
+        return sinks
 
     def stop(self) -> None:
         self._stop.set()
@@ -300,10 +329,8 @@ class Processor:
         self._resume = self._load_state()
         consumer.subscribe(list(self.topics), listener=_OnAssign(self))
         await consumer.start()
-        if self._pg is not None:
-            await self._pg.start()
-        if self._telegram is not None:
-            await self._telegram.start()
+        for sink in self.sinks:
+            await sink.start()
         self._guarded(self.engine.prepare, "prepare")
         last_log = idle_since = time.monotonic()
         try:
@@ -328,37 +355,35 @@ class Processor:
             else:
                 await self._commit(consumer, producer, drain=True)
             self._guarded(self.engine.finish, "on_stop")
-            await self._flush_outputs(producer)  # whatever on_stop emitted
-            if self._pg_items:
-                items, self._pg_items = self._pg_items, []
-                await self._write_pg(self._durable, items, [], producer)
-            for out in self._outputs.values():
-                out.close()
+            self._flush_outputs()  # whatever on_stop emitted (covered by no input offsets)
+            self._schedule_writes(producer, [])
+            if self._writes is not None:
+                await self._writes
+            for sink in self.sinks:  # durable too (a Kafka sink: acknowledged)
+                await sink.flush()
         except BaseException:
-            self._abandon()
+            await self._abandon()
             raise
 
-    def _abandon(self) -> None:
-        """Failing or cut short: nothing more is committed; outputs not committed are dropped
-        (a restart reads their input again)."""
-        if self._durable is not None and not self._durable.done():
-            self._durable.cancel()
-        if self._deferred is not None:
-            discard(self._deferred.staged)
-        self._deferred = None
-        self._to_record = []
-        for out in self._outputs.values():
-            out.discard()
+    async def _abandon(self) -> None:
+        """Failing or cut short: nothing more is committed; what the sinks hold that is not
+        committed is dropped (a restart reads its input again)."""
+        if self._writes is not None and not self._writes.done():
+            self._writes.cancel()
+            await asyncio.wait({self._writes})
+        self._to_write = []
+        for sink in self.sinks:
+            try:
+                await sink.discard()
+            except Exception as exc:  # noqa: BLE001 - the run's own failure is what matters
+                log.info("discarding %s: %s: %s", type(sink).__name__, type(exc).__name__, exc)
 
     async def _close(self) -> None:
         """Close clients; each step is bounded, since a broker or database may be gone."""
         steps = []
         if self._producer is not None:
             steps += [self._producer.flush(), self._consumer.stop() if self._consumer else None, self._producer.stop()]
-        if self._pg is not None:
-            steps.append(self._pg.close())
-        if self._telegram is not None:
-            steps.append(self._telegram.close())
+        steps += [sink.close() for sink in self.sinks]
         deadline = time.monotonic() + self.cfg.stop_grace_s
         for step in steps:
             if step is None:
@@ -367,8 +392,6 @@ class Processor:
                 await asyncio.wait_for(step, timeout=max(0.1, deadline - time.monotonic()))
             except Exception as exc:  # closing must not hide why the run ended
                 log.info("closing: %s: %s", type(exc).__name__, exc)
-        if self._recorder is not None:
-            self._recorder.close()
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> dict:
         if self._fatal is not None:
@@ -544,30 +567,24 @@ class Processor:
                 merged = list(merge_kinds({k: t.to_batches() for k, t in tables.items()}))
             if self.stats.first_processed_at is None:
                 self.stats.first_processed_at = time.monotonic()
+            takes_inputs = any(sink.inputs for sink in self.sinks)
             for kind, batch in merged:
                 self._process(kind, batch)
                 self.stats.processed += batch.num_rows
-                if self._recorder is not None:
-                    self._to_record.append((kind, batch))
-                if self._pg is not None:
-                    self._pg_items.append((kind, self._consumed(batch)))
+                if takes_inputs:
+                    self._to_write.append((kind, self._consumed(batch), False))
         if upto is not None:
             self._released_upto = upto
-        await self._flush_outputs(producer)
-        recv = [t.column("ts_recv").to_numpy()[-1000:] for t in tables.values()]
-        if self._pg is not None:
-            if self._pg_items:
-                items, self._pg_items = self._pg_items, []
-                self._durable = asyncio.create_task(self._write_pg(self._durable, items, recv, producer))
-        elif tables:
-            self._durable_now(recv)
+        self._flush_outputs()
+        if tables:
+            self._schedule_writes(producer, [t.column("ts_recv").to_numpy()[-1000:] for t in tables.values()])
 
     def _consumed(self, batch: pa.RecordBatch) -> pa.Table:
-        """The rows of ``batch`` the engine consumes (the strategy's keys), for PostgreSQL."""
+        """The rows of ``batch`` the engine consumes (the strategy's keys), for the sinks."""
         table = pa.Table.from_batches([batch])
-        if self._pg_keys is None:
+        if self._keys is None:
             return table
-        return table.filter(pc.is_in(table.column("key"), value_set=self._pg_keys))
+        return table.filter(pc.is_in(table.column("key"), value_set=self._keys))
 
     def _process(self, kind: str, batch: pa.RecordBatch) -> None:
         """One batch through the engine; the strategy's exception becomes :class:`StrategyFailed`."""
@@ -587,16 +604,27 @@ class Processor:
                 f"strategy {self.strategy_name} raised {type(exc).__name__}: {exc} while handling {during}"
             ) from exc
 
-    async def _write_pg(self, previous: asyncio.Task | None, items: list[tuple[str, pa.Table]],
-                        recv: list[np.ndarray], producer) -> None:
-        """Write one poll's rows, after the previous poll's (one connection, in order); rows
-        the database refuses for their data go to the DLQ with its error."""
+    def _schedule_writes(self, producer, recv: list[np.ndarray]) -> None:
+        """This poll's rows to the sinks, in a task chained after the previous poll's."""
+        items, self._to_write = self._to_write, []
+        if items:
+            self._written = True
+            self._writes = asyncio.create_task(self._write(self._writes, items, recv, producer))
+        elif recv:
+            self._durable_now(recv)
+
+    async def _write(self, previous: asyncio.Task | None, items: list[tuple[str, pa.Table, bool]],
+                     recv: list[np.ndarray], producer) -> None:
+        """Write one poll's rows to every sink that takes them, after the previous poll's
+        (in order); rows a sink refuses for their data go to the DLQ with its reason."""
         if previous is not None:
             await previous
-        for kind, table in items:
-            refused = await self._pg.write(kind, table)  # type: ignore[union-attr]
-            if refused:
-                await self._dead_letter_rows(producer, kind, table, refused)
+        for kind, table, is_output in items:
+            for sink in self.sinks:
+                if sink.outputs if is_output else sink.inputs:
+                    refused = await sink.write(kind, table)
+                    if refused:
+                        await self._dead_letter_rows(producer, kind, table, refused)
         if recv:
             self._durable_now(recv)
 
@@ -622,25 +650,13 @@ class Processor:
             # samples received within the last hour
             self._latency.add(lat_ms[(lat_ms >= 0) & (lat_ms < 3.6e6)])
 
-    async def _flush_outputs(self, producer) -> None:
+    def _flush_outputs(self) -> None:
+        """The outputs emitted so far join this poll's writes."""
         for name, buf in self.engine.ctx.outputs.buffers().items():
             if not len(buf):
                 continue
             table = buf.drain()
-            if name in self._outputs:
-                self._outputs[name].write(table)
-            if self._pg is not None:
-                self._pg_items.append((buf.kind.name, table))
-            if self._telegram is not None and name == "alerts":
-                await self._telegram.write("alert", table)
-            if "kafka" in self.cfg.sinks:
-                topic, headers = topic_of(buf.kind.name, self.cfg.prefix), kind_headers(buf.kind.name)
-                for key, value in encode(table):
-                    try:
-                        await producer.send(topic, key=key, value=value, headers=headers)
-                    except MessageSizeTooLargeError as exc:  # a strategy's huge text: that row only
-                        await self._dead_letter(producer, dead_letter(
-                            reason=f"output too large for {topic}: {exc}", value=value, key=key, kind=buf.kind.name))
+            self._to_write.append((buf.kind.name, table, True))
             if name == "signals":
                 self.stats.signals += table.num_rows
             else:
@@ -650,51 +666,35 @@ class Processor:
     async def _commit(self, consumer, producer, *, final: bool = False, drain: bool = False) -> None:
         """Commit what the engine has fully consumed, once the sinks hold it.
 
-        At most every ``commit_interval_s`` (always with ``final``/``drain``) a checkpoint is
-        taken: offsets, state snapshot and --out parts. The PostgreSQL sink's writes may
-        still be running: a checkpoint is committed once they are done (checked at each
-        call), before the next one is taken, or now with ``drain``.
+        At most every ``commit_interval_s`` (always with ``final``/``drain``): wait for the
+        sinks' writes so far, take a checkpoint (offsets up to the oldest row still waiting
+        behind the watermark; all with ``final``), flush every sink as part of it (durable,
+        or staged), save the state snapshot, commit the offsets, and let the sinks publish
+        what they staged. Nothing new is released meanwhile, so a checkpoint covers exactly
+        the rows its sinks were given.
         """
-        if final or drain or time.monotonic() - self._last_commit >= self.cfg.commit_interval_s:
-            self._last_commit = time.monotonic()
-            checkpoint = await self._checkpoint(producer, final=final)
-            if checkpoint is not None:
-                previous, self._deferred = self._deferred, checkpoint
-                if previous is not None:
-                    await self._commit_now(consumer, previous)
-        deferred = self._deferred
-        if deferred is not None and (drain or deferred.durable is None or deferred.durable.done()):
-            self._deferred = None
-            await self._commit_now(consumer, deferred)
-
-    async def _checkpoint(self, producer, *, final: bool) -> _Checkpoint | None:
-        """Offsets up to what the engine has consumed, the state as of them, and the outputs
-        and --record rows since the last checkpoint, staged now (hidden files, written while
-        the PostgreSQL writes run) and published once it is committed; None if nothing changed."""
-        await producer.flush()
+        if not (final or drain or time.monotonic() - self._last_commit >= self.cfg.commit_interval_s):
+            return
+        self._last_commit = time.monotonic()
+        if self._writes is not None:
+            await self._writes
+        await producer.flush()  # dead letters
         pending = {} if final else self._pending.first_offsets()
         offsets = {tp: pending.get(self._part_ids[tp], nxt) for tp, nxt in self._next_offset.items()}
-        keyed = {(tp.topic, tp.partition): off for tp, off in offsets.items()}
-        number = self._checkpoint_no + 1
-        staged = [path for out in self._outputs.values() if (path := out.stage(keyed, number)) is not None]
-        if self._recorder is not None and self._to_record:
-            record, self._to_record = self._to_record, []
-            staged += self._recorder.stage(record, offsets=keyed, checkpoint=number)
-        if offsets == self._checkpointed and not staged:
-            return None
-        self._checkpointed, self._checkpoint_no = offsets, number
+        if offsets == self._checkpointed and not self._written:
+            return
+        self._checkpointed, self._checkpoint_no, self._written = offsets, self._checkpoint_no + 1, False
+        checkpoint = Checkpoint(number=self._checkpoint_no,
+                                offsets={(tp.topic, tp.partition): off for tp, off in offsets.items()})
         blob = self._state_blob(offsets) if offsets else None
-        return _Checkpoint(durable=self._durable, offsets=offsets, blob=blob, staged=staged)
-
-    async def _commit_now(self, consumer, checkpoint: _Checkpoint) -> None:
-        if checkpoint.durable is not None:
-            await checkpoint.durable
-        if checkpoint.offsets:
-            self._save_state(checkpoint.blob)  # the snapshot first: it is what a restart trusts
-            await self._commit_offsets(consumer, checkpoint.offsets)
+        for sink in self.sinks:
+            await sink.flush(checkpoint)
+        if offsets:
+            self._save_state(blob)  # the snapshot first: it is what a restart trusts
+            await self._commit_offsets(consumer, offsets)
             self.stats.commits += 1
-        for path in checkpoint.staged:  # --out parts and --record files: final only now
-            publish(path)
+        for sink in self.sinks:  # --out parts and --record files: final only now
+            await sink.commit(checkpoint)
 
     async def _commit_offsets(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         """Commit, retrying across rebalances and broker restarts; a reset log is an error."""
@@ -788,13 +788,11 @@ class Processor:
                 return checkpoint <= restored
             return all(positions.get(k, -1) >= o for k, o in offsets.items())
 
-        settled = [(f"--out {name}", out.resolve(committed)) for name, out in self._outputs.items()]
-        if self._recorder is not None:
-            settled.append(("--record", self._recorder.resolve(committed)))
-        for what, (published, deleted) in settled:
+        for sink in self.sinks:
+            published, deleted = sink.settle(committed)
             if published or deleted:
                 log.info("%s: %d files committed before a crash kept, %d not committed removed",
-                         what, published, deleted)
+                         type(sink).__name__, published, deleted)
 
     # -- state for exact restarts ---------------------------------------------------------
     def _state_file(self) -> Path | None:
@@ -874,17 +872,6 @@ class Processor:
         log.info("processed %d events (%.0f/s), lag %d, signals %d, alerts %d%s",
                  self.stats.processed, rate, lag, self.stats.signals, self.stats.alerts,
                  "" if p99 is None else f", p99 latency {p99:.1f} ms")
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Checkpoint:
-    """What one commit makes final: offsets, the state as of them, and the staged --out parts
-    and --record files; committed once ``durable`` (the PostgreSQL writes up to them) is done."""
-
-    durable: asyncio.Task | None
-    offsets: dict[TopicPartition, int]
-    blob: bytes | None
-    staged: list[Path]
 
 
 class _OnAssign(ConsumerRebalanceListener):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from .errors import PublishError, describe
 from .kafka import ProducerConfig, dead_letter, ensure_topics, kind_headers, start_producer
@@ -74,6 +74,9 @@ class Publisher:
         st.sent += 1
         try:
             fut = await self.producer.send(topic, value=value, key=key, headers=headers)
+        except MessageSizeTooLargeError:  # this record only, refused before it was sent: the caller's to handle
+            st.sent -= 1
+            raise
         except KafkaError as exc:
             self._fail(exc)
             await self.flush()  # counts the records before it, then raises PublishError

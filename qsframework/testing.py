@@ -25,7 +25,7 @@ import pyarrow as pa
 from .engine import Engine, Path
 from .errors import UserError
 from .events import KINDS, conform, get_kind
-from .io import Batch, FileSource, Refused, Sink
+from .io import Batch, Checkpoint, FileSource, Refused, Sink
 from .order import merge_kinds, sort_table
 from .strategy import Strategy
 from .validity import DEFAULT_BOUNDS, TimeBounds, check
@@ -94,7 +94,7 @@ class ListSink(Sink):
         self.batches.append((kind, table))
         return []
 
-    async def flush(self) -> None:
+    async def flush(self, checkpoint: Checkpoint | None = None) -> None:
         self.flushes += 1
 
     async def close(self) -> None:

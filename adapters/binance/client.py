@@ -122,6 +122,7 @@ class BinanceSource(LiveSource):
         self._rotate_now = asyncio.Event()
         self._stop = asyncio.Event()
         self._failure: SourceFailed | None = None
+        self._symbols = frozenset(s.upper() for s in config.symbols)
 
     @property
     def endpoint(self) -> str:
@@ -235,8 +236,11 @@ class BinanceSource(LiveSource):
             self._wake.set()
 
     def _overlapped(self, standby: _Conn) -> bool:
-        """The old connection has delivered every id the new one started with."""
-        if not standby.first_ids:
+        """The new connection has started every symbol, and the old one has delivered every
+        id before each one's start. (A hand-over once only some symbols had started would
+        lose the others' trades the old connection had not delivered yet; a symbol that
+        stays quiet is handed over by ``overlap_timeout``.)"""
+        if not self._symbols <= standby.first_ids.keys():
             return False
         last = self.parser.last_ids
         return all(last.get(sym, -1) >= first - 1 for sym, first in standby.first_ids.items())

@@ -15,13 +15,17 @@ from .options import (ACK_TIMEOUT_OPTION, BOOTSTRAP_OPTION, FLOOR_DEFAULT, MAX_F
                       topic_prefix_option)
 
 
+BUILTIN_SINKS = ("kafka", "timescale", "telegram")
+
+
 @click.command()
 @click.argument("spec")
 @PARAM_OPTION
 @click.option("--group", metavar="G", help="Consumer group (default: qsf-<strategy name>).")
-@click.option("--sink", "sinks", multiple=True, type=click.Choice(["kafka", "timescale", "telegram"]),
+@click.option("--sink", "sinks", multiple=True, metavar="NAME|SPEC",
               help="kafka: outputs to PREFIX.signals/PREFIX.alerts; timescale: input and outputs to $QSF_PG_DSN; "
-                   "telegram: alerts to $QSF_TELEGRAM_CHAT_ID via $QSF_TELEGRAM_TOKEN (sent once, deduplicated in $QSF_PG_DSN).")
+                   "telegram: alerts to $QSF_TELEGRAM_CHAT_ID via $QSF_TELEGRAM_TOKEN (sent once, deduplicated in $QSF_PG_DSN); "
+                   "or your own qsframework.io.Sink as path/to/file.py:Class or module:Class (made with no arguments).")
 @click.option("--out", "out_dir", metavar="DIR",
               help="Write signals/alerts as Parquet part directories (DIR/signals.parquet/part-*.parquet), the backtest's rows; a restart appends.")
 @click.option("--record", "record_dir", metavar="DIR",
@@ -61,7 +65,7 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
 
     from aiokafka.errors import KafkaConnectionError, KafkaError
 
-    from ..loader import load_strategy
+    from ..loader import load_sink, load_strategy
     from ..params import build_params, parse_overrides
     from ..processor import ProcessConfig, Processor, StrategyFailed, install_signal_handlers
     from ..sinks.telegram import TelegramError
@@ -85,6 +89,12 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
         record=Path(record_dir) if record_dir else None, sinks=sinks, overrides=overrides,
         pg_dsn=os.environ.get("QSF_PG_DSN"), state=Path(state_dir) if state_dir else None, bounds=limits,
     )
+    for name in sinks:  # a sink that cannot be made fails here, before anything is consumed
+        if name not in BUILTIN_SINKS:
+            if ":" not in name:
+                raise UserError(f"--sink {name!r}: not one of {', '.join(BUILTIN_SINKS)} nor a path/to/file.py:Class "
+                                "or module:Class")
+            load_sink(name)
     if "timescale" in sinks and not cfg.pg_dsn:
         raise UserError('--sink timescale needs QSF_PG_DSN (e.g. eval "$(qsf stack up)")')
     if "telegram" in sinks and not (os.environ.get("QSF_TELEGRAM_TOKEN") and os.environ.get("QSF_TELEGRAM_CHAT_ID")):

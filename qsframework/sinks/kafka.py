@@ -9,10 +9,12 @@ from collections.abc import Iterable
 from contextlib import AsyncExitStack
 
 import pyarrow as pa
+from aiokafka.errors import MessageSizeTooLargeError
 
-from ..io import Refused, Rejected, Sink
-from ..kafka import ProducerConfig, dlq_topic, topic_of
+from ..io import Checkpoint, Refused, Rejected, Sink
+from ..kafka import ProducerConfig, dlq_topic, kind_headers, topic_of
 from ..publish import Publisher, publishing
+from ..wire import encode
 
 
 class KafkaSink(Sink):
@@ -30,9 +32,18 @@ class KafkaSink(Sink):
             publishing(self.bootstrap, self.topics, config=self.producer))
 
     async def write(self, kind: str, table: pa.Table) -> list[Refused]:
+        """Every row to the kind's topic; a row too large for the broker is refused (the
+        caller dead-letters it), anything else the broker does not take is a
+        :class:`~qsframework.errors.PublishError` at :meth:`flush`."""
         assert self.publisher is not None, "start() first"
-        await self.publisher.send_table(topic_of(kind, self.prefix), kind, table)
-        return []
+        topic, headers = topic_of(kind, self.prefix), kind_headers(kind)
+        refused = []
+        for i, (key, value) in enumerate(encode(table)):
+            try:
+                await self.publisher.send(topic, value, key=key, headers=headers)
+            except MessageSizeTooLargeError as exc:
+                refused.append(Refused(i, f"output too large for {topic}: {exc}"))
+        return refused
 
     async def dead_letter(self, rejected: Rejected) -> None:
         """Refused input to the DLQ with its reason (a source's ``on_reject``)."""
@@ -43,7 +54,7 @@ class KafkaSink(Sink):
         await self.publisher.send_dead_letter(dlq_topic(self.prefix), rejected.value, reason=rejected.reason,
                                               headers=headers)
 
-    async def flush(self) -> None:
+    async def flush(self, checkpoint: Checkpoint | None = None) -> None:
         if self.publisher is not None:
             await self.publisher.flush()
 

@@ -65,6 +65,9 @@ class PostgresSink(Sink):
     """Writes event tables to PostgreSQL idempotently (a COPY that returned is durable:
     :meth:`flush` has nothing to do)."""
 
+    inputs = True
+    outputs = True
+
     def __init__(self, dsn: str, *, backoff: Backoff = Backoff(initial_s=0.1, max_s=5.0)) -> None:
         self.dsn = dsn
         self.backoff = backoff
