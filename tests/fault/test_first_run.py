@@ -15,7 +15,7 @@ import pytest
 
 from qsframework.engine import COLD_ROWS, Engine
 from qsframework.recording import RecordingWriter
-from qsframework.simulate import simulate_trades
+from qsframework.sim.market import simulate_trades
 from qsframework.strategy import Strategy
 
 from ..conftest import SPREAD_SPEC, qsf_cmd
