@@ -154,7 +154,7 @@ def test_a_build_older_than_its_source_is_not_used(tmp_path, caplog):
     name = "qsf_test_stale.core"
     fake_build(tmp_path, name, b"WHO = 'source'\n", b"WHO = 'edited source'\n")
     try:
-        with caplog.at_level(logging.WARNING, logger="qsframework.compiled"):
+        with caplog.at_level(logging.WARNING, logger="qsframework.strategies.accel.compiled"):
             module = compiled.load(name)
         assert module.WHO == "edited source"
         assert sys.modules[name] is module  # pickles find the class that runs
