@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qsframework.adapters.mavlink.tlog import TlogStats, import_tlog, read_tlog  # noqa: E402
-from tests.tlog_gen import write_tlog  # noqa: E402
+from tests.fakes.tlog_gen import write_tlog  # noqa: E402
 
 
 def main() -> None:

@@ -20,8 +20,8 @@ from qsframework.adapters.binance.client import BinanceConfig, BinanceSource, So
 from qsframework.io import Rejected, pump
 from qsframework.testing import ListSink
 
-from ..binance_server import BinanceServer
-from ..test_binance_client import ingest_with_junk
+from ..fakes.binance_server import BinanceServer
+from ..adapters.binance.test_binance_client import ingest_with_junk
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MS_2100 = 4_102_444_800_000

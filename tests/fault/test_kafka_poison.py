@@ -35,7 +35,7 @@ from qsframework.validity import DEFAULT_FLOOR_NS
 from qsframework.wire import encode
 
 from ..conftest import SPREAD_SPEC, T0, make_trades, qsf_cmd
-from ..test_process import _fresh_database
+from ..live.test_process import _fresh_database
 
 PARAMS = {"window": "2s", "sample": "500ms", "threshold": "0.004"}
 SUBSCRIBED = ("BTCUSDT", "ETHUSDT")  # the spread strategy's symbols; SOLUSDT is published too

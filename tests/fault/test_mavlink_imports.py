@@ -21,10 +21,10 @@ from qsframework.adapters.mavlink.tlog import TlogStats, read_tlog
 from qsframework.recording import MANIFEST, Recording
 
 from ..conftest import qsf_cmd
-from ..dataflash_gen import FORMATS, Writer, write_dataflash
-from ..test_dataflash import reference_counts
-from ..tlog_gen import _Sink, mavlink, packets
-from ..tlog_gen import write_tlog as write_good_tlog
+from ..fakes.dataflash_gen import FORMATS, Writer, write_dataflash
+from ..adapters.mavlink.test_dataflash import reference_counts
+from ..fakes.tlog_gen import _Sink, mavlink, packets
+from ..fakes.tlog_gen import write_tlog as write_good_tlog
 
 
 def qsf(*args: str) -> subprocess.CompletedProcess:

@@ -23,7 +23,7 @@ from qsframework.adapters.mavlink.decode import BY_NAME, dialect
 from qsframework.adapters.mavlink.source import MavlinkConfig, MavlinkSource
 from qsframework.io import Rejected
 
-from ..tlog_gen import _Sink, mavlink, packets
+from ..fakes.tlog_gen import _Sink, mavlink, packets
 from .test_mavlink_imports import bad_value_records, bad_value_tlog, expected_rejects
 
 WINDOW = 64  # datagrams in flight at most

@@ -23,9 +23,9 @@ from qsframework.backtest import run_backtest
 from qsframework.recording import Recording, RecordingWriter
 from qsframework.stack import Stack
 
-from ..botapi import BotApiServer
+from ..fakes.botapi import BotApiServer
 from ..conftest import SPREAD_SPEC, T0, make_trades
-from ..test_outage import OVERRIDES, _tables
+from ..live.test_outage import OVERRIDES, _tables
 from .processes import STRATEGIES, committed, end_offset, publish, rows_in, run_process, start_process, state_offsets, wait_for
 
 PARAMS = [f"-p{k}={v}" for k, v in OVERRIDES.items()]

@@ -30,7 +30,7 @@ from qsframework.loader import load_strategy
 from qsframework.recording import Recording, RecordingWriter
 
 from ..conftest import SPREAD_SPEC, make_trades
-from ..test_outage import OVERRIDES
+from ..live.test_outage import OVERRIDES
 from .processes import end_offset, publish, run_process, start_process, state_offsets, wait_for
 
 PARAMS = [f"-p{k}={v}" for k, v in OVERRIDES.items()]

@@ -22,7 +22,7 @@ import pytest
 from qsframework.recording import Recording, RecordingWriter
 
 from ..conftest import SPREAD_SPEC, make_trades
-from ..test_outage import OVERRIDES
+from ..live.test_outage import OVERRIDES
 from .processes import publish, run_process
 
 PARAMS = [f"-p{k}={v}" for k, v in OVERRIDES.items()]

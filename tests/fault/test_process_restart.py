@@ -19,8 +19,8 @@ from qsframework.recording import Recording, RecordingWriter
 from qsframework.stack import Stack
 
 from ..conftest import SPREAD_SPEC, make_trades
-from ..test_outage import OVERRIDES, _assert_equal_to_clean_run, _tables
-from ..test_process import _fresh_database
+from ..live.test_outage import OVERRIDES, _assert_equal_to_clean_run, _tables
+from ..live.test_process import _fresh_database
 from .processes import end_offset, publish, rows_in, run_process, start_process, state_offsets, wait_for
 from .test_process_record import assert_recorded_exactly, inside_record_window
 from .test_process_record import split_at as _split

@@ -21,9 +21,9 @@ from aiokafka import AIOKafkaConsumer
 from qsframework.recording import RecordingWriter
 from qsframework.stack import Stack
 
-from ..binance_server import BinanceServer
+from ..fakes.binance_server import BinanceServer
 from ..conftest import make_trades, qsf_cmd
-from ..tlog_gen import packets
+from ..fakes.tlog_gen import packets
 
 # records the broker has not acknowledged within this long count as lost (40 s by default):
 # the broker is stopped for good, so waiting longer would only make the tests slower

@@ -1,8 +1,8 @@
 """Damaged telemetry logs: garbage shaped like MAVLink packets never costs a valid record.
 
 The expected events come from pymavlink's own parser over the undamaged log (the reference
-of tests/test_mavlink_tlog.py); the damaged logs are that log with garbage put between
-records, so every record of the clean log must still be found.
+of tests/adapters/mavlink/test_mavlink_tlog.py); the damaged logs are that log with garbage
+put between records, so every record of the clean log must still be found.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from qsframework.adapters.mavlink.tlog import TlogStats, read_tlog
 from qsframework.recording import Recording
 
 from ..conftest import qsf_cmd
-from ..test_mavlink_tlog import by_kind, reference
-from ..tlog_gen import packets
+from ..adapters.mavlink.test_mavlink_tlog import by_kind, reference
+from ..fakes.tlog_gen import packets
 
 MAGIC = (0xFD, 0xFE)
 
