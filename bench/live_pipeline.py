@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from qsframework.events import TRADE  # noqa: E402
 from qsframework.kafka import ensure_topics, start_producer, topic_of  # noqa: E402
 from qsframework.loader import load_strategy  # noqa: E402
-from qsframework.processor import ProcessConfig, Processor  # noqa: E402
+from qsframework.live import ProcessConfig, Processor  # noqa: E402
 from qsframework.sim.market import estimate_rate, simulate_trades  # noqa: E402
 from qsframework.sinks.postgres import PostgresSink  # noqa: E402
 from qsframework.stack import Stack, endpoints_from_env  # noqa: E402

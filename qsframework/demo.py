@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from .loader import load_strategy
-from .processor import ProcessConfig, Processor
+from .live import ProcessConfig, Processor
 from .recording import Recording
 from .replay import replay
 from .shutdown import stop_on_signals

@@ -21,6 +21,7 @@ parts and recording files are staged hidden and renamed once the offsets are com
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -210,15 +211,16 @@ async def pump(source: Source, sinks: Sequence[Sink], *, flush_every_s: float = 
         await sink.start()
     try:
         last_flush = time.monotonic()
-        async for kind, table in source.batches():
-            for sink in sinks:
-                refused = await sink.write(kind, table)
-                if refused:
-                    raise ValueError(f"{type(sink).__name__} refused {len(refused)} {kind} rows: {refused[0].reason}")
-            if time.monotonic() - last_flush >= flush_every_s:
+        async with contextlib.aclosing(source.batches()) as batches:  # a failing sink stops the source now
+            async for kind, table in batches:
                 for sink in sinks:
-                    await sink.flush()
-                last_flush = time.monotonic()
+                    refused = await sink.write(kind, table)
+                    if refused:
+                        raise ValueError(f"{type(sink).__name__} refused {len(refused)} {kind} rows: {refused[0].reason}")
+                if time.monotonic() - last_flush >= flush_every_s:
+                    for sink in sinks:
+                        await sink.flush()
+                    last_flush = time.monotonic()
         for sink in sinks:
             await sink.flush()
     finally:

@@ -67,7 +67,7 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
 
     from ..loader import load_sink, load_strategy
     from ..params import build_params, parse_overrides
-    from ..processor import ProcessConfig, Processor, StrategyFailed, install_signal_handlers
+    from ..live import ProcessConfig, Processor, StrategyFailed, install_signal_handlers
     from ..sinks.telegram import TelegramError
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")

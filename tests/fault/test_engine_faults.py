@@ -246,7 +246,7 @@ def test_a_live_catch_up_packs_its_outputs_as_it_goes():
     between chunks of a catch-up it packs the outputs into Arrow chunks instead of holding
     hundreds of thousands of rows of Python objects."""
     from qsframework.engine import FIRE_CHUNK
-    from qsframework.processor import ProcessConfig, Processor
+    from qsframework.live import ProcessConfig, Processor
 
     gap = 400_000
     proc = Processor(Beeper, ProcessConfig(bootstrap="127.0.0.1:9", group="catch-up"))

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 from qsframework.events import GAP
 from qsframework.latency import LatencyWindow
 from qsframework.loader import load_strategy
-from qsframework.processor import ProcessConfig, Processor
+from qsframework.live import ProcessConfig, Processor
 from qsframework.backtest import run_backtest
 from qsframework.recording import Recording, RecordingWriter
 from qsframework.stack import Stack

@@ -8,6 +8,7 @@ import asyncio
 import random
 import uuid
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -144,7 +145,9 @@ def test_sigkills_at_random_points_lose_and_double_nothing(stack_endpoints, tmp_
 
     The topic holds the trades a little out of order (up to 0.5 s, within --lateness 1s), so
     a snapshot's offset (the oldest row still waiting) has rows after it that were already
-    processed: read again after the restart, they must be recognised, not dead-lettered."""
+    processed: read again after the restart, they must be recognised, not dead-lettered.
+    A checkpoint takes a moment between staging and its snapshot: a gate sink (gate_sink.py)
+    holds the two frozen rounds there, so the kill lands in the window by construction."""
     rng = random.Random(20261201)
     trades = make_trades(33, 9000, gaps_ms=(0, 1, 5, 10, 20))
     jitter = np.random.default_rng(5).integers(0, 500_000_000, trades.num_rows)
@@ -153,9 +156,11 @@ def test_sigkills_at_random_points_lose_and_double_nothing(stack_endpoints, tmp_
     prefix = f"t{uuid.uuid4().hex[:8]}"
     topic = f"{prefix}.trades"
     dsn = _fresh_database(stack_endpoints.pg_dsn)
-    env = {"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap, "QSF_PG_DSN": dsn}
+    hold = tmp_path / "hold"  # while it exists, checkpoints wait after staging (gate_sink.py)
+    env = {"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap, "QSF_PG_DSN": dsn, "QSF_TEST_HOLD": str(hold)}
     state, out, record = tmp_path / "state", tmp_path / "live", tmp_path / "record"
     argv = [*PARAMS, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--sink", "timescale",
+            "--sink", f"{Path(__file__).with_name('gate_sink.py')}:HoldAtFlush",
             "--out", str(out), "--record", str(record), "--state", str(state), "--commit-interval", "0s",
             "--lateness", "1s"]
     published = 0
@@ -183,6 +188,7 @@ def test_sigkills_at_random_points_lose_and_double_nothing(stack_endpoints, tmp_
         target = rng.randint(before + 1, published - 500)
         wait_for(lambda: state_offsets(state).get((topic, 0), 0) >= target, f"a snapshot at offset {target}", proc=proc)
         if i in (1, 4):  # where a crash doubled the record: its files written, the snapshot not yet
+            hold.touch()
             wait_for(partial(frozen_in_record_window, proc), "a staged --record file ahead of the snapshot",
                      proc=proc)
         elif rng.random() < 0.5:  # now, or while it processes the next piece
@@ -191,6 +197,7 @@ def test_sigkills_at_random_points_lose_and_double_nothing(stack_endpoints, tmp_
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+        hold.unlink(missing_ok=True)
     publish_upto(trades.num_rows)
     r = run_process(SPREAD_SPEC, *argv, "--exit-when-idle", "3", env=env)
     assert r.returncode == 0, r.stderr

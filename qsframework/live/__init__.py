@@ -1,0 +1,7 @@
+"""``qsf process``: a strategy live on Kafka topics with the backtest's engine (see
+:mod:`qsframework.live.processor`)."""
+
+from .config import LogReset, ProcessConfig, ProcessStats, StrategyFailed
+from .processor import Processor, install_signal_handlers
+
+__all__ = ["LogReset", "ProcessConfig", "ProcessStats", "Processor", "StrategyFailed", "install_signal_handlers"]

@@ -1,0 +1,64 @@
+"""The settings and the account of a ``qsf process`` run, and its two failures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ..errors import UserError
+from ..kafka import DEFAULT_PREFIX
+from ..validity import DEFAULT_BOUNDS, TimeBounds
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessConfig:
+    bootstrap: str
+    group: str
+    prefix: str = DEFAULT_PREFIX
+    lateness_ns: int = 0
+    idle_timeout_s: float = 5.0  # a partition quiet (and read to its end) this long stops holding the watermark
+    max_held: int = 1_000_000  # rows waiting behind the watermark; past it the oldest are released
+    exit_when_idle_s: float | None = None
+    out: Path | None = None
+    record: Path | None = None
+    sinks: tuple[str, ...] = ()
+    pg_dsn: str | None = None
+    state: Path | None = None  # snapshot directory: a restart resumes exactly from it
+    bounds: TimeBounds = DEFAULT_BOUNDS  # events outside them go to the DLQ, not the engine
+    on_reset: Literal["fail", "earliest"] = "fail"  # a resume offset the log does not have
+    commit_interval_s: float = 1.0  # at most one commit (and --out part) per interval
+    stop_grace_s: float = 5.0  # after a stop request, how long work in progress may take
+    overrides: dict[str, str] = field(default_factory=dict)
+    path: str = "auto"
+    poll_ms: int = 200
+    max_records: int = 20_000
+    log_every_s: float = 5.0
+
+
+@dataclass(kw_only=True)
+class ProcessStats:
+    consumed: int = 0
+    processed: int = 0
+    rejected: int = 0
+    late: int = 0
+    redelivered: int = 0  # rows read again after a restart that were already handled
+    released_early: int = 0  # rows released before the watermark passed them (max_held)
+    signals: int = 0
+    alerts: int = 0
+    commits: int = 0
+    interrupted: bool = False  # a stop request cut work in progress short (not committed)
+    wall_s: float = 0.0
+    first_processed_at: float | None = None  # time.monotonic() of the first and last batch
+    last_processed_at: float | None = None
+    latency_ms_p50: float | None = None
+    latency_ms_p99: float | None = None
+
+
+class LogReset(UserError):
+    """A resume offset lies outside the partition's log (the broker lost or reset it)."""
+
+
+class StrategyFailed(UserError):
+    """The strategy raised while handling events; nothing of that batch is committed."""
+
