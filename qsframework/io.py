@@ -187,8 +187,9 @@ class Sink(ABC):
         """``checkpoint``'s offsets are committed: publish what :meth:`flush` staged for it."""
 
     async def discard(self) -> None:
-        """The run failed or was cut short: forget what was written since the last commit
-        (its input is read again on restart)."""
+        """The run failed or was cut short: forget what was written and not flushed (its
+        input is read again on restart). What :meth:`flush` staged stays for :meth:`settle`:
+        the checkpoint's snapshot may already be saved while its offsets are not committed."""
 
     def settle(self, committed: Committed) -> tuple[int, int]:
         """At a restart, before any input: publish what a crash left staged whose checkpoint

@@ -68,6 +68,7 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
     from ..loader import load_sink, load_strategy
     from ..params import build_params, parse_overrides
     from ..live import ProcessConfig, Processor, StrategyFailed, install_signal_handlers
+    from ..errors import PublishError
     from ..sinks.telegram import TelegramError
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -117,6 +118,8 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
         raise UserError(f"{exc} (nothing of this batch was committed{'' if verbose else '; -v shows the traceback'})") from None
     except TelegramError as exc:
         raise UserError(f"--sink telegram: {exc} (nothing of this batch was committed)") from None
+    except PublishError as exc:  # --sink kafka: outputs the broker did not acknowledge
+        raise UserError(f"--sink kafka: {exc} (nothing of this batch was committed)") from None
     lat = f", latency p50 {stats.latency_ms_p50:.1f} ms p99 {stats.latency_ms_p99:.1f} ms" if stats.latency_ms_p50 is not None else ""
     extra = "".join(f", {n:,} {what}" for n, what in ((stats.redelivered, "re-read after a restart"),
                                                         (stats.released_early, "released early (--max-held)")) if n)

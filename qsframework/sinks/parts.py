@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..io import Checkpoint, Committed, Refused, Sink
-from ..parts import PartsOutput, discard, publish
+from ..parts import PartsOutput, publish
 
 
 class PartsSink(Sink):
@@ -38,8 +38,9 @@ class PartsSink(Sink):
             publish(path)
 
     async def discard(self) -> None:
+        """Forget the rows not staged; staged parts stay hidden for the restart to settle (their
+        checkpoint's snapshot may be saved already, with its offsets not yet committed)."""
         self._failed = True
-        discard(self._staged)
         self._staged = []
         for out in self.outputs.values():
             out.discard()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..io import Checkpoint, Committed, Refused, Sink
-from ..parts import discard, publish
+from ..parts import publish
 from ..recording import RecordingWriter
 
 
@@ -45,7 +45,7 @@ class RecordingSink(Sink):
             publish(path)
 
     async def discard(self) -> None:
-        discard(self._files)
+        """Forget the rows not staged; staged files stay hidden for the restart to settle."""
         self._files, self._held = [], []
 
     def settle(self, committed: Committed) -> tuple[int, int]:
