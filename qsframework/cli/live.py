@@ -30,7 +30,7 @@ BUILTIN_SINKS = ("kafka", "timescale", "telegram")
               help="Write signals/alerts as Parquet part directories (DIR/signals.parquet/part-*.parquet), the backtest's rows; a restart appends.")
 @click.option("--record", "record_dir", metavar="DIR",
               help="Write the consumed input as a recording (files published at each commit; with --state a restart never doubles it).")
-@click.option("--exit-when-idle", type=float, metavar="SECONDS", help="Finish once no event arrived for this long.")
+@click.option("--exit-when-idle", type=float, metavar="SECONDS", help="Finish once no event arrived for this long (counted once the consumer has its partitions).")
 @click.option("--state", "state_dir", metavar="DIR", help="Snapshot the engine with each commit; a restart resumes exactly from it.")
 @click.option("--lateness", default="0s", show_default=True, metavar="DURATION", help="Allowed out-of-orderness before the watermark.")
 @click.option("--max-future", default=MAX_FUTURE_DEFAULT, show_default=True, metavar="DURATION",

@@ -207,6 +207,8 @@ class Processor(KafkaInput):
         try:
             while not self._stop.is_set():
                 batches = await self._poll(consumer)
+                if not consumer.assignment():  # still joining the group: not idle, waiting
+                    idle_since = time.monotonic()
                 if not any(batches.values()):
                     idle = time.monotonic() - idle_since
                     if self._input_ended or (cfg.exit_when_idle_s is not None and idle >= cfg.exit_when_idle_s):
