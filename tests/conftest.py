@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,18 @@ from qsframework.order import sort_table
 ROOT = Path(__file__).resolve().parent.parent
 SPREAD_SPEC = str(ROOT / "strategies" / "btc_eth_spread.py") + ":BtcEthSpread"
 T0 = 1_767_571_200_000_000_000  # 2026-01-05T00:00:00Z
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each session's temporary files in a directory of its own under the system temp dir.
+
+    Under pytest's shared /tmp/pytest-of-USER, a second session starting on the machine
+    resets that directory to mode 0700, which takes away the embedded PostgreSQL's OS user's
+    way to its data directory mid-run (initdb then fails): two test runs side by side must
+    not break each other."""
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="qsf-pytest-")
+        config.add_cleanup(lambda: shutil.rmtree(config.option.basetemp, ignore_errors=True))
+
 
 settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
