@@ -13,7 +13,6 @@ their reason.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,31 +22,20 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import UserError
-from ..events import KINDS, ORDER_COLUMNS, EventKind, conform, get_kind
+from ..events import KINDS, ORDER_COLUMNS, conform, get_kind
 from ..order import first_out_of_order, merge_kinds
 from ..strategy import repeat_string
-from ..user_cache import writable_cache_dir
 from ..validity import DEFAULT_BOUNDS, TimeBounds, check, sql_check
+from .files import FileInfo, damaged, file_info, first_line, runs
 from .format import FORMAT_VERSION, MANIFEST
+from .verify import CheckedFiles, Verifier
+
+__all__ = ["FileInfo", "Recording", "Rejected"]
 
 _OK = "__qsf_ok"  # the column DuckDB computes: the row keeps every validity rule
 _constant = lru_cache(maxsize=8)(repeat_string)  # a column of one string (batches repeat sizes)
-
-
-@dataclass(frozen=True, slots=True)
-class FileInfo:
-    """One part file and the time range its footer records."""
-
-    path: Path
-    kind: str
-    rows: int
-    ts_min: int
-    ts_max: int
-    keys: frozenset[str] | None = None  # distinct keys, when the writer recorded them
-    source: str | None = None  # the one source of every row, when the statistics show one
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,128 +46,6 @@ class Rejected:
     rows: pa.Table  # the full rows, in the kind's schema
     reasons: list[str]
     files: list[str]
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, with unprintable characters escaped."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    line = lines[0] if lines else type(exc).__name__
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in line)
-
-
-def _damaged(path: Path | str, what: str) -> UserError:
-    return UserError(f"recording file {str(path)!r} {what}")
-
-
-def _fits(have: pa.DataType, want: pa.DataType) -> bool:
-    """Whether a file's column type reads exactly as the kind's type."""
-    if pa.types.is_dictionary(have):
-        have = have.value_type
-    if have == want:
-        return True
-    if pa.types.is_integer(want):
-        return pa.types.is_integer(have) or (want == pa.int64() and pa.types.is_timestamp(have))
-    if pa.types.is_floating(want):
-        return pa.types.is_floating(have)
-    if pa.types.is_string(want):
-        return pa.types.is_string(have) or pa.types.is_large_string(have)
-    return False
-
-
-def _check_columns(path: Path, kind: EventKind, md: pq.FileMetaData) -> None:
-    """Every column of the kind, of a type that reads as the kind's, and no nulls where
-    the kind allows none (from the row groups' statistics)."""
-    try:
-        schema = md.schema.to_arrow_schema()
-    except Exception as exc:  # pyarrow raises several types for damaged schemas
-        raise _damaged(path, f"has an unreadable schema: {_first_line(exc)}") from None
-    for field in kind.schema:
-        idx = schema.get_field_index(field.name)
-        if idx < 0:
-            raise _damaged(path, f"has no column {field.name!r} ({kind.name} events need it)")
-        have = schema.field(idx).type
-        if not _fits(have, field.type):
-            raise _damaged(path, f"stores column {field.name!r} as {have}, not {field.type}")
-        if field.nullable:
-            continue
-        for i in range(md.num_row_groups):
-            stats = md.row_group(i).column(idx).statistics
-            if stats is not None and stats.has_null_count and stats.null_count:
-                raise _damaged(path, f"has nulls in column {field.name!r}, which may not be null")
-
-
-def _ts_statistics(path: Path, md: pq.FileMetaData) -> tuple[int, int] | None:
-    idx = md.schema.to_arrow_schema().get_field_index("ts_event")
-    if idx < 0:
-        raise _damaged(path, "has no ts_event column")
-    stats = [md.row_group(i).column(idx).statistics for i in range(md.num_row_groups)]
-    if not stats or any(s is None or not s.has_min_max for s in stats):
-        return None
-    return int(min(s.min for s in stats)), int(max(s.max for s in stats))
-
-
-def _one_source(md: pq.FileMetaData) -> str | None:
-    """The value of the ``source`` column when its statistics show it is the same in every row."""
-    idx = md.schema.to_arrow_schema().get_field_index("source")
-    values = set()
-    for i in range(md.num_row_groups):
-        stats = md.row_group(i).column(idx).statistics if idx >= 0 else None
-        if stats is None or not stats.has_min_max or stats.null_count or stats.min != stats.max:
-            return None
-        if not (getattr(stats, "is_min_value_exact", True) and getattr(stats, "is_max_value_exact", True)):
-            return None  # truncated values: equal prefixes say nothing
-        values.add(stats.min)
-    return values.pop() if len(values) == 1 and isinstance(next(iter(values)), str) else None
-
-
-def _file_info(path: Path, kind: str) -> FileInfo:
-    try:
-        md = pq.read_metadata(path)
-    except Exception as exc:  # pyarrow raises several types for damaged files
-        raise _damaged(path, f"is corrupt or unreadable: {_first_line(exc)}") from None
-    meta = md.metadata or {}
-    try:
-        version = int(meta.get(b"qsf.format_version", b"1"))
-        footer = (int(meta[b"qsf.ts_min"]), int(meta[b"qsf.ts_max"])) if b"qsf.ts_min" in meta else None
-    except (ValueError, KeyError):
-        raise _damaged(path, "has a corrupt qsf footer") from None
-    if version > FORMAT_VERSION:
-        raise UserError(
-            f"{str(path)!r} uses recording format {version}; this qsf reads up to {FORMAT_VERSION}"
-        )
-    if kind in KINDS:
-        _check_columns(path, KINDS[kind], md)
-    stats = _ts_statistics(path, md) if md.num_rows else footer
-    if footer is None:  # a foreign file: take the range from column statistics
-        if stats is None:
-            raise _damaged(path, "has no ts_event statistics")
-        footer = stats
-    elif stats is not None and stats != footer:
-        raise _damaged(
-            path, f"has a footer whose qsf.ts_min/ts_max ({footer[0]}..{footer[1]}) disagree with "
-            f"its ts_event statistics ({stats[0]}..{stats[1]}): the file is damaged",
-        )
-    keys = None
-    if b"qsf.keys" in meta:
-        try:
-            keys = frozenset(json.loads(meta[b"qsf.keys"]))
-        except ValueError:
-            keys = None
-    return FileInfo(path, kind, md.num_rows, footer[0], footer[1], keys, _one_source(md))
-
-
-def _runs(files: list[FileInfo]) -> list[tuple[list[FileInfo], bool]]:
-    """Group time-ordered files into scans: (files, needs_sort). A file that overlaps no
-    other is scanned alone (so a problem names it); overlapping ones are sorted together."""
-    groups: list[list[FileInfo]] = []
-    end = None
-    for f in files:
-        if groups and end is not None and f.ts_min <= end:
-            groups[-1].append(f)  # overlaps (or touches) the group before
-        else:
-            groups.append([f])
-        end = f.ts_max if end is None else max(end, f.ts_max)
-    return [(g, len(g) > 1) for g in groups]
 
 
 def _rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
@@ -203,69 +69,6 @@ def _join(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     if len(batches) == 1:
         return batches[0]
     return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
-
-
-class _CheckedFiles:
-    """Files whose every row kept the validity rules (as a DuckDB expression), remembered in
-    the user's cache by path, size and modification time: a later read of an unchanged file
-    skips the columns only the rules need, so checking costs one read per file."""
-
-    def __init__(self, rules: str) -> None:
-        self.dir = writable_cache_dir("checked")
-        self.rules = rules
-
-    def _entry(self, f: FileInfo) -> Path | None:
-        if self.dir is None:
-            return None
-        try:
-            st = f.path.stat()
-        except OSError:
-            return None
-        text = f"{f.path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{self.rules}"
-        return self.dir / hashlib.sha256(text.encode()).hexdigest()
-
-    def clean(self, group: list[FileInfo]) -> bool:
-        return all((e := self._entry(f)) is not None and e.exists() for f in group)
-
-    def mark(self, group: list[FileInfo]) -> None:
-        for f in group:
-            entry = self._entry(f)
-            if entry is not None:
-                try:
-                    entry.touch()
-                except OSError:
-                    return
-
-
-class _Verifier:
-    """Checks one kind's stream as it goes: no nulls where none may be, rows in total order
-    (within and across batches and files), times inside each file's footer range."""
-
-    def __init__(self, kind: EventKind, schema: pa.Schema) -> None:
-        self.kind = kind
-        self.required = [f.name for f in schema if not kind.schema.field(f.name).nullable]
-        self.last: tuple | None = None
-
-    def __call__(self, batch: pa.RecordBatch, name: str, lo: int, hi: int, *,
-                 one_source: bool = False) -> None:
-        for col in self.required:
-            if batch.column(col).null_count:
-                raise _damaged(name, f"has nulls in column {col!r}, which may not be null")
-        bad = first_out_of_order(batch, self.last, one_source=one_source)
-        if bad >= 0:
-            at = batch.column("ts_event")[bad].as_py()
-            raise _damaged(
-                name, f"is not in (ts_event, source, key, seq) order: a row at ts_event {at} "
-                "comes after a later one; sort the file (or remove it) and retry",
-            )
-        ts = batch.column("ts_event")
-        first, last = ts[0].as_py(), ts[batch.num_rows - 1].as_py()
-        if first < lo or last > hi:
-            raise _damaged(
-                name, f"holds events at {first if first < lo else last}, outside the range its "
-                f"footer claims ({lo}..{hi}): the footer or the file is damaged",
-            )
-        self.last = tuple(batch.column(c)[batch.num_rows - 1].as_py() for c in ORDER_COLUMNS)
 
 
 class Recording:
@@ -295,7 +98,7 @@ class Recording:
             kind = kind_dir.name.split("=", 1)[1]
             paths = sorted(kind_dir.glob("date=*/part-*.parquet"))
             if paths:
-                infos = [_file_info(p, kind) for p in paths]
+                infos = [file_info(p, kind) for p in paths]
                 self._files[kind] = sorted(infos, key=lambda f: (f.ts_min, f.ts_max, str(f.path)))
         if not self._files and not manifest.exists():
             raise UserError(f"{str(self.root)!r} is not a recording (no {MANIFEST}, no kind=*/ files)")
@@ -343,7 +146,7 @@ class Recording:
             try:
                 row = self._con.execute(sql, [partial, start, start, end, end, ks, ks]).fetchone()
             except (duckdb.Error, pa.ArrowException) as exc:
-                raise UserError(f"recording {str(self.root)!r} cannot be read: {_first_line(exc)}") from None
+                raise UserError(f"recording {str(self.root)!r} cannot be read: {first_line(exc)}") from None
             total += int(row[0]) if row else 0
         return total
 
@@ -410,9 +213,9 @@ class Recording:
         if python_check:  # a rule without a SQL form: read every column, check in Python
             schema = ek.schema
         plain = ", ".join(f'"{n}"' for n in schema.names)
-        checked = _CheckedFiles(ok_sql) if ok_sql is not None else None
+        checked = CheckedFiles(ok_sql) if ok_sql is not None else None
         order = ", ".join(ORDER_COLUMNS)
-        verify = _Verifier(ek, schema)  # one for the whole stream: order across files too
+        verify = Verifier(ek, schema)  # one for the whole stream: order across files too
 
         def rejected(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
             """The full rows of ``paths`` that DuckDB found invalid, with check()'s reasons."""
@@ -435,12 +238,12 @@ class Recording:
                 if len(group) == 1:
                     raise
                 for f in group:  # name the file at fault: each alone, as a scan of it alone sees it
-                    for _ in scan_files(con, [f], False, _Verifier(ek, schema), quiet=True):
+                    for _ in scan_files(con, [f], False, Verifier(ek, schema), quiet=True):
                         pass
                 raise
 
         def scan_files(con: duckdb.DuckDBPyConnection, group: list[FileInfo], needs_sort: bool,
-                       verify: _Verifier, quiet: bool = False) -> Iterator[pa.RecordBatch]:
+                       verify: Verifier, quiet: bool = False) -> Iterator[pa.RecordBatch]:
             paths = [str(f.path) for f in group]
             name = paths[0] if len(paths) == 1 else f"{paths[0]} (sorted with {len(paths) - 1} overlapping files)"
             lo, hi = min(f.ts_min for f in group), max(f.ts_max for f in group)
@@ -484,11 +287,11 @@ class Recording:
                 elif rules and len(where) == 1 and checked is not None:  # every row was read
                     checked.mark(group)
             except (duckdb.Error, pa.ArrowException) as exc:
-                raise _damaged(name, f"cannot be read: {_first_line(exc)}") from None
+                raise damaged(name, f"cannot be read: {first_line(exc)}") from None
 
         def scans() -> Iterator[pa.RecordBatch]:
             con = self._con.cursor()  # its own cursor: several kinds stream at once
-            for group, needs_sort in _runs(files):
+            for group, needs_sort in runs(files):
                 yield from scan(con, group, needs_sort)
 
         return _rebatch(scans(), batch_size)
@@ -538,12 +341,12 @@ class Recording:
                         "FROM read_parquet(?) GROUP BY key", [str(f.path)],
                     ).fetchall()
                 except (duckdb.Error, pa.ArrowException) as exc:
-                    raise _damaged(f.path, f"cannot be read: {_first_line(exc)}") from None
+                    raise damaged(f.path, f"cannot be read: {first_line(exc)}") from None
                 for key, n, lo, hi, *nonnull in rows:
                     for field, have in zip(schema, nonnull):
                         if field.name in required and have != n:
                             col = field.name
-                            raise _damaged(f.path, f"has nulls in column {col!r}, which may not be null")
+                            raise damaged(f.path, f"has nulls in column {col!r}, which may not be null")
                     k = keys.setdefault(key, {"rows": 0, "ts_min": lo, "ts_max": hi})
                     k["rows"] += n
                     k["ts_min"], k["ts_max"] = min(k["ts_min"], lo), max(k["ts_max"], hi)

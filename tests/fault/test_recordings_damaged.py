@@ -17,7 +17,7 @@ import pytest
 
 from qsframework.order import sort_table
 from qsframework.recording import Recording, RecordingWriter
-from qsframework.recording.reader import _runs
+from qsframework.recording.files import runs as _runs
 from qsframework.sim.market import simulate_trades
 
 from ..conftest import SPREAD_SPEC, qsf_cmd
