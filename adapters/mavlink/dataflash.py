@@ -31,6 +31,9 @@ Mapping (ArduCopter 4.x messages; SI units, angles of attitude in radians):
 An onboard log has no radio link: its heartbeat events mark changes only, they are not
 periodic, so run ``UavAnomaly`` with ``-p link=false`` on an imported DataFlash log (else
 every quiet stretch longer than link_timeout would look like a link loss).
+
+:class:`DataflashSource` reads a log as a :class:`~qsframework.io.FileSource`;
+:func:`import_dataflash` writes it as a new recording.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ import pyarrow as pa
 
 from qsframework.errors import UserError
 from qsframework.events import get_kind
+from qsframework.io import Batch
+from qsframework.recording.imports import ImportSource, import_recording
 from qsframework.validity import DEFAULT_FLOOR_NS, describe_rejected
 
 from .decode import clip_increments, count_events, valid_rows
@@ -244,65 +249,93 @@ def _system_id(reader: Any) -> int:
     return int(m.Value) if m is not None else 1
 
 
-def _valid_tables(pending: dict[str, _Columns], key: str, stats: DataflashStats) -> Iterator[tuple[str, pa.Table]]:
-    """The pending events as tables, less (and counting) those that break a validity rule."""
-    for kind, cols in pending.items():
-        table, _ = valid_rows(kind, cols.table(key), stats.rejected)
-        if table.num_rows:
-            count_events(stats, table)
-            stats.by_kind[kind] = stats.by_kind.get(kind, 0) + table.num_rows
-            yield kind, table
+class DataflashSource(ImportSource):
+    """The telemetry in the DataFlash log ``path`` as ``(kind, table)`` batches, about
+    ``chunk`` events at a time, counted in :attr:`stats`. Events that break a validity rule
+    are counted (``stats.rejected``) and, with :attr:`on_reject`, handed over as JSON with
+    their reason."""
+
+    def __init__(self, path: str | Path, *, stats: DataflashStats | None = None, chunk: int = 100_000,
+                 progress: Callable[[int], None] | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.stats = stats if stats is not None else DataflashStats()
+        self.chunk = chunk
+        self.progress = progress
+
+    def origin(self) -> dict:
+        origin = {"source": SOURCE, "imported_from": self.path.name, "format": "dataflash", "synthetic": False}
+        if self.stats.rejected:
+            origin["rejected"] = dict(self.stats.rejected)
+        return origin
+
+    def __iter__(self) -> Iterator[Batch]:
+        from pymavlink import mavutil
+
+        path, stats, chunk = self.path, self.stats, self.chunk
+        reader = _open(path)
+        complaints = _Complaints()  # of the one pass that makes the events
+        try:
+            stats.system_id = _system_id(reader)
+            key = str(stats.system_id)
+            modes: dict[int, str] = mavutil.mode_mapping_bynumber(COPTER) or {}
+            st = _State()
+            pending: dict[str, _Columns] = {}
+            npending = seq = ts = 0
+            while True:
+                with _quiet(complaints):
+                    m = reader.recv_msg()
+                if m is None:
+                    break
+                name = m.get_type()
+                if name not in TYPES:
+                    continue
+                if _instance(m, name) != 0:
+                    stats.other_instance += 1
+                    continue
+                stats.messages += 1
+                ts = round(m._timestamp * 1e6) * 1000
+                for kind, row in _rows(m, name, st, modes):
+                    cols = pending.get(kind)
+                    if cols is None:
+                        cols = pending[kind] = _Columns(kind)
+                    cols.add(ts, seq, row)
+                    seq += 1
+                    npending += 1
+                if npending >= chunk:
+                    stats.damaged_bytes = complaints.damaged_bytes
+                    yield from self._valid_tables(pending, key)
+                    pending, npending = {}, 0
+            stats.damaged_bytes = complaints.damaged_bytes
+            yield from self._valid_tables(pending, key)
+            if not seq:
+                raise UserError(f"no telemetry in {path}: is it an ArduPilot DataFlash log (.bin)?")
+            if not stats.events:
+                boot = " (its times count from boot: the log has no GPS time)" if ts < DEFAULT_FLOOR_NS else ""
+                raise UserError(f"no valid telemetry in {path}: {describe_rejected(stats.rejected)}{boot}")
+        finally:
+            reader.close()
+
+    def _valid_tables(self, pending: dict[str, _Columns], key: str) -> Iterator[Batch]:
+        """The pending events as tables, less (and counting) those that break a validity rule."""
+        stats = self.stats
+        for kind, cols in pending.items():
+            decoded = cols.table(key)
+            table, invalid = valid_rows(kind, decoded, stats.rejected)
+            self.refuse_invalid(kind, decoded, invalid, (("file", self.path.name.encode()),))
+            if table.num_rows:
+                count_events(stats, table)
+                stats.by_kind[kind] = stats.by_kind.get(kind, 0) + table.num_rows
+                if self.progress is not None:
+                    self.progress(table.num_rows)
+                yield kind, table
 
 
 def read_dataflash(path: str | Path, *, stats: DataflashStats | None = None,
                    chunk: int = 100_000) -> Iterator[tuple[str, pa.Table]]:
-    """(kind, table) of the telemetry in the DataFlash log ``path``, about ``chunk`` events at a time."""
-    from pymavlink import mavutil
-
-    path = Path(path)
-    stats = stats if stats is not None else DataflashStats()
-    reader = _open(path)
-    complaints = _Complaints()  # of the one pass that makes the events
-    try:
-        stats.system_id = _system_id(reader)
-        key = str(stats.system_id)
-        modes: dict[int, str] = mavutil.mode_mapping_bynumber(COPTER) or {}
-        st = _State()
-        pending: dict[str, _Columns] = {}
-        npending = seq = ts = 0
-        while True:
-            with _quiet(complaints):
-                m = reader.recv_msg()
-            if m is None:
-                break
-            name = m.get_type()
-            if name not in TYPES:
-                continue
-            if _instance(m, name) != 0:
-                stats.other_instance += 1
-                continue
-            stats.messages += 1
-            ts = round(m._timestamp * 1e6) * 1000
-            for kind, row in _rows(m, name, st, modes):
-                cols = pending.get(kind)
-                if cols is None:
-                    cols = pending[kind] = _Columns(kind)
-                cols.add(ts, seq, row)
-                seq += 1
-                npending += 1
-            if npending >= chunk:
-                stats.damaged_bytes = complaints.damaged_bytes
-                yield from _valid_tables(pending, key, stats)
-                pending, npending = {}, 0
-        stats.damaged_bytes = complaints.damaged_bytes
-        yield from _valid_tables(pending, key, stats)
-        if not seq:
-            raise UserError(f"no telemetry in {path}: is it an ArduPilot DataFlash log (.bin)?")
-        if not stats.events:
-            boot = " (its times count from boot: the log has no GPS time)" if ts < DEFAULT_FLOOR_NS else ""
-            raise UserError(f"no valid telemetry in {path}: {describe_rejected(stats.rejected)}{boot}")
-    finally:
-        reader.close()
+    """(kind, table) of the telemetry in the DataFlash log ``path``, about ``chunk`` events at
+    a time (a :class:`DataflashSource` read synchronously)."""
+    return iter(DataflashSource(path, stats=stats, chunk=chunk))
 
 
 def import_dataflash(path: str | Path, *, out: str | Path,
@@ -310,15 +343,6 @@ def import_dataflash(path: str | Path, *, out: str | Path,
     """Write the telemetry in the DataFlash log ``path`` as the recording ``out`` (new or
     empty); a failed import leaves nothing there. Rejected events are counted in the
     recording's origin (``rejected``)."""
-    from qsframework.recording.writer import new_recording
-
-    stats = DataflashStats()
-    origin = {"source": SOURCE, "imported_from": Path(path).name, "format": "dataflash", "synthetic": False}
-    with new_recording(out, origin=origin) as writer:
-        for kind, table in read_dataflash(path, stats=stats):
-            writer.write(kind, table)
-            if progress is not None:
-                progress(table.num_rows)
-        if stats.rejected:
-            origin["rejected"] = dict(stats.rejected)
-    return stats
+    source = DataflashSource(path, progress=progress)
+    import_recording(source, out)
+    return source.stats

@@ -9,14 +9,15 @@ into like damage, so garbage that looks like a packet header never swallows vali
 Each type's payloads are then gathered with numpy (MAVLink 2's trailing-zero truncation
 undone) and viewed through a structured dtype built from pymavlink's wire layout, so no
 Python code runs per message after the scan. pymavlink's own parser is the reference:
-the tests check both give the same events.
+the tests check both give the same events. :class:`TlogSource` is the reader as a
+:class:`~qsframework.io.FileSource`; :func:`import_tlog` writes it as a new recording.
 """
 
 from __future__ import annotations
 
 import mmap
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,8 @@ import pyarrow as pa
 from fastcrc import crc16
 
 from qsframework.errors import UserError
+from qsframework.io import Batch
+from qsframework.recording.imports import ImportSource, import_recording
 from qsframework.validity import describe_rejected
 
 from .decode import BY_NAME, SPECS, TelemetryDecoder, count_events, dialect, is_vehicle_heartbeat, valid_rows
@@ -191,107 +194,128 @@ class TlogStats:
     last_ts: int | None = None
 
 
+class TlogSource(ImportSource):
+    """The vehicle's telemetry in the tlog ``path`` as ``(kind, table)`` batches, ``chunk``
+    packets at a time, counted in :attr:`stats`. The vehicle is ``system_id``/``component_id``
+    or, by default, the sender of the first heartbeat that is not a ground station's. Events
+    that break a validity rule are counted (``stats.rejected``) and, with :attr:`on_reject`,
+    handed over as JSON with their reason."""
+
+    def __init__(self, path: str | Path, *, system_id: int | None = None, component_id: int | None = None,
+                 chunk: int = 1 << 20, stats: TlogStats | None = None,
+                 decoder: TelemetryDecoder | None = None,
+                 progress: Callable[[int], None] | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.system_id, self.component_id = system_id, component_id
+        self.chunk = chunk
+        self.stats = stats if stats is not None else TlogStats()
+        self.decoder = decoder or TelemetryDecoder()
+        self.progress = progress
+
+    def origin(self) -> dict:
+        origin = {"source": "mavlink", "imported_from": self.path.name, "format": "tlog", "synthetic": False}
+        if self.stats.rejected:
+            origin["rejected"] = dict(self.stats.rejected)
+        return origin
+
+    def __iter__(self) -> Iterator[Batch]:
+        path, stats, decoder, chunk = self.path, self.stats, self.decoder, self.chunk
+        system_id, component_id = self.system_id, self.component_id
+        where = (("file", path.name.encode()),)
+        wire = _wire_specs()
+        known = _known_ids(wire)
+        hb_id = next(i for i, w in wire.items() if w.name == "HEARTBEAT")
+        try:
+            fh = open(path, "rb")
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror}") from None
+        with fh:
+            size = fh.seek(0, 2)
+            if size == 0:
+                raise UserError(f"{path} is empty")
+            data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
+                arr = np.frombuffer(data, np.uint8)
+                pos = 0
+                while pos < size:
+                    pk, new_pos, skipped, other = _scan(data, pos, size, known, chunk)
+                    stats.skipped_bytes += skipped
+                    stats.other += other
+                    if new_pos == pos and not pk.msgid:
+                        break
+                    pos = new_pos
+                    if not pk.msgid:
+                        continue
+                    msgid = np.array(pk.msgid, np.int64)
+                    rec = np.array(pk.record, np.int64)
+                    head = np.array(pk.head, np.int64)
+                    plen = np.array(pk.plen, np.int64)
+                    start = rec + 8 + head
+                    v2 = head == 10
+                    sysid = arr[rec + np.where(v2, 13, 11)].astype(np.int64)
+                    compid = arr[rec + np.where(v2, 14, 12)].astype(np.int64)
+                    ts = arr[rec[:, None] + np.arange(8)].copy().view(">u8").reshape(-1).astype(np.int64) * 1000
+                    if system_id is None:
+                        hb = np.flatnonzero(msgid == hb_id)
+                        recs = _payloads(arr, start[hb], plen[hb], wire[hb_id])
+                        for j, r in zip(hb.tolist(), recs):
+                            if is_vehicle_heartbeat(int(r["autopilot"]), int(r["type"])):
+                                system_id = int(sysid[j])
+                                component_id = int(compid[j]) if component_id is None else component_id
+                                break
+                        else:
+                            continue  # no vehicle yet: these packets cannot be attributed
+                    mine = sysid == system_id
+                    if component_id is not None:
+                        mine &= compid == component_id
+                    stats.foreign += int((~mine).sum())
+                    idx = np.flatnonzero(mine)
+                    if not len(idx):
+                        continue
+                    stats.system_id, stats.component_id = system_id, component_id
+                    stats.packets += len(idx)
+                    key = np.full(len(idx), system_id)
+                    seq = np.array(decoder.next_seqs([str(system_id)] * len(idx)), np.int64)
+                    for mid in np.unique(msgid[idx]).tolist():
+                        sel = idx[msgid[idx] == mid]
+                        w = wire[mid]
+                        recs = _payloads(arr, start[sel], plen[sel], w)
+                        raw = {name: recs[name] for name in w.dtype.names}
+                        pos_in_idx = np.searchsorted(idx, sel)
+                        kind = BY_NAME[w.name].kind
+                        decoded = decoder.tables(w.name, raw, ts[sel], key[pos_in_idx], seq[pos_in_idx])
+                        table, invalid = valid_rows(kind, decoded, stats.rejected)
+                        self.refuse_invalid(kind, decoded, invalid, where)
+                        if table.num_rows:
+                            count_events(stats, table)
+                            if self.progress is not None:
+                                self.progress(table.num_rows)
+                            yield kind, table
+                if not stats.packets:
+                    which = "" if system_id is None else f" of system {system_id}"
+                    raise UserError(f"no vehicle telemetry{which} in {path}: is it a telemetry log (.tlog)?")
+                if not stats.events:
+                    raise UserError(f"no valid telemetry in {path}: {describe_rejected(stats.rejected)}")
+            finally:
+                del arr
+                data.close()
+
+
 def read_tlog(path: str | Path, *, system_id: int | None = None, component_id: int | None = None,
               chunk: int = 1 << 20, stats: TlogStats | None = None,
               decoder: TelemetryDecoder | None = None) -> Iterator[tuple[str, pa.Table]]:
-    """(kind, table) of the vehicle's telemetry in ``path``, ``chunk`` packets at a time.
-
-    The vehicle is ``system_id``/``component_id`` or, by default, the sender of the first
-    heartbeat that is not a ground station's.
-    """
-    path = Path(path)
-    stats = stats if stats is not None else TlogStats()
-    decoder = decoder or TelemetryDecoder()
-    wire = _wire_specs()
-    known = _known_ids(wire)
-    hb_id = next(i for i, w in wire.items() if w.name == "HEARTBEAT")
-    try:
-        fh = open(path, "rb")
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    with fh:
-        size = fh.seek(0, 2)
-        if size == 0:
-            raise UserError(f"{path} is empty")
-        data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            arr = np.frombuffer(data, np.uint8)
-            pos = 0
-            while pos < size:
-                pk, new_pos, skipped, other = _scan(data, pos, size, known, chunk)
-                stats.skipped_bytes += skipped
-                stats.other += other
-                if new_pos == pos and not pk.msgid:
-                    break
-                pos = new_pos
-                if not pk.msgid:
-                    continue
-                msgid = np.array(pk.msgid, np.int64)
-                rec = np.array(pk.record, np.int64)
-                head = np.array(pk.head, np.int64)
-                plen = np.array(pk.plen, np.int64)
-                start = rec + 8 + head
-                v2 = head == 10
-                sysid = arr[rec + np.where(v2, 13, 11)].astype(np.int64)
-                compid = arr[rec + np.where(v2, 14, 12)].astype(np.int64)
-                ts = arr[rec[:, None] + np.arange(8)].copy().view(">u8").reshape(-1).astype(np.int64) * 1000
-                if system_id is None:
-                    hb = np.flatnonzero(msgid == hb_id)
-                    recs = _payloads(arr, start[hb], plen[hb], wire[hb_id])
-                    for j, r in zip(hb.tolist(), recs):
-                        if is_vehicle_heartbeat(int(r["autopilot"]), int(r["type"])):
-                            system_id = int(sysid[j])
-                            component_id = int(compid[j]) if component_id is None else component_id
-                            break
-                    else:
-                        continue  # no vehicle yet: these packets cannot be attributed
-                mine = sysid == system_id
-                if component_id is not None:
-                    mine &= compid == component_id
-                stats.foreign += int((~mine).sum())
-                idx = np.flatnonzero(mine)
-                if not len(idx):
-                    continue
-                stats.system_id, stats.component_id = system_id, component_id
-                stats.packets += len(idx)
-                key = np.full(len(idx), system_id)
-                seq = np.array(decoder.next_seqs([str(system_id)] * len(idx)), np.int64)
-                for mid in np.unique(msgid[idx]).tolist():
-                    sel = idx[msgid[idx] == mid]
-                    w = wire[mid]
-                    recs = _payloads(arr, start[sel], plen[sel], w)
-                    raw = {name: recs[name] for name in w.dtype.names}
-                    pos_in_idx = np.searchsorted(idx, sel)
-                    kind = BY_NAME[w.name].kind
-                    table, _ = valid_rows(kind, decoder.tables(w.name, raw, ts[sel], key[pos_in_idx], seq[pos_in_idx]),
-                                       stats.rejected)
-                    if table.num_rows:
-                        count_events(stats, table)
-                        yield kind, table
-            if not stats.packets:
-                which = "" if system_id is None else f" of system {system_id}"
-                raise UserError(f"no vehicle telemetry{which} in {path}: is it a telemetry log (.tlog)?")
-            if not stats.events:
-                raise UserError(f"no valid telemetry in {path}: {describe_rejected(stats.rejected)}")
-        finally:
-            del arr
-            data.close()
+    """(kind, table) of the vehicle's telemetry in ``path``, ``chunk`` packets at a time
+    (a :class:`TlogSource` read synchronously)."""
+    return iter(TlogSource(path, system_id=system_id, component_id=component_id, chunk=chunk,
+                           stats=stats, decoder=decoder))
 
 
 def import_tlog(path: str | Path, *, out: str | Path, system_id: int | None = None,
-                component_id: int | None = None, progress=None) -> TlogStats:
+                component_id: int | None = None, progress: Callable[[int], None] | None = None) -> TlogStats:
     """Write the vehicle's telemetry in the tlog ``path`` as the recording ``out`` (new or
     empty); a failed import leaves nothing there. Rejected events are counted in the
     recording's origin (``rejected``)."""
-    from qsframework.recording.writer import new_recording
-
-    stats = TlogStats()
-    origin = {"source": "mavlink", "imported_from": Path(path).name, "format": "tlog", "synthetic": False}
-    with new_recording(out, origin=origin) as writer:
-        for kind, table in read_tlog(path, system_id=system_id, component_id=component_id, stats=stats):
-            writer.write(kind, table)
-            if progress is not None:
-                progress(table.num_rows)
-        if stats.rejected:
-            origin["rejected"] = dict(stats.rejected)
-    return stats
+    source = TlogSource(path, system_id=system_id, component_id=component_id, progress=progress)
+    import_recording(source, out)
+    return source.stats

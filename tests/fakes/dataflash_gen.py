@@ -163,3 +163,15 @@ def modes_expected() -> list[tuple[float, bool, str]]:
     return [(-T0_US / 1e6 + 0.001, False, "STABILIZE"), (ARM_S, True, "STABILIZE"), (LOITER_S, True, "LOITER"),
             (AUTO_S, True, "AUTO"), (RTL_S, True, "RTL"), (DISARM_S, False, "RTL"), (STAB_S, False, "STABILIZE")]
 
+
+
+def write_boot_time_log(path: str | Path, attitudes: int = 100) -> Path:
+    """A log without GPS messages: its ``attitudes`` ATT messages are timed since boot (1970),
+    before every validity floor."""
+    w = Writer(FORMATS)
+    w.write("PARM", 1000, "SYSID_THISMAV", 1.0, 1.0)
+    for k in range(attitudes):
+        w.write("ATT", T0_US + k * 100_000, 0.0, 1.0, 0.0, 2.0, 0.0, 90.0, 0.0, 0.0, 0)
+    path = Path(path)
+    path.write_bytes(bytes(w.buf))
+    return path

@@ -21,7 +21,7 @@ from qsframework.adapters.mavlink.tlog import TlogStats, read_tlog
 from qsframework.recording import MANIFEST, Recording
 
 from ..conftest import qsf_cmd
-from ..fakes.dataflash_gen import FORMATS, Writer, write_dataflash
+from ..fakes.dataflash_gen import write_boot_time_log, write_dataflash
 from ..adapters.mavlink.test_dataflash import reference_counts
 from ..fakes.tlog_gen import _Sink, mavlink, packets
 from ..fakes.tlog_gen import write_tlog as write_good_tlog
@@ -91,12 +91,7 @@ def test_damaged_dataflash_log_is_imported_with_one_summary_line(tmp_path):
 
 
 def test_dataflash_log_without_gps_time_is_refused_in_one_line(tmp_path):
-    w = Writer(FORMATS)
-    w.write("PARM", 1000, "SYSID_THISMAV", 1.0, 1.0)
-    for k in range(100):  # times since boot (1970): before the 2000-01-01 floor
-        w.write("ATT", 20_000_000 + k * 100_000, 0.0, 1.0, 0.0, 2.0, 0.0, 90.0, 0.0, 0.0, 0)
-    path = tmp_path / "nogps.bin"
-    path.write_bytes(bytes(w.buf))
+    path = write_boot_time_log(tmp_path / "nogps.bin", 100)  # times since boot: before the floor
     before = entries(tmp_path)
     line = one_error_line(qsf("recordings", "import", "dataflash", path, "--out", tmp_path / "rec"))
     assert "100 rejected (attitude: ts_event before the floor" in line and "no GPS time" in line
