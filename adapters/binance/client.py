@@ -21,91 +21,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 
-import orjson
 import pyarrow as pa
 
 from qsframework.errors import describe
 from qsframework.events import TRADE
 from qsframework.io import Emit, LiveSource, Rejected
-from qsframework.retry import Backoff
-from qsframework.validity import DEFAULT_BOUNDS, TimeBounds
 
-from .protocol import SOURCE, Reject, TradeParser, gap_table
+from .config import DEFAULT_REST, DEFAULT_URL, BinanceConfig, SourceFailed, SourceStats
+from .connection import Connection, connect, handshake_status, short
+from .protocol import Reject, TradeParser, gap_table
+from .rest import fetch_trades
+
+__all__ = ["DEFAULT_REST", "DEFAULT_URL", "BinanceConfig", "BinanceSource", "SourceFailed", "SourceStats"]
 
 log = logging.getLogger("qsf.binance")
-
-DEFAULT_URL = "wss://stream.binance.com:9443"
-DEFAULT_REST = "https://api.binance.com"
-REST_LIMIT = 1000  # rows per REST page (the API's maximum)
-
-
-@dataclass(frozen=True, kw_only=True)
-class BinanceConfig:
-    """Where and what to subscribe, and how to keep the connection."""
-
-    symbols: tuple[str, ...]
-    stream: str = "trade"  # or "aggTrade"
-    url: str = DEFAULT_URL
-    rest_url: str = DEFAULT_REST
-    backfill: bool = False
-    microseconds: bool = False  # ask for timeUnit=MICROSECOND
-    rotate_after: float = 23.5 * 3600  # seconds; Binance ends connections at 24 h
-    overlap_timeout: float = 15.0  # longest wait for old and new connection to meet
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    open_timeout: float = 10.0
-    ping_interval: float | None = 30.0  # our own pings, to notice a dead link
-    flush_interval: float = 0.25  # seconds between hand-overs of batches
-    bounds: TimeBounds = DEFAULT_BOUNDS  # a trade's time vs its receipt (see qsframework.validity)
-
-    def __post_init__(self) -> None:
-        if not self.symbols:
-            raise ValueError("give at least one symbol")
-        if not self.url.startswith(("ws://", "wss://")):
-            raise ValueError(f"--url must start with ws:// or wss://, not {self.url!r}")
-        if self.backfill and not self.rest_url.startswith(("http://", "https://")):
-            raise ValueError(f"REST base URL must start with http:// or https://, not {self.rest_url!r}")
-        if self.rotate_after <= 0 or self.backoff_initial <= 0 or self.backoff_max < self.backoff_initial:
-            raise ValueError("rotate_after and backoff times must be positive")
-        if self.bounds.max_future_ns < 0:
-            raise ValueError("--max-future must not be negative")
-
-    @property
-    def backoff(self) -> Backoff:
-        """Between connection attempts that fail in a row."""
-        return Backoff(initial_s=self.backoff_initial, max_s=self.backoff_max, jitter=(0.5, 1.1))
-
-
-@dataclass(slots=True)
-class SourceStats:
-    connections: int = 0
-    reconnects: int = 0  # connections lost and reopened
-    rotations: int = 0  # planned hand-overs (24 h limit, serverShutdown)
-    backfilled: int = 0
-    backfill_errors: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-
-
-class SourceFailed(RuntimeError):
-    """A background task of the source (the flusher, a connection reader) failed: the run
-    stops with this error instead of going on without it."""
-
-
-class _Conn:
-    """One WebSocket connection, its reader task, and a buffer while it is on standby."""
-
-    def __init__(self, ws, standby: bool) -> None:
-        self.ws = ws
-        self.standby = standby
-        self.buffer: list[tuple[bytes | str, int]] = []
-        self.first_ids: dict[str, int] = {}
-        self.opened = time.monotonic()
-        self.task: asyncio.Task | None = None
-        self.frames = 0
-        self.closed = False
 
 
 class BinanceSource(LiveSource):
@@ -116,8 +46,8 @@ class BinanceSource(LiveSource):
         self.cfg = config
         self.parser = parser or TradeParser(config.symbols, stream=config.stream, bounds=config.bounds)
         self.stats = SourceStats()
-        self._active: _Conn | None = None
-        self._standby: _Conn | None = None
+        self._active: Connection | None = None
+        self._standby: Connection | None = None
         self._wake = asyncio.Event()  # a reader has news for the connection keeper
         self._rotate_now = asyncio.Event()
         self._stop = asyncio.Event()
@@ -143,7 +73,7 @@ class BinanceSource(LiveSource):
         finally:
             for conn in (self._standby, self._active):
                 if conn is not None:
-                    await self._close(conn)
+                    await conn.close()
             self._stop.set()
             await asyncio.wait([flusher])  # its failure, if any, is in self._failure
             if self._failure is None:
@@ -168,40 +98,14 @@ class BinanceSource(LiveSource):
         self.stop()
 
     # -- connections -----------------------------------------------------------------
-    async def _open(self, standby: bool) -> _Conn:
-        from websockets.asyncio.client import connect
-
-        ws = await connect(
-            self.endpoint,
-            open_timeout=self.cfg.open_timeout,
-            ping_interval=self.cfg.ping_interval,
-            ping_timeout=self.cfg.ping_interval,
-            max_size=1 << 22,
-            max_queue=4096,
-        )
-        conn = _Conn(ws, standby)
+    async def _open(self, standby: bool) -> Connection:
+        conn = Connection(await connect(self.endpoint, self.cfg), standby)
         conn.task = self.spawn(self._read(conn), "connection reader")
         self.stats.connections += 1
         log.info("connected to %s%s", self.cfg.url, " (standby)" if standby else "")
         return conn
 
-    async def _close(self, conn: _Conn) -> None:
-        """Close ``conn``; its reader first takes every frame that arrived before the
-        server's close (a run that ends keeps the trades already on the wire)."""
-        try:
-            await asyncio.wait_for(conn.ws.close(), 5)
-        except (Exception, asyncio.CancelledError):  # noqa: BLE001 - closing a dead link
-            pass
-        if conn.task is not None:
-            # the reader ends by itself once the queue is drained; the bound is a safety net
-            await asyncio.wait([conn.task], timeout=30)
-            conn.task.cancel()
-            try:
-                await conn.task
-            except (Exception, asyncio.CancelledError):  # noqa: BLE001
-                pass
-
-    async def _read(self, conn: _Conn) -> None:
+    async def _read(self, conn: Connection) -> None:
         """Feed frames to the parser (or the standby buffer) as they arrive."""
         from websockets.exceptions import ConnectionClosed
 
@@ -215,7 +119,7 @@ class BinanceSource(LiveSource):
                     parser.stats.rejected += 1
                 elif conn.standby:
                     conn.buffer.append((frame, now))
-                    _note_first_id(conn, frame)
+                    conn.note_first_id(frame)
                     if self._overlapped(conn):
                         self._wake.set()
                 else:
@@ -235,7 +139,7 @@ class BinanceSource(LiveSource):
             conn.closed = True
             self._wake.set()
 
-    def _overlapped(self, standby: _Conn) -> bool:
+    def _overlapped(self, standby: Connection) -> bool:
         """The new connection has started every symbol, and the old one has delivered every
         id before each one's start. (A hand-over once only some symbols had started would
         lose the others' trades the old connection had not delivered yet; a symbol that
@@ -252,13 +156,13 @@ class BinanceSource(LiveSource):
                 try:
                     self._active = await self._open(standby=False)
                 except Exception as exc:  # noqa: BLE001 - handshake refused, DNS, timeouts...
-                    if self.stats.connections == 0 and _status(exc) == 400:
+                    if self.stats.connections == 0 and handshake_status(exc) == 400:
                         raise ValueError(f"{self.cfg.url} refused the subscription (HTTP 400): "
                                          "check the symbols and the stream") from None
                     attempt += 1
                     delay = self._backoff(attempt)
                     log.warning("cannot connect to %s (%s); retrying in %.1f s",
-                                self.cfg.url, _short(exc), delay)
+                                self.cfg.url, short(exc), delay)
                     if await self._sleep(delay, deadline):
                         return
                     continue
@@ -266,7 +170,7 @@ class BinanceSource(LiveSource):
             if standby is not None:
                 if standby.closed:  # the new connection died before taking over: retry later
                     self._standby = None
-                    await self._close(standby)
+                    await standby.close()
                     if await self._sleep(self._backoff(1), deadline):
                         return
                 elif (active.closed or self._overlapped(standby)
@@ -277,7 +181,7 @@ class BinanceSource(LiveSource):
                     await self._wait(0.05, deadline)
                 continue
             if active.closed:  # lost without a hand-over: reopen, backing off if it died young
-                await self._close(active)
+                await active.close()
                 self._active = None
                 self.stats.reconnects += 1
                 attempt = attempt + 1 if time.monotonic() - active.opened < 10 else 1
@@ -292,7 +196,7 @@ class BinanceSource(LiveSource):
                 try:
                     self._standby = await self._open(standby=True)
                 except Exception as exc:  # noqa: BLE001
-                    log.warning("cannot open the new connection (%s); keeping the old one", _short(exc))
+                    log.warning("cannot open the new connection (%s); keeping the old one", short(exc))
                     if await self._sleep(self._backoff(2), deadline):
                         return
                 continue
@@ -312,10 +216,10 @@ class BinanceSource(LiveSource):
                 pass
         self._wake.clear()
 
-    async def _hand_over(self, old: _Conn, new: _Conn) -> None:
+    async def _hand_over(self, old: Connection, new: Connection) -> None:
         """Close ``old``; ``new`` becomes the active connection, its buffer parsed first."""
         self._active, self._standby = new, None
-        await self._close(old)
+        await old.close()
         self._rotate_now.clear()
         buffered, new.buffer = new.buffer, []
         new.standby = False
@@ -378,7 +282,7 @@ class BinanceSource(LiveSource):
                 except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
                     self.stats.backfill_errors += 1
                     log.warning("backfill of %s ids %d..%d failed: %s",
-                                g["key"], g["first_id"], g["last_id"], _short(exc))
+                                g["key"], g["first_id"], g["last_id"], short(exc))
                     got = None
                 n = 0
                 if got is not None and got.num_rows:
@@ -390,64 +294,3 @@ class BinanceSource(LiveSource):
         filled = pa.concat_tables(tables) if tables else TRADE.schema.empty_table()
         return filled, gap_table(rows)
 
-
-async def fetch_trades(http, symbol: str, first: int, last: int, *, stream: str) -> pa.Table:
-    """Trades ``first..last`` of ``symbol`` from the REST API, as a ``trade`` table."""
-    path = "/api/v3/historicalTrades" if stream == "trade" else "/api/v3/aggTrades"
-    ts_event, ids, prices, qtys, makers = [], [], [], [], []
-    next_id = first
-    while next_id <= last:
-        limit = min(REST_LIMIT, last - next_id + 1)
-        resp = await http.get(path, params={"symbol": symbol, "fromId": next_id, "limit": limit})
-        resp.raise_for_status()
-        page = orjson.loads(resp.content)
-        if not isinstance(page, list) or not page:
-            break
-        for row in page:
-            if stream == "trade":
-                tid, t, p, q, m = row["id"], row["time"], row["price"], row["qty"], row["isBuyerMaker"]
-            else:
-                tid, t, p, q, m = row["a"], row["T"], row["p"], row["q"], row["m"]
-            if tid < next_id or tid > last:
-                continue
-            ts_event.append(t * 1_000_000 if t < 10**14 else t * 1_000)
-            ids.append(tid)
-            prices.append(float(p))
-            qtys.append(float(q))
-            makers.append(bool(m))
-        new_next = max(ids) + 1 if ids else next_id
-        if new_next <= next_id:
-            break
-        next_id = new_next
-    n = len(ids)
-    now = time.time_ns()
-    return pa.Table.from_arrays(
-        [pa.array(ts_event, pa.int64()), pa.array([now] * n, pa.int64()),
-         pa.array([SOURCE] * n, pa.string()), pa.array([symbol] * n, pa.string()),
-         pa.array(ids, pa.int64()), pa.array(prices, pa.float64()),
-         pa.array(qtys, pa.float64()), pa.array(makers, pa.bool_())],
-        schema=TRADE.schema,
-    )
-
-
-def _note_first_id(conn: _Conn, frame: str) -> None:
-    try:
-        obj = orjson.loads(frame)
-        data = obj.get("data", obj)
-        sym = data["s"]
-        tid = data["t"] if data.get("e") == "trade" else data["a"]
-    except Exception:  # noqa: BLE001 - not a trade: the parser will judge it
-        return
-    if isinstance(tid, int) and isinstance(sym, str):
-        conn.first_ids.setdefault(sym, tid)
-
-
-def _status(exc: BaseException) -> int | None:
-    """The HTTP status of a refused WebSocket handshake, if that is what ``exc`` is."""
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]
