@@ -73,7 +73,7 @@ def _binance_config(symbols: str, url: str | None, stream: str, backfill: bool, 
 
     limits = bounds(max_future, FLOOR_DEFAULT)
     try:
-        from qsframework.adapters.binance.client import DEFAULT_REST, DEFAULT_URL, BinanceConfig
+        from qsframework.adapters.binance.config import DEFAULT_REST, DEFAULT_URL, BinanceConfig
 
         syms = tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
         return BinanceConfig(symbols=syms, stream=stream, url=url or DEFAULT_URL,
@@ -91,7 +91,7 @@ def _binance_run(coro_fn, verbose: bool):
     import asyncio
     import logging
 
-    from qsframework.adapters.binance.client import SourceFailed
+    from qsframework.adapters.binance.config import SourceFailed
 
     from qsframework.errors import PublishError
 

@@ -55,10 +55,11 @@ import pyarrow as pa
 from qsframework.errors import UserError
 from qsframework.events import get_kind
 from qsframework.io import Batch
-from qsframework.recording.imports import ImportSource, import_recording
+from qsframework.recording.imports import import_recording
 from qsframework.validity import DEFAULT_FLOOR_NS, describe_rejected
 
-from .decode import clip_increments, count_events, valid_rows
+from .decode import clip_increments
+from .log_source import LogSource
 
 SOURCE = "dataflash"
 COPTER = 2  # MAV_TYPE_QUADROTOR
@@ -249,25 +250,19 @@ def _system_id(reader: Any) -> int:
     return int(m.Value) if m is not None else 1
 
 
-class DataflashSource(ImportSource):
+class DataflashSource(LogSource):
     """The telemetry in the DataFlash log ``path`` as ``(kind, table)`` batches, about
     ``chunk`` events at a time, counted in :attr:`stats`. Events that break a validity rule
     are counted (``stats.rejected``) and, with :attr:`on_reject`, handed over as JSON with
     their reason."""
 
+    stats: DataflashStats
+
     def __init__(self, path: str | Path, *, stats: DataflashStats | None = None, chunk: int = 100_000,
                  progress: Callable[[int], None] | None = None) -> None:
-        super().__init__()
-        self.path = Path(path)
-        self.stats = stats if stats is not None else DataflashStats()
+        super().__init__(path, stats if stats is not None else DataflashStats(), source=SOURCE,
+                         format="dataflash", progress=progress)
         self.chunk = chunk
-        self.progress = progress
-
-    def origin(self) -> dict:
-        origin = {"source": SOURCE, "imported_from": self.path.name, "format": "dataflash", "synthetic": False}
-        if self.stats.rejected:
-            origin["rejected"] = dict(self.stats.rejected)
-        return origin
 
     def __iter__(self) -> Iterator[Batch]:
         from pymavlink import mavutil
@@ -318,16 +313,10 @@ class DataflashSource(ImportSource):
 
     def _valid_tables(self, pending: dict[str, _Columns], key: str) -> Iterator[Batch]:
         """The pending events as tables, less (and counting) those that break a validity rule."""
-        stats = self.stats
         for kind, cols in pending.items():
-            decoded = cols.table(key)
-            table, invalid = valid_rows(kind, decoded, stats.rejected)
-            self.refuse_invalid(kind, decoded, invalid, (("file", self.path.name.encode()),))
+            table = self.valid(kind, cols.table(key))
             if table.num_rows:
-                count_events(stats, table)
-                stats.by_kind[kind] = stats.by_kind.get(kind, 0) + table.num_rows
-                if self.progress is not None:
-                    self.progress(table.num_rows)
+                self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + table.num_rows
                 yield kind, table
 
 

@@ -27,10 +27,11 @@ from fastcrc import crc16
 
 from qsframework.errors import UserError
 from qsframework.io import Batch
-from qsframework.recording.imports import ImportSource, import_recording
+from qsframework.recording.imports import import_recording
 from qsframework.validity import describe_rejected
 
-from .decode import BY_NAME, SPECS, TelemetryDecoder, count_events, dialect, is_vehicle_heartbeat, valid_rows
+from .decode import BY_NAME, SPECS, TelemetryDecoder, dialect, is_vehicle_heartbeat
+from .log_source import LogSource
 
 _TYPES = {"B": "u1", "b": "i1", "H": "<u2", "h": "<i2", "I": "<u4", "i": "<i4", "Q": "<u8", "q": "<i8",
           "f": "<f4", "d": "<f8", "c": "S1"}
@@ -194,35 +195,28 @@ class TlogStats:
     last_ts: int | None = None
 
 
-class TlogSource(ImportSource):
+class TlogSource(LogSource):
     """The vehicle's telemetry in the tlog ``path`` as ``(kind, table)`` batches, ``chunk``
     packets at a time, counted in :attr:`stats`. The vehicle is ``system_id``/``component_id``
     or, by default, the sender of the first heartbeat that is not a ground station's. Events
     that break a validity rule are counted (``stats.rejected``) and, with :attr:`on_reject`,
     handed over as JSON with their reason."""
 
+    stats: TlogStats
+
     def __init__(self, path: str | Path, *, system_id: int | None = None, component_id: int | None = None,
                  chunk: int = 1 << 20, stats: TlogStats | None = None,
                  decoder: TelemetryDecoder | None = None,
                  progress: Callable[[int], None] | None = None) -> None:
-        super().__init__()
-        self.path = Path(path)
+        super().__init__(path, stats if stats is not None else TlogStats(), source="mavlink", format="tlog",
+                         progress=progress)
         self.system_id, self.component_id = system_id, component_id
         self.chunk = chunk
-        self.stats = stats if stats is not None else TlogStats()
         self.decoder = decoder or TelemetryDecoder()
-        self.progress = progress
-
-    def origin(self) -> dict:
-        origin = {"source": "mavlink", "imported_from": self.path.name, "format": "tlog", "synthetic": False}
-        if self.stats.rejected:
-            origin["rejected"] = dict(self.stats.rejected)
-        return origin
 
     def __iter__(self) -> Iterator[Batch]:
         path, stats, decoder, chunk = self.path, self.stats, self.decoder, self.chunk
         system_id, component_id = self.system_id, self.component_id
-        where = (("file", path.name.encode()),)
         wire = _wire_specs()
         known = _known_ids(wire)
         hb_id = next(i for i, w in wire.items() if w.name == "HEARTBEAT")
@@ -284,13 +278,8 @@ class TlogSource(ImportSource):
                         raw = {name: recs[name] for name in w.dtype.names}
                         pos_in_idx = np.searchsorted(idx, sel)
                         kind = BY_NAME[w.name].kind
-                        decoded = decoder.tables(w.name, raw, ts[sel], key[pos_in_idx], seq[pos_in_idx])
-                        table, invalid = valid_rows(kind, decoded, stats.rejected)
-                        self.refuse_invalid(kind, decoded, invalid, where)
+                        table = self.valid(kind, decoder.tables(w.name, raw, ts[sel], key[pos_in_idx], seq[pos_in_idx]))
                         if table.num_rows:
-                            count_events(stats, table)
-                            if self.progress is not None:
-                                self.progress(table.num_rows)
                             yield kind, table
                 if not stats.packets:
                     which = "" if system_id is None else f" of system {system_id}"
