@@ -75,8 +75,11 @@ class Tally:
         return "skip"
 
     def _refuse(self, value: bytes, why: str, line: int | None) -> None:
+        """Hand a bad row to ``refuse``, naming its file and line."""
+        if self.refuse is None:
+            return
         where = [("file", self.name.encode())] + ([("line", str(line).encode())] if line else [])
-        self.refuse(Rejected(value, why, kind="trade", origin=tuple(where)))  # type: ignore[misc]
+        self.refuse(Rejected(value, why, kind="trade", origin=tuple(where)))
 
     def line(self, row: int) -> int | None:
         """Physical line (1-based) of the ``row``-th well-formed data row (0-based)."""
