@@ -8,6 +8,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -17,6 +18,7 @@ from qsframework.adapters.mavlink.tlog import read_tlog
 from qsframework.recording import Recording
 
 from ...conftest import qsf_cmd
+from ...fault.processes import wait_for
 from ...fakes.tlog_gen import packets, write_tlog
 
 
@@ -26,9 +28,23 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def send_later(port: int, pkts: list[bytes], delay: float = 0.5) -> threading.Thread:
+def udp_bound(port: int) -> bool:
+    """Whether a socket on this machine listens on UDP ``port`` (read from the kernel's table,
+    so asking never takes the port from the receiver)."""
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        if any(int(line.split()[1].rsplit(":", 1)[1], 16) == port for line in lines):
+            return True
+    return False
+
+
+def send_later(port: int, pkts: list[bytes]) -> threading.Thread:
+    """Send ``pkts`` to ``port`` from a thread, once a receiver listens there."""
     def run() -> None:
-        time.sleep(delay)
+        wait_for(lambda: udp_bound(port), f"a receiver on UDP port {port}")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for i, buf in enumerate(pkts):
                 s.sendto(buf, ("127.0.0.1", port))
@@ -79,7 +95,7 @@ def test_vehicle_clock_follows_time_boot_ms(tmp_path):
 
 def test_record_mavlink_cli(tmp_path):
     port = free_udp_port()
-    sender = send_later(port, [b for _, b in packets(10)], delay=1.5)
+    sender = send_later(port, [b for _, b in packets(10)])
     r = subprocess.run([*qsf_cmd(), "record", "mavlink", "--url", f"udpin:127.0.0.1:{port}", "--out",
                         str(tmp_path / "rec"), "--duration", "5"], capture_output=True, text=True, timeout=60)
     sender.join()
