@@ -22,30 +22,17 @@ from aiokafka.errors import (
 
 from ..errors import describe
 from ..events import KINDS, get_kind
-from ..io import Batch, Source
+from ..io import Batch, Rejected, Source
 from ..kafka import KIND_HEADER, dead_letter, shares_topic
 from ..wire import decode
 from .config import LogReset, ProcessConfig, ProcessStats
 from .dead_letters import DeadLetters
+from .watermark import Watermark, tp_name
 
 log = logging.getLogger("qsf.process")
 
 #: at the first assignment, with where each partition will start: settle what a crash left
 OnFirstAssignment = Callable[[dict[tuple[str, int], int]], None]
-
-
-def _tp_name(tp: TopicPartition) -> str:
-    return f"{tp.topic}[{tp.partition}]"
-
-
-def lag(consumer: AIOKafkaConsumer) -> int:
-    """Records between the consumer's positions and the log ends, over its partitions."""
-    total = 0
-    for tp in consumer.assignment():
-        hw = consumer.highwater(tp)
-        pos = consumer.last_stable_offset(tp) if hw is None else hw
-        total += max(0, (hw or 0) - (pos or 0))
-    return total
 
 
 class KafkaSource(Source):
@@ -60,18 +47,16 @@ class KafkaSource(Source):
     :mod:`qsframework.io`); :meth:`batches` alone never commits.
     """
 
-    def __init__(self, config: ProcessConfig, topics: dict[str, tuple[str, ...]], *, stats: ProcessStats,
-                 on_first_assignment: OnFirstAssignment) -> None:
+    def __init__(self, config: ProcessConfig, topics: dict[str, tuple[str, ...]], *,
+                 stats: ProcessStats | None = None, on_first_assignment: OnFirstAssignment | None = None) -> None:
         self.cfg = config
         self.topics = topics  # topic -> the subscribed kinds it carries
-        self.stats = stats
+        self.stats = ProcessStats() if stats is None else stats
         self._on_first_assignment: OnFirstAssignment | None = on_first_assignment
         self.released_upto: int | None = None  # rows with ts_event < this went to the engine
-        self._part_max: dict[TopicPartition, int] = {}  # latest event time per partition
+        self._watermark = Watermark(config)
         self._part_ids: dict[TopicPartition, int] = {}  # a small id per partition (the _part column)
         self._next_offset: dict[TopicPartition, int] = {}  # last consumed + 1
-        self._active_at: dict[TopicPartition, float] = {}  # when each partition last gave rows (or was assigned)
-        self._idle: set[TopicPartition] = set()
         self._resume: dict[TopicPartition, int] = {}  # the --state snapshot's offsets
         self._handled_below: dict[TopicPartition, int] = {}  # restored: rows below were handled before
         self._unverified: dict[TopicPartition, tuple[int, str, int]] = {}  # sought, log end not yet seen
@@ -81,8 +66,9 @@ class KafkaSource(Source):
         self.dlq: DeadLetters | None = None  # set by start()
 
     # -- lifecycle -------------------------------------------------------------------------
-    async def start(self, dlq: DeadLetters) -> None:
-        """Join the group (each assigned partition is sought, see :meth:`_seek_assigned`)."""
+    async def start(self, dlq: DeadLetters | None = None) -> None:
+        """Join the group (each assigned partition is sought, see :meth:`_seek_assigned`).
+        Bad and late messages go to ``dlq``, or without one to :attr:`on_reject`."""
         cfg = self.cfg
         self.dlq = dlq
         self.consumer = AIOKafkaConsumer(
@@ -105,9 +91,17 @@ class KafkaSource(Source):
             await self.consumer.stop()
 
     async def batches(self) -> AsyncIterator[Batch]:
-        while not self._stopped:
-            for batch in await self.poll() or ():
-                yield batch
+        """Joins the group if :meth:`start` was not called (and then leaves it at the end)."""
+        own = self.consumer is None
+        if own:
+            await self.start()
+        try:
+            while not self._stopped:
+                for batch in await self.poll() or ():
+                    yield batch
+        finally:
+            if own:
+                await self.close()
 
     @property
     def assigned(self) -> bool:
@@ -119,7 +113,7 @@ class KafkaSource(Source):
         """What a restart needs besides the offsets: the watermark's state and how far each
         partition was consumed (rows below read again are recognised, see :meth:`restore`)."""
         return {
-            "part_max": {(tp.topic, tp.partition): v for tp, v in self._part_max.items()},
+            "part_max": {(tp.topic, tp.partition): v for tp, v in self._watermark.part_max.items()},
             "released_upto": self.released_upto,
             # consumed up to here: rows below these offsets read again after a restart were
             # either processed or dead-lettered already when their event time is before
@@ -131,7 +125,7 @@ class KafkaSource(Source):
     def restore(self, state: dict) -> None:
         """Resume from a snapshot (its ``offsets`` and what :meth:`snapshot` gave)."""
         self.released_upto = state["released_upto"]
-        self._part_max = {TopicPartition(*k): v for k, v in state["part_max"].items()}
+        self._watermark.part_max = {TopicPartition(*k): v for k, v in state["part_max"].items()}
         self._handled_below = {TopicPartition(*k): v for k, v in state.get("consumed", {}).items()}
         self._resume = {TopicPartition(*k): v for k, v in state["offsets"].items()}
 
@@ -140,7 +134,7 @@ class KafkaSource(Source):
         """One fetch (at most ``poll_ms`` of waiting), decoded; None when it brought no
         message (a list, maybe empty, when messages came: bad, late or read before too)."""
         consumer = self.consumer
-        assert consumer is not None and self.dlq is not None, "start() first"
+        assert consumer is not None, "start() first"
         if self._fatal is not None:
             raise self._fatal
         try:
@@ -208,13 +202,17 @@ class KafkaSource(Source):
         table = table.append_column("_offset", pa.array(offsets, pa.int64()))
         table = await self._drop_late(tp, kind, table, msgs)
         if table.num_rows:
-            self._advance(tp, int(table.column("ts_event").to_numpy().max()))
+            self._watermark.advance(tp, int(table.column("ts_event").to_numpy().max()))
             out.append((kind, table))
 
     async def _dead_letter(self, tp: TopicPartition, m, reason: str, *, kind: str | None = None) -> None:
-        assert self.dlq is not None
-        await self.dlq.send(dead_letter(reason=reason, value=m.value, key=m.key, topic=tp.topic,
-                                        partition=tp.partition, offset=m.offset, kind=kind))
+        if self.dlq is not None:
+            await self.dlq.send(dead_letter(reason=reason, value=m.value, key=m.key, topic=tp.topic,
+                                            partition=tp.partition, offset=m.offset, kind=kind))
+        else:
+            origin = tuple((k, str(v).encode()) for k, v in (("topic", tp.topic), ("partition", tp.partition),
+                                                             ("offset", m.offset)))
+            await self.reject(Rejected(value=m.value or b"", reason=reason, kind=kind, origin=origin))
 
     def origin(self, part: int) -> TopicPartition | None:
         """The partition of a ``_part`` id."""
@@ -225,7 +223,7 @@ class KafkaSource(Source):
         """``table`` (decoded from ``msgs``) without rows before the watermark: those read
         again after a restart that were handled before it are skipped; the others are late
         (DLQ, as the original message)."""
-        self._touch(tp)  # rows, even late ones: the partition is active
+        self._watermark.touch(tp)  # rows, even late ones: the partition is active
         if self.released_upto is None:
             return table
         late = table.column("ts_event").to_numpy() < self.released_upto
@@ -246,51 +244,10 @@ class KafkaSource(Source):
         self.stats.late += int(late.sum())
         return table.filter(pa.array(~late))
 
-    def _advance(self, tp: TopicPartition, ts_max: int) -> None:
-        """``tp`` gave rows up to ``ts_max``: it holds the watermark there (unless idle)."""
-        self._part_max[tp] = max(self._part_max.get(tp, ts_max), ts_max)
-
-    def _touch(self, tp: TopicPartition) -> None:
-        """``tp`` gave rows: it is active and holds the watermark again."""
-        self._active_at[tp] = time.monotonic()
-        if tp in self._idle:
-            self._idle.discard(tp)
-            log.info("%s is active again: it holds the watermark", _tp_name(tp))
-
     async def watermark(self) -> int | None:
-        """The smallest latest event time over the partitions that are not idle, minus the
-        lateness (None: nothing may go yet). Idle: nothing new for ``idle_timeout_s`` and read
-        to the end. With every partition idle, the latest event time seen."""
-        consumer = self.consumer
-        assert consumer is not None
-        now = time.monotonic()
-        holding: list[int] = []
-        known: list[int] = []
-        for tp in consumer.assignment():
-            ts = self._part_max.get(tp)
-            if ts is not None:
-                known.append(ts)
-            if now - self._active_at.get(tp, now) >= self.cfg.idle_timeout_s and await self._caught_up(tp):
-                if tp not in self._idle:
-                    self._idle.add(tp)
-                    log.info("%s is idle: it no longer holds the watermark", _tp_name(tp))
-                continue
-            if ts is None:
-                return None  # active but nothing yet: its first rows may be the oldest
-            holding.append(ts)
-        if not known:
-            return None
-        return (min(holding) if holding else max(known)) - self.cfg.lateness_ns
-
-    async def _caught_up(self, tp: TopicPartition) -> bool:
+        """Up to where rows may go to the engine (see :class:`Watermark`); None: not yet."""
         assert self.consumer is not None
-        end = self.consumer.highwater(tp)
-        if end is None:
-            return False
-        position = self._next_offset.get(tp)
-        if position is None:
-            position = await self.consumer.position(tp)
-        return position >= end
+        return await self._watermark.value(self.consumer, self._next_offset)
 
     # -- commits ---------------------------------------------------------------------------
     def checkpoint_offsets(self, pending: dict[int, int]) -> dict[TopicPartition, int]:
@@ -343,7 +300,7 @@ class KafkaSource(Source):
     def _on_reset(self, tp: TopicPartition, what: str, offset: int, start: int, end: int | None) -> None:
         where = "before the start" if offset < start else "past the end"
         bounds = f"offsets {start}..{end}" if end is not None else f"which starts at {start}"
-        problem = f"{_tp_name(tp)}: the {what} offset {offset} is {where} of the log ({bounds}); the broker lost or reset it"
+        problem = f"{tp_name(tp)}: the {what} offset {offset} is {where} of the log ({bounds}); the broker lost or reset it"
         if self.cfg.on_reset != "earliest":
             raise LogReset(f"{problem}. Nothing was skipped: rerun with --on-reset earliest to read "
                            "the partition from its start, or use a new --group and --state")
@@ -366,7 +323,7 @@ class KafkaSource(Source):
         now = time.monotonic()
         targets: list[tuple[TopicPartition, int, str]] = []
         for tp in tps:
-            self._active_at.setdefault(tp, now)
+            self._watermark.assigned(tp, now)
             if tp in self._next_offset:
                 target, what = self._next_offset[tp], "consumed"
             elif tp in self._resume:

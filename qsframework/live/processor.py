@@ -38,7 +38,7 @@ from ..strategy import Strategy
 from .checkpoints import Checkpoints
 from .config import ProcessConfig, ProcessStats, StrategyFailed
 from .dead_letters import DeadLetters
-from .kafka_source import KafkaSource, lag
+from .kafka_source import KafkaSource
 from .pending import Pending
 from .sink_options import sinks_of
 from .writes import SinkWrites
@@ -290,8 +290,18 @@ class Processor:
         rate = self.stats.processed / max(time.monotonic() - t0, 1e-9)
         p99 = self._latency.percentile(99)
         log.info("processed %d events (%.0f/s), lag %d, signals %d, alerts %d%s",
-                 self.stats.processed, rate, 0 if consumer is None else lag(consumer), self.stats.signals,
+                 self.stats.processed, rate, 0 if consumer is None else _lag(consumer), self.stats.signals,
                  self.stats.alerts, "" if p99 is None else f", p99 latency {p99:.1f} ms")
+
+
+def _lag(consumer: AIOKafkaConsumer) -> int:
+    """Records between the consumer's positions and the log ends, over its partitions."""
+    total = 0
+    for tp in consumer.assignment():
+        hw = consumer.highwater(tp)
+        pos = consumer.last_stable_offset(tp) if hw is None else hw
+        total += max(0, (hw or 0) - (pos or 0))
+    return total
 
 
 def _quiet_kafka_leftovers(loop: asyncio.AbstractEventLoop, context: dict) -> None:

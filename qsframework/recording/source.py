@@ -30,6 +30,8 @@ class RecordingSource(FileSource):
                  speed: float | None = None, batch_size: int = 16_384) -> None:
         if speed is not None and speed <= 0:
             raise ValueError("speed must be positive")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
         self.recording = recording if isinstance(recording, Recording) else Recording(recording)
         self.kinds = list(kinds or self.recording.kinds)
         self.keys = keys
@@ -59,8 +61,11 @@ class RecordingSource(FileSource):
 
     def _schedule(self) -> Iterator[Batch | float]:
         """The batches, and between them the seconds to wait before the next one is due."""
-        stream = self.recording.stream_all(self.kinds, start=self.start, end=self.end, keys=self.keys,
-                                           batch_size=self.batch_size, bounds=None)
+        size = self.batch_size
+        merged = self.recording.stream_all(self.kinds, start=self.start, end=self.end, keys=self.keys,
+                                           batch_size=size, bounds=None)
+        # the merge keeps a run of one kind together, across the read batches: cut it to size
+        stream = ((kind, batch.slice(at, size)) for kind, batch in merged for at in range(0, batch.num_rows, size))
         if self.speed is None:
             for kind, batch in stream:
                 yield kind, pa.Table.from_batches([batch])
