@@ -154,3 +154,28 @@ async def _read(bootstrap: str, topic: str, want: int) -> list[bytes]:
     finally:
         await consumer.stop()
     return got
+
+
+def test_replay_of_an_event_too_large_for_the_producer_is_one_line_naming_the_broker(stack_endpoints, tmp_path):
+    """``qsf ingest replay`` stops at a record the producer refuses as too large, with the
+    producer's own reason on one line (the replay's message before pump() served it too)."""
+    import os
+    import subprocess
+
+    from qsframework.recording import RecordingWriter
+
+    from ..conftest import qsf_cmd
+
+    trades = make_trades(23, 20)
+    keys = trades.column("key").to_pylist()
+    keys[7] = "K" * (1 << 20)  # past the producer's 1 MiB request limit
+    with RecordingWriter(tmp_path / "rec") as w:
+        w.write("trade", trades.set_column(trades.schema.get_field_index("key"), "key", pa.array(keys, pa.string())))
+    prefix = f"big{uuid.uuid4().hex[:8]}"
+    r = subprocess.run([*qsf_cmd(), "ingest", "replay", "--recording", str(tmp_path / "rec"), "--topic-prefix", prefix],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap})
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"qsf: error: broker {stack_endpoints.kafka_bootstrap}: ")
+    assert "MessageSizeTooLargeError" in r.stderr and "published" not in r.stdout
