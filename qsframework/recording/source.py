@@ -4,6 +4,7 @@ as fast as they are read or paced by event time (what ``qsf ingest replay`` publ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ class RecordingSource(FileSource):
         self.end = end
         self.speed = speed
         self.batch_size = batch_size
+        self._wake: asyncio.Event | None = None  # set by stop(): a paced wait ends now
 
     def __iter__(self) -> Iterator[Batch]:
         for item in self._schedule():
@@ -50,14 +52,21 @@ class RecordingSource(FileSource):
                 yield item
 
     async def batches(self) -> AsyncIterator[Batch]:
+        self._wake = wake = asyncio.Event()
         for item in self._schedule():
             if self._stopped:
                 return
             if isinstance(item, float):
-                await asyncio.sleep(item)
+                with contextlib.suppress(TimeoutError):  # the wait ends early at a stop()
+                    await asyncio.wait_for(wake.wait(), item)
             else:
                 yield item
                 await asyncio.sleep(0)  # let the event loop run between batches
+
+    def stop(self) -> None:
+        super().stop()
+        if self._wake is not None:
+            self._wake.set()
 
     def _schedule(self) -> Iterator[Batch | float]:
         """The batches, and between them the seconds to wait before the next one is due."""
