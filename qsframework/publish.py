@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from .errors import PublishError, describe
+from .io import Refused
 from .kafka import ProducerConfig, dead_letter, ensure_topics, kind_headers, start_producer
 from .wire import encode
 
@@ -88,11 +89,21 @@ class Publisher:
             if st.first_error is not None:
                 await self.flush()
 
-    async def send_table(self, topic: str, kind: str, table: pa.Table | pa.RecordBatch) -> None:
-        """Every event of ``table`` (of ``kind``) to ``topic``, keyed by its event key."""
+    async def send_table(self, topic: str, kind: str, table: pa.Table | pa.RecordBatch, *,
+                         refuse_oversized: bool = True) -> list[Refused]:
+        """Every event of ``table`` (of ``kind``) to ``topic``, keyed by its event key. An
+        event too large for the producer is returned as refused with the reason (the others
+        are sent), or with ``refuse_oversized=False`` raises its ``MessageSizeTooLargeError``."""
         headers = kind_headers(kind)
-        for key, value in encode(table):
-            await self.send(topic, value, key=key, headers=headers)
+        refused: list[Refused] = []
+        for i, (key, value) in enumerate(encode(table)):
+            try:
+                await self.send(topic, value, key=key, headers=headers)
+            except MessageSizeTooLargeError as exc:
+                if not refuse_oversized:
+                    raise
+                refused.append(Refused(i, f"too large for {topic}: {exc}"))
+        return refused
 
     async def send_dead_letter(self, topic: str, value: bytes, *, reason: str,
                                headers: Iterable[tuple[str, bytes]] = ()) -> None:

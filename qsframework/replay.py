@@ -1,16 +1,20 @@
-"""Replay a recording onto Kafka topics, as fast as possible or paced by event time."""
+"""Replay a recording onto Kafka topics, as fast as possible or paced by event time: the
+recording as a source, Kafka as the sink, and :func:`~qsframework.io.pump` between them (the
+loop of every publishing command)."""
 
 from __future__ import annotations
 
-import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .kafka import DEFAULT_PREFIX, ProducerConfig, dlq_topic, kind_headers, topic_of
-from .publish import publishing
-from .recording import Recording
-from .wire import encode
+import pyarrow as pa
+
+from .io import Refused, Sink, pump
+from .kafka import DEFAULT_PREFIX, ProducerConfig
+from .recording import Recording, RecordingSource
+from .sinks.kafka import KafkaSink
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,6 +25,17 @@ class ReplayStats:
     wall_s: float
     per_topic: dict[str, int]
     end_offsets: dict[tuple[str, int], int]  # (topic, partition) -> offset after the last record
+
+
+class _Progress(Sink):
+    """Counts the rows the sinks before it took (a progress bar's ``advance``)."""
+
+    def __init__(self, on_progress: Callable[[int], None]) -> None:
+        self.on_progress = on_progress
+
+    async def write(self, kind: str, table: pa.Table) -> list[Refused]:
+        self.on_progress(table.num_rows)
+        return []
 
 
 async def replay(
@@ -41,32 +56,15 @@ async def replay(
     With ``speed`` the gaps between events are replayed in wall time divided by ``speed``
     (1 = real time); without it, events go out as fast as the broker takes them. Returns
     once the broker acknowledged every event; raises :class:`~qsframework.publish.PublishError`
-    (after the first lost one, without sending more) otherwise.
+    (after the first lost one, without sending more) otherwise. An event too large for the
+    producer raises its ``MessageSizeTooLargeError`` (nothing more is sent).
     """
-    if speed is not None and speed <= 0:
-        raise ValueError("speed must be positive")
-    kinds = kinds or recording.kinds
     t0 = time.monotonic()
-    first_ts: int | None = None
-    topics = [*(topic_of(k, prefix) for k in kinds), dlq_topic(prefix)]
-    async with publishing(bootstrap, topics, config=producer) as pub:
-        # rows as stored, bad ones included: the consumer checks them and dead-letters the bad
-        for kind, batch in recording.stream_all(kinds, start=start, end=end, batch_size=batch_size, bounds=None):
-            topic = topic_of(kind, prefix)
-            if speed is None:
-                await pub.send_table(topic, kind, batch)
-            else:
-                headers = kind_headers(kind)
-                ts = batch.column("ts_event").to_pylist()
-                if first_ts is None:
-                    first_ts = ts[0]
-                for (key, value), t in zip(encode(batch), ts):
-                    delay = (t - first_ts) / 1e9 / speed - (time.monotonic() - t0)
-                    if delay > 0.001:
-                        await asyncio.sleep(delay)
-                    await pub.send(topic, value, key=key, headers=headers)
-            if on_progress is not None:
-                on_progress(batch.num_rows)
-        stats = await pub.flush()
+    source = RecordingSource(recording, kinds=kinds, speed=speed, start=start, end=end, batch_size=batch_size)
+    kafka = KafkaSink(bootstrap, source.kinds, prefix=prefix, producer=producer, refuse_oversized=False)
+    # acknowledgements are awaited once, at the end (a lost record stops the sends sooner)
+    await pump(source, [kafka] if on_progress is None else [kafka, _Progress(on_progress)], flush_every_s=math.inf)
+    assert kafka.publisher is not None
+    stats = kafka.publisher.stats
     return ReplayStats(events=stats.acked, wall_s=time.monotonic() - t0, per_topic=dict(stats.per_topic),
                        end_offsets=dict(stats.end_offsets))

@@ -2,6 +2,7 @@
 :mod:`qsframework.live.processor`)."""
 
 from .config import LogReset, ProcessConfig, ProcessStats, StrategyFailed
+from .kafka_source import KafkaSource
 from .processor import Processor, install_signal_handlers
 
-__all__ = ["LogReset", "ProcessConfig", "ProcessStats", "Processor", "StrategyFailed", "install_signal_handlers"]
+__all__ = ["KafkaSource", "LogReset", "ProcessConfig", "ProcessStats", "Processor", "StrategyFailed", "install_signal_handlers"]

@@ -19,38 +19,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from ..durations import format_time
 from ..engine import Engine
 from ..errors import UserError, describe
-from ..io import Checkpoint, Refused, Sink
-from ..kafka import ProducerConfig, dead_letter, dlq_topic, ensure_topics, start_producer, topic_of
+from ..io import Sink
+from ..kafka import ProducerConfig, dlq_topic, ensure_topics, start_producer, topic_of
 from ..latency import LatencyWindow
-from ..loader import load_sink
-from ..recording import RecordingWriter
 from ..shutdown import stop_on_signals
 from ..strategy import Strategy
+from .checkpoints import Checkpoints
 from .config import ProcessConfig, ProcessStats, StrategyFailed
 from .dead_letters import DeadLetters
-from .kafka_input import KafkaInput, _OnAssign
-from .state import load_state, save_state
+from .kafka_source import KafkaSource
+from .pending import Pending
+from .sink_options import sinks_of
+from .writes import SinkWrites
 
 log = logging.getLogger("qsf.process")
 
 
-class Processor(KafkaInput):
-    """One strategy instance on Kafka topics."""
+class Processor:
+    """One strategy instance on Kafka topics: a :class:`KafkaSource` in, the engine, a list
+    of sinks out, and the commit sequence between them (:class:`Checkpoints`)."""
 
     def __init__(self, strategy_cls: type[Strategy], config: ProcessConfig) -> None:
         self.cfg = config
@@ -65,70 +63,27 @@ class Processor(KafkaInput):
         self.stats = ProcessStats()
         self._stop = asyncio.Event()
         self._input_ended = False
-        self._init_input()
+        self._pending = Pending()  # consumed, waiting behind the watermark
         self._producer = None
         self._latency = LatencyWindow()
-        # the sinks' writes run while the next poll is fetched and processed: each poll's
-        # rows are written by a task chained after the previous poll's; a checkpoint waits
-        # for the chain, then flushes every sink, and only then commits (see qsframework.io)
-        self._to_write: list[tuple[str, pa.Table, bool]] = []  # (kind, rows, is an output) of this poll
-        self._writes: asyncio.Task | None = None
-        self._written = False  # something was written since the last checkpoint
-        self._checkpointed: dict[TopicPartition, int] = {}
-        self._checkpoint_no = 0  # numbers checkpoints across restarts (kept in the snapshot)
-        self._last_commit = 0.0
+        self.sinks: list[Sink] = []
+        self.source = KafkaSource(config, self.topics, stats=self.stats,
+                                  on_first_assignment=lambda positions: self._checkpoints.settle(positions))
+        # the sinks' writes run while the next poll is fetched and processed; a checkpoint
+        # waits for them, then flushes every sink, and only then commits (see qsframework.io)
+        self._writes = SinkWrites(self.sinks, source=self.source, stats=self.stats, latency=self._latency)
+        self._checkpoints = Checkpoints(config, source=self.source, sinks=self.sinks, engine=self.engine,
+                                        writes=self._writes, stats=self.stats)
         # the input rows sinks get are those the engine consumes: the strategy's keys
         keys = self.engine.keys
         self._keys = None if keys is None else pa.array(keys, pa.string())
-        self.sinks: list[Sink] = []
-        for sink in self._sinks_of(config):
+        for sink in sinks_of(config, self.engine):
             self.add_sink(sink)
 
     def add_sink(self, sink: Sink) -> None:
         """Write to ``sink`` too: the outputs and/or the input rows the engine consumed, as
         its ``outputs``/``inputs`` say (see :class:`qsframework.io.Sink`)."""
         self.sinks.append(sink)
-
-    def _sinks_of(self, config: ProcessConfig) -> list[Sink]:
-        """The sinks the options ask for: built-in names, or ``file.py:Class`` / ``module:Class``."""
-        sinks: list[Sink] = []
-        if config.out is not None:
-            from ..sinks.parts import PartsSink
-
-            kinds = {b.kind.name: (name, b.kind.schema) for name, b in self.engine.ctx.outputs.buffers().items()}
-            sinks.append(PartsSink(config.out, kinds))
-        if config.record is not None:
-            from ..sinks.recording import RecordingSink
-
-            sinks.append(RecordingSink(RecordingWriter(config.record), staged=True))
-        for name in config.sinks:
-            if name == "timescale":
-                from ..sinks.postgres import PostgresSink
-
-                if not config.pg_dsn:
-                    raise ValueError("the timescale sink needs a database: set QSF_PG_DSN")
-                sinks.append(PostgresSink(config.pg_dsn))
-            elif name == "telegram":
-                from ..sinks.telegram import (
-                    MemoryDedupStore,
-                    PostgresDedupStore,
-                    TelegramConfig,
-                    TelegramSink,
-                )
-
-                store = PostgresDedupStore(config.pg_dsn) if config.pg_dsn else MemoryDedupStore()
-                sinks.append(TelegramSink(TelegramConfig.from_env(), store=store))
-            elif name == "kafka":
-                from ..sinks.kafka import KafkaSink
-
-                sinks.append(KafkaSink(config.bootstrap, ["signal", "alert"], prefix=config.prefix))
-            else:
-                cls = load_sink(name)
-                try:
-                    sinks.append(cls())
-                except Exception as exc:
-                    raise UserError(f"--sink {name}: {type(exc).__name__}: {exc}") from None
-        return sinks
 
     def stop(self) -> None:
         self._stop.set()
@@ -186,52 +141,43 @@ class Processor(KafkaInput):
         await ensure_topics(cfg.bootstrap, [*self.topics, dlq_topic(cfg.prefix),
                                             topic_of("signal", cfg.prefix), topic_of("alert", cfg.prefix)])
         self._producer = producer = await start_producer(cfg.bootstrap, ProducerConfig())
-        self._consumer = consumer = AIOKafkaConsumer(
-            bootstrap_servers=cfg.bootstrap, group_id=cfg.group,
-            # never reset silently: every assigned partition is sought explicitly (_seek_assigned)
-            # and a position the log no longer has is an error or the explicit --on-reset policy
-            enable_auto_commit=False, auto_offset_reset="none",
-            # big fetches (one partition per topic carries everything) and short waits
-            max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20, fetch_max_wait_ms=50,
-        )
-        self._resume = self._load_state()
+        self._checkpoints.load()
         # before joining the group: compiling a kernel holds the event loop, and with it the
         # consumer's heartbeats (a member silent for its session timeout is evicted)
         self._guarded(self.engine.prepare, "prepare")
-        self._dlq = DeadLetters(producer, cfg.prefix)
-        consumer.subscribe(list(self.topics), listener=_OnAssign(self))
-        await consumer.start()
+        source, commit = self.source, self._checkpoints.commit
+        await source.start(DeadLetters(producer, cfg.prefix))
         for sink in self.sinks:
             await sink.start()
         last_log = idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
-                batches = await self._poll(consumer)
-                if not consumer.assignment():  # still joining the group: not idle, waiting
+                batches = await source.poll()
+                if not source.assigned:  # still joining the group: not idle, waiting
                     idle_since = time.monotonic()
-                if not any(batches.values()):
+                if batches is None:
                     idle = time.monotonic() - idle_since
                     if self._input_ended or (cfg.exit_when_idle_s is not None and idle >= cfg.exit_when_idle_s):
-                        await self._release(producer, upto=None)  # end of input: everything goes
-                        await self._commit(consumer, producer, final=True, drain=True)
+                        self._release(upto=None)  # end of input: everything goes
+                        await commit(self._pending, producer, final=True, drain=True)
                         break
-                    await self._release_ready(consumer, producer)  # an idle partition may let rows go
-                    await self._commit(consumer, producer)
+                    await self._release_ready()  # an idle partition may let rows go
+                    await commit(self._pending, producer)
                     continue
                 idle_since = time.monotonic()
-                await self._ingest(self._fresh(batches), producer)
-                await self._release_ready(consumer, producer)
-                await self._commit(consumer, producer)
+                for kind, table in batches:
+                    self._pending.add(kind, table)
+                await self._release_ready()
+                await commit(self._pending, producer)
                 if time.monotonic() - last_log >= cfg.log_every_s:
                     last_log = time.monotonic()
-                    self._log_progress(consumer, t0)
+                    self._log_progress(source.consumer, t0)
             else:
-                await self._commit(consumer, producer, drain=True)
+                await commit(self._pending, producer, drain=True)
             self._guarded(self.engine.finish, "on_stop")
             self._flush_outputs()  # whatever on_stop emitted (covered by no input offsets)
-            self._schedule_writes(producer, [])
-            if self._writes is not None:
-                await self._writes
+            self._writes.schedule([])
+            await self._writes.wait()
             for sink in self.sinks:  # durable too (a Kafka sink: acknowledged)
                 await sink.flush()
         except BaseException:
@@ -241,10 +187,7 @@ class Processor(KafkaInput):
     async def _abandon(self) -> None:
         """Failing or cut short: nothing more is committed; what the sinks hold that is not
         committed is dropped (a restart reads its input again)."""
-        if self._writes is not None and not self._writes.done():
-            self._writes.cancel()
-            await asyncio.wait({self._writes})
-        self._to_write = []
+        await self._writes.cancel()
         for sink in self.sinks:
             try:
                 await sink.discard()
@@ -255,20 +198,18 @@ class Processor(KafkaInput):
         """Close clients; each step is bounded, since a broker or database may be gone."""
         steps = []
         if self._producer is not None:
-            steps += [self._producer.flush(), self._consumer.stop() if self._consumer else None, self._producer.stop()]
+            steps += [self._producer.flush(), self.source.close(), self._producer.stop()]
         steps += [sink.close() for sink in self.sinks]
         deadline = time.monotonic() + self.cfg.stop_grace_s
         for step in steps:
-            if step is None:
-                continue
             try:
                 await asyncio.wait_for(step, timeout=max(0.1, deadline - time.monotonic()))
             except Exception as exc:  # closing must not hide why the run ended
                 log.info("closing: %s: %s", type(exc).__name__, exc)
 
-    async def _release_ready(self, consumer: AIOKafkaConsumer, producer) -> None:
+    async def _release_ready(self) -> None:
         """Release up to the watermark, and further if more than ``max_held`` rows wait."""
-        upto = await self._watermark(consumer)
+        upto = await self.source.watermark()
         excess = self._pending.rows - self.cfg.max_held
         if excess > 0:
             cut, early = self._pending.cutoff(excess, upto)
@@ -278,11 +219,12 @@ class Processor(KafkaInput):
                          self._pending.rows, self.cfg.max_held, early)
                 upto = cut
         if upto is not None:
-            await self._release(producer, upto=upto)
+            self._release(upto=upto)
 
-    async def _release(self, producer, *, upto: int | None) -> None:
+    def _release(self, *, upto: int | None) -> None:
         """Hand every pending row before ``upto`` to the engine, in total order."""
-        if upto is not None and self._released_upto is not None and upto <= self._released_upto:
+        released = self.source.released_upto
+        if upto is not None and released is not None and upto <= released:
             return
         tables = {k: t for k in self.kinds if (t := self._pending.take(k, upto)) is not None}
         if tables:
@@ -300,12 +242,12 @@ class Processor(KafkaInput):
                 self._process(kind, batch)
                 self.stats.processed += batch.num_rows
                 if takes_inputs:
-                    self._to_write.append((kind, self._consumed(batch), False))
+                    self._writes.add(kind, self._consumed(batch), output=False)
         if upto is not None:
-            self._released_upto = upto
+            self.source.released_upto = upto
         self._flush_outputs()
         if tables:
-            self._schedule_writes(producer, [t.column("ts_recv").to_numpy()[-1000:] for t in tables.values()])
+            self._writes.schedule([t.column("ts_recv").to_numpy()[-1000:] for t in tables.values()])
 
     def _consumed(self, batch: pa.RecordBatch) -> pa.Table:
         """The rows of ``batch`` the engine consumes (the strategy's keys), for the sinks."""
@@ -332,132 +274,34 @@ class Processor(KafkaInput):
                 f"strategy {self.strategy_name} raised {type(exc).__name__}: {exc} while handling {during}"
             ) from exc
 
-    def _schedule_writes(self, producer, recv: list[np.ndarray]) -> None:
-        """This poll's rows to the sinks, in a task chained after the previous poll's."""
-        items, self._to_write = self._to_write, []
-        if items:
-            self._written = True
-            self._writes = asyncio.create_task(self._write(self._writes, items, recv, producer))
-        elif recv:
-            self._durable_now(recv)
-
-    async def _write(self, previous: asyncio.Task | None, items: list[tuple[str, pa.Table, bool]],
-                     recv: list[np.ndarray], producer) -> None:
-        """Write one poll's rows to every sink that takes them, after the previous poll's
-        (in order); rows a sink refuses for their data go to the DLQ with its reason."""
-        if previous is not None:
-            await previous
-        for kind, table, is_output in items:
-            for sink in self.sinks:
-                if sink.outputs if is_output else sink.inputs:
-                    refused = await sink.write(kind, table)
-                    if refused:
-                        await self._dead_letter_rows(producer, kind, table, refused)
-        if recv:
-            self._durable_now(recv)
-
-    async def _dead_letter_rows(self, producer, kind: str, table: pa.Table, refused: list[Refused]) -> None:
-        """Dead-letter rows of ``table`` by index and reason; input rows keep their origin."""
-        parts = {v: tp for tp, v in self._part_ids.items()}
-        for r in refused:
-            row = table.slice(r.index, 1).to_pylist()[0]
-            origin = parts.get(row.pop("_part", -1))
-            offset = row.pop("_offset", None)
-            await self._dlq.send(dead_letter(
-                reason=r.reason, value=orjson.dumps(row), key=str(row["key"]).encode(errors="replace"),
-                topic=origin.topic if origin else None, partition=origin.partition if origin else None,
-                offset=offset, kind=kind))
-
-    def _durable_now(self, recv: list[np.ndarray]) -> None:
-        """Receive-to-durable latency of rows the sinks hold now."""
-        self.stats.last_processed_at = time.monotonic()
-        now_ns = time.time_ns()
-        for ts_recv in recv:
-            lat_ms = (now_ns - ts_recv) / 1e6
-            # meaningful for live data only (not replays of old recordings): keep the
-            # samples received within the last hour
-            self._latency.add(lat_ms[(lat_ms >= 0) & (lat_ms < 3.6e6)])
-
     def _flush_outputs(self) -> None:
         """The outputs emitted so far join this poll's writes."""
         for name, buf in self.engine.ctx.outputs.buffers().items():
             if not len(buf):
                 continue
             table = buf.drain()
-            self._to_write.append((buf.kind.name, table, True))
+            self._writes.add(buf.kind.name, table, output=True)
             if name == "signals":
                 self.stats.signals += table.num_rows
             else:
                 self.stats.alerts += table.num_rows
 
-    # -- commits ---------------------------------------------------------------------------
-    async def _commit(self, consumer, producer, *, final: bool = False, drain: bool = False) -> None:
-        """Commit what the engine has fully consumed, once the sinks hold it.
+    def _log_progress(self, consumer: AIOKafkaConsumer | None, t0: float) -> None:
+        rate = self.stats.processed / max(time.monotonic() - t0, 1e-9)
+        p99 = self._latency.percentile(99)
+        log.info("processed %d events (%.0f/s), lag %d, signals %d, alerts %d%s",
+                 self.stats.processed, rate, 0 if consumer is None else _lag(consumer), self.stats.signals,
+                 self.stats.alerts, "" if p99 is None else f", p99 latency {p99:.1f} ms")
 
-        At most every ``commit_interval_s`` (always with ``final``/``drain``): wait for the
-        sinks' writes so far, take a checkpoint (offsets up to the oldest row still waiting
-        behind the watermark; all with ``final``), flush every sink as part of it (durable,
-        or staged), save the state snapshot, commit the offsets, and let the sinks publish
-        what they staged. Nothing new is released meanwhile, so a checkpoint covers exactly
-        the rows its sinks were given.
-        """
-        if not (final or drain or time.monotonic() - self._last_commit >= self.cfg.commit_interval_s):
-            return
-        self._last_commit = time.monotonic()
-        if self._writes is not None:
-            await self._writes
-        await producer.flush()  # dead letters
-        pending = {} if final else self._pending.first_offsets()
-        offsets = {tp: pending.get(self._part_ids[tp], nxt) for tp, nxt in self._next_offset.items()}
-        if offsets == self._checkpointed and not self._written:
-            return
-        self._checkpointed, self._checkpoint_no, self._written = offsets, self._checkpoint_no + 1, False
-        checkpoint = Checkpoint(number=self._checkpoint_no,
-                                offsets={(tp.topic, tp.partition): off for tp, off in offsets.items()})
-        blob = self._state_blob(offsets) if offsets else None
-        for sink in self.sinks:
-            await sink.flush(checkpoint)
-        if offsets:
-            if blob is not None:
-                save_state(self._state_file(), blob)  # the snapshot first: it is what a restart trusts
-            await self._commit_offsets(consumer, offsets)
-            self.stats.commits += 1
-        for sink in self.sinks:  # --out parts and --record files: final only now
-            await sink.commit(checkpoint)
 
-    # -- state for exact restarts ---------------------------------------------------------
-    def _state_file(self) -> Path | None:
-        return None if self.cfg.state is None else self.cfg.state / "processor.state"
-
-    def _state_blob(self, offsets: dict[TopicPartition, int]) -> bytes | None:
-        """The engine's state as of ``offsets`` (taken now, saved once they are durable)."""
-        if self._state_file() is None:
-            return None
-        return pickle.dumps({
-            "offsets": {(tp.topic, tp.partition): off for tp, off in offsets.items()},
-            "part_max": {(tp.topic, tp.partition): v for tp, v in self._part_max.items()},
-            "released_upto": self._released_upto,
-            # consumed up to here: rows below these offsets read again after a restart were
-            # either processed or dead-lettered already when their event time is before
-            # released_upto (those at or after it were waiting, and wait again)
-            "consumed": {(tp.topic, tp.partition): max(nxt, self._handled_below.get(tp, nxt))
-                         for tp, nxt in self._next_offset.items()},
-            "checkpoint": self._checkpoint_no,
-            "engine": self.engine.snapshot(),
-        }, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def _load_state(self) -> dict[TopicPartition, int]:
-        path = self._state_file()
-        state = None if path is None else load_state(path)
-        if state is None:
-            return {}
-        self.engine.restore(state["engine"])
-        self._released_upto = state["released_upto"]
-        self._part_max = {TopicPartition(*k): v for k, v in state["part_max"].items()}
-        self._handled_below = {TopicPartition(*k): v for k, v in state.get("consumed", {}).items()}
-        self._checkpoint_no = self._restored_no = state.get("checkpoint", 0)
-        log.info("resuming from %s", path)
-        return {TopicPartition(*k): v for k, v in state["offsets"].items()}
+def _lag(consumer: AIOKafkaConsumer) -> int:
+    """Records between the consumer's positions and the log ends, over its partitions."""
+    total = 0
+    for tp in consumer.assignment():
+        hw = consumer.highwater(tp)
+        pos = consumer.last_stable_offset(tp) if hw is None else hw
+        total += max(0, (hw or 0) - (pos or 0))
+    return total
 
 
 def _quiet_kafka_leftovers(loop: asyncio.AbstractEventLoop, context: dict) -> None:

@@ -9,18 +9,17 @@ from collections.abc import Iterable
 from contextlib import AsyncExitStack
 
 import pyarrow as pa
-from aiokafka.errors import MessageSizeTooLargeError
 
 from ..io import Checkpoint, Refused, Rejected, Sink
-from ..kafka import ProducerConfig, dlq_topic, kind_headers, topic_of
+from ..kafka import ProducerConfig, dlq_topic, topic_of
 from ..publish import Publisher, publishing
-from ..wire import encode
 
 
 class KafkaSink(Sink):
     def __init__(self, bootstrap: str, kinds: Iterable[str], *, prefix: str = "qsf",
-                 producer: ProducerConfig = ProducerConfig()) -> None:
+                 producer: ProducerConfig = ProducerConfig(), refuse_oversized: bool = True) -> None:
         self.bootstrap = bootstrap
+        self.refuse_oversized = refuse_oversized
         self.prefix = prefix
         self.producer = producer
         self.topics = sorted({topic_of(k, prefix) for k in kinds} | {dlq_topic(prefix)})
@@ -33,17 +32,13 @@ class KafkaSink(Sink):
 
     async def write(self, kind: str, table: pa.Table) -> list[Refused]:
         """Every row to the kind's topic; a row too large for the broker is refused (the
-        caller dead-letters it), anything else the broker does not take is a
-        :class:`~qsframework.errors.PublishError` at :meth:`flush`."""
+        caller dead-letters it; raised instead with ``refuse_oversized=False``), anything
+        else the broker does not take is a :class:`~qsframework.errors.PublishError` at
+        :meth:`flush`."""
         assert self.publisher is not None, "start() first"
-        topic, headers = topic_of(kind, self.prefix), kind_headers(kind)
-        refused = []
-        for i, (key, value) in enumerate(encode(table)):
-            try:
-                await self.publisher.send(topic, value, key=key, headers=headers)
-            except MessageSizeTooLargeError as exc:
-                refused.append(Refused(i, f"output too large for {topic}: {exc}"))
-        return refused
+        refused = await self.publisher.send_table(topic_of(kind, self.prefix), kind, table,
+                                                  refuse_oversized=self.refuse_oversized)
+        return [Refused(r.index, f"output {r.reason}") for r in refused]
 
     async def dead_letter(self, rejected: Rejected) -> None:
         """Refused input to the DLQ with its reason (a source's ``on_reject``)."""

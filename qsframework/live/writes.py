@@ -1,0 +1,95 @@
+"""The sinks' side of ``qsf process``: each poll's rows (outputs, and the input rows the engine
+consumed) are written by a task chained after the previous poll's, so the writes run while
+the next poll is fetched and processed; rows a sink refuses for their data are dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from ..io import Refused, Sink
+from ..kafka import dead_letter
+from ..latency import LatencyWindow
+from .config import ProcessStats
+from .kafka_source import KafkaSource
+
+
+class SinkWrites:
+    """The chain of write tasks; a checkpoint :meth:`wait`\\ s for it before flushing the sinks."""
+
+    def __init__(self, sinks: list[Sink], *, source: KafkaSource, stats: ProcessStats,
+                 latency: LatencyWindow) -> None:
+        self.sinks = sinks
+        self.source = source  # its DLQ and the partitions of _part ids
+        self.stats = stats
+        self.latency = latency
+        self.items: list[tuple[str, pa.Table, bool]] = []  # (kind, rows, is an output) of this poll
+        self.task: asyncio.Task | None = None
+        self.written = False  # something was written since the last checkpoint (which resets it)
+
+    def add(self, kind: str, table: pa.Table, *, output: bool) -> None:
+        """Rows for this poll's write."""
+        self.items.append((kind, table, output))
+
+    def schedule(self, recv: list[np.ndarray]) -> None:
+        """This poll's rows to the sinks, in a task chained after the previous poll's;
+        ``recv`` (receive times of the input) gives the receive-to-durable latency."""
+        items, self.items = self.items, []
+        if items:
+            self.written = True
+            self.task = asyncio.create_task(self._write(self.task, items, recv))
+        elif recv:
+            self._durable_now(recv)
+
+    async def wait(self) -> None:
+        """Until every write scheduled so far is done (raises a sink's failure)."""
+        if self.task is not None:
+            await self.task
+
+    async def cancel(self) -> None:
+        """Stop writing: the run failed or was cut short."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            await asyncio.wait({self.task})
+        self.items = []
+
+    async def _write(self, previous: asyncio.Task | None, items: list[tuple[str, pa.Table, bool]],
+                     recv: list[np.ndarray]) -> None:
+        """Write one poll's rows to every sink that takes them, after the previous poll's
+        (in order); rows a sink refuses for their data go to the DLQ with its reason."""
+        if previous is not None:
+            await previous
+        for kind, table, is_output in items:
+            for sink in self.sinks:
+                if sink.outputs if is_output else sink.inputs:
+                    refused = await sink.write(kind, table)
+                    if refused:
+                        await self._dead_letter_rows(kind, table, refused)
+        if recv:
+            self._durable_now(recv)
+
+    async def _dead_letter_rows(self, kind: str, table: pa.Table, refused: list[Refused]) -> None:
+        """Dead-letter rows of ``table`` by index and reason; input rows keep their origin."""
+        assert self.source.dlq is not None
+        for r in refused:
+            row = table.slice(r.index, 1).to_pylist()[0]
+            origin = self.source.origin(row.pop("_part", -1))
+            offset = row.pop("_offset", None)
+            await self.source.dlq.send(dead_letter(
+                reason=r.reason, value=orjson.dumps(row), key=str(row["key"]).encode(errors="replace"),
+                topic=origin.topic if origin else None, partition=origin.partition if origin else None,
+                offset=offset, kind=kind))
+
+    def _durable_now(self, recv: list[np.ndarray]) -> None:
+        """Receive-to-durable latency of rows the sinks hold now."""
+        self.stats.last_processed_at = time.monotonic()
+        now_ns = time.time_ns()
+        for ts_recv in recv:
+            lat_ms = (now_ns - ts_recv) / 1e6
+            # meaningful for live data only (not replays of old recordings): keep the
+            # samples received within the last hour
+            self.latency.add(lat_ms[(lat_ms >= 0) & (lat_ms < 3.6e6)])
