@@ -61,6 +61,15 @@ def _settle(engine: Engine, ts: int, key: str, fills: list) -> None:
         deliver_notices(engine)
 
 
+def _arrive(engine: Engine, ts: int) -> None:
+    """An event at ``ts`` arrives: the grid samples before it, then the timers due before it."""
+    if ts > engine.sim.sample_due:
+        engine.sim.sample_before(ts)
+    if ts > engine.ctx.timers.due:
+        engine._fire_before(ts)
+    engine.ctx.now = ts
+
+
 def run_trading(engine: Engine, kind: str, row: type, batch: pa.RecordBatch, full: pa.RecordBatch,
                 handler: Any) -> None:
     """Run ``batch`` (the strategy's columns; ``full`` also has key, price and qty) per event
@@ -71,35 +80,39 @@ def run_trading(engine: Engine, kind: str, row: type, batch: pa.RecordBatch, ful
         raise StrategyError(f"{name} places orders, which needs per-event handlers: it has no on_{kind}")
     ctx, sim = engine.ctx, engine.sim
     timers, fire = ctx.timers, engine._fire_before
-    books, marks = sim.books, sim.portfolio.marks
-    trades = kind == "trade"
-    if trades:
-        market = [pylists(full.column(name)) for name in ("key", "price", "qty")]
+    books, marks, notices = sim.books, sim.portfolio.marks, sim.notices
+    market = [pylists(full.column(name)) for name in ("key", "price", "qty")] if kind == "trade" else None
     event = None
     try:
         for lo, hi, events in event_chunks(batch, row, named=engine.strategy.rows == "named"):
-            if trades:
-                keys, prices, qtys = (values(lo, hi) for values in market)
-            for i, event in enumerate(events):
-                ts = event[0]
+            if market is None:  # not a trade: nothing to match
+                for event in events:
+                    _arrive(engine, event[0])
+                    handler(event)
+                    if notices:
+                        deliver_notices(engine)
+                continue
+            keys, prices, qtys = (values(lo, hi) for values in market)
+            for event, key, price, qty in zip(events, keys, prices, qtys):
+                ts = event[0]  # as _arrive, inline: the hot path
                 if ts > sim.sample_due:
                     sim.sample_before(ts)
                 if ts > timers.due:
                     fire(ts)
                 ctx.now = ts
-                fills = None
-                if trades:
-                    key, price = keys[i], prices[i]
-                    if ts >= sim.cancel_due:
-                        sim.apply_cancels(ts)
-                    book = books.get(key)
-                    if book:
-                        fills = sim.match(book, ts, price, qtys[i])
-                    marks[key] = price
-                handler(event)
-                if sim.notices:
-                    deliver_notices(engine)
-                if fills:
-                    _settle(engine, ts, key, fills)
+                if ts >= sim.cancel_due:
+                    sim.apply_cancels(ts)
+                marks[key] = price
+                if key in books:  # the key has open orders
+                    fills = sim.match(books[key], ts, price, qty)
+                    handler(event)
+                    if notices:
+                        deliver_notices(engine)
+                    if fills:
+                        _settle(engine, ts, key, fills)
+                else:
+                    handler(event)
+                    if notices:
+                        deliver_notices(engine)
     except Exception as exc:  # the loop stopped in a handler, on `event`
         engine._handler_failed(exc, kind, batch, event)

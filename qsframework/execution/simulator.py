@@ -73,7 +73,7 @@ class Simulator:
         self.first_ts: int | None = None  # the run's first event time (grid start)
         self.next_id = 0
         self.open: dict[int, OpenOrder] = {}
-        self.books: dict[str, list[OpenOrder]] = {}  # open orders per key, in id order
+        self.books: dict[str, list[OpenOrder]] = {}  # open orders per key (if any), in id order
         self.cancels: deque[tuple[int, int]] = deque()  # (effective time, order id)
         self.cancel_due = NEVER
         self.sample_due = NEVER  # the next grid time to sample, once an event after it arrives
@@ -134,6 +134,8 @@ class Simulator:
             if order is not None:
                 book = self.books[order.key]
                 book.remove(order)
+                if not book:
+                    del self.books[order.key]
                 self._status(order, when, "cancelled")
         self.cancel_due = cancels[0][0] if cancels else NEVER
 
@@ -173,6 +175,8 @@ class Simulator:
                 break
         if done:
             book[:] = [o for o in book if o.id in self.open]
+            if not book:
+                del self.books[fills[0][0].key]
         return fills
 
     def book_fill(self, ts: int, key: str, fill: Match) -> None:

@@ -211,3 +211,32 @@ def test_cancel_takes_a_timer_name_or_an_order_id():
     out = run_strategy(Both, {"trade": make_trades(2, 200)})
     assert out["signals"].num_rows == 0  # the timer was cancelled
     assert out["orders"].column("status").to_pylist() == ["accepted", "cancelled"]
+
+
+def test_an_order_from_another_kind_s_handler_fills_at_the_next_trade_of_its_key():
+    class OnGaps(Strategy):
+        kinds = ("trade", "gap")
+
+        def on_trade(self, t) -> None:
+            pass
+
+        def on_gap(self, g) -> None:
+            self.ctx.order(g.key, 1.0, tag="gap")
+
+    trades = make_trades(4, 300)
+    at = trades.slice(100, 1).to_pylist()[0]
+    gap = {**at, "seq": at["seq"], "first_id": 1, "last_id": 2, "filled": 0}
+    for name in ("price", "qty", "is_buyer_maker"):
+        gap.pop(name)
+    out = run_strategy(OnGaps, {"trade": trades, "gap": [gap]}, batch_size=7)
+    # the next trade of the gap's key after it in the total order (ts_event, source, key,
+    # kind, seq) fills the order, whatever the batches
+    events = sorted([(r["ts_event"], r["source"], r["key"], "trade", r["seq"], r["price"])
+                     for r in trades.to_pylist()] + [(gap["ts_event"], gap["source"], gap["key"], "gap", gap["seq"], None)])
+    after = events[events.index(next(e for e in events if e[3] == "gap")) + 1:]
+    nxt = next(e for e in after if e[2] == at["key"])
+    nxt = {"ts_event": nxt[0], "price": nxt[5]}
+    assert out["fills"].select(["ts_event", "key", "price"]).to_pylist() == [
+        {"ts_event": nxt["ts_event"], "key": at["key"], "price": nxt["price"]}]
+    assert out["equity"].num_rows > 0
+    assert out["fills"].equals(run_strategy(OnGaps, {"trade": trades, "gap": [gap]})["fills"])
