@@ -56,6 +56,10 @@ class Simulator:
     """Simulated execution of one strategy's orders, writing order/fill/equity rows to
     ``outputs`` with the context's sequence numbers."""
 
+    __slots__ = ("config", "outputs", "strategy", "source", "_next_seq", "portfolio", "trading",
+                 "refusal", "in_batch", "keys", "on_begin", "first_ts", "next_id", "open", "books",
+                 "cancels", "cancel_due", "sample_due", "notices")
+
     def __init__(self, config: ExecutionConfig, outputs: Outputs, *, strategy: str, source: str,
                  next_seq: Callable[[], int]) -> None:
         self.config = config
