@@ -12,20 +12,15 @@ order the rules leave open.
 
 from __future__ import annotations
 
-import json
 import tempfile
-from math import isclose
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qsframework import Duration
-from qsframework.cli import main
 from qsframework.recording import RecordingWriter
 
 from ..conftest import ROOT, T0
@@ -34,19 +29,7 @@ from .traders import ScheduleParams, limit_price
 
 SAMPLE = ROOT / "recordings" / "sample"
 SCHEDULED = str(Path(__file__).with_name("traders.py")) + ":Scheduled"
-FILL_COLUMNS = ("ts_event", "key", "order_id", "qty", "price", "fee", "liquidity")
 SECOND = 10**9
-
-
-def backtest(spec: str, recording: Path, out: Path, params: dict[str, str], cfg: rc.Exec,
-             ) -> dict[str, Any]:
-    """``qsf backtest`` in this process; its fills, orders, equity and report."""
-    args = ["backtest", spec, "--recording", str(recording), "--out", str(out), *rc.options(cfg)]
-    for name, value in params.items():
-        args += ["-p", f"{name}={value}"]
-    main.main(args, standalone_mode=False)
-    files = {name: pq.read_table(out / f"{name}.parquet") for name in ("fills", "orders", "equity")}
-    return {**files, "report": json.loads((out / "report.json").read_text())}
 
 
 def schedule(con, p: ScheduleParams) -> list[rc.Order]:
@@ -59,56 +42,16 @@ def schedule(con, p: ScheduleParams) -> list[rc.Order]:
     placed = []
     if not p.limit_bps:
         placed = [*buys, *((t + int(p.hold), k, -q) for t, k, q in buys if t + int(p.hold) < last)]
-        return [(i, k, t, q, None, None) for i, (t, k, q) in enumerate(sorted(placed))]
+        return [rc.Order(i, k, t, q) for i, (t, k, q) in enumerate(sorted(placed))]
     priced = rc.last_prices(con, [(k, t) for t, k, _ in buys])
     buys = [b for b, price in zip(buys, priced, strict=True) if price is not None]
     sells = [(t + int(p.hold), k, -q) for t, k, q in buys if t + int(p.hold) < last]
     placed = sorted([*buys, *sells])
     prices = rc.last_prices(con, [(k, t) for t, k, _ in placed])
     cancel = p.cancel_after
-    return [(i, k, t, q, limit_price(price, q, p.limit_bps),
-             t + int(cancel) if cancel is not None and t + int(cancel) < last else None)
+    return [rc.Order(i, k, t, q, limit_price(price, q, p.limit_bps),
+                     t + int(cancel) if cancel is not None and t + int(cancel) < last else None)
             for i, ((t, k, q), price) in enumerate(zip(placed, prices, strict=True))]
-
-
-def check(got: dict[str, Any], con, orders: list[rc.Order], cfg: rc.Exec) -> list[rc.Fill]:
-    """Every fill, order status, equity sample and metric as recomputed."""
-    want = rc.fills(con, orders, cfg)
-    assert rc.table_rows(got["fills"], FILL_COLUMNS) == want
-    # orders: accepted as placed; filled when complete; cancelled when the cancel came first
-    rows = got["orders"]
-    accepted = [r for r in rc.table_rows(rows, ("ts_event", "key", "order_id", "qty", "price", "status"))
-                if r[5] == "accepted"]
-    assert accepted == [(t, k, i, q, lim, "accepted") for i, k, t, q, lim, _ in orders]
-    filled = {}
-    for _, _, oid, q, _, _, _ in want:
-        filled[oid] = filled.get(oid, 0.0) + q
-    statuses = rc.table_rows(rows, ("order_id", "status", "filled", "ts_event"))
-    assert {(i, f) for i, s, f, _ in statuses if s == "filled"} == {
-        (i, q) for i, _, _, q, _, _ in orders if filled.get(i) == q}
-    last = rc.span(con)[1]
-    gap = max(cfg.latency_ns, 1)
-    assert {(i, t) for i, s, _, t in statuses if s == "cancelled"} == {
-        (i, c + cfg.latency_ns) for i, _, _, _, _, c in orders
-        if c is not None and i not in filled and c + gap <= last}
-    # equity samples
-    samples = rc.equity(con, want, cfg)
-    eq = got["equity"]
-    assert eq.column("ts_event").to_pylist() == [s["ts_event"] for s in samples]
-    assert eq.column("cash").to_pylist() == [s["cash"] for s in samples]
-    assert [dict(p) for p in eq.column("positions").to_pylist()] == [s["positions"] for s in samples]
-    for value, s in zip(eq.column("equity").to_pylist(), samples, strict=True):
-        assert isclose(value, s["equity"], rel_tol=1e-12, abs_tol=1e-9)
-    # metrics
-    expected = rc.metrics(samples, want, cfg)
-    metrics = got["report"]["metrics"]
-    assert list(metrics) == list(expected)
-    for name, value in expected.items():
-        if value is None or isinstance(value, int):
-            assert metrics[name] == value, name
-        else:
-            assert isclose(metrics[name], value, rel_tol=1e-12, abs_tol=1e-9), name
-    return want
 
 
 SAMPLE_RUNS = [
@@ -122,9 +65,9 @@ SAMPLE_RUNS = [
 def test_market_orders_on_the_sample(tmp_path, cfg):
     con = rc.connect(SAMPLE)
     params = {"every": "10m", "hold": "3m", "qty": "0.5"}
-    got = backtest(SCHEDULED, SAMPLE, tmp_path, params, cfg)
+    got = rc.backtest(SCHEDULED, SAMPLE, tmp_path, params, cfg)
     orders = schedule(con, ScheduleParams(every=Duration("10m"), hold=Duration("3m")))
-    want = check(got, con, orders, cfg)
+    want = rc.check(got, con, orders, cfg)
     assert len(want) == len(orders) > 30  # every order filled, at market
     assert {f[6] for f in want} == {"taker"}
 
@@ -136,10 +79,10 @@ def test_limit_orders_and_cancels_on_the_sample(tmp_path, cancel):
     params = {"every": "10m", "hold": "3m", "qty": "0.5", "limit_bps": "5"}
     if cancel:
         params["cancel_after"] = cancel
-    got = backtest(SCHEDULED, SAMPLE, tmp_path, params, cfg)
+    got = rc.backtest(SCHEDULED, SAMPLE, tmp_path, params, cfg)
     p = ScheduleParams(every=Duration("10m"), hold=Duration("3m"), limit_bps=5.0,
                        cancel_after=Duration(cancel) if cancel else None)
-    want = check(got, con, schedule(con, p), cfg)
+    want = rc.check(got, con, schedule(con, p), cfg)
     assert want and {f[6] for f in want} == {"maker"}
     if cancel:  # some orders were cancelled before a trade went through them
         assert "cancelled" in got["orders"].column("status").to_pylist()
@@ -189,7 +132,7 @@ def _run_generated(trades: pa.Table, cfg: rc.Exec, p: ScheduleParams,
         orders = schedule(con, p)
         if not orders:  # a recording too short for the schedule: the strategy never ordered
             return
-        check(backtest(SCHEDULED, rec, Path(tmp) / "out", params, cfg), con, orders, cfg)
+        rc.check(rc.backtest(SCHEDULED, rec, Path(tmp) / "out", params, cfg), con, orders, cfg)
 
 
 @settings(max_examples=40)
