@@ -192,6 +192,9 @@ class Engine:
                 self.strategy.on_start()
             except Exception as exc:
                 raise self._failed("on_start", exc) from exc
+            if self.ctx.switch:
+                self.settle_switch()
+                deliver_notices(self)
         self.events_in += batch.num_rows
         one, many = handlers
         if self.sim.trading:
@@ -206,6 +209,7 @@ class Engine:
                 self.sim.in_batch = False
         if self.ctx.switch:  # the first order came from the batch's last event
             self.settle_switch()
+            deliver_notices(self)
 
     def _begin_trading(self) -> None:
         """The first order: the per-event loop hands over to the execution loop at its next
@@ -314,8 +318,8 @@ class Engine:
         """Run every timer due strictly before ``ts``, one by one (``on_outputs`` every
         ``FIRE_CHUNK`` fires)."""
         ctx, timers, on_timer = self.ctx, self.ctx.timers, self.strategy.on_timer
-        if ctx.switch:
-            raise Switch
+        if ctx.switch:  # the last handler placed the first order
+            raise Switch(True)
         count = 0
         while (fire := timers.pop_before(ts)) is not None:
             ctx.now = fire[0]
@@ -326,7 +330,7 @@ class Engine:
                     "on_timer", exc, f"timer {fire[1]!r} at {format_time(fire[0])} (ts {fire[0]})"
                 ) from exc
             if ctx.switch:  # the first order: the event at ts goes to the execution loop
-                raise Switch
+                raise Switch(False)
             count += 1
             if count == FIRE_CHUNK:
                 count = 0
@@ -353,7 +357,10 @@ class Engine:
                         fire(ts)
                     ctx.now = ts
                     handler(event)
-        except Switch:  # the strategy ordered: the rest, from `event` on, runs with execution
+        except Switch as switch:  # the strategy ordered: from `event` on, run with execution
+            if switch.after_handler:
+                self.settle_switch()
+                deliver_notices(self)
             at = hi - 1 - sum(1 for _ in events)
             run_trading(self, kind, row, batch.slice(at), full.slice(at), handler)
         except Exception as exc:  # the loop stopped in the handler, on `event`

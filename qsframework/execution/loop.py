@@ -24,7 +24,12 @@ if TYPE_CHECKING:
 
 class Switch(Exception):
     """Raised by the engine's timer check at the first order: the rest of the batch, from the
-    current event on, goes to :func:`run_trading`."""
+    current event on, goes to :func:`run_trading`. ``after_handler``: the order came from the
+    previous event's handler (not from a timer due before the current event)."""
+
+    def __init__(self, after_handler: bool) -> None:
+        super().__init__()
+        self.after_handler = after_handler
 
 
 def deliver_notices(engine: Engine) -> None:
