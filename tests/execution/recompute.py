@@ -244,10 +244,12 @@ def _win_rate(done: list[Fill]) -> float | None:
     return float(np.mean(outcomes)) if outcomes else None
 
 
-def backtest(spec: str, recording: Path, out: Path, params: dict[str, str], cfg: Exec,
-             ) -> dict[str, Any]:
-    """``qsf backtest`` in this process; its fills, orders, equity and report."""
-    args = ["backtest", spec, "--recording", str(recording), "--out", str(out), *options(cfg)]
+def backtest(spec: str, recording: Path, out: Path, params: dict[str, str], cfg: Exec, *,
+             extra: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+    """``qsf backtest`` in this process (``extra``: more options); its fills, orders, equity
+    and report."""
+    args = ["backtest", spec, "--recording", str(recording), "--out", str(out), *options(cfg),
+            *extra]
     for name, value in params.items():
         args += ["-p", f"{name}={value}"]
     main.main(args, standalone_mode=False)
