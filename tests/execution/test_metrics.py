@@ -176,3 +176,15 @@ def test_a_run_with_undefined_metrics_ends_with_its_summary_not_a_traceback(tmp_
         assert run.returncode == 0, run.stderr
         metrics = json.loads((tmp_path / "out" / "report.json").read_text())["metrics"]
         assert (metrics["return"], metrics["max_drawdown"], metrics["sharpe"]) == (None, None, None)
+
+
+def test_exposure_counts_non_zero_positions_in_any_chunking():
+    held = [{}, {"BTCUSDT": 0.0}, {"BTCUSDT": 1.0}, {"ETHUSDT": 0.0, "BTCUSDT": -2.0}, {}, {"X": 3.0}]
+    table = equity([100.0] * 6, held)
+    # the same samples as a slice and in several chunks: offsets into a shared values array
+    sliced = pa.concat_tables([equity([100.0] * 2, [{"Y": 1.0}, {}]), table]).slice(2)
+    chunked = pa.concat_tables([table.slice(0, 2), table.slice(2, 3), table.slice(5)])
+    nulls = table.set_column(8, "positions", pa.array([None, *[list(p.items()) for p in held[1:]]],
+                                                      POSITIONS))
+    for t in (table, sliced, chunked, nulls):
+        assert compute_metrics(t, NO_FILLS, cash=100.0, mark_every_ns=DAY)["exposure"] == 3 / 6
