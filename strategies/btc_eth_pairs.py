@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qsframework import Context, Duration
-
 from qsframework.strategies.btc_eth_spread import BtcEthSpread, SpreadParams
+
+from qsframework import Context, Duration
 
 HOLD = "max_hold"  # the one-shot timer that ends a position held too long
 

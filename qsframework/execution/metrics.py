@@ -9,8 +9,9 @@ consecutive samples, with periods = samples per 365 days; ``exposure`` = fractio
 holding a position; ``win_rate`` = fraction of closing fills (average-cost method) with a
 positive realised PnL before fees. Undefined values are None (JSON null).
 
-Sums use :func:`math.fsum` (correctly rounded, so independent of the order the rows come in):
-any recomputation of the same rows gives the same bits.
+Fees and turnover are summed with :func:`math.fsum` (correctly rounded, so independent of the
+order of the fills); the equity curve's sums use numpy's (a month of 1 s samples in well under a
+second). The same rows always give the same bits.
 """
 
 from __future__ import annotations
@@ -66,22 +67,27 @@ def _ratios(e: np.ndarray, *, periods: float) -> tuple[float | None, float | Non
     than two returns, a non-positive equity to return from, no dispersion / no downside)."""
     if len(e) < 3 or np.any(e[:-1] <= 0.0):
         return None, None
-    r = (e[1:] / e[:-1] - 1.0).tolist()
+    r = e[1:] / e[:-1] - 1.0
     n = len(r)
-    mean = fsum(r) / n
+    mean = float(np.sum(r)) / n
     scale = sqrt(periods)
     # all returns equal: std is 0 in exact arithmetic, whatever rounding leaves of it
-    std = sqrt(fsum((x - mean) ** 2 for x in r) / (n - 1)) if min(r) != max(r) else 0.0
-    downside = sqrt(fsum(min(x, 0.0) ** 2 for x in r) / n)
+    std = sqrt(float(np.sum((r - mean) ** 2)) / (n - 1)) if r.min() != r.max() else 0.0
+    downside = sqrt(float(np.sum(np.minimum(r, 0.0) ** 2)) / n)
     sharpe = mean / std * scale if std > 0.0 else None
     sortino = mean / downside * scale if downside > 0.0 else None
     return sharpe, sortino
 
 
 def _exposure(positions: pa.ChunkedArray) -> float:
-    """Fraction of samples with at least one non-zero position."""
-    held = sum(1 for p in positions.to_pylist() if p and any(q != 0.0 for _, q in p))
-    return held / len(positions)
+    """Fraction of samples with at least one non-zero position (a null map holds none)."""
+    maps = positions.combine_chunks()
+    if isinstance(maps, pa.ChunkedArray):  # no chunks at all
+        maps = pa.array([], maps.type)
+    offsets = maps.offsets.to_numpy()
+    nonzero = np.concatenate(([0], np.cumsum(maps.items.to_numpy(zero_copy_only=False) != 0.0)))
+    held = (nonzero[offsets[1:]] - nonzero[offsets[:-1]] > 0) & maps.is_valid().to_numpy(zero_copy_only=False)
+    return int(held.sum()) / len(maps)
 
 
 def _win_rate(keys: list[str], qty: list[float], price: list[float]) -> float | None:

@@ -5,14 +5,20 @@ that flips sign and one that goes flat and reopens), and every case where a metr
 from __future__ import annotations
 
 import json
+import subprocess
 from math import isclose, sqrt
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from qsframework.execution.metrics import compute_metrics
+from qsframework.recording import RecordingWriter
+
+from ..conftest import T0, make_trades, qsf_cmd
 
 DAY = 86_400 * 10**9
+SCHEDULED = str(Path(__file__).with_name("traders.py")) + ":Scheduled"
 POSITIONS = pa.map_(pa.string(), pa.float64())
 KEYS = ("pnl", "return", "fees", "fills", "turnover", "max_drawdown", "sharpe", "sortino",
         "exposure", "win_rate")
@@ -152,3 +158,33 @@ def test_metrics_are_plain_json_values():
 def test_no_samples_is_a_caller_error():
     with pytest.raises(ValueError, match="at least one equity sample"):
         compute_metrics(equity([]), NO_FILLS, cash=100.0, mark_every_ns=DAY)
+
+
+def test_a_run_with_undefined_metrics_ends_with_its_summary_not_a_traceback(tmp_path):
+    """--cash 0 leaves return, drawdown and Sharpe undefined (None): the run still ends well
+    (or is refused in one line), never with a traceback."""
+    rec = tmp_path / "rec"
+    with RecordingWriter(rec) as w:
+        w.write("trade", make_trades(3, 2000, start=T0))
+    run = subprocess.run([*qsf_cmd(), "backtest", SCHEDULED, "--recording", str(rec), "--out",
+                          str(tmp_path / "out"), "--cash", "0", "-p", "every=5s", "-p", "hold=2s"],
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert "Traceback" not in run.stderr, run.stderr
+    if run.returncode == 2:  # refused: one line
+        assert run.stderr.startswith("qsf: error: ") and run.stderr.count("\n") == 1
+    else:
+        assert run.returncode == 0, run.stderr
+        metrics = json.loads((tmp_path / "out" / "report.json").read_text())["metrics"]
+        assert (metrics["return"], metrics["max_drawdown"], metrics["sharpe"]) == (None, None, None)
+
+
+def test_exposure_counts_non_zero_positions_in_any_chunking():
+    held = [{}, {"BTCUSDT": 0.0}, {"BTCUSDT": 1.0}, {"ETHUSDT": 0.0, "BTCUSDT": -2.0}, {}, {"X": 3.0}]
+    table = equity([100.0] * 6, held)
+    # the same samples as a slice and in several chunks: offsets into a shared values array
+    sliced = pa.concat_tables([equity([100.0] * 2, [{"Y": 1.0}, {}]), table]).slice(2)
+    chunked = pa.concat_tables([table.slice(0, 2), table.slice(2, 3), table.slice(5)])
+    nulls = table.set_column(8, "positions", pa.array([None, *[list(p.items()) for p in held[1:]]],
+                                                      POSITIONS))
+    for t in (table, sliced, chunked, nulls):
+        assert compute_metrics(t, NO_FILLS, cash=100.0, mark_every_ns=DAY)["exposure"] == 3 / 6
