@@ -91,11 +91,15 @@ def _trading(report: dict[str, Any]) -> str:
         return ""
     text = f", {metrics['fills']:,} fills"
     if metrics["fills"]:
-        drawdown, sharpe = metrics["max_drawdown"], metrics["sharpe"]
-        text += (f" (PnL {metrics['pnl']:,.2f}, return {metrics['return']:.2%}, max drawdown "
-                 f"{'n/a' if drawdown is None else format(drawdown, '.2%')}, "
-                 f"Sharpe {'n/a' if sharpe is None else format(sharpe, '.2f')})")
+        text += (f" (PnL {metrics['pnl']:,.2f}, return {_shown(metrics['return'], '.2%')}, "
+                 f"max drawdown {_shown(metrics['max_drawdown'], '.2%')}, "
+                 f"Sharpe {_shown(metrics['sharpe'], '.2f')})")
     return text
+
+
+def _shown(value: float | None, spec: str) -> str:
+    """A metric as the summary shows it; "n/a" where it is undefined (e.g. --cash 0)."""
+    return "n/a" if value is None else format(value, spec)
 
 
 def register(cli: Commands) -> None:
