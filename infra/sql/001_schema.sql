@@ -40,3 +40,51 @@ CREATE TABLE IF NOT EXISTS alerts (
     dedup_key  text   NOT NULL,
     PRIMARY KEY (dedup_key, ts_event)
 );
+
+-- Paper trading (qsf process with a strategy that orders): the simulator's order status
+-- changes, fills and equity samples. A replay after a crash reproduces each row with the same
+-- key (seq is the strategy's output sequence, kept in the --state snapshot).
+CREATE TABLE IF NOT EXISTS orders (
+    ts_event  bigint           NOT NULL,
+    ts_recv   bigint           NOT NULL,
+    source    text             NOT NULL,
+    key       text             NOT NULL,
+    seq       bigint           NOT NULL,
+    strategy  text             NOT NULL,
+    order_id  bigint           NOT NULL,
+    qty       double precision NOT NULL,
+    price     double precision,
+    tag       text             NOT NULL,
+    status    text             NOT NULL,
+    filled    double precision NOT NULL,
+    PRIMARY KEY (strategy, order_id, ts_event, seq)
+);
+
+CREATE TABLE IF NOT EXISTS fills (
+    ts_event   bigint           NOT NULL,
+    ts_recv    bigint           NOT NULL,
+    source     text             NOT NULL,
+    key        text             NOT NULL,
+    seq        bigint           NOT NULL,
+    strategy   text             NOT NULL,
+    order_id   bigint           NOT NULL,
+    qty        double precision NOT NULL,
+    price      double precision NOT NULL,
+    fee        double precision NOT NULL,
+    liquidity  text             NOT NULL,
+    PRIMARY KEY (strategy, order_id, ts_event, seq)
+);
+
+-- positions: the non-zero positions as a JSON object {"BTCUSDT": 0.5, ...}
+CREATE TABLE IF NOT EXISTS equity (
+    ts_event   bigint           NOT NULL,
+    ts_recv    bigint           NOT NULL,
+    source     text             NOT NULL,
+    key        text             NOT NULL,
+    seq        bigint           NOT NULL,
+    strategy   text             NOT NULL,
+    cash       double precision NOT NULL,
+    equity     double precision NOT NULL,
+    positions  jsonb,
+    PRIMARY KEY (strategy, ts_event)
+);

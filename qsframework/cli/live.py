@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import UserError
 from .groups import Commands
 from .options import (ACK_TIMEOUT_OPTION, BOOTSTRAP_OPTION, FLOOR_DEFAULT, MAX_FUTURE_DEFAULT, PARAM_OPTION, bounds, broker_address,
-                      duration_option, producer_config, progress, time_option,
+                      duration_option, execution_options, producer_config, progress, time_option,
                       topic_prefix_option)
+
+if TYPE_CHECKING:
+    from ..execution.config import ExecutionConfig
+    from ..live.config import ProcessStats
 
 
 BUILTIN_SINKS = ("kafka", "timescale", "telegram")
@@ -23,11 +28,12 @@ BUILTIN_SINKS = ("kafka", "timescale", "telegram")
 @PARAM_OPTION
 @click.option("--group", metavar="G", help="Consumer group (default: qsf-<strategy name>).")
 @click.option("--sink", "sinks", multiple=True, metavar="NAME|SPEC",
-              help="kafka: outputs to PREFIX.signals/PREFIX.alerts; timescale: input and outputs to $QSF_PG_DSN; "
+              help="kafka: outputs to PREFIX.signals/alerts/orders/fills/equity; timescale: input and outputs to $QSF_PG_DSN; "
                    "telegram: alerts to $QSF_TELEGRAM_CHAT_ID via $QSF_TELEGRAM_TOKEN (sent once, deduplicated in $QSF_PG_DSN); "
                    "or your own qsframework.io.Sink as path/to/file.py:Class or module:Class (made with no arguments).")
 @click.option("--out", "out_dir", metavar="DIR",
-              help="Write signals/alerts as Parquet part directories (DIR/signals.parquet/part-*.parquet), the backtest's rows; a restart appends.")
+              help="Write signals/alerts (and orders/fills/equity once the strategy orders, with the metrics in DIR/report.json) "
+                   "as Parquet part directories (DIR/signals.parquet/part-*.parquet), the backtest's rows; a restart appends.")
 @click.option("--record", "record_dir", metavar="DIR",
               help="Write the consumed input as a recording (files published at each commit; with --state a restart never doubles it).")
 @click.option("--exit-when-idle", type=float, metavar="SECONDS", help="Finish once no event arrived for this long (counted once the consumer has its partitions).")
@@ -48,15 +54,17 @@ BUILTIN_SINKS = ("kafka", "timescale", "telegram")
               help="At most one commit (offsets, --state snapshot, --out part file) per interval.")
 @BOOTSTRAP_OPTION
 @topic_prefix_option()
+@execution_options
 @click.option("-v", "--verbose", is_flag=True, help="Log progress (lag, events/s, latency) every 5 s; tracebacks of strategy errors.")
 def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[str, ...], out_dir: str | None,
             record_dir: str | None, exit_when_idle: float | None, state_dir: str | None, lateness: str,
             max_future: str, floor: str, idle_timeout: str, max_held: int, on_reset: str, commit_interval: str,
-            bootstrap: str | None, topic_prefix: str, verbose: bool) -> None:
+            bootstrap: str | None, topic_prefix: str, execution: ExecutionConfig, verbose: bool) -> None:
     """Run strategy SPEC live on Kafka topics with the backtest's engine.
 
     Stops cleanly on SIGTERM/SIGINT: outputs flushed, offsets committed, exit code 0; a sink
     still retrying after a few seconds is cut short (its batch is read again on restart).
+    Orders fill in the backtest's simulator (paper trading), with the same execution options.
     """
     import asyncio
     import logging
@@ -89,6 +97,7 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
         exit_when_idle_s=exit_when_idle, out=Path(out_dir) if out_dir else None,
         record=Path(record_dir) if record_dir else None, sinks=sinks, overrides=overrides,
         pg_dsn=os.environ.get("QSF_PG_DSN"), state=Path(state_dir) if state_dir else None, bounds=limits,
+        execution=execution,
     )
     for name in sinks:  # a sink that cannot be made fails here, before anything is consumed
         if name not in BUILTIN_SINKS:
@@ -125,11 +134,21 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
                                                         (stats.released_early, "released early (--max-held)")) if n)
     click.echo(
         f"{cls.__name__}: processed {stats.processed:,} events ({stats.rejected:,} rejected, {stats.late:,} late{extra}) "
-        f"in {stats.wall_s:.1f} s -> {stats.signals:,} signals, {stats.alerts:,} alerts{lat}"
+        f"in {stats.wall_s:.1f} s -> {stats.signals:,} signals, {stats.alerts:,} alerts{_paper(stats)}{lat}"
     )
     if stats.interrupted:
         click.echo("qsf: warning: stopped while a sink was retrying: its last batch is not committed "
                    "and will be read again on restart", err=True)
+
+
+def _paper(stats: ProcessStats) -> str:
+    """The summary's part on paper trading: the run's metrics as the backtest shows them (with
+    --out), else this run's fills; nothing for a strategy that never ordered."""
+    from .backtest import _trading
+
+    if stats.metrics is not None:
+        return _trading({"metrics": stats.metrics})
+    return f", {stats.fills:,} fills" if stats.orders else ""
 
 
 @click.command("replay")

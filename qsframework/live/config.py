@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import UserError
+from ..execution.config import ExecutionConfig
 from ..kafka import DEFAULT_PREFIX
 from ..validity import DEFAULT_BOUNDS, TimeBounds
 
@@ -30,6 +31,7 @@ class ProcessConfig:
     commit_interval_s: float = 1.0  # at most one commit (and --out part) per interval
     stop_grace_s: float = 5.0  # after a stop request, how long work in progress may take
     overrides: dict[str, str] = field(default_factory=dict)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)  # the simulator's settings (paper trading)
     path: str = "auto"
     poll_ms: int = 200
     max_records: int = 20_000
@@ -46,6 +48,8 @@ class ProcessStats:
     released_early: int = 0  # rows released before the watermark passed them (max_held)
     signals: int = 0
     alerts: int = 0
+    orders: int = 0  # order status rows (accepted, filled, cancelled)
+    fills: int = 0
     commits: int = 0
     interrupted: bool = False  # a stop request cut work in progress short (not committed)
     wall_s: float = 0.0
@@ -53,6 +57,7 @@ class ProcessStats:
     last_processed_at: float | None = None
     latency_ms_p50: float | None = None
     latency_ms_p99: float | None = None
+    metrics: dict[str, float | int | None] | None = None  # with --out, once the strategy ordered (report.json)
 
 
 class LogReset(UserError):

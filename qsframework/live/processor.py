@@ -40,10 +40,12 @@ from .config import ProcessConfig, ProcessStats, StrategyFailed
 from .dead_letters import DeadLetters
 from .kafka_source import KafkaSource
 from .pending import Pending
-from .sink_options import sinks_of
+from .report import write_report
+from .sink_options import OUTPUT_KINDS, sinks_of
 from .writes import SinkWrites
 
 log = logging.getLogger("qsf.process")
+_COUNTED = ("signals", "alerts", "orders", "fills")  # output buffers counted in ProcessStats
 
 
 class Processor:
@@ -53,7 +55,8 @@ class Processor:
     def __init__(self, strategy_cls: type[Strategy], config: ProcessConfig) -> None:
         self.cfg = config
         self.strategy_name = strategy_cls.__name__
-        self.engine = Engine(strategy_cls, overrides=config.overrides, path=config.path)  # type: ignore[arg-type]
+        self.engine = Engine(strategy_cls, overrides=config.overrides, path=config.path,  # type: ignore[arg-type]
+                             execution=config.execution)
         self.engine.on_outputs = self._seal_outputs  # a long timer catch-up packs its outputs as it goes
         self.kinds = list(self.engine.kinds)
         self.topics: dict[str, tuple[str, ...]] = {}  # topic -> the subscribed kinds it carries
@@ -134,12 +137,15 @@ class Processor:
             self.stats.latency_ms_p50 = self._latency.percentile(50)
             self.stats.latency_ms_p99 = self._latency.percentile(99)
             await self._close()
+        if self.cfg.out is not None:  # the run's metrics, over every published part (restarts included)
+            self.stats.metrics = write_report(self.cfg.out, strategy=self.strategy_name, execution=self.cfg.execution,
+                                              stats=self.stats)
         return self.stats
 
     async def _main(self, t0: float) -> None:
         cfg = self.cfg
         await ensure_topics(cfg.bootstrap, [*self.topics, dlq_topic(cfg.prefix),
-                                            topic_of("signal", cfg.prefix), topic_of("alert", cfg.prefix)])
+                                            *(topic_of(kind, cfg.prefix) for kind in OUTPUT_KINDS)])
         self._producer = producer = await start_producer(cfg.bootstrap, ProducerConfig())
         self._checkpoints.load()
         # before joining the group: compiling a kernel holds the event loop, and with it the
@@ -276,15 +282,14 @@ class Processor:
 
     def _flush_outputs(self) -> None:
         """The outputs emitted so far join this poll's writes."""
-        for name, buf in self.engine.ctx.outputs.buffers().items():
+        outputs = self.engine.ctx.outputs
+        for name, buf in (outputs.buffers() | outputs.execution()).items():  # the latter: rows once it ordered
             if not len(buf):
                 continue
             table = buf.drain()
             self._writes.add(buf.kind.name, table, output=True)
-            if name == "signals":
-                self.stats.signals += table.num_rows
-            else:
-                self.stats.alerts += table.num_rows
+            if name in _COUNTED:
+                setattr(self.stats, name, getattr(self.stats, name) + table.num_rows)
 
     def _log_progress(self, consumer: AIOKafkaConsumer | None, t0: float) -> None:
         rate = self.stats.processed / max(time.monotonic() - t0, 1e-9)

@@ -10,6 +10,9 @@ from ..loader import load_sink
 from ..recording import RecordingWriter
 from .config import ProcessConfig
 
+#: the kinds a strategy's run emits, each to its topic with --sink kafka (PREFIX.signals, ...)
+OUTPUT_KINDS = ("signal", "alert", "order", "fill", "equity")
+
 
 def sinks_of(config: ProcessConfig, engine: Engine) -> list[Sink]:
     """The sinks of ``config``, in the order of the options; ``engine`` tells the outputs'
@@ -18,8 +21,10 @@ def sinks_of(config: ProcessConfig, engine: Engine) -> list[Sink]:
     if config.out is not None:
         from ..sinks.parts import PartsSink
 
-        kinds = {b.kind.name: (name, b.kind.schema) for name, b in engine.ctx.outputs.buffers().items()}
-        sinks.append(PartsSink(config.out, kinds))
+        outputs = engine.ctx.outputs
+        kinds = {b.kind.name: (name, b.kind.schema) for name, b in (outputs.buffers() | outputs.execution()).items()}
+        # orders/fills/equity directories appear only once the strategy has ordered
+        sinks.append(PartsSink(config.out, kinds, optional={b.kind.name for b in outputs.execution().values()}))
     if config.record is not None:
         from ..sinks.recording import RecordingSink
 
@@ -44,7 +49,7 @@ def sinks_of(config: ProcessConfig, engine: Engine) -> list[Sink]:
         elif name == "kafka":
             from ..sinks.kafka import KafkaSink
 
-            sinks.append(KafkaSink(config.bootstrap, ["signal", "alert"], prefix=config.prefix))
+            sinks.append(KafkaSink(config.bootstrap, OUTPUT_KINDS, prefix=config.prefix))
         else:
             cls = load_sink(name)
             try:

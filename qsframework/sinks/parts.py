@@ -4,7 +4,7 @@ hidden at each checkpoint and published once it is committed."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,17 +14,22 @@ from ..parts import PartsOutput, publish
 
 
 class PartsSink(Sink):
-    def __init__(self, out: Path, kinds: Mapping[str, tuple[str, pa.Schema]]) -> None:
+    def __init__(self, out: Path, kinds: Mapping[str, tuple[str, pa.Schema]], *,
+                 optional: Collection[str] = ()) -> None:
         """``kinds``: output kind -> (directory name under ``out``, schema), e.g.
-        ``{"signal": ("signals", SIGNAL.schema)}``."""
+        ``{"signal": ("signals", SIGNAL.schema)}``; the ``optional`` kinds' directories are
+        made only once they get rows (the others hold at least an empty part at the end)."""
+        self.optional = frozenset(optional)
+        self._written: set[str] = set()  # kinds given rows in this run
         self.outputs = {kind: PartsOutput(out / f"{name}.parquet", schema) for kind, (name, schema) in kinds.items()}
         self._staged: list[Path] = []
         self._failed = False
 
     async def write(self, kind: str, table: pa.Table) -> list[Refused]:
         out = self.outputs.get(kind)
-        if out is not None:
+        if out is not None and table.num_rows:
             out.write(table)
+            self._written.add(kind)
         return []
 
     async def flush(self, checkpoint: Checkpoint | None = None) -> None:
@@ -52,5 +57,6 @@ class PartsSink(Sink):
     async def close(self) -> None:
         """A run that ended normally publishes the rows no input offsets cover (``on_stop``'s)."""
         if not self._failed:
-            for out in self.outputs.values():
-                out.close()
+            for kind, out in self.outputs.items():
+                if kind not in self.optional or kind in self._written:
+                    out.close()

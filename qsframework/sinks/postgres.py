@@ -21,6 +21,7 @@ from importlib import resources
 
 import asyncpg
 import asyncpg.exceptions._base as asyncpg_client
+import orjson
 import pyarrow as pa
 
 from ..errors import UserError
@@ -29,7 +30,8 @@ from ..retry import Backoff
 
 log = logging.getLogger("qsf.sink.postgres")
 
-TABLES = {"trade": "trades", "signal": "signals", "alert": "alerts"}
+TABLES = {"trade": "trades", "signal": "signals", "alert": "alerts", "order": "orders", "fill": "fills",
+          "equity": "equity"}
 # the database went away or is restarting: wait and retry (anything else is a real error)
 # (InternalClientError: the connection died mid-COPY and its protocol state is broken; the
 # retry below throws that connection away and opens a new one)
@@ -54,6 +56,13 @@ def _failed_row(exc: Exception, n: int) -> int | None:
     """The index of the row a failed COPY of ``n`` rows names in its context, if any."""
     m = _COPY_LINE.match(getattr(exc, "context", None) or "")
     return int(m.group(1)) - 1 if m and 0 < int(m.group(1)) <= n else None
+
+
+def _values(column: pa.ChunkedArray) -> list:
+    """A column's values as COPY takes them; a map (equity's positions) as a JSON object."""
+    if pa.types.is_map(column.type):
+        return [None if v is None else orjson.dumps(dict(v)).decode() for v in column.to_pylist()]
+    return column.to_pylist()
 
 
 def schema_sql(name: str) -> str:
@@ -115,7 +124,7 @@ class PostgresSink(Sink):
         if target is None or table.num_rows == 0:
             return []
         names = [n for n in table.schema.names if not n.startswith("_")]
-        records = list(zip(*(table.column(n).to_pylist() for n in names)))
+        records = list(zip(*(_values(table.column(n)) for n in names)))
         refused: list[Refused] = []
         await self._write_span(target, names, records, 0, refused)
         self.rows_written += len(records) - len(refused)
