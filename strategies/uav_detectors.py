@@ -151,6 +151,10 @@ def time_to_circle(n: float, e: float, vn: float, ve: float, radius: float) -> f
 
 
 # -- battery -------------------------------------------------------------------------
+def _battery_name(bid: int) -> str:
+    return "battery" if bid == 0 else f"battery {bid}"
+
+
 def battery_low(p: UavAnomalyParams, now: int, bid: int, bat: Battery, volt: float | None,
                 pct: float | None) -> Onset | None:
     low_v = volt is not None and 0 < p.batt_low_volt and volt < p.batt_low_volt
@@ -164,7 +168,7 @@ def battery_low(p: UavAnomalyParams, now: int, bid: int, bat: Battery, volt: flo
     level = max(volt_level, pct_level)
     if not bat.alert.rises(now, level, low_v or crt_v or low_p or crt_p, p.clear_time):
         return None
-    name = "battery" if bid == 0 else f"battery {bid}"
+    name = _battery_name(bid)
     severity: Severity = "critical" if level == 2 else "warning"
     if volt_level >= pct_level:
         assert volt is not None
@@ -194,7 +198,7 @@ def battery_sag(p: UavAnomalyParams, now: int, bid: int, bat: Battery, volt: flo
     if not bat.sag.rises(now, int(bad), bad, p.clear_time):
         return None
     assert rate is not None
-    name = "battery" if bid == 0 else f"battery {bid}"
+    name = _battery_name(bid)
     span = now - hist[0][0]
     text = (f"{name} voltage falling {_num(rate)} V/s over {_secs(span)} s "
             f"(limit {_num(p.batt_sag_rate)} V/s), now {_num(volt)} V")
