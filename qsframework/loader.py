@@ -16,9 +16,9 @@ from .strategy import Strategy
 BUNDLED_PACKAGE = "qsframework.strategies"
 
 
-def _from_file(path: Path, spec: str):
+def _from_file(path: Path, spec: str, what: str):
     if not path.is_file():
-        raise UserError(f"strategy file {str(path)!r} does not exist")
+        raise UserError(f"{what} file {str(path)!r} does not exist")
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
     name = f"_qsf_strategy_{path.stem}_{digest}"
     if name in sys.modules:
@@ -36,7 +36,7 @@ def _from_file(path: Path, spec: str):
     return module
 
 
-def _from_import(module_name: str, spec: str):
+def _from_import(module_name: str, spec: str, what: str):
     for candidate in (module_name, f"{BUNDLED_PACKAGE}.{module_name}"):
         try:
             return importlib.import_module(candidate)
@@ -45,7 +45,7 @@ def _from_import(module_name: str, spec: str):
                 raise UserError(f"loading {spec!r} failed: {exc}") from None
         except Exception as exc:
             raise UserError(f"loading {spec!r} failed: {type(exc).__name__}: {exc}") from None
-    raise UserError(f"strategy module {module_name!r} not found (give file.py:Class or module:Class)")
+    raise UserError(f"{what} module {module_name!r} not found (give file.py:Class or module:Class)")
 
 
 def load_strategy(spec: str) -> type[Strategy]:
@@ -59,13 +59,14 @@ def load_sink(spec: str) -> type[Sink]:
 
 
 def _load_class(spec: str, base: type, what: str):
+    """``what`` (strategy, sink) names the kind of file or module in the one-line errors."""
     target, sep, cls_name = spec.rpartition(":")
     if not sep or not target or not cls_name:
         raise UserError(f"{what} spec {spec!r} must be path/to/file.py:Class or module:Class")
     if target.endswith(".py") or "/" in target or "\\" in target:
-        module = _from_file(Path(target), spec)
+        module = _from_file(Path(target), spec, what)
     else:
-        module = _from_import(target, spec)
+        module = _from_import(target, spec, what)
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise UserError(f"{target!r} has no class {cls_name!r}")

@@ -37,8 +37,8 @@ CHECKPOINT_KEY = b"qsf.checkpoint"
 _PART = re.compile(r"^\.?part-(\d+)\.parquet(\.tmp)?$")
 
 
-
-def _fsync_dir(path: Path) -> None:
+def fsync_directory(path: Path) -> None:
+    """Make a rename in ``path`` durable (fsync the directory itself)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -77,7 +77,7 @@ def publish(staged: Path) -> Path:
     """Rename a staged part into place (its offsets are committed); returns its final path."""
     final = staged.with_name(staged.name[1:].removesuffix(".tmp"))
     os.replace(staged, final)
-    _fsync_dir(staged.parent)
+    fsync_directory(staged.parent)
     return final
 
 

@@ -29,6 +29,7 @@ from ..order import is_sorted, sort_table
 from ..parts import (
     Committed,
     Offsets,
+    fsync_directory,
     hidden_part,
     next_part,
     publish,
@@ -238,11 +239,7 @@ def require_empty(target: str | Path) -> None:
 def _sync_directory(path: Path) -> None:
     """Make a rename in ``path`` durable."""
     with suppress(OSError):  # a platform that cannot open a directory: the rename stands, unsynced
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_directory(path)
 
 
 @contextmanager

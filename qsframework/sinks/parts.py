@@ -9,20 +9,21 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ..io import Checkpoint, Committed, Refused, Sink
-from ..parts import PartsOutput, publish
+from ..io import Checkpoint, Committed, Refused
+from ..parts import PartsOutput
+from .staged import StagedSink
 
 
-class PartsSink(Sink):
+class PartsSink(StagedSink):
     def __init__(self, out: Path, kinds: Mapping[str, tuple[str, pa.Schema]], *,
                  optional: Collection[str] = ()) -> None:
         """``kinds``: output kind -> (directory name under ``out``, schema), e.g.
         ``{"signal": ("signals", SIGNAL.schema)}``; the ``optional`` kinds' directories are
         made only once they get rows (the others hold at least an empty part at the end)."""
+        super().__init__()
         self.optional = frozenset(optional)
         self._written: set[str] = set()  # kinds given rows in this run
         self.outputs = {kind: PartsOutput(out / f"{name}.parquet", schema) for kind, (name, schema) in kinds.items()}
-        self._staged: list[Path] = []
         self._failed = False
 
     async def write(self, kind: str, table: pa.Table) -> list[Refused]:
@@ -32,21 +33,12 @@ class PartsSink(Sink):
             self._written.add(kind)
         return []
 
-    async def flush(self, checkpoint: Checkpoint | None = None) -> None:
-        if checkpoint is not None:
-            self._staged += [p for out in self.outputs.values()
-                             if (p := out.stage(checkpoint.offsets, checkpoint.number)) is not None]
+    def stage(self, checkpoint: Checkpoint) -> list[Path]:
+        return [p for out in self.outputs.values()
+                if (p := out.stage(checkpoint.offsets, checkpoint.number)) is not None]
 
-    async def commit(self, checkpoint: Checkpoint) -> None:
-        staged, self._staged = self._staged, []
-        for path in staged:
-            publish(path)
-
-    async def discard(self) -> None:
-        """Forget the rows not staged; staged parts stay hidden for the restart to settle (their
-        checkpoint's snapshot may be saved already, with its offsets not yet committed)."""
+    def drop(self) -> None:
         self._failed = True
-        self._staged = []
         for out in self.outputs.values():
             out.discard()
 

@@ -10,20 +10,21 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ..io import Checkpoint, Committed, Refused, Sink
-from ..parts import publish
+from ..io import Checkpoint, Committed, Refused
 from ..recording import RecordingWriter
+from .staged import StagedSink
 
 
-class RecordingSink(Sink):
+class RecordingSink(StagedSink):
 
     inputs = True
     outputs = False
+
     def __init__(self, writer: RecordingWriter, *, staged: bool = False) -> None:
+        super().__init__()
         self.writer = writer
         self.staged = staged
         self._held: list[tuple[str, pa.Table]] = []  # staged mode: written since the last checkpoint
-        self._files: list[Path] = []  # staged, not yet committed
 
     async def write(self, kind: str, table: pa.Table) -> list[Refused]:
         if self.staged:
@@ -33,20 +34,19 @@ class RecordingSink(Sink):
         return []
 
     async def flush(self, checkpoint: Checkpoint | None = None) -> None:
-        if not self.staged:
+        if self.staged:
+            await super().flush(checkpoint)
+        else:
             self.writer.flush()
-        elif checkpoint is not None and self._held:
-            held, self._held = self._held, []
-            self._files += self.writer.stage(held, offsets=checkpoint.offsets, checkpoint=checkpoint.number)
 
-    async def commit(self, checkpoint: Checkpoint) -> None:
-        files, self._files = self._files, []
-        for path in files:
-            publish(path)
+    def stage(self, checkpoint: Checkpoint) -> list[Path]:
+        held, self._held = self._held, []
+        if not held:
+            return []
+        return self.writer.stage(held, offsets=checkpoint.offsets, checkpoint=checkpoint.number)
 
-    async def discard(self) -> None:
-        """Forget the rows not staged; staged files stay hidden for the restart to settle."""
-        self._files, self._held = [], []
+    def drop(self) -> None:
+        self._held = []
 
     def settle(self, committed: Committed) -> tuple[int, int]:
         return self.writer.resolve(committed)

@@ -5,6 +5,7 @@ commit window) lose and double nothing."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import uuid
 from functools import partial
@@ -156,7 +157,7 @@ def test_sigkills_at_random_points_lose_and_double_nothing(stack_endpoints, tmp_
     prefix = f"t{uuid.uuid4().hex[:8]}"
     topic = f"{prefix}.trades"
     dsn = _fresh_database(stack_endpoints.pg_dsn)
-    hold = tmp_path / "hold"  # while it exists, checkpoints wait after staging (gate_sink.py)
+    hold = tmp_path / "hold"  # while this FIFO exists, checkpoints wait after staging (gate_sink.py)
     env = {"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap, "QSF_PG_DSN": dsn, "QSF_TEST_HOLD": str(hold)}
     state, out, record = tmp_path / "state", tmp_path / "live", tmp_path / "record"
     argv = [*PARAMS, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--sink", "timescale",
@@ -188,7 +189,7 @@ def test_sigkills_at_random_points_lose_and_double_nothing(stack_endpoints, tmp_
         target = rng.randint(before + 1, published - 500)
         wait_for(lambda: state_offsets(state).get((topic, 0), 0) >= target, f"a snapshot at offset {target}", proc=proc)
         if i in (1, 4):  # where a crash doubled the record: its files written, the snapshot not yet
-            hold.touch()
+            os.mkfifo(hold)
             wait_for(partial(frozen_in_record_window, proc), "a staged --record file ahead of the snapshot",
                      proc=proc)
         elif rng.random() < 0.5:  # now, or while it processes the next piece
