@@ -71,6 +71,7 @@ class Engine:
         self.ctx = Context(strategy=strategy_cls.name, seed=seed, execution=execution)
         self.sim = self.ctx.sim
         self.sim.on_begin = self._begin_trading
+        self.sim.spill = self._spill
         if "trade" not in strategy_cls.kinds:
             self.sim.refusal = (f"orders need trades: {strategy_cls.__name__} does not subscribe "
                                 "to trade events (kinds)")

@@ -80,7 +80,7 @@ class Context:
         self.rng = random.Random(seed)
         self._seq = 0
         self.sim = Simulator(execution or ExecutionConfig(), self.outputs, strategy=strategy,
-                             source=self.source, next_seq=self._next_seq)
+                             source=self.source, reserve_seq=self._reserve_seq)
         #: the strategy just placed its first order: the engine leaves its plain loop
         self.switch = False
 
@@ -141,6 +141,11 @@ class Context:
         self._seq += 1
         return self._seq - 1
 
+    def _reserve_seq(self, n: int) -> int:
+        """The first of ``n`` consecutive output sequence numbers, taken for rows emitted at once."""
+        self._seq += n
+        return self._seq - n
+
     def signal(
         self,
         key: str,
@@ -179,8 +184,7 @@ class Context:
         v = np.asarray([np.nan if x is None else x for x in values] if not isinstance(values, np.ndarray) else values, dtype=np.float64)
         if attrs_text is None:
             attrs_text = [attrs_json(a) for a in attrs] if attrs is not None else [None] * n
-        start = self._seq
-        self._seq += n
+        start = self._reserve_seq(n)
         self.outputs.signals.extend([
             t,
             t,

@@ -20,6 +20,9 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pyarrow as pa
+
 from ..outputs import Outputs
 from ..timers import NEVER
 from .config import ExecutionConfig
@@ -29,6 +32,7 @@ from .records import Order
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+SAMPLE_CHUNK = 65_536  # equity samples of a quiet span built (and spilled) at a time
 #: one matched fill: (order, signed qty, price, fee, liquidity, filled so far, order complete)
 Match = tuple["OpenOrder", float, float, float, str, float, bool]
 
@@ -56,15 +60,15 @@ class Simulator:
     """Simulated execution of one strategy's orders, writing order/fill/equity rows to
     ``outputs`` with the context's sequence numbers."""
 
-    __slots__ = ("config", "outputs", "strategy", "source", "_next_seq", "portfolio", "trading",
-                 "refusal", "in_batch", "keys", "on_begin", "first_ts", "next_id", "open", "books",
-                 "cancels", "cancel_due", "sample_due", "notices")
+    __slots__ = ("config", "outputs", "strategy", "source", "_reserve", "portfolio", "trading",
+                 "refusal", "in_batch", "keys", "on_begin", "spill", "first_ts", "next_id", "open",
+                 "books", "cancels", "cancel_due", "sample_due", "notices")
 
     def __init__(self, config: ExecutionConfig, outputs: Outputs, *, strategy: str, source: str,
-                 next_seq: Callable[[], int]) -> None:
+                 reserve_seq: Callable[[int], int]) -> None:
         self.config = config
         self.outputs = outputs
-        self.strategy, self.source, self._next_seq = strategy, source, next_seq
+        self.strategy, self.source, self._reserve = strategy, source, reserve_seq
         self.portfolio = Portfolio(config.cash)
         #: the strategy has ordered: orders, fills and equity samples are kept from now on
         self.trading = False
@@ -74,6 +78,8 @@ class Simulator:
         self.keys: frozenset[str] | None = None
         #: called at the first order (the engine switches to the execution loop)
         self.on_begin: Callable[[], None] | None = None
+        #: called between chunks of a long run of samples (the engine writes its outputs out)
+        self.spill: Callable[[], None] | None = None
         self.first_ts: int | None = None  # the run's first event time (grid start)
         self.next_id = 0
         self.open: dict[int, OpenOrder] = {}
@@ -188,7 +194,7 @@ class Simulator:
         order, qty, price, fee, liquidity, _, _ = fill
         self.portfolio.apply(key, qty, price, fee)
         self.outputs.fills.append(
-            (ts, ts, self.source, key, self._next_seq(), self.strategy, order.id, qty, price, fee, liquidity)
+            (ts, ts, self.source, key, self._reserve(1), self.strategy, order.id, qty, price, fee, liquidity)
         )
 
     def order_done(self, ts: int, fill: Match) -> None:
@@ -197,7 +203,7 @@ class Simulator:
 
     def _status(self, order: OpenOrder, ts: int, status: str) -> None:
         self.outputs.orders.append(
-            (ts, ts, self.source, order.key, self._next_seq(), self.strategy, order.id, order.qty,
+            (ts, ts, self.source, order.key, self._reserve(1), self.strategy, order.id, order.qty,
              order.price, order.tag, status, order.filled)
         )
         self.notices.append(
@@ -205,11 +211,22 @@ class Simulator:
         )
 
     def sample_before(self, ts: int) -> None:
-        """Equity samples at the grid times before ``ts`` (the state of every event before it)."""
+        """Equity samples at the grid times before ``ts`` (the state of every event before it).
+
+        A long quiet span's samples (all alike) are built as Arrow columns, ``SAMPLE_CHUNK``
+        at a time with ``spill`` between chunks, so memory does not grow with the span."""
         t, m = self.sample_due, self.config.mark_every_ns
         while t < ts:
-            self._sample(t)
-            t += m
+            n = min((ts - 1 - t) // m + 1, SAMPLE_CHUNK)
+            if n < 16:
+                for _ in range(n):
+                    self._sample(t)
+                    t += m
+                continue
+            self._samples(t, n)
+            t += n * m
+            if t < ts and self.spill is not None:
+                self.spill()
         self.sample_due = t
 
     def finish(self, last_ts: int) -> None:
@@ -219,10 +236,26 @@ class Simulator:
             if last_ts % self.config.mark_every_ns:
                 self._sample(last_ts)
 
+    def _samples(self, t: int, n: int) -> None:
+        """``n`` samples of the same state at ``t``, ``t + mark_every``, ..., in bulk."""
+        p, m = self.portfolio, self.config.mark_every_ns
+        held = p.held()
+        times = pa.array(t + m * np.arange(n, dtype=np.int64))
+        start = self._reserve(n)
+        offsets = pa.array(np.arange(n + 1, dtype=np.int32) * len(held))
+        positions = pa.MapArray.from_arrays(
+            offsets, pa.array([k for k, _ in held] * n, pa.string()),
+            pa.array([v for _, v in held] * n, pa.float64()))
+        self.outputs.equity.extend([
+            times, times, pa.repeat(self.source, n), pa.repeat("portfolio", n),
+            pa.array(np.arange(start, start + n, dtype=np.int64)), pa.repeat(self.strategy, n),
+            pa.repeat(p.cash, n), pa.repeat(p.equity(), n), positions,
+        ])
+
     def _sample(self, t: int) -> None:
         p = self.portfolio
         self.outputs.equity.append(
-            (t, t, self.source, "portfolio", self._next_seq(), self.strategy, p.cash, p.equity(), p.held())
+            (t, t, self.source, "portfolio", self._reserve(1), self.strategy, p.cash, p.equity(), p.held())
         )
 
     # -- state -------------------------------------------------------------------------

@@ -3,9 +3,13 @@ and equity value is worked out here by plain arithmetic on the trades."""
 
 from __future__ import annotations
 
+import pyarrow.parquet as pq
 import pytest
 
-from .scripted import MS, T0, fills, run, scripted, statuses
+from qsframework import ExecutionConfig
+from qsframework.backtest import run_backtest
+
+from .scripted import MS, T0, fills, run, scripted, statuses, write_recording
 
 FEE = 10.0  # the default taker and maker fee, bps
 
@@ -179,3 +183,29 @@ def test_equity_is_sampled_on_the_grid_from_the_first_grid_time_and_at_the_last_
                     (T0 + 30 * MS, 100_000.0, 100_000.0), (T0 + 34 * MS, cash, cash - 11.0)]
     equity_seq = late["equity"].column("seq").to_pylist()
     assert equity_seq == sorted(equity_seq)
+
+
+def test_a_long_quiet_span_is_sampled_on_every_grid_time(tmp_path):
+    """200,000 samples of one state between two trades (built in bulk, written out in chunks)
+    and a few single ones around them: every grid time once, in order, with the right state."""
+    us = 1_000
+    trades = [(T0, "BTCUSDT", 100.0, 1.0), (T0 + 3 * us, "BTCUSDT", 101.0, 1.0),
+              (T0 + 200_000 * us + 500, "BTCUSDT", 50.0, 1.0), (T0 + 200_003 * us, "BTCUSDT", 60.0, 1.0)]
+    out = tmp_path / "out"
+    recording = write_recording(tmp_path / "rec", trades)
+    strategy = scripted({1: [("buy", "BTCUSDT", 2.0)]})
+    result = run_backtest(strategy, recording, out=out, flush_rows=1_000,
+                          execution=ExecutionConfig(mark_every_ns=us))
+    equity = pq.read_table(out / "equity.parquet")
+    cash = 100_000.0 - (2.0 * 101.0 + fee(2.0, 101.0))
+    times = equity.column("ts_event").to_pylist()
+    assert times == [T0 + i * us for i in range(200_004)]  # the last trade is on the grid
+    assert equity.column("seq").to_pylist() == sorted(equity.column("seq").to_pylist())
+    rows = equity.select(["cash", "equity", "positions"]).to_pylist()
+    assert rows[:3] == [{"cash": 100_000.0, "equity": 100_000.0, "positions": []}] * 3
+    assert rows[3] == rows[200_000] == {"cash": cash, "equity": cash + 2.0 * 101.0,
+                                        "positions": [("BTCUSDT", 2.0)]}
+    assert rows[200_001] == rows[200_002] == {"cash": cash, "equity": cash + 2.0 * 50.0,
+                                              "positions": [("BTCUSDT", 2.0)]}
+    assert rows[200_003]["equity"] == cash + 2.0 * 60.0
+    assert result.report["outputs"]["equity"] == 200_004
