@@ -2,7 +2,8 @@
 
 The sample's first hour is replayed onto the embedded broker with ``qsf ingest replay``; ``qsf
 process`` trades it with non-default execution settings into ``--out``, PostgreSQL and Kafka,
-and ``qsf backtest`` of the same hour with the same settings is the reference: orders, fills,
+for the pairs strategy (market orders) and a scheduled trader (limit orders, cancels and
+partial fills), and ``qsf backtest`` of the same hour with the same settings is the reference: orders, fills,
 equity and metrics equal bit for bit, the database holds each fill once. Then the same after a
 SIGKILL mid-run and a restart from ``--state``.
 """
@@ -18,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import pytest
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,7 +31,11 @@ from ..conftest import qsf_cmd
 from ..fault.processes import rows_in, run_process, start_process, wait_for
 from .test_process import _fresh_database
 
-PAIRS = "qsframework.strategies.btc_eth_pairs:BtcEthPairs"
+PAIRS = ("qsframework.strategies.btc_eth_pairs:BtcEthPairs",)  # market orders
+#: limit orders 2 bps through the last price, cancelled after a minute, partial fills (--max-participation)
+LIMITS = (f"{Path(__file__).parents[1] / 'execution' / 'traders.py'}:Scheduled", "-p", "limit_bps=2", "-p", "every=4m",
+          "-p", "hold=2m", "-p", "cancel_after=1m", "-p", "qty=0.3", "--max-participation", "0.5")
+STRATEGIES = pytest.mark.parametrize("strategy", [PAIRS, LIMITS], ids=["pairs-market", "scheduled-limit"])
 HOUR = ["--end", "2026-01-05T01:00:00Z"]  # the sample's first hour: three round trips
 HALF = "2026-01-05T00:50:00Z"  # after the first round trip (00:41 .. 00:42), before the others
 EXECUTION = ["--latency", "20ms", "--slippage-bps", "2", "--taker-fee-bps", "7.5", "--maker-fee-bps", "2",
@@ -43,10 +49,10 @@ def _qsf(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return r
 
 
-def _backtest(tmp_path: Path) -> tuple[dict[str, pa.Table], dict]:
+def _backtest(tmp_path: Path, strategy: tuple[str, ...]) -> tuple[dict[str, pa.Table], dict]:
     """The reference: ``qsf backtest`` of the same hour with the same execution settings."""
     out = tmp_path / "backtest"
-    _qsf("backtest", PAIRS, "--recording", str(sample_recording()), "--out", str(out), *HOUR, *EXECUTION, env={})
+    _qsf("backtest", *strategy, "--recording", str(sample_recording()), "--out", str(out), *HOUR, *EXECUTION, env={})
     tables = {n: pq.read_table(out / f"{n}.parquet") for n in KINDS}
     return tables, json.loads((out / "report.json").read_text())
 
@@ -126,14 +132,15 @@ def _replay(prefix: str, env: dict[str, str], *bounds: str) -> None:
     _qsf("ingest", "replay", "--recording", str(sample_recording()), *bounds, "--topic-prefix", prefix, env=env)
 
 
-def test_paper_trading_live_equals_the_backtest_bit_for_bit(stack_endpoints, tmp_path):
-    tables, report = _backtest(tmp_path)
+@STRATEGIES
+def test_paper_trading_live_equals_the_backtest_bit_for_bit(stack_endpoints, tmp_path, strategy):
+    tables, report = _backtest(tmp_path, strategy)
     prefix = f"t{uuid.uuid4().hex[:8]}"
     dsn = _fresh_database(stack_endpoints.pg_dsn)
     env = {"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap, "QSF_PG_DSN": dsn}
     _replay(prefix, env, *HOUR)
     out = tmp_path / "live"
-    r = run_process(PAIRS, *EXECUTION, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--out", str(out),
+    r = run_process(strategy[0], *strategy[1:], *EXECUTION, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--out", str(out),
                     "--sink", "timescale", "--sink", "kafka", "--exit-when-idle", "3", env=env, timeout=600)
     assert r.returncode == 0, r.stderr
     _assert_parity(out, dsn, r.stdout, tables, report)
@@ -143,26 +150,27 @@ def test_paper_trading_live_equals_the_backtest_bit_for_bit(stack_endpoints, tmp
         assert [orjson.loads(v) for v in got] == expected, name
 
 
-def test_paper_trading_after_a_sigkill_and_a_restart_from_state_equals_the_backtest(stack_endpoints, tmp_path):
+@STRATEGIES
+def test_paper_trading_after_a_sigkill_and_a_restart_from_state_equals_the_backtest(stack_endpoints, tmp_path, strategy):
     """The first 50 minutes are on the topic; the process is killed once a snapshot covers its
-    first fills, the rest of the hour is published, and a restart from --state trades on (the
+    first fills (the limit orders' run: with orders resting and partly filled), the rest of the hour is published, and a restart from --state trades on (the
     rows after the snapshot come again): the same orders, fills, equity and metrics as the
     backtest, each row once in the database."""
-    tables, report = _backtest(tmp_path)
+    tables, report = _backtest(tmp_path, strategy)
     prefix = f"t{uuid.uuid4().hex[:8]}"
     dsn = _fresh_database(stack_endpoints.pg_dsn)
     env = {"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap, "QSF_PG_DSN": dsn}
     _replay(prefix, env, "--end", HALF)
     out, state = tmp_path / "live", tmp_path / "state"
-    argv = [*EXECUTION, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--out", str(out), "--sink", "timescale",
+    argv = [*strategy[1:], *EXECUTION, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--out", str(out), "--sink", "timescale",
             "--state", str(state), "--commit-interval", "0s"]
-    proc = start_process(PAIRS, *argv, env=env)
+    proc = start_process(strategy[0], *argv, env=env)
     wait_for(lambda: rows_in(out / "fills.parquet") > 0, "a committed fill", proc=proc)  # its snapshot saved first
     proc.kill()
     proc.wait()
     proc.stdout.close()
     proc.stderr.close()
     _replay(prefix, env, "--start", HALF, *HOUR)
-    r = run_process(PAIRS, *argv, "--exit-when-idle", "3", env=env, timeout=600)
+    r = run_process(strategy[0], *argv, "--exit-when-idle", "3", env=env, timeout=600)
     assert r.returncode == 0, r.stderr
     _assert_parity(out, dsn, r.stdout, tables, report)
