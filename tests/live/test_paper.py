@@ -134,13 +134,17 @@ def _replay(prefix: str, env: dict[str, str], *bounds: str) -> None:
 
 @STRATEGIES
 def test_paper_trading_live_equals_the_backtest_bit_for_bit(stack_endpoints, tmp_path, strategy):
+    """qsf process with the settings in --config (the backtest has them as options), into --out,
+    PostgreSQL and Kafka: every one holds exactly the backtest's rows."""
     tables, report = _backtest(tmp_path, strategy)
     prefix = f"t{uuid.uuid4().hex[:8]}"
     dsn = _fresh_database(stack_endpoints.pg_dsn)
     env = {"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap, "QSF_PG_DSN": dsn}
     _replay(prefix, env, *HOUR)
-    out = tmp_path / "live"
-    r = run_process(strategy[0], *strategy[1:], *EXECUTION, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--out", str(out),
+    out, config = tmp_path / "live", tmp_path / "run.toml"  # the same settings as a run-config file
+    config.write_text('[execution]\nlatency = "20ms"\nslippage_bps = 2\ntaker_fee_bps = 7.5\nmaker_fee_bps = 2\n'
+                      'cash = 50000\nmark_every = "5s"\n')
+    r = run_process(strategy[0], *strategy[1:], "--config", str(config), "--topic-prefix", prefix, "--group", f"g-{prefix}", "--out", str(out),
                     "--sink", "timescale", "--sink", "kafka", "--exit-when-idle", "3", env=env, timeout=600)
     assert r.returncode == 0, r.stderr
     _assert_parity(out, dsn, r.stdout, tables, report)
@@ -174,3 +178,36 @@ def test_paper_trading_after_a_sigkill_and_a_restart_from_state_equals_the_backt
     r = run_process(strategy[0], *argv, "--exit-when-idle", "3", env=env, timeout=600)
     assert r.returncode == 0, r.stderr
     _assert_parity(out, dsn, r.stdout, tables, report)
+
+
+def test_a_strategy_that_never_orders_writes_exactly_what_it_did_whatever_the_settings(stack_endpoints, tmp_path):
+    """The spread strategy emits signals but never orders: with execution options, --out holds
+    only signals and alerts (no orders/fills/equity directories, no report.json), the database
+    no paper-trading rows, and the summary says nothing of fills."""
+    from ..conftest import SPREAD_SPEC
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    env = {"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap, "QSF_PG_DSN": dsn}
+    _replay(prefix, env, "--end", "2026-01-05T00:10:00Z")
+    out = tmp_path / "live"
+    r = run_process(SPREAD_SPEC, *EXECUTION, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--out", str(out),
+                    "--sink", "timescale", "--exit-when-idle", "3", env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["alerts.parquet", "signals.parquet"]
+    assert pq.read_table(out / "signals.parquet").num_rows > 0
+    assert "fills" not in r.stdout and "PnL" not in r.stdout
+    assert _database(dsn) == {"orders": [], "fills": [], "equity": []}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--cash", "-5"], "qsf: error: cash must be a finite number >= 0, not -5.0"),
+    (["--latency", "soon"], "qsf: error: --latency: "),
+    (["--max-participation", "1.5"], "qsf: error: max participation must be in (0, 1], not 1.5"),
+    (["--config", "missing.toml"], "qsf: error: --config missing.toml: cannot read it"),
+])
+def test_bad_execution_settings_are_one_line_and_exit_2(tmp_path, args, message):
+    r = subprocess.run([*qsf_cmd(), "process", *PAIRS, *args, "--bootstrap", "127.0.0.1:1"], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.startswith(message) and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
