@@ -249,13 +249,14 @@ class Simulator:
         self.outputs.equity.extend([
             times, times, pa.repeat(self.source, n), pa.repeat("portfolio", n),
             pa.array(np.arange(start, start + n, dtype=np.int64)), pa.repeat(self.strategy, n),
-            pa.repeat(p.cash, n), pa.repeat(p.equity(), n), positions,
+            pa.repeat(p.cash, n), pa.repeat(p.equity(held), n), positions,
         ])
 
     def _sample(self, t: int) -> None:
         p = self.portfolio
+        held = p.held()
         self.outputs.equity.append(
-            (t, t, self.source, "portfolio", self._reserve(1), self.strategy, p.cash, p.equity(), p.held())
+            (t, t, self.source, "portfolio", self._reserve(1), self.strategy, p.cash, p.equity(held), held)
         )
 
     # -- state -------------------------------------------------------------------------
