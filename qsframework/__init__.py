@@ -4,6 +4,8 @@ from . import user_cache  # noqa: F401 - before numba is imported: where kernels
 from .durations import Duration
 from .events import ALERT, KINDS, SIGNAL, TRADE, EventKind, define_kind
 from . import telemetry  # noqa: F401 - registers the telemetry kinds
+from .execution.config import ExecutionConfig
+from .execution.records import Fill, Order
 from .strategy import Context, Strategy
 from .timers import TimerFires
 
@@ -17,6 +19,9 @@ __all__ = [
     "Context",
     "Duration",
     "EventKind",
+    "ExecutionConfig",
+    "Fill",
+    "Order",
     "Strategy",
     "TimerFires",
     "define_kind",

@@ -1,5 +1,9 @@
 """Backtest: a recording through the engine into signals/alerts Parquet and a report.
 
+A strategy that orders also gets orders/fills/equity Parquet, the execution settings and its
+metrics in the report (files written only once it has ordered: one that never orders writes
+exactly what it did before execution existed).
+
 Rows of the recording that break a validity rule (``bounds``: the same floor and
 max-future as ``qsf process``) are skipped, counted per reason in the report and written
 with their reason to ``rejected.parquet``; exact duplicates are dropped and counted.
@@ -26,6 +30,8 @@ from . import warmup
 from .durations import format_time
 from .engine import Engine, Path as EnginePath
 from .errors import UserError
+from .execution.config import ExecutionConfig
+from .execution.metrics import compute_metrics
 from .outputs import OutputBuffer
 from .params import describe_params
 from .readahead import read_ahead
@@ -111,6 +117,7 @@ def run_backtest(
     flush_rows: int = 100_000,
     spec: str | None = None,
     bounds: TimeBounds = DEFAULT_BOUNDS,
+    execution: ExecutionConfig | None = None,
 ) -> BacktestResult:
     """Run ``strategy_cls`` over ``recording``; write outputs under ``out`` (or keep them in memory).
 
@@ -120,7 +127,8 @@ def run_backtest(
         raise UserError("--batch-size must be at least 1")
     if start is not None and end is not None and end <= start:
         raise UserError("--end must be after --start")
-    engine = Engine(strategy_cls, overrides=overrides, path=path, seed=seed)
+    execution = execution or ExecutionConfig()
+    engine = Engine(strategy_cls, overrides=overrides, path=path, seed=seed, execution=execution)
     kinds = [k for k in engine.kinds if k in recording.kinds]
     if not kinds:
         raise UserError(
@@ -128,8 +136,9 @@ def run_backtest(
             f"(it has: {', '.join(recording.kinds) or 'nothing'})"
         )
     buffers: dict[str, OutputBuffer] = engine.ctx.outputs.buffers()
+    trading = engine.ctx.outputs.execution()  # joins buffers at the first order
     writers: dict[str, ParquetOutput] = {}
-    kept: dict[str, list[pa.Table]] = {name: [] for name in buffers}
+    kept: dict[str, list[pa.Table]] = {name: [] for name in buffers | trading}
     rejects: list[Rejected] = []  # appended by the reading thread, taken by drain()
     reasons: Counter[str] = Counter()
     kept_rejects: list[pa.Table] = []
@@ -144,6 +153,11 @@ def run_backtest(
         writers["rejected"] = ParquetOutput(out / "rejected.parquet", REJECTED_SCHEMA)
 
     def drain(force: bool = False) -> None:
+        if engine.sim.trading and "orders" not in buffers:
+            buffers.update(trading)
+            if out is not None:
+                writers.update({n: ParquetOutput(out / f"{n}.parquet", b.kind.schema)
+                                for n, b in trading.items()})
         while rejects:
             r = rejects.pop(0)
             reasons.update(r.reasons)
@@ -200,6 +214,11 @@ def run_backtest(
         w.close()
     wall = time.perf_counter() - t0
     counts = {n: b.count for n, b in buffers.items()}
+    tables = {
+        n: pa.concat_tables(kept[n]) if kept[n] else buffers[n].kind.schema.empty_table()
+        for n in buffers
+        if out is None
+    }
     rejected = sum(reasons.values())
     warnings = _warnings(engine, recording, kinds, start=start, end=end, rejected=reasons,
                          out=out)
@@ -229,15 +248,18 @@ def run_backtest(
         },
         "warnings": warnings,
     }
+    if engine.sim.trading:
+        report["execution"] = execution.describe()
+        if out is not None:
+            equity, fills = pq.read_table(out / "equity.parquet"), pq.read_table(out / "fills.parquet")
+        else:
+            equity, fills = tables["equity"], tables["fills"]
+        report["metrics"] = compute_metrics(equity, fills, cash=execution.cash,
+                                            mark_every_ns=execution.mark_every_ns)
     if out is not None:
         tmp = out / ".report.json.tmp"
         tmp.write_text(json.dumps(report, indent=2) + "\n")
         os.replace(tmp, out / "report.json")
-    tables = {
-        n: pa.concat_tables(kept[n]) if kept[n] else buffers[n].kind.schema.empty_table()
-        for n in buffers
-        if out is None
-    }
     if out is None:
         tables["rejected"] = pa.concat_tables(kept_rejects) if kept_rejects else REJECTED_SCHEMA.empty_table()
     return BacktestResult(

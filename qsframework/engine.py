@@ -15,7 +15,6 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -24,38 +23,20 @@ import pyarrow.compute as pc
 
 from .durations import format_time
 from .errors import StrategyError, UserError
+from .columns import event_chunks
 from .events import ORDER_COLUMNS, conform, get_kind
+from .execution.config import ExecutionConfig
+from .execution.loop import Switch, deliver_notices, run_trading
 from .params import build_params
-from .strategy import Context, Strategy
+from .strategy import SWITCH, Context, Strategy
 from .timers import NEVER
 
 Path = Literal["auto", "event", "batch"]
 SMALL_BATCH = 512
-EVENT_CHUNK = 4096  # rows turned into Python objects at a time on the per-event path
 FIRE_CHUNK = 65_536  # timer fires handed over at a time in a catch-up
 #: below this many input rows a batch path that must compile first is skipped for the
 #: per-event path: at ~2M events/s it is done before a first compile (~5-15 s) would be
 COLD_ROWS = 10_000_000
-
-
-def _pylists(col: pa.Array) -> Callable[[int, int], list]:
-    """Python values of rows [lo, hi) of an Arrow column, by the fastest exact route."""
-    t = col.type
-    if col.null_count:
-        return lambda lo, hi: col.slice(lo, hi - lo).to_pylist()
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
-        values = col.to_numpy(zero_copy_only=False)
-        return lambda lo, hi: values[lo:hi].tolist()
-    if pa.types.is_string(t) and len(col) >= 64:
-        # few distinct values (keys, sources): build each string once, then pick them by
-        # index, which also hands the strategy the same str object for the same key
-        enc = pc.dictionary_encode(col)
-        if len(enc.dictionary) * 8 <= len(col):
-            strings = np.empty(len(enc.dictionary), dtype=object)
-            strings[:] = enc.dictionary.to_pylist()
-            index = enc.indices.to_numpy()
-            return lambda lo, hi: strings[index[lo:hi]].tolist()
-    return lambda lo, hi: col.slice(lo, hi - lo).to_pylist()
 
 
 def _failed(cls: type[Strategy], handler: str, exc: Exception, what: str = "") -> StrategyError:
@@ -81,12 +62,19 @@ class Engine:
         seed: int = 0,
         small_batch: int = SMALL_BATCH,
         on_outputs: Callable[[], None] | None = None,
+        execution: ExecutionConfig | None = None,
     ) -> None:
         if params is None:
             params = build_params(
                 strategy_cls.Params, overrides or {}, owner=f"strategy {strategy_cls.__name__}"
             )
-        self.ctx = Context(strategy=strategy_cls.name, seed=seed)
+        self.ctx = Context(strategy=strategy_cls.name, seed=seed, execution=execution)
+        self.sim = self.ctx.sim
+        self.sim.on_begin = self._begin_trading
+        self.sim.spill = self._spill
+        if "trade" not in strategy_cls.kinds:
+            self.sim.refusal = (f"orders need trades: {strategy_cls.__name__} does not subscribe "
+                                "to trade events (kinds)")
         try:
             self.strategy = strategy_cls(params, self.ctx)
         except Exception as exc:
@@ -103,6 +91,7 @@ class Engine:
         except Exception as exc:
             raise _failed(strategy_cls, "keys", exc) from exc
         self._key_set = pa.array(sorted(keys), pa.string()) if keys is not None else None
+        self.sim.keys = frozenset(keys) if keys is not None else None
         self._started = False
         #: prepare() chose the per-event path because the batch path was not compiled yet
         self.cold = False
@@ -119,8 +108,10 @@ class Engine:
             if fields is not None and self._key_set is not None:
                 fields = tuple(dict.fromkeys([*fields, "key"]))
             self._schemas[kind] = get_kind(kind).project(fields)
+            # trades also carry what the simulator matches on, read or not by the strategy
+            extra = ("price", "qty") if kind == "trade" else ()
             self._inputs[kind] = get_kind(kind).project(
-                None if fields is None else tuple(dict.fromkeys([*fields, *ORDER_COLUMNS]))
+                None if fields is None else tuple(dict.fromkeys([*fields, *ORDER_COLUMNS, *extra]))
             )[0]
         self._handlers = self._bind()
 
@@ -190,24 +181,48 @@ class Engine:
             batch = batch.filter(pc.is_in(batch.column("key"), value_set=self._key_set))
             if batch.num_rows == 0:
                 return
-        batch = self._drop_duplicates(kind, batch)
+        batch = full = self._drop_duplicates(kind, batch)
         if batch.num_rows == 0:
             return
         if batch.num_columns != len(schema):
             batch = batch.select(schema.names)
         if not self._started:
             self._started = True
-            self.ctx.now = int(batch.column(0)[0].as_py())
+            self.ctx.now = self.sim.first_ts = int(batch.column(0)[0].as_py())
             try:
                 self.strategy.on_start()
             except Exception as exc:
                 raise self._failed("on_start", exc) from exc
+            if self.ctx.switch:
+                self.settle_switch()
+                deliver_notices(self)
         self.events_in += batch.num_rows
         one, many = handlers
-        if many is None or (batch.num_rows < self._small and one is not None):
-            self._run_events(kind, row, batch, one)
+        if self.sim.trading:
+            run_trading(self, kind, row, batch, full, one)
+        elif many is None or (batch.num_rows < self._small and one is not None):
+            self._run_events(kind, row, batch, full, one)
         else:
-            self._run_batch(kind, batch, many)
+            self.sim.in_batch = True
+            try:
+                self._run_batch(kind, batch, many)
+            finally:
+                self.sim.in_batch = False
+        if self.ctx.switch:  # the first order came from the batch's last event
+            self.settle_switch()
+            deliver_notices(self)
+
+    def _begin_trading(self) -> None:
+        """The first order: the per-event loop hands over to the execution loop at its next
+        timer check (see :data:`~qsframework.strategy.SWITCH`)."""
+        self.ctx.switch = True
+        self.ctx.timers.due = SWITCH
+
+    def settle_switch(self) -> None:
+        """Timers as they were before :meth:`_begin_trading`."""
+        timers = self.ctx.timers
+        self.ctx.switch = False
+        timers.due = timers._heap[0][0] if timers._heap else NEVER
 
     def _drop_duplicates(self, kind: str, batch: pa.RecordBatch) -> pa.RecordBatch:
         """``batch`` without the rows equal to the row before them (of this kind, carried
@@ -243,11 +258,15 @@ class Engine:
     def _failed(self, handler: str, exc: Exception, what: str = "") -> StrategyError:
         return _failed(type(self.strategy), handler, exc, what)
 
-    def _failed_on_event(self, handler: str, exc: Exception, kind: str, names: list[str],
-                         event: Any) -> StrategyError:
-        ts = event[0]
+    def _handler_failed(self, exc: Exception, kind: str, batch: pa.RecordBatch, event: Any) -> None:
+        """Raise what ``on_<kind>`` raised on ``event`` as the one-line StrategyError (as is
+        when it is one already, or came from ``on_outputs``)."""
+        if event is None or self._spilling or isinstance(exc, StrategyError):
+            raise exc
+        ts, names = event[0], batch.schema.names
         key = f" {event[names.index('key')]}" if "key" in names else ""
-        return self._failed(handler, exc, f"{kind}{key} at {format_time(ts)} (ts_event {ts})")
+        what = f"{kind}{key} at {format_time(ts)} (ts_event {ts})"
+        raise self._failed(f"on_{kind}", exc, what) from exc
 
     # -- state -------------------------------------------------------------------------
     def snapshot(self) -> bytes:
@@ -264,6 +283,7 @@ class Engine:
             "events_in": self.events_in,
             "duplicates": self.duplicates,
             "last": self._last,
+            "sim": self.sim.state(),
         }, protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, blob: bytes) -> None:
@@ -276,22 +296,31 @@ class Engine:
         ctx.rng.setstate(snap["rng"])
         self._started, self.events_in = snap["started"], snap["events_in"]
         self.duplicates, self._last = snap.get("duplicates", 0), snap.get("last", {})
+        if "sim" in snap:
+            self.sim.load(snap["sim"])
         self.strategy.on_restore()
         self._handlers = self._bind()  # handlers may be bound to restored objects
 
     def finish(self) -> None:
         """End of input: no timer fires after the last event."""
         if self._started:
+            last = self.ctx.now
             try:
                 self.strategy.on_stop()
             except Exception as exc:
                 raise self._failed("on_stop", exc) from exc
+            if self.sim.trading:
+                self.settle_switch()
+                deliver_notices(self)
+                self.sim.finish(last)
 
     # -- paths -------------------------------------------------------------------
     def _fire_before(self, ts: int) -> None:
         """Run every timer due strictly before ``ts``, one by one (``on_outputs`` every
         ``FIRE_CHUNK`` fires)."""
         ctx, timers, on_timer = self.ctx, self.ctx.timers, self.strategy.on_timer
+        if ctx.switch:  # the last handler placed the first order
+            raise Switch(True)
         count = 0
         while (fire := timers.pop_before(ts)) is not None:
             ctx.now = fire[0]
@@ -301,6 +330,8 @@ class Engine:
                 raise self._failed(
                     "on_timer", exc, f"timer {fire[1]!r} at {format_time(fire[0])} (ts {fire[0]})"
                 ) from exc
+            if ctx.switch:  # the first order: the event at ts goes to the execution loop
+                raise Switch(False)
             count += 1
             if count == FIRE_CHUNK:
                 count = 0
@@ -313,32 +344,28 @@ class Engine:
             self.on_outputs()
             self._spilling = False
 
-    def _run_events(self, kind: str, row: type, batch: pa.RecordBatch, handler: Any) -> None:
-        columns = [_pylists(c) for c in batch.columns]
-        named = self.strategy.rows == "named"
+    def _run_events(self, kind: str, row: type, batch: pa.RecordBatch, full: pa.RecordBatch,
+                    handler: Any) -> None:
         ctx = self.ctx
         timers = ctx.timers
         fire = self._fire_before
-        n = batch.num_rows
         event = None
-        # a few thousand rows at a time: their Python objects are made, used and freed
-        # while still in the CPU cache, and freed memory is reused for the next rows
         try:
-            for lo in range(0, n, EVENT_CHUNK):
-                hi = min(n, lo + EVENT_CHUNK)
-                events = zip(*[values(lo, hi) for values in columns])
-                if named:
-                    events = map(partial(tuple.__new__, row), events)
+            for _, hi, events in event_chunks(batch, row, named=self.strategy.rows == "named"):
                 for event in events:
                     ts = event[0]
                     if ts > timers.due:
                         fire(ts)
                     ctx.now = ts
                     handler(event)
+        except Switch as switch:  # the strategy ordered: from `event` on, run with execution
+            if switch.after_handler:
+                self.settle_switch()
+                deliver_notices(self)
+            at = hi - 1 - sum(1 for _ in events)
+            run_trading(self, kind, row, batch.slice(at), full.slice(at), handler)
         except Exception as exc:  # the loop stopped in the handler, on `event`
-            if event is None or self._spilling or isinstance(exc, StrategyError):
-                raise
-            raise self._failed_on_event(f"on_{kind}", exc, kind, batch.schema.names, event) from exc
+            self._handler_failed(exc, kind, batch, event)
 
     def _run_batch(self, kind: str, batch: pa.RecordBatch, handler: Any) -> None:
         ts = batch.column(0).to_numpy()

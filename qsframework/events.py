@@ -141,6 +141,45 @@ GAP = define_kind(
     "filled counts those backfilled; ts_event is the first trade after the gap.",
 )
 
+ORDER = define_kind(
+    "order",
+    [
+        pa.field("strategy", pa.string(), nullable=False),
+        pa.field("order_id", pa.int64(), nullable=False),
+        pa.field("qty", pa.float64(), nullable=False),
+        pa.field("price", pa.float64()),
+        pa.field("tag", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("filled", pa.float64(), nullable=False),
+    ],
+    doc="A simulated order's status change (accepted, filled, cancelled); qty and filled are "
+    "signed, price null for a market order.",
+)
+FILL = define_kind(
+    "fill",
+    [
+        pa.field("strategy", pa.string(), nullable=False),
+        pa.field("order_id", pa.int64(), nullable=False),
+        pa.field("qty", pa.float64(), nullable=False),
+        pa.field("price", pa.float64(), nullable=False),
+        pa.field("fee", pa.float64(), nullable=False),
+        pa.field("liquidity", pa.string(), nullable=False),
+    ],
+    doc="A simulated fill of an order on a trade of key; ts_event is the trade's.",
+)
+EQUITY = define_kind(
+    "equity",
+    [
+        pa.field("strategy", pa.string(), nullable=False),
+        pa.field("cash", pa.float64(), nullable=False),
+        pa.field("equity", pa.float64(), nullable=False),
+        pa.field("positions", pa.map_(pa.string(), pa.float64())),
+    ],
+    doc="A sample of a strategy's portfolio (key \"portfolio\"): cash, equity marked at each "
+    "key's last trade price, and the non-zero positions.",
+    topic="qsf.equity",
+)
+
 Trade = TRADE.row
 Signal = SIGNAL.row
 Alert = ALERT.row

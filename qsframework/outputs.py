@@ -1,10 +1,10 @@
-"""Output events (signals, alerts) collected in emission order, as Arrow tables."""
+"""Output events (signals, alerts; orders, fills, equity) collected in emission order, as Arrow tables."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from .events import ALERT, SIGNAL, EventKind
+from .events import ALERT, EQUITY, FILL, ORDER, SIGNAL, EventKind
 
 
 class OutputBuffer:
@@ -54,11 +54,20 @@ class OutputBuffer:
 class Outputs:
     """What one strategy run emitted: a buffer per output kind."""
 
-    __slots__ = ("signals", "alerts")
+    __slots__ = ("signals", "alerts", "orders", "fills", "equity")
 
     def __init__(self) -> None:
         self.signals = OutputBuffer(SIGNAL)
         self.alerts = OutputBuffer(ALERT)
+        self.orders = OutputBuffer(ORDER)
+        self.fills = OutputBuffer(FILL)
+        self.equity = OutputBuffer(EQUITY)
 
     def buffers(self) -> dict[str, OutputBuffer]:
+        """Signals and alerts: what every strategy emits (its files exist even when empty)."""
         return {"signals": self.signals, "alerts": self.alerts}
+
+    def execution(self) -> dict[str, OutputBuffer]:
+        """Orders, fills and equity samples: rows only once the strategy has ordered (their
+        files are written only then)."""
+        return {"orders": self.orders, "fills": self.fills, "equity": self.equity}

@@ -16,9 +16,16 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from .execution.config import ExecutionConfig
+from .execution.records import Fill, Order
+from .execution.simulator import Simulator
 from .outputs import Outputs
 from .params import NoParams
 from .timers import TimerQueue
+
+#: ``timers.due`` while the engine has to leave its plain per-event loop (the first order):
+#: every event time is past it, so the loop's timer check catches the switch at no extra cost
+SWITCH = -(1 << 63)
 
 
 def attrs_json(attrs: dict[str, Any] | None) -> str | None:
@@ -59,11 +66,12 @@ def attrs_json_column(name: str, values: Sequence[Any]) -> pa.Array:
 
 
 class Context:
-    """What a strategy sees of the world: event time, timers, emitters and a seeded RNG."""
+    """What a strategy sees of the world: event time, timers, emitters, a seeded RNG, and
+    its simulated orders and portfolio."""
 
-    __slots__ = ("now", "strategy", "source", "timers", "outputs", "rng", "_seq")
+    __slots__ = ("now", "strategy", "source", "timers", "outputs", "rng", "_seq", "sim", "switch")
 
-    def __init__(self, *, strategy: str, seed: int = 0) -> None:
+    def __init__(self, *, strategy: str, seed: int = 0, execution: ExecutionConfig | None = None) -> None:
         self.now: int = 0
         self.strategy = strategy
         self.source = f"qsf:{strategy}"
@@ -71,25 +79,72 @@ class Context:
         self.outputs = Outputs()
         self.rng = random.Random(seed)
         self._seq = 0
+        self.sim = Simulator(execution or ExecutionConfig(), self.outputs, strategy=strategy,
+                             source=self.source, reserve_seq=self._reserve_seq)
+        #: the strategy just placed its first order: the engine leaves its plain loop
+        self.switch = False
 
     # timers ----------------------------------------------------------------------
     def at(self, when: int, name: str) -> None:
         """Call ``on_timer(name, when)`` once event time moves strictly past ``when``."""
         self.timers.add(when, name)
+        self._keep_switch()
 
     def every(self, period: int, name: str, *, first: int) -> None:
         """Call ``on_timer`` at ``first``, ``first + period``, ... (each once time passes it)."""
         if period <= 0:
             raise ValueError("timer period must be positive")
         self.timers.add(first, name, period)
+        self._keep_switch()
 
-    def cancel(self, name: str) -> None:
-        self.timers.cancel(name)
+    def cancel(self, what: str | int) -> None:
+        """Cancel a timer (``ctx.cancel("name")``) or an order (``ctx.cancel(order_id)``, as
+        :meth:`cancel_order`)."""
+        if isinstance(what, str):
+            self.timers.cancel(what)
+            self._keep_switch()
+        else:
+            self.cancel_order(what)
+
+    def _keep_switch(self) -> None:
+        if self.switch:
+            self.timers.due = SWITCH
+
+    # orders and portfolio --------------------------------------------------------------
+    def order(self, key: str, qty: float, *, price: float | None = None, tag: str = "") -> int:
+        """Place an order: ``qty > 0`` buys, ``< 0`` sells; ``price`` None is a market order,
+        else a limit. Submitted at ``now``, active from ``now + latency``; returns its id
+        (0, 1, 2, ... in submission order)."""
+        return self.sim.submit(self.now, key, qty, price, tag)
+
+    def cancel_order(self, order_id: int) -> None:
+        """Cancel an order; it takes effect at ``now + latency`` unless it filled before."""
+        if isinstance(order_id, bool) or not isinstance(order_id, int | np.integer):
+            raise ValueError(f"an order id is an int, not {order_id!r}")
+        self.sim.cancel(self.now, int(order_id))
+
+    def position(self, key: str) -> float:
+        """The filled quantity of ``key`` held (signed; short below zero)."""
+        return self.sim.portfolio.positions.get(key, 0.0)
+
+    @property
+    def cash(self) -> float:
+        return self.sim.portfolio.cash
+
+    @property
+    def equity(self) -> float:
+        """Cash plus the positions marked at each key's last trade price."""
+        return self.sim.portfolio.equity()
 
     # emitters --------------------------------------------------------------------
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq - 1
+
+    def _reserve_seq(self, n: int) -> int:
+        """The first of ``n`` consecutive output sequence numbers, taken for rows emitted at once."""
+        self._seq += n
+        return self._seq - n
 
     def signal(
         self,
@@ -129,8 +184,7 @@ class Context:
         v = np.asarray([np.nan if x is None else x for x in values] if not isinstance(values, np.ndarray) else values, dtype=np.float64)
         if attrs_text is None:
             attrs_text = [attrs_json(a) for a in attrs] if attrs is not None else [None] * n
-        start = self._seq
-        self._seq += n
+        start = self._reserve_seq(n)
         self.outputs.signals.extend([
             t,
             t,
@@ -220,6 +274,14 @@ class Strategy:
 
     def on_stop(self) -> None:
         """Called after the last event."""
+
+    def on_fill(self, fill: Fill) -> None:
+        """One of the strategy's orders (partly) filled; called right after the handler of
+        the trade it filled on."""
+
+    def on_order(self, order: Order) -> None:
+        """An order's status changed (accepted, filled, cancelled); called after the handler
+        that placed the order, after its fill's ``on_fill``, or when its cancel took effect."""
 
     def on_restore(self) -> None:
         """Called after a snapshot's state was loaded into this instance (``qsf process

@@ -25,6 +25,7 @@ import pyarrow as pa
 from .engine import Engine, Path
 from .errors import UserError
 from .events import KINDS, conform, get_kind
+from .execution.config import ExecutionConfig
 from .io import Batch, Checkpoint, FileSource, Refused, Sink
 from .order import merge_kinds, sort_table
 from .strategy import Strategy
@@ -107,9 +108,12 @@ class ListSink(Sink):
 
 def run_strategy(strategy_cls: type[Strategy], events: Events, *, params: dict[str, Any] | None = None,
                  path: Path = "auto", batch_size: int = 65_536, seed: int = 0,
-                 bounds: TimeBounds = DEFAULT_BOUNDS) -> dict[str, pa.Table]:
+                 bounds: TimeBounds = DEFAULT_BOUNDS,
+                 execution: ExecutionConfig | None = None) -> dict[str, pa.Table]:
     """Run ``strategy_cls`` over ``events`` (rows of the kinds' row types, or ``{kind: rows or
-    table}``) as a backtest would; returns its outputs by name (``"signals"``, ``"alerts"``).
+    table}``) as a backtest would; returns its outputs by name (``"signals"``, ``"alerts"``,
+    and ``"orders"``, ``"fills"``, ``"equity"``: empty unless it ordered; ``execution`` sets
+    how its orders fill).
     ``params`` overrides the strategy's defaults, given as on the command line (``"30s"``) or
     as values. Raises :class:`~qsframework.errors.UserError` when a row breaks a validity rule:
     a test's input should be what it means to be."""
@@ -117,11 +121,12 @@ def run_strategy(strategy_cls: type[Strategy], events: Events, *, params: dict[s
     if source.rejected:
         reasons = "; ".join(f"{n} {why}" for why, n in source.rejected.most_common())
         raise UserError(f"events break the validity rules: {reasons}")
-    engine = Engine(strategy_cls, overrides=params, path=path, seed=seed)
+    engine = Engine(strategy_cls, overrides=params, path=path, seed=seed, execution=execution)
     engine.prepare()
     for kind, table in source:
         if kind in engine.kinds:
             for batch in table.to_batches():
                 engine.process(kind, batch)
     engine.finish()
-    return {name: buf.drain() for name, buf in engine.ctx.outputs.buffers().items()}
+    outputs = engine.ctx.outputs
+    return {name: buf.drain() for name, buf in (outputs.buffers() | outputs.execution()).items()}

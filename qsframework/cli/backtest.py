@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .groups import Commands
-from .options import (BATCH_DEFAULT, FLOOR_DEFAULT, MAX_FUTURE_DEFAULT, PARAM_OPTION, bounds, progress,
-                      time_option)
+from .options import (BATCH_DEFAULT, FLOOR_DEFAULT, MAX_FUTURE_DEFAULT, PARAM_OPTION, bounds,
+                      execution_options, progress, time_option)
+
+if TYPE_CHECKING:
+    from ..execution.config import ExecutionConfig
 
 
 @click.command()
 @click.argument("spec")
 @click.option("--recording", "recording_dir", required=True, metavar="DIR", help="Recording directory to replay.")
-@click.option("--out", "out_dir", required=True, metavar="DIR", help="Where signals.parquet, alerts.parquet and report.json go.")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Where signals.parquet, alerts.parquet, report.json (and orders/fills/equity.parquet once the strategy orders) go.")
 @click.option("--start", metavar="T", help="First event time (ISO 8601 UTC or ns), inclusive.")
 @click.option("--end", metavar="T", help="Last event time (ISO 8601 UTC or ns), exclusive.")
 @click.option("--batch-size", default=BATCH_DEFAULT, show_default=True, type=int, help="Events per batch (outputs do not depend on it).")
@@ -26,10 +30,11 @@ from .options import (BATCH_DEFAULT, FLOOR_DEFAULT, MAX_FUTURE_DEFAULT, PARAM_OP
               help="Skip (and list in rejected.parquet) events whose ts_event is more than D ahead of their ts_recv.")
 @click.option("--floor", "floor", default=FLOOR_DEFAULT, show_default=True, metavar="T",
               help="Skip (and list in rejected.parquet) events whose ts_event is before T.")
+@execution_options
 @click.option("-v", "--verbose", is_flag=True, help="Show the traceback when the strategy raises.")
 def backtest(spec: str, recording_dir: str, out_dir: str, start: str | None, end: str | None,
              batch_size: int, params: tuple[str, ...], path: str, seed: int, max_future: str,
-             floor: str, verbose: bool) -> None:
+             floor: str, execution: ExecutionConfig, verbose: bool) -> None:
     """Run strategy SPEC (file.py:Class or module:Class) over a recording.
 
     Example: qsf backtest strategies/btc_eth_spread.py:BtcEthSpread --recording recordings/sample --out out -p window=30s
@@ -52,6 +57,7 @@ def backtest(spec: str, recording_dir: str, out_dir: str, start: str | None, end
             result = run_backtest(
                 cls, recording, out=Path(out_dir), overrides=overrides, start=t_start, end=t_end,
                 batch_size=batch_size, path=path, seed=seed, spec=spec, bounds=limits,  # type: ignore[arg-type]
+                execution=execution,
                 on_progress=lambda n, _ts: bar.advance(task, n),
                 on_total=lambda n: bar.update(task, total=n),
                 on_phase=lambda phase: bar.update(
@@ -74,8 +80,26 @@ def backtest(spec: str, recording_dir: str, out_dir: str, start: str | None, end
         f"{cls.__name__} ({r['path']} path{cold}): {result.events_in:,} events "
         f"{span['first'] or '-'} .. {span['last'] or '-'} in {result.wall_s:.2f} s{prep} "
         f"({r['events_per_s'] or 0:,.0f} events/s) -> {result.signals:,} signals, "
-        f"{result.alerts:,} alerts in {out_dir}/"
+        f"{result.alerts:,} alerts{_trading(r)} in {out_dir}/"
     )
+
+
+def _trading(report: dict[str, Any]) -> str:
+    """The summary's part on orders: their count, and PnL, return, drawdown, Sharpe with fills."""
+    metrics = report.get("metrics")
+    if metrics is None:
+        return ""
+    text = f", {metrics['fills']:,} fills"
+    if metrics["fills"]:
+        text += (f" (PnL {metrics['pnl']:,.2f}, return {_shown(metrics['return'], '.2%')}, "
+                 f"max drawdown {_shown(metrics['max_drawdown'], '.2%')}, "
+                 f"Sharpe {_shown(metrics['sharpe'], '.2f')})")
+    return text
+
+
+def _shown(value: float | None, spec: str) -> str:
+    """A metric as the summary shows it; "n/a" where it is undefined (e.g. --cash 0)."""
+    return "n/a" if value is None else format(value, spec)
 
 
 def register(cli: Commands) -> None:

@@ -1,11 +1,14 @@
-"""What the commands share: time and duration options, the event-time bounds, the broker
-address, the progress bar, the summary of rejected events."""
+"""What the commands share: time and duration options, the event-time bounds, the execution
+settings, the broker address, the progress bar, the summary of rejected events."""
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import sys
-from typing import TYPE_CHECKING
+import tomllib
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
@@ -16,6 +19,7 @@ from ..validity import DEFAULT_FLOOR_NS, DEFAULT_MAX_FUTURE_NS, NS_PER_S
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from ..execution.config import ExecutionConfig
     from ..validity import TimeBounds
 
 BATCH_DEFAULT = 65_536
@@ -114,3 +118,104 @@ def add_options(fn, options: list):
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+# -- execution settings ------------------------------------------------------------------
+#: each setting: the kind of value, the ExecutionConfig field, its default as shown, its help
+_SETTINGS: dict[str, tuple[Literal["duration", "number", "fraction"], str, str, str]] = {
+    "latency": ("duration", "latency_ns", "0ms",
+                "Order latency: an order placed at event time t is active from t + D; a cancel "
+                "takes effect at its time + D."),
+    "slippage_bps": ("number", "slippage_bps", "0",
+                     "A market order fills at the trade price x (1 +/- X / 10^4), worse for the taker."),
+    "taker_fee_bps": ("number", "taker_fee_bps", "10", "Fee of market orders, in basis points of the notional."),
+    "maker_fee_bps": ("number", "maker_fee_bps", "10", "Fee of limit orders, in basis points of the notional."),
+    "cash": ("number", "cash", "100000", "Initial cash, in the quote currency."),
+    "mark_every": ("duration", "mark_every_ns", "1s", "Equity sampled at every multiple of D (and at the last event)."),
+    "max_participation": ("fraction", "max_participation", "no limit",
+                          "Each trade fills at most F x its quantity of the orders it matches (0 < F <= 1); "
+                          "orders then fill over several trades."),
+}
+
+
+def _execution_option(name: str) -> Any:
+    kind, _, default, text = _SETTINGS[name]
+    metavar = {"duration": "D", "number": "X", "fraction": "F"}[kind]
+    return click.option(f"--{name.replace('_', '-')}", name, metavar=metavar,
+                        help=f"{text} [default: {default}]")
+
+
+_EXECUTION_OPTIONS = [*map(_execution_option, _SETTINGS), click.option(
+    "--config", "config_file", metavar="FILE.toml",
+    help="Run-config file: its [execution] table holds the settings above (names with "
+         "underscores, e.g. taker_fee_bps = 7.5, latency = \"20ms\"); options given here win.")]
+
+
+def execution_options(fn: Any) -> Any:
+    """Add the execution options (and --config) to a command, which then receives them as
+    one ``execution`` argument, an :class:`~qsframework.execution.config.ExecutionConfig`."""
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        given = {name: kwargs.pop(name) for name in _SETTINGS}
+        kwargs["execution"] = execution_config(given, kwargs.pop("config_file"))
+        return fn(*args, **kwargs)
+
+    return add_options(command, _EXECUTION_OPTIONS)
+
+
+def execution_config(given: dict[str, str | None], config_file: str | None) -> ExecutionConfig:
+    """The settings of ``config_file``'s [execution] table, overridden by the options given
+    (None: not given); a bad value or an unknown name is a UserError."""
+    from ..execution.config import ExecutionConfig
+
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values = {name: _setting(name, value, f"--config {config_file}: execution.{name}")
+                  for name, value in _config_table(config_file).items()}
+    for name, text in given.items():
+        if text is not None:
+            values[name] = _setting(name, text, f"--{name.replace('_', '-')}")
+    try:
+        return ExecutionConfig(**{_SETTINGS[name][1]: value for name, value in values.items()})
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _config_table(path: str) -> dict[str, Any]:
+    """The [execution] table of a run-config file, its names checked."""
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except OSError as exc:
+        raise UserError(f"--config {path}: cannot read it: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"--config {path}: not valid TOML: {exc}") from None
+    unknown = sorted(set(doc) - {"execution"})
+    if unknown:
+        raise UserError(f"--config {path}: unknown table or key {unknown[0]!r} (known: [execution])")
+    table = doc.get("execution", {})
+    if not isinstance(table, dict):
+        raise UserError(f"--config {path}: execution must be a table ([execution])")
+    unknown = sorted(set(table) - set(_SETTINGS))
+    if unknown:
+        raise UserError(f"--config {path}: [execution] has no setting {unknown[0]!r} "
+                        f"(known: {', '.join(_SETTINGS)})")
+    return table
+
+
+def _setting(name: str, value: Any, where: str) -> int | float:
+    """One setting's value (text from an option, or a TOML value) as the config holds it."""
+    kind = _SETTINGS[name][0]
+    if kind == "duration":
+        if not isinstance(value, str):
+            raise UserError(f"{where}: a duration is text such as \"250ms\" or \"1s\", not {value!r}")
+        return duration_option(value, where)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise UserError(f"{where}: expected a number, not {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise UserError(f"{where}: expected a number, not {value!r}") from None
+    if not math.isfinite(number):
+        raise UserError(f"{where}: expected a finite number, not {value!r}")
+    return number

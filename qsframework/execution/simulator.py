@@ -1,0 +1,289 @@
+"""The order book of one run: submissions, cancels, matching against trades, equity samples.
+
+The fill rules (exact, so they can be checked independently):
+
+- an order submitted at event time ``t`` is active from ``t + latency``;
+- a market order fills at the first trade of its key after the submitting event with
+  ``ts_event >= t + latency``, at ``price * (1 + s * slippage_bps / 10**4)`` (``s`` = +1 buy,
+  -1 sell), paying the taker fee ``|qty| * fill_price * taker_fee_bps / 10**4``;
+- a limit buy fills at its limit on the first such trade priced strictly below it (a sell:
+  strictly above), paying the maker fee; it rests until filled or cancelled;
+- a cancel takes effect at ``cancel time + latency``; with ``max_participation`` F a trade
+  fills at most F x its quantity, shared by the matching orders in id order.
+
+The execution loop (:mod:`qsframework.execution.loop`) calls these in the engine's order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..outputs import Outputs
+from ..timers import NEVER
+from .config import ExecutionConfig
+from .portfolio import Portfolio
+from .records import Order
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+SAMPLE_CHUNK = 65_536  # equity samples of a quiet span built (and spilled) at a time
+#: one matched fill: (order, signed qty, price, fee, liquidity, filled so far, order complete)
+Match = tuple["OpenOrder", float, float, float, str, float, bool]
+
+
+class OpenOrder:
+    """An order not yet filled or cancelled."""
+
+    __slots__ = ("id", "key", "qty", "price", "tag", "active", "filled", "sign")
+
+    def __init__(self, id: int, key: str, qty: float, price: float | None, tag: str, active: int) -> None:
+        self.id, self.key, self.qty, self.price, self.tag = id, key, qty, price, tag
+        self.active = active  # first event time it can fill at
+        self.filled = 0.0
+        self.sign = 1.0 if qty > 0 else -1.0
+
+    def __getstate__(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setstate__(self, state: tuple) -> None:
+        for name, value in zip(self.__slots__, state):
+            setattr(self, name, value)
+
+
+class Simulator:
+    """Simulated execution of one strategy's orders, writing order/fill/equity rows to
+    ``outputs`` with the context's sequence numbers."""
+
+    __slots__ = ("config", "outputs", "strategy", "source", "_reserve", "portfolio", "trading",
+                 "refusal", "in_batch", "keys", "on_begin", "spill", "first_ts", "next_id", "open",
+                 "books", "cancels", "cancel_due", "sample_due", "due", "notices")
+
+    def __init__(self, config: ExecutionConfig, outputs: Outputs, *, strategy: str, source: str,
+                 reserve_seq: Callable[[int], int]) -> None:
+        self.config = config
+        self.outputs = outputs
+        self.strategy, self.source, self._reserve = strategy, source, reserve_seq
+        self.portfolio = Portfolio(config.cash)
+        #: the strategy has ordered: orders, fills and equity samples are kept from now on
+        self.trading = False
+        #: why orders cannot be placed (no trades subscribed, a batch handler running), or None
+        self.refusal: str | None = None
+        self.in_batch = False
+        self.keys: frozenset[str] | None = None
+        #: called at the first order (the engine switches to the execution loop)
+        self.on_begin: Callable[[], None] | None = None
+        #: called between chunks of a long run of samples (the engine writes its outputs out)
+        self.spill: Callable[[], None] | None = None
+        self.first_ts: int | None = None  # the run's first event time (grid start)
+        self.next_id = 0
+        self.open: dict[int, OpenOrder] = {}
+        self.books: dict[str, list[OpenOrder]] = {}  # open orders per key (if any), in id order
+        self.cancels: deque[tuple[int, int]] = deque()  # (effective time, order id)
+        self.cancel_due = NEVER
+        self.sample_due = NEVER  # the next grid time to sample, once an event after it arrives
+        #: an event after this needs a sample or a cancel: min(sample_due, cancel_due - 1)
+        self.due = NEVER
+        self.notices: list[Order] = []  # on_order calls not delivered yet
+
+    # -- from the strategy's context -------------------------------------------------
+    def submit(self, now: int, key: str, qty: float, price: float | None, tag: str) -> int:
+        if self.refusal is not None:
+            raise ValueError(self.refusal)
+        if self.in_batch:
+            raise ValueError("orders are placed from per-event handlers (on_<kind>, on_timer, "
+                             "on_fill, on_order), not from a batch handler: run with --path event")
+        if not isinstance(key, str):
+            raise ValueError(f"an order's key must be a string, not {key!r}")
+        if self.keys is not None and key not in self.keys:
+            raise ValueError(f"order for {key!r}, which is not among the strategy's keys()")
+        qty = float(qty)
+        if qty == 0 or not math.isfinite(qty):
+            raise ValueError(f"an order's qty must be a non-zero finite number, not {qty}")
+        if price is not None:
+            price = float(price)
+            if not (math.isfinite(price) and price > 0):
+                raise ValueError(f"a limit price must be a positive finite number, not {price}")
+        if not self.trading:
+            self.begin()
+        oid = self.next_id
+        self.next_id += 1
+        order = OpenOrder(oid, key, qty, price, str(tag), now + self.config.latency_ns)
+        self.open[oid] = order
+        self.books.setdefault(key, []).append(order)
+        self._status(order, now, "accepted")
+        return oid
+
+    def cancel(self, now: int, order_id: int) -> None:
+        """Ask to cancel ``order_id``; it takes effect at ``now + latency`` if still open then."""
+        if not 0 <= order_id < self.next_id:
+            raise ValueError(f"no order {order_id} (ids so far: 0 .. {self.next_id - 1})")
+        if order_id in self.open:
+            self.cancels.append((now + self.config.latency_ns, order_id))
+            self.cancel_due = self.cancels[0][0]
+            self._redue()
+
+    def begin(self) -> None:
+        """The first order: samples start at the first grid time of the run."""
+        self.trading = True
+        m = self.config.mark_every_ns
+        first = self.first_ts if self.first_ts is not None else 0
+        self.sample_due = -(-first // m) * m
+        self._redue()
+        if self.on_begin is not None:
+            self.on_begin()
+
+    # -- from the execution loop -----------------------------------------------------
+    def apply_cancels(self, ts: int) -> None:
+        """Cancel the orders whose cancel took effect at or before ``ts``."""
+        cancels = self.cancels
+        while cancels and cancels[0][0] <= ts:
+            when, oid = cancels.popleft()
+            order = self.open.pop(oid, None)
+            if order is not None:
+                book = self.books[order.key]
+                book.remove(order)
+                if not book:
+                    del self.books[order.key]
+                self._status(order, when, "cancelled")
+        self.cancel_due = cancels[0][0] if cancels else NEVER
+        self._redue()
+
+    def match(self, book: list[OpenOrder], ts: int, price: float, qty: float) -> list[Match]:
+        """The fills of a trade (``price``, ``qty``) at ``ts`` against ``book``'s active orders;
+        the orders' filled quantities move now, the portfolio when :meth:`settle` books them."""
+        cfg = self.config
+        budget = None if cfg.max_participation is None else cfg.max_participation * abs(qty)
+        fills: list[Match] = []
+        done = False
+        for order in book:
+            if order.active > ts:
+                break  # later orders were submitted later: not active either
+            limit = order.price
+            if limit is None:
+                fill_price = price * (1 + order.sign * cfg.slippage_bps / 10_000)
+                liquidity, bps = "taker", cfg.taker_fee_bps
+            elif (price < limit) if order.sign > 0 else (price > limit):
+                fill_price, liquidity, bps = limit, "maker", cfg.maker_fee_bps
+            else:
+                continue
+            rest = order.qty - order.filled
+            if budget is None or budget >= abs(rest):
+                fill_qty, complete = rest, True
+                if budget is not None:
+                    budget -= abs(rest)
+            else:
+                fill_qty, complete = order.sign * budget, False
+                budget = 0.0
+            order.filled = order.qty if complete else order.filled + fill_qty
+            fee = abs(fill_qty) * fill_price * bps / 10_000
+            fills.append((order, fill_qty, fill_price, fee, liquidity, order.filled, complete))
+            if complete:
+                done = True
+                del self.open[order.id]
+            if budget is not None and budget <= 0:
+                break
+        if done:
+            book[:] = [o for o in book if o.id in self.open]
+            if not book:
+                del self.books[fills[0][0].key]
+        return fills
+
+    def book_fill(self, ts: int, key: str, fill: Match) -> None:
+        """Book one fill: cash, position and average cost, and its fill row."""
+        order, qty, price, fee, liquidity, _, _ = fill
+        self.portfolio.apply(key, qty, price, fee)
+        self.outputs.fills.append(
+            (ts, ts, self.source, key, self._reserve(1), self.strategy, order.id, qty, price, fee, liquidity)
+        )
+
+    def order_done(self, ts: int, fill: Match) -> None:
+        """The status row of an order a fill completed."""
+        self._status(fill[0], ts, "filled")
+
+    def _status(self, order: OpenOrder, ts: int, status: str) -> None:
+        self.outputs.orders.append(
+            (ts, ts, self.source, order.key, self._reserve(1), self.strategy, order.id, order.qty,
+             order.price, order.tag, status, order.filled)
+        )
+        self.notices.append(
+            Order(ts, order.key, order.id, order.qty, order.price, order.tag, status, order.filled)  # type: ignore[arg-type]
+        )
+
+    def sample_before(self, ts: int) -> None:
+        """Equity samples at the grid times before ``ts`` (the state of every event before it).
+
+        A long quiet span's samples (all alike) are built as Arrow columns, ``SAMPLE_CHUNK``
+        at a time with ``spill`` between chunks, so memory does not grow with the span."""
+        t, m = self.sample_due, self.config.mark_every_ns
+        while t < ts:
+            n = min((ts - 1 - t) // m + 1, SAMPLE_CHUNK)
+            if n < 16:
+                for _ in range(n):
+                    self._sample(t)
+                    t += m
+                continue
+            self._samples(t, n)
+            t += n * m
+            if t < ts and self.spill is not None:
+                self.spill()
+        self.sample_due = t
+        self._redue()
+
+    def finish(self, last_ts: int) -> None:
+        """End of the run: the grid samples up to the last event, and one at it."""
+        if self.trading:
+            self.sample_before(last_ts + 1)
+            if last_ts % self.config.mark_every_ns:
+                self._sample(last_ts)
+
+    def _samples(self, t: int, n: int) -> None:
+        """``n`` samples of the same state at ``t``, ``t + mark_every``, ..., in bulk."""
+        p, m = self.portfolio, self.config.mark_every_ns
+        held = p.held()
+        times = pa.array(t + m * np.arange(n, dtype=np.int64))
+        start = self._reserve(n)
+        offsets = pa.array(np.arange(n + 1, dtype=np.int32) * len(held))
+        positions = pa.MapArray.from_arrays(
+            offsets, pa.array([k for k, _ in held] * n, pa.string()),
+            pa.array([v for _, v in held] * n, pa.float64()))
+        self.outputs.equity.extend([
+            times, times, pa.repeat(self.source, n), pa.repeat("portfolio", n),
+            pa.array(np.arange(start, start + n, dtype=np.int64)), pa.repeat(self.strategy, n),
+            pa.repeat(p.cash, n), pa.repeat(p.equity(held), n), positions,
+        ])
+
+    def _sample(self, t: int) -> None:
+        p = self.portfolio
+        held = p.held()
+        self.outputs.equity.append(
+            (t, t, self.source, "portfolio", self._reserve(1), self.strategy, p.cash, p.equity(held), held)
+        )
+
+    # -- state -------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "portfolio": self.portfolio.state(), "trading": self.trading, "first_ts": self.first_ts,
+            "next_id": self.next_id, "open": list(self.open.values()), "cancels": list(self.cancels),
+            "sample_due": self.sample_due, "notices": list(self.notices),
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.portfolio.load(state["portfolio"])
+        self.trading, self.first_ts, self.next_id = state["trading"], state["first_ts"], state["next_id"]
+        self.open = {o.id: o for o in state["open"]}
+        self.books = {}
+        for order in state["open"]:
+            self.books.setdefault(order.key, []).append(order)
+        self.cancels = deque(state["cancels"])
+        self.cancel_due = self.cancels[0][0] if self.cancels else NEVER
+        self.sample_due, self.notices = state["sample_due"], list(state["notices"])
+        self._redue()
+
+    def _redue(self) -> None:
+        self.due = min(self.sample_due, self.cancel_due - 1)
