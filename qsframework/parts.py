@@ -37,6 +37,16 @@ CHECKPOINT_KEY = b"qsf.checkpoint"
 _PART = re.compile(r"^\.?part-(\d+)\.parquet(\.tmp)?$")
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all: a hidden temporary file, fsynced, renamed."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def fsync_directory(path: Path) -> None:
     """Make a rename in ``path`` durable (fsync the directory itself)."""
     fd = os.open(path, os.O_RDONLY)

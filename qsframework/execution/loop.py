@@ -94,14 +94,19 @@ def run_trading(engine: Engine, kind: str, row: type, batch: pa.RecordBatch, ful
                 continue
             keys, prices, qtys = (values(lo, hi) for values in market)
             for event, key, price, qty in zip(events, keys, prices, qtys):
-                ts = event[0]  # as _arrive, inline: the hot path
-                if ts > sim.sample_due:
-                    sim.sample_before(ts)
-                if ts > timers.due:
+                ts = event[0]  # as _arrive, and the cancels after the timers: the hot path
+                if ts > sim.due:  # a sample or a cancel is due
+                    if ts > sim.sample_due:
+                        sim.sample_before(ts)
+                    if ts > timers.due:
+                        fire(ts)
+                    if ts >= sim.cancel_due:
+                        sim.apply_cancels(ts)
+                elif ts > timers.due:
                     fire(ts)
+                    if ts >= sim.cancel_due:  # a timer's cancel, effective already
+                        sim.apply_cancels(ts)
                 ctx.now = ts
-                if ts >= sim.cancel_due:
-                    sim.apply_cancels(ts)
                 marks[key] = price
                 if key in books:  # the key has open orders
                     fills = sim.match(books[key], ts, price, qty)

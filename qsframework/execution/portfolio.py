@@ -24,11 +24,12 @@ class Portfolio:
     def position(self, key: str) -> float:
         return self.positions.get(key, 0.0)
 
-    def equity(self) -> float:
+    def equity(self, held: list[tuple[str, float]] | None = None) -> float:
+        """Cash plus the positions at their marks (``held``: :meth:`held`, if at hand)."""
         total = self.cash
         marks = self.marks
-        for key in sorted(self.positions):
-            total += self.positions[key] * marks[key]
+        for key, qty in self.held() if held is None else held:
+            total += qty * marks[key]
         return total
 
     def held(self) -> list[tuple[str, float]]:

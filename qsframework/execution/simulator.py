@@ -62,7 +62,7 @@ class Simulator:
 
     __slots__ = ("config", "outputs", "strategy", "source", "_reserve", "portfolio", "trading",
                  "refusal", "in_batch", "keys", "on_begin", "spill", "first_ts", "next_id", "open",
-                 "books", "cancels", "cancel_due", "sample_due", "notices")
+                 "books", "cancels", "cancel_due", "sample_due", "due", "notices")
 
     def __init__(self, config: ExecutionConfig, outputs: Outputs, *, strategy: str, source: str,
                  reserve_seq: Callable[[int], int]) -> None:
@@ -87,6 +87,8 @@ class Simulator:
         self.cancels: deque[tuple[int, int]] = deque()  # (effective time, order id)
         self.cancel_due = NEVER
         self.sample_due = NEVER  # the next grid time to sample, once an event after it arrives
+        #: an event after this needs a sample or a cancel: min(sample_due, cancel_due - 1)
+        self.due = NEVER
         self.notices: list[Order] = []  # on_order calls not delivered yet
 
     # -- from the strategy's context -------------------------------------------------
@@ -124,6 +126,7 @@ class Simulator:
         if order_id in self.open:
             self.cancels.append((now + self.config.latency_ns, order_id))
             self.cancel_due = self.cancels[0][0]
+            self._redue()
 
     def begin(self) -> None:
         """The first order: samples start at the first grid time of the run."""
@@ -131,6 +134,7 @@ class Simulator:
         m = self.config.mark_every_ns
         first = self.first_ts if self.first_ts is not None else 0
         self.sample_due = -(-first // m) * m
+        self._redue()
         if self.on_begin is not None:
             self.on_begin()
 
@@ -148,6 +152,7 @@ class Simulator:
                     del self.books[order.key]
                 self._status(order, when, "cancelled")
         self.cancel_due = cancels[0][0] if cancels else NEVER
+        self._redue()
 
     def match(self, book: list[OpenOrder], ts: int, price: float, qty: float) -> list[Match]:
         """The fills of a trade (``price``, ``qty``) at ``ts`` against ``book``'s active orders;
@@ -228,6 +233,7 @@ class Simulator:
             if t < ts and self.spill is not None:
                 self.spill()
         self.sample_due = t
+        self._redue()
 
     def finish(self, last_ts: int) -> None:
         """End of the run: the grid samples up to the last event, and one at it."""
@@ -249,13 +255,14 @@ class Simulator:
         self.outputs.equity.extend([
             times, times, pa.repeat(self.source, n), pa.repeat("portfolio", n),
             pa.array(np.arange(start, start + n, dtype=np.int64)), pa.repeat(self.strategy, n),
-            pa.repeat(p.cash, n), pa.repeat(p.equity(), n), positions,
+            pa.repeat(p.cash, n), pa.repeat(p.equity(held), n), positions,
         ])
 
     def _sample(self, t: int) -> None:
         p = self.portfolio
+        held = p.held()
         self.outputs.equity.append(
-            (t, t, self.source, "portfolio", self._reserve(1), self.strategy, p.cash, p.equity(), p.held())
+            (t, t, self.source, "portfolio", self._reserve(1), self.strategy, p.cash, p.equity(held), held)
         )
 
     # -- state -------------------------------------------------------------------------
@@ -276,3 +283,7 @@ class Simulator:
         self.cancels = deque(state["cancels"])
         self.cancel_due = self.cancels[0][0] if self.cancels else NEVER
         self.sample_due, self.notices = state["sample_due"], list(state["notices"])
+        self._redue()
+
+    def _redue(self) -> None:
+        self.due = min(self.sample_due, self.cancel_due - 1)

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
+
+from ..parts import atomic_write_bytes
 
 
 def save_state(path: Path, blob: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(blob)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, blob)
 
 
 def load_state(path: Path) -> dict | None:

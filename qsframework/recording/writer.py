@@ -29,6 +29,7 @@ from ..order import is_sorted, sort_table
 from ..parts import (
     Committed,
     Offsets,
+    atomic_write_bytes,
     fsync_directory,
     hidden_part,
     next_part,
@@ -40,15 +41,6 @@ from ..parts import (
 from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST
 
 DAY_NS = 86_400 * 1_000_000_000
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _day(ts_ns: int) -> str:
@@ -100,7 +92,7 @@ class RecordingWriter:
                 old = None
             if old is not None:
                 doc["origin"] = old
-        _atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
+        atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
 
     def write(self, kind: str, data: pa.Table | pa.RecordBatch) -> None:
         """Add events of ``kind`` (any order; each file is sorted before it is written)."""

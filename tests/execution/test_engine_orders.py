@@ -47,6 +47,8 @@ class RandomTrader(Strategy):
             ctx.cancel(self.open.pop(0))
 
     def on_timer(self, name: str, ts: int) -> None:
+        if self.open and self.ctx.rng.random() < 0.3:
+            self.ctx.cancel(self.open.pop())
         for key in ("BTCUSDT", "ETHUSDT"):
             pos = self.ctx.position(key)
             if pos:

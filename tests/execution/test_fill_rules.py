@@ -209,3 +209,21 @@ def test_a_long_quiet_span_is_sampled_on_every_grid_time(tmp_path):
                                               "positions": [("BTCUSDT", 2.0)]}
     assert rows[200_003]["equity"] == cash + 2.0 * 60.0
     assert result.report["outputs"]["equity"] == 200_004
+
+
+@pytest.mark.parametrize("latency_ms, filled", [(0, False), (2, True)])
+def test_a_cancel_from_on_timer_applies_before_the_trade_after_the_timer(tmp_path, latency_ms, filled):
+    # the timer due at T0+5ms fires before the trade at T0+6ms: with no latency its cancel is
+    # effective at T0+5ms and that trade no longer fills the limit; with 2ms it still does
+    lat = latency_ms * MS
+    # (no equity sample is due in between: the first grid time is T0+1s)
+    trades = [(T0 + MS, "BTCUSDT", 101.0, 1.0), (T0 + 6 * MS, "BTCUSDT", 99.0, 1.0),
+              (T0 + 9 * MS, "BTCUSDT", 98.0, 1.0)]
+    strategy = scripted({1: [("buy", "BTCUSDT", 1.0, 100.0)]}, timers={T0 + 5 * MS: [("cancel", 0)]})
+    tables = run(tmp_path, trades, strategy, latency_ns=lat)
+    if filled:
+        assert fills(tables) == [(T0 + 6 * MS, "BTCUSDT", 0, 1.0, 100.0, fee(1.0, 100.0), "maker")]
+        assert statuses(tables) == [(T0 + MS, 0, "accepted", 0.0), (T0 + 6 * MS, 0, "filled", 1.0)]
+    else:
+        assert fills(tables) == []
+        assert statuses(tables) == [(T0 + MS, 0, "accepted", 0.0), (T0 + 5 * MS, 0, "cancelled", 0.0)]
