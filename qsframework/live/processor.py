@@ -294,9 +294,10 @@ class Processor:
     def _log_progress(self, consumer: AIOKafkaConsumer | None, t0: float) -> None:
         rate = self.stats.processed / max(time.monotonic() - t0, 1e-9)
         p99 = self._latency.percentile(99)
-        log.info("processed %d events (%.0f/s), lag %d, signals %d, alerts %d%s",
+        log.info("processed %d events (%.0f/s), lag %d, signals %d, alerts %d%s%s",
                  self.stats.processed, rate, 0 if consumer is None else _lag(consumer), self.stats.signals,
-                 self.stats.alerts, "" if p99 is None else f", p99 latency {p99:.1f} ms")
+                 self.stats.alerts, f", fills {self.stats.fills}" if self.stats.orders else "",
+                 "" if p99 is None else f", p99 latency {p99:.1f} ms")
 
 
 def _lag(consumer: AIOKafkaConsumer) -> int:
