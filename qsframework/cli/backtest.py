@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -72,6 +72,8 @@ def backtest(spec: str, recording_dir: str, out_dir: str, start: str | None, end
         raise
     for note in result.warnings:
         click.echo(f"qsf: warning: {note}", err=True)
+    from ..execution.metrics import summary
+
     r = result.report
     span = r["span"]
     prep = f" (+{r['prepare_s']:.1f} s to prepare)" if r["prepare_s"] >= 0.5 else ""
@@ -80,26 +82,8 @@ def backtest(spec: str, recording_dir: str, out_dir: str, start: str | None, end
         f"{cls.__name__} ({r['path']} path{cold}): {result.events_in:,} events "
         f"{span['first'] or '-'} .. {span['last'] or '-'} in {result.wall_s:.2f} s{prep} "
         f"({r['events_per_s'] or 0:,.0f} events/s) -> {result.signals:,} signals, "
-        f"{result.alerts:,} alerts{_trading(r)} in {out_dir}/"
+        f"{result.alerts:,} alerts{summary(r.get('metrics'))} in {out_dir}/"
     )
-
-
-def _trading(report: dict[str, Any]) -> str:
-    """The summary's part on orders: their count, and PnL, return, drawdown, Sharpe with fills."""
-    metrics = report.get("metrics")
-    if metrics is None:
-        return ""
-    text = f", {metrics['fills']:,} fills"
-    if metrics["fills"]:
-        text += (f" (PnL {metrics['pnl']:,.2f}, return {_shown(metrics['return'], '.2%')}, "
-                 f"max drawdown {_shown(metrics['max_drawdown'], '.2%')}, "
-                 f"Sharpe {_shown(metrics['sharpe'], '.2f')})")
-    return text
-
-
-def _shown(value: float | None, spec: str) -> str:
-    """A metric as the summary shows it; "n/a" where it is undefined (e.g. --cash 0)."""
-    return "n/a" if value is None else format(value, spec)
 
 
 def register(cli: Commands) -> None:

@@ -144,10 +144,10 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
 def _paper(stats: ProcessStats) -> str:
     """The summary's part on paper trading: the run's metrics as the backtest shows them (with
     --out), else this run's fills; nothing for a strategy that never ordered."""
-    from .backtest import _trading
+    from ..execution.metrics import summary
 
     if stats.metrics is not None:
-        return _trading({"metrics": stats.metrics})
+        return summary(stats.metrics)
     return f", {stats.fills:,} fills" if stats.orders else ""
 
 

@@ -17,6 +17,7 @@ second). The same rows always give the same bits.
 from __future__ import annotations
 
 from math import copysign, fsum, sqrt
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -115,3 +116,20 @@ def _win_rate(keys: list[str], qty: list[float], price: list[float]) -> float | 
         if pos[k] == 0.0:
             avg[k] = 0.0
     return wins / closing if closing else None
+
+
+def summary(metrics: dict[str, Any] | None) -> str:
+    """The one-line summary's part on trading (``qsf backtest``, ``qsf process``): the fill
+    count, and with fills PnL, return, max drawdown and Sharpe ("n/a" where undefined)."""
+    if metrics is None:
+        return ""
+    text = f", {metrics['fills']:,} fills"
+    if metrics["fills"]:
+        text += (f" (PnL {metrics['pnl']:,.2f}, return {_shown(metrics['return'], '.2%')}, "
+                 f"max drawdown {_shown(metrics['max_drawdown'], '.2%')}, "
+                 f"Sharpe {_shown(metrics['sharpe'], '.2f')})")
+    return text
+
+
+def _shown(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
