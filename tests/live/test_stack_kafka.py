@@ -193,3 +193,18 @@ def test_kafka_port_taken_is_one_clear_line(tmp_path):
             _one_line_error(_qsf(env, "up", "--dir", str(root)), f"port {port} is already in use")
         finally:
             _qsf(env, "down", "--purge", "--dir", str(root))
+
+
+def test_switching_a_running_tansu_to_kafka_is_refused_with_a_hint(tmp_path):
+    from qsframework.stack import Stack
+
+    env = _env(tmp_path)
+    root = tmp_path / "s"
+    tansu = Stack(root, broker="tansu").broker
+    tansu.start()
+    try:
+        _one_line_error(_qsf(env, "up", "--broker", "kafka", "--dir", str(root)),
+                        "runs tansu as its broker", f"qsf stack stop broker --dir {root}")
+        assert tansu.running() and _broker_kind(env, root)[0] == "tansu"
+    finally:
+        _qsf(env, "down", "--purge", "--dir", str(root))
