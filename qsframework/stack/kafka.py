@@ -242,8 +242,12 @@ class KafkaBrokerService(BrokerProcess):
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )
         self.pid_file.write_text(str(proc.pid))
-        _wait(lambda: proc.poll() is not None or (port_open(self.host, self.port) and metadata_ready(self.bootstrap)),
-              timeout, "Apache Kafka's start")
+        try:
+            _wait(lambda: proc.poll() is not None or (port_open(self.host, self.port) and metadata_ready(self.bootstrap)),
+                  timeout, "Apache Kafka's start")
+        except ServiceError:
+            self.stop()
+            raise ServiceError(f"Apache Kafka was not ready within {timeout:g} s; see {self.log_file}") from None
         if proc.poll() is not None:
             raise ServiceError(f"Apache Kafka exited at start (code {proc.returncode}); see {self.log_file}")
 
