@@ -126,8 +126,12 @@ def resolve_jars(*, version: str = KAFKA_VERSION, progress: Callable[[str], None
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding, never starting
+    with "-" (Kafka's own rule: it would read as an option on a command line)."""
+    while True:
+        cid = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 async def _has_broker(bootstrap: str) -> bool:
@@ -215,7 +219,7 @@ class KafkaBrokerService(BrokerProcess):
         cluster_id = self.cluster_id_file.read_text().strip()
         r = subprocess.run(
             self._java(libs, "kafka.tools.StorageTool", "format", "--ignore-formatted",
-                       "-t", cluster_id, "-c", str(self.properties_file)),
+                       f"--cluster-id={cluster_id}", "-c", str(self.properties_file)),
             capture_output=True, text=True, stdin=subprocess.DEVNULL,
         )
         if r.returncode:

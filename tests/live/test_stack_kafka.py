@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from qsframework.stack.kafka import new_cluster_id
 from qsframework.stack.services import pid_alive
 
 from ..conftest import qsf_cmd
@@ -86,6 +87,9 @@ async def _consume_all(bootstrap: str, group: str) -> list[tuple[int, bytes]]:
 def test_kafka_stack_round_trip_survives_stop_start_and_sigkill(tmp_path):
     env = _env(tmp_path)
     root = tmp_path / "s"
+    root.mkdir()
+    cluster_id = "-" + new_cluster_id()[1:]  # kept in the stack dir, used as it is, even with a leading "-"
+    (root / "kafka-cluster-id").write_text(cluster_id + "\n")
     try:
         up = _qsf(env, "up", "--broker", "kafka", "--dir", str(root))
         assert up.returncode == 0, up.stderr
@@ -119,6 +123,7 @@ def test_kafka_stack_round_trip_survives_stop_start_and_sigkill(tmp_path):
         assert _qsf(env, "start", "broker", "--dir", str(root)).returncode == 0
         assert asyncio.run(_consume_all(bootstrap, "g3")) == expected
         assert _exports(_qsf(env, "up", "--dir", str(root)).stdout) == lines  # same addresses after all
+        assert f"cluster.id={cluster_id}\n" in (root / "kafka-data" / "meta.properties").read_text()
     finally:
         assert _qsf(env, "down", "--purge", "--dir", str(root)).returncode == 0
     assert not root.exists()
@@ -208,3 +213,12 @@ def test_switching_a_running_tansu_to_kafka_is_refused_with_a_hint(tmp_path):
         assert tansu.running() and _broker_kind(env, root)[0] == "tansu"
     finally:
         _qsf(env, "down", "--purge", "--dir", str(root))
+
+
+def test_new_cluster_ids_are_kafka_uuids_that_never_start_with_a_dash():
+    import base64
+
+    ids = [new_cluster_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(c) == 22 and not c.startswith("-") for c in ids)
+    assert all(len(base64.urlsafe_b64decode(c + "==")) == 16 for c in ids)
