@@ -199,6 +199,8 @@ class KafkaBrokerService(BrokerProcess):
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
             "log.retention.hours": "-1",
+            # Tansu takes records over 1 MB: the processor sees such poison and dead-letters it
+            "message.max.bytes": str(16 << 20),
         }
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
@@ -233,7 +235,15 @@ class KafkaBrokerService(BrokerProcess):
         if major is None or major < JAVA_MIN:
             found = "no java on PATH" if major is None else f"java {major} on PATH"
             raise ServiceError(f"Apache Kafka needs Java {JAVA_MIN}+ ({found}); install it, or use --broker tansu")
-        for port in (self.port, self.controller_port):
+        ports = (self.port, self.controller_port)
+        if self.pid() is not None:
+            # ours died without `stop` (SIGKILL, crash): its ports close with its last thread,
+            # which can be a moment after the process counts as gone
+            try:
+                _wait(lambda: not any(port_open(self.host, port) for port in ports), 30, "ports closing")
+            except ServiceError:
+                pass  # still taken: said below
+        for port in ports:
             if port_open(self.host, port):
                 raise ServiceError(f"port {port} is already in use by another program")
         libs = resolve_jars(version=self.version)
