@@ -55,7 +55,8 @@ def _broker_kind(env: dict[str, str], root: Path) -> tuple[str, str]:
 
 
 async def _produce(bootstrap: str, values: list[bytes]) -> list[int]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                max_request_size=8 << 20)
     await producer.start()
     try:
         futures = [await producer.send(TOPIC, key=b"k", value=v) for v in values]
@@ -111,7 +112,7 @@ def test_kafka_stack_round_trip_survives_stop_start_and_sigkill(tmp_path):
         assert _qsf(env, "start", "broker", "--dir", str(root)).returncode == 0
         assert asyncio.run(_consume_all(bootstrap, "g2")) == expected
 
-        second = [f"after-stop-{i}".encode() for i in range(200)]
+        second = [f"after-stop-{i}".encode() for i in range(199)] + [b"x" * 1_500_000]  # over 1 MB as on Tansu
         assert asyncio.run(_produce(bootstrap, second)) == list(range(300, 500))
         expected += list(enumerate(second, start=300))
         pid = int((root / "broker.pid").read_text())
