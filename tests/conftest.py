@@ -89,14 +89,18 @@ def spread_cls():
 @pytest.fixture(scope="session")
 def stack_endpoints(tmp_path_factory):
     """A real broker and PostgreSQL: external ones from QSF_KAFKA_BOOTSTRAP/QSF_PG_DSN, or
-    the embedded stack started once for the whole session."""
+    the embedded stack started once for the whole session, its broker chosen by
+    QSF_TEST_BROKER (tansu, the default, or kafka)."""
     from qsframework.stack import Stack, endpoints_from_env
 
     external = endpoints_from_env()
     if external is not None:
         yield external
         return
-    stack = Stack(tmp_path_factory.mktemp("stack"))
+    broker = os.environ.get("QSF_TEST_BROKER") or "tansu"
+    if broker not in ("tansu", "kafka"):
+        raise pytest.UsageError(f"QSF_TEST_BROKER={broker!r}: use tansu or kafka")
+    stack = Stack(tmp_path_factory.mktemp("stack"), broker=broker)
     try:
         yield stack.up()
     finally:

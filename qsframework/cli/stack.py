@@ -16,11 +16,11 @@ _DIR_OPTION = click.option(
 )
 
 
-def _stack(stack_dir: str | None):
+def _stack(stack_dir: str | None, broker: str | None = None):
     from ..stack import ServiceError, Stack
 
     try:
-        return Stack(stack_dir)
+        return Stack(stack_dir, broker=broker)
     except (OSError, ServiceError) as exc:
         raise UserError(str(exc)) from None
 
@@ -45,9 +45,12 @@ def stack() -> None:
 
 @stack.command("up")
 @_DIR_OPTION
-def stack_up(stack_dir: str | None) -> None:
+@click.option("--broker", type=click.Choice(["kafka", "tansu", "auto"]), default="auto", show_default=True,
+              help="Apache Kafka (durable; needs Java 17+, jars fetched once with Maven), Tansu (in-memory), "
+                   "or auto: the stack's broker, else Kafka where Java 17+ is on PATH, else Tansu.")
+def stack_up(stack_dir: str | None, broker: str) -> None:
     """Start the broker and PostgreSQL in the background; print their addresses as env lines."""
-    s = _stack(stack_dir)
+    s = _stack(stack_dir, broker)
     _service_call(s.up)
     for line in s.endpoints.env_lines():
         click.echo(f"export {line}")
@@ -75,8 +78,9 @@ def stack_status(stack_dir: str | None, as_json: bool) -> None:
     else:
         for name, info in st.items():
             where = info.get("bootstrap") or info.get("dsn")
+            what = f"{info['kind']} {info['version']}  " if "kind" in info else ""
             state = f"running (pid {info['pid']})" if info["running"] else "stopped"
-            click.echo(f"{name:<9} {state:<20} {where}  log: {info['log']}")
+            click.echo(f"{name:<9} {state:<20} {what}{where}  log: {info['log']}")
     if not all(info["running"] for info in st.values()):
         sys.exit(1)
 
@@ -92,7 +96,7 @@ def _one_service(action: str, help_text: str) -> None:
 
 
 _one_service("stop", "Stop one service (to rehearse an outage).")
-_one_service("start", "Start one service again (the broker comes back empty: it keeps data in memory).")
+_one_service("start", "Start one service again (Apache Kafka keeps its data; Tansu comes back empty).")
 
 
 def register(cli: Commands) -> None:

