@@ -8,25 +8,28 @@ SITL-style fault injection (needs the ``mavlink`` extra).
 - :mod:`.runs`: scored anomaly runs (the emulator into the MAVLink source and ``UavAnomaly``)
 """
 
-from .model import BOOT_OFFSET_S, VehicleModel
-from .scenario import (
-    FAULT_PARAMS,
-    LINK_LOSS,
-    STREAM_RATES,
-    Battery,
-    Fault,
-    Fence,
-    Incident,
-    Mission,
-    Scenario,
-    list_scenarios,
-)
-from .telemetry import MODES, TICK_S, VehicleEmulator
-from .transports import EmulationStats, emulate, parse_target, render, write_tlog, write_truth
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "BOOT_OFFSET_S", "FAULT_PARAMS", "LINK_LOSS", "MODES", "STREAM_RATES", "TICK_S", "Battery",
-    "EmulationStats", "Fault", "Fence", "Incident", "Mission", "Scenario", "VehicleEmulator",
-    "VehicleModel", "emulate", "list_scenarios", "parse_target", "render", "write_tlog",
-    "write_truth",
-]
+#: where each public name lives; imported on first use (PEP 562), so that registering the
+#: ``qsf sitl`` commands (this package's ``commands`` module) needs no pymavlink
+_WHERE = {
+    "model": ("BOOT_OFFSET_S", "VehicleModel"),
+    "scenario": ("FAULT_PARAMS", "LINK_LOSS", "STREAM_RATES", "Battery", "Fault", "Fence",
+                 "Incident", "Mission", "Scenario", "list_scenarios"),
+    "telemetry": ("MODES", "TICK_S", "VehicleEmulator"),
+    "transports": ("EmulationStats", "emulate", "parse_target", "render", "write_tlog",
+                   "write_truth"),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -20,6 +20,8 @@ def sitl() -> None:
 def _sitl_module():
     try:
         from qsframework.sim import vehicle as module
+
+        module.VehicleEmulator  # noqa: B018 - the package imports its modules on first use
     except ImportError as exc:
         raise needs_extra(exc, "the emulator", "mavlink") from None
     return module

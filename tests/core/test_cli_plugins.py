@@ -50,3 +50,26 @@ def test_a_package_adds_a_record_command_and_a_broken_one_costs_only_its_own(tmp
     assert r.returncode == 0 and r.stdout == "recording ABC\n"
     r = _qsf(tmp_path, "record", "venue")
     assert r.returncode == 2 and "Missing option '--symbols'" in r.stderr
+
+
+def test_without_the_mavlink_extra_qsf_says_nothing_until_a_command_needs_it(tmp_path):
+    """pymavlink is an extra: a machine without it gets no warning on every command (the
+    ``qsf sitl`` commands register without importing it), and ``qsf sitl emulate`` is one line."""
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent('''
+        import sys
+
+        class _NoMavlink:  # this interpreter has no pymavlink installed
+            def find_spec(self, name, path=None, target=None):
+                if name == "pymavlink" or name.startswith("pymavlink."):
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+        sys.meta_path.insert(0, _NoMavlink())
+    '''))
+    ok = _qsf(tmp_path, "--help")
+    assert ok.returncode == 0 and "sitl" in ok.stdout
+    assert ok.stderr == ""
+    run = _qsf(tmp_path, "sitl", "emulate", "--to", "udp:127.0.0.1:9")
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        "qsf: error: the emulator needs pymavlink: pip install 'qsframework[mavlink]'"
+    ]
