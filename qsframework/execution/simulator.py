@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..outputs import Outputs
-from ..timers import NEVER
+from ..timers import NEVER, TimerQueue
 from .config import ExecutionConfig
 from .portfolio import Portfolio
 from .records import Order
@@ -32,6 +32,9 @@ from .records import Order
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+#: the timers' due time that stops the execution loop at its next event: an order or a cancel
+#: changed what the loop must look at (every event time is past it)
+WAKE = -(1 << 63)
 SAMPLE_CHUNK = 65_536  # equity samples of a quiet span built (and spilled) at a time
 #: one matched fill: (order, signed qty, price, fee, liquidity, filled so far, order complete)
 Match = tuple["OpenOrder", float, float, float, str, float, bool]
@@ -62,7 +65,7 @@ class Simulator:
 
     __slots__ = ("config", "outputs", "strategy", "source", "_reserve", "portfolio", "trading",
                  "refusal", "in_batch", "keys", "on_begin", "spill", "first_ts", "next_id", "open",
-                 "books", "cancels", "cancel_due", "sample_due", "due", "notices")
+                 "books", "cancels", "cancel_due", "sample_due", "due", "notices", "timers")
 
     def __init__(self, config: ExecutionConfig, outputs: Outputs, *, strategy: str, source: str,
                  reserve_seq: Callable[[int], int]) -> None:
@@ -90,6 +93,8 @@ class Simulator:
         #: an event after this needs a sample or a cancel: min(sample_due, cancel_due - 1)
         self.due = NEVER
         self.notices: list[Order] = []  # on_order calls not delivered yet
+        #: the engine's timers, woken (due = WAKE) by an order or a cancel while trading
+        self.timers: TimerQueue | None = None
 
     # -- from the strategy's context -------------------------------------------------
     def submit(self, now: int, key: str, qty: float, price: float | None, tag: str) -> int:
@@ -117,6 +122,7 @@ class Simulator:
         self.open[oid] = order
         self.books.setdefault(key, []).append(order)
         self._status(order, now, "accepted")
+        self._wake()
         return oid
 
     def cancel(self, now: int, order_id: int) -> None:
@@ -127,6 +133,13 @@ class Simulator:
             self.cancels.append((now + self.config.latency_ns, order_id))
             self.cancel_due = self.cancels[0][0]
             self._redue()
+            self._wake()
+
+    def _wake(self) -> None:
+        """Stop the execution loop at its next event (it runs the plain loop while no order
+        is open, checking only the timers' due time)."""
+        if self.timers is not None:
+            self.timers.floor = self.timers.due = WAKE
 
     def begin(self) -> None:
         """The first order: samples start at the first grid time of the run."""
@@ -255,14 +268,14 @@ class Simulator:
         self.outputs.equity.extend([
             times, times, pa.repeat(self.source, n), pa.repeat("portfolio", n),
             pa.array(np.arange(start, start + n, dtype=np.int64)), pa.repeat(self.strategy, n),
-            pa.repeat(p.cash, n), pa.repeat(p.equity(held), n), positions,
+            pa.repeat(p.cash, n), pa.repeat(p.value(held), n), positions,
         ])
 
     def _sample(self, t: int) -> None:
         p = self.portfolio
         held = p.held()
         self.outputs.equity.append(
-            (t, t, self.source, "portfolio", self._reserve(1), self.strategy, p.cash, p.equity(held), held)
+            (t, t, self.source, "portfolio", self._reserve(1), self.strategy, p.cash, p.value(held), held)
         )
 
     # -- state -------------------------------------------------------------------------
