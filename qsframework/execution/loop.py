@@ -18,12 +18,9 @@ sample, ``ctx.equity()``, the batch's end), not stored per event.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..columns import EVENT_CHUNK, event_chunks, pylists, rows
 from ..durations import format_time
@@ -33,7 +30,7 @@ from .records import Fill
 from .simulator import WAKE
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from ..engine import Engine
     from .portfolio import Portfolio
@@ -87,56 +84,63 @@ def _arrive(engine: Engine, ts: int) -> None:
 
 
 class Market:
-    """A trade batch's key, price and qty columns, read only at the events that matter: the
-    trades matched against open orders, and the marks (each held key's last price before a
-    point), found by bisection in the rows of that key."""
+    """A trade batch's key, price and qty, read only at the events that matter: the trades
+    matched against open orders, and the marks (each held key's last price before a point).
+    A chunk's values are the strategy's own lists when it reads the column, else made once
+    needed."""
 
-    __slots__ = ("full", "codes", "keys", "names", "prices", "qtys", "rows", "portfolio", "hi", "lead",
-                 "before")
+    __slots__ = ("full", "shared", "makers", "values", "portfolio", "lo", "hi", "lead", "before",
+                 "seen")
 
-    def __init__(self, full: pa.RecordBatch, portfolio: Portfolio) -> None:
+    def __init__(self, full: pa.RecordBatch, names: list[str], portfolio: Portfolio) -> None:
         self.full = full
-        self.codes: np.ndarray | None = None  # the columns as arrays, once needed
-        self.keys: list[str] = []
-        self.names: dict[str, int] = {}
-        self.prices = self.qtys = np.empty(0)
-        self.rows: dict[str, list[int]] = {}  # the rows of a key, once needed
+        self.shared = {name: names.index(name) for name in ("key", "price", "qty") if name in names}
+        self.makers: dict[str, Callable[[int, int], list]] = {}
+        self.values: dict[str, list] = {}  # the current chunk's lists
         self.portfolio = portfolio
-        self.hi = 0  # the current chunk's end and the iterator telling how many rows are left
+        self.lo = self.hi = 0  # the current chunk, and the iterator telling how many rows are left
         self.lead: Iterator[Any] = iter(())
         self.before = 0  # 1 while the loop is between events (the current row not arrived)
+        self.seen = 0  # the held keys' marks are those as of this row
 
-    def _columns(self) -> np.ndarray:
-        keys = pc.dictionary_encode(self.full.column("key"))
-        self.codes = codes = keys.indices.to_numpy(zero_copy_only=False)
-        self.keys = keys.dictionary.to_pylist()
-        self.names = {name: code for code, name in enumerate(self.keys)}
-        self.prices = self.full.column("price").to_numpy(zero_copy_only=False)
-        self.qtys = self.full.column("qty").to_numpy(zero_copy_only=False)
-        return codes
+    def chunk(self, lo: int, hi: int, lists: list[list], lead: Iterator[Any]) -> None:
+        """Rows [lo, hi) come next, as ``lists`` (the strategy's columns)."""
+        self.lo, self.hi, self.lead, self.seen = lo, hi, lead, lo
+        self.values = {name: lists[i] for name, i in self.shared.items()}
+
+    def column(self, name: str) -> list:
+        values = self.values.get(name)
+        if values is None:
+            make = self.makers.get(name)
+            if make is None:
+                make = self.makers[name] = pylists(self.full.column(name))
+            values = self.values[name] = make(self.lo, self.hi)
+        return values
 
     def trade(self, i: int) -> tuple[str, float, float]:
         """Key, price and qty of row ``i``."""
-        codes = self.codes if self.codes is not None else self._columns()
-        return self.keys[codes[i]], float(self.prices[i]), float(self.qtys[i])
+        j = i - self.lo
+        return self.column("key")[j], self.column("price")[j], self.column("qty")[j]
 
     def mark(self, end: int) -> None:
-        """Each held key's mark as of row ``end`` (exclusive): its last price before it."""
+        """The held keys' marks as of row ``end`` (exclusive): each one's last price before
+        it, looked for back to the row the marks were last brought up to."""
+        seen = self.seen
+        if end <= seen:
+            return
+        self.seen = end
         positions = self.portfolio.positions
         if not positions:
             return
-        if self.codes is None:
-            self._columns()
-        marks = self.portfolio.marks
-        for key in positions:
-            rows = self.rows.get(key)
-            if rows is None:
-                code = self.names.get(key)
-                rows = [] if code is None else np.flatnonzero(self.codes == code).tolist()
-                self.rows[key] = rows
-            j = bisect_left(rows, end)
-            if j:
-                marks[key] = float(self.prices[rows[j - 1]])
+        keys, prices, marks = self.column("key"), self.column("price"), self.portfolio.marks
+        need = set(positions)
+        for j in range(end - 1 - self.lo, seen - 1 - self.lo, -1):
+            key = keys[j]
+            if key in need:
+                marks[key] = prices[j]
+                need.discard(key)
+                if not need:
+                    break
 
     def refresh(self) -> None:
         """The marks as of the current event (for ``ctx.equity()``)."""
@@ -212,7 +216,7 @@ def _run_trades(engine: Engine, row: type, batch: pa.RecordBatch, full: pa.Recor
     due time; per event against the books while orders are open."""
     ctx, sim = engine.ctx, engine.sim
     timers, books, portfolio = ctx.timers, sim.books, sim.portfolio
-    market = Market(full, portfolio)
+    market = Market(full, batch.schema.names, portfolio)
     portfolio.refresh = market.refresh
     timers.floor = timers.due = WAKE  # the first event looks at everything
     columns = [pylists(c) for c in batch.columns]
@@ -221,8 +225,9 @@ def _run_trades(engine: Engine, row: type, batch: pa.RecordBatch, full: pa.Recor
     try:
         for lo in range(0, n, EVENT_CHUNK):
             hi = min(n, lo + EVENT_CHUNK)
-            events, lead = rows([values(lo, hi) for values in columns], row, named=named)
-            market.hi, market.lead = hi, lead
+            lists = [values(lo, hi) for values in columns]
+            events, lead = rows(lists, row, named=named)
+            market.chunk(lo, hi, lists, lead)
             while True:
                 if not books:  # the plain loop: one compare per event
                     for event in events:
@@ -248,10 +253,9 @@ def _run_trades(engine: Engine, row: type, batch: pa.RecordBatch, full: pa.Recor
                             break
                     else:
                         break
-        market.before = 0
+            market.mark(hi)  # the next chunk's marks start from these
         if sim.notices:  # the last handler's
             deliver_notices(engine)
-        market.mark(n)
     except Exception as exc:  # the loop stopped in a handler, on `event`
         engine._handler_failed(exc, "trade", batch, event)
     finally:
