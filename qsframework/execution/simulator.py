@@ -234,6 +234,12 @@ class Simulator:
         A long quiet span's samples (all alike) are built as Arrow columns, ``SAMPLE_CHUNK``
         at a time with ``spill`` between chunks, so memory does not grow with the span."""
         t, m = self.sample_due, self.config.mark_every_ns
+        if ts - t <= m:  # one grid time: the common case, in short
+            self._sample(t)
+            self.sample_due = t = t + m
+            cancel = self.cancel_due - 1
+            self.due = t if t < cancel else cancel
+            return
         while t < ts:
             n = min((ts - 1 - t) // m + 1, SAMPLE_CHUNK)
             if n < 16:
