@@ -342,6 +342,7 @@ class Engine:
 
     def _spill(self) -> None:
         """Let ``on_outputs`` take the outputs so far (its errors are not the strategy's)."""
+        self.sim.flush()
         if self.on_outputs is not None:
             self._spilling = True
             self.on_outputs()

@@ -194,13 +194,22 @@ def run_trading(engine: Engine, kind: str, row: type, batch: pa.RecordBatch, ful
         name = type(engine.strategy).__name__
         raise StrategyError(f"{name} places orders, which needs per-event handlers: it has no on_{kind}")
     named = engine.strategy.rows == "named"
-    if kind == "trade":
-        _run_trades(engine, row, batch, full, handler, named=named)
-        return
+    try:
+        if kind == "trade":
+            _run_trades(engine, row, batch, full, handler, named=named)
+        else:
+            _run_others(engine, kind, row, batch, handler, named=named)
+    finally:
+        engine.sim.flush()  # the batch's samples, before anyone reads the outputs
+
+
+def _run_others(engine: Engine, kind: str, row: type, batch: pa.RecordBatch, handler: Any, *,
+                named: bool) -> None:
+    """Events of a kind other than trades: nothing to match."""
     notices = engine.sim.notices
     event = None
     try:
-        for _, _, events in event_chunks(batch, row, named=named):  # not trades: nothing to match
+        for _, _, events in event_chunks(batch, row, named=named):
             for event in events:
                 _arrive(engine, event[0])
                 handler(event)
