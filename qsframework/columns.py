@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -42,5 +43,13 @@ def event_chunks(batch: pa.RecordBatch, row: type, *, named: bool
     n = batch.num_rows
     for lo in range(0, n, EVENT_CHUNK):
         hi = min(n, lo + EVENT_CHUNK)
-        events = zip(*[values(lo, hi) for values in columns])
-        yield lo, hi, (map(partial(tuple.__new__, row), events) if named else events)
+        yield lo, hi, rows([values(lo, hi) for values in columns], row, named=named)[0]
+
+
+def rows(lists: list[list], row: type, *, named: bool) -> tuple[Iterator[tuple], Iterator[Any]]:
+    """The rows of columns ``lists`` as tuples (``row`` named tuples when ``named``), and the
+    iterator over the first column they advance: its ``__length_hint__()`` is the number of
+    rows not yet taken, so a loop can tell which row it is on without counting."""
+    lead = iter(lists[0])
+    events = zip(lead, *lists[1:])
+    return (map(partial(tuple.__new__, row), events) if named else events), lead

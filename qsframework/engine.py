@@ -72,6 +72,7 @@ class Engine:
         self.sim = self.ctx.sim
         self.sim.on_begin = self._begin_trading
         self.sim.spill = self._spill
+        self.sim.timers = self.ctx.timers
         if "trade" not in strategy_cls.kinds:
             self.sim.refusal = (f"orders need trades: {strategy_cls.__name__} does not subscribe "
                                 "to trade events (kinds)")
@@ -219,9 +220,11 @@ class Engine:
         self.ctx.timers.due = SWITCH
 
     def settle_switch(self) -> None:
-        """Timers as they were before :meth:`_begin_trading`."""
+        """Timers as they were before :meth:`_begin_trading` (and without the execution
+        loop's floor)."""
         timers = self.ctx.timers
         self.ctx.switch = False
+        timers.floor = NEVER
         timers.due = timers._heap[0][0] if timers._heap else NEVER
 
     def _drop_duplicates(self, kind: str, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -339,6 +342,7 @@ class Engine:
 
     def _spill(self) -> None:
         """Let ``on_outputs`` take the outputs so far (its errors are not the strategy's)."""
+        self.sim.flush()
         if self.on_outputs is not None:
             self._spilling = True
             self.on_outputs()

@@ -34,24 +34,28 @@ class TimerQueue:
     """Pending timers in due order; ``due`` is the earliest due time (``NEVER`` if none).
 
     Ties between timers due at the same time go by creation order, for periodic ones too.
+    ``floor`` caps ``due`` when timers are added or cancelled: the execution loop folds its
+    own next due time into it, so its per-event check stays the plain loop's one compare.
     """
 
-    __slots__ = ("_heap", "_count", "due")
+    __slots__ = ("_heap", "_count", "due", "floor")
 
     def __init__(self) -> None:
         self._heap: list[tuple[int, int, str, int]] = []
         self._count = 0
         self.due = NEVER
+        self.floor = NEVER
 
     def add(self, when: int, name: str, period: int = 0) -> None:
         heapq.heappush(self._heap, (int(when), self._count, name, int(period)))
         self._count += 1
-        self.due = self._heap[0][0]
+        top = self._heap[0][0]
+        self.due = top if top < self.floor else self.floor
 
     def cancel(self, name: str) -> None:
         self._heap = [t for t in self._heap if t[2] != name]
         heapq.heapify(self._heap)
-        self.due = self._heap[0][0] if self._heap else NEVER
+        self.due = min(self._heap[0][0], self.floor) if self._heap else self.floor
 
     def pop_before(self, ts: int) -> tuple[int, str] | None:
         """Remove and return the next timer due strictly before ``ts``; periodic ones re-arm."""

@@ -6,6 +6,14 @@ Per trade event ``e`` of key ``k``: the grid samples before ``e``; the timers du
 (submitted before ``e``); ``e``'s handler (it still sees the position before those fills);
 the pending ``on_order`` calls; then per fill: booked, its row, ``on_fill``, and the order's
 status row and ``on_order`` when it completed. Other kinds skip the matching.
+
+The per-event cost between the events that matter is the plain loop's: while no order is
+open, trades run the plain per-event loop, stopped by the timers' one due time, into which
+the next sample and the next cancel are folded (``TimerQueue.floor``) and which an order or
+a cancel lowers (``Simulator._wake``); only then are the notices delivered, the grid sampled,
+the cancels applied. While orders are open, each trade is checked against its key's book.
+The marks (each held key's last price) are taken from the batch's columns when needed (a
+sample, ``ctx.equity()``, the batch's end), not stored per event.
 """
 
 from __future__ import annotations
@@ -14,13 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ..columns import event_chunks, pylists
+from ..columns import EVENT_CHUNK, event_chunks, pylists, rows
 from ..durations import format_time
 from ..errors import StrategyError
+from ..timers import NEVER
 from .records import Fill
+from .simulator import WAKE
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from ..engine import Engine
+    from .portfolio import Portfolio
 
 class Switch(Exception):
     """Raised by the engine's timer check at the first order: the rest of the batch, from the
@@ -70,6 +83,108 @@ def _arrive(engine: Engine, ts: int) -> None:
     engine.ctx.now = ts
 
 
+class Market:
+    """A trade batch's key, price and qty, read only at the events that matter: the trades
+    matched against open orders, and the marks (each held key's last price before a point).
+    A chunk's values are the strategy's own lists when it reads the column, else made once
+    needed."""
+
+    __slots__ = ("full", "shared", "makers", "values", "portfolio", "lo", "hi", "lead", "before",
+                 "seen")
+
+    def __init__(self, full: pa.RecordBatch, names: list[str], portfolio: Portfolio) -> None:
+        self.full = full
+        self.shared = {name: names.index(name) for name in ("key", "price", "qty") if name in names}
+        self.makers: dict[str, Callable[[int, int], list]] = {}
+        self.values: dict[str, list] = {}  # the current chunk's lists
+        self.portfolio = portfolio
+        self.lo = self.hi = 0  # the current chunk, and the iterator telling how many rows are left
+        self.lead: Iterator[Any] = iter(())
+        self.before = 0  # 1 while the loop is between events (the current row not arrived)
+        self.seen = 0  # the held keys' marks are those as of this row
+
+    def chunk(self, lo: int, hi: int, lists: list[list], lead: Iterator[Any]) -> None:
+        """Rows [lo, hi) come next, as ``lists`` (the strategy's columns)."""
+        self.lo, self.hi, self.lead, self.seen = lo, hi, lead, lo
+        self.values = {name: lists[i] for name, i in self.shared.items()}
+
+    def column(self, name: str) -> list:
+        values = self.values.get(name)
+        if values is None:
+            make = self.makers.get(name)
+            if make is None:
+                make = self.makers[name] = pylists(self.full.column(name))
+            values = self.values[name] = make(self.lo, self.hi)
+        return values
+
+    def trade(self, i: int) -> tuple[str, float, float]:
+        """Key, price and qty of row ``i``."""
+        j = i - self.lo
+        return self.column("key")[j], self.column("price")[j], self.column("qty")[j]
+
+    def mark(self, end: int) -> None:
+        """The held keys' marks as of row ``end`` (exclusive): each one's last price before
+        it, looked for back to the row the marks were last brought up to."""
+        seen = self.seen
+        if end <= seen:
+            return
+        self.seen = end
+        positions = self.portfolio.positions
+        if not positions:
+            return
+        keys, prices, marks = self.column("key"), self.column("price"), self.portfolio.marks
+        need = set(positions)
+        for j in range(end - 1 - self.lo, seen - 1 - self.lo, -1):
+            key = keys[j]
+            if key in need:
+                marks[key] = prices[j]
+                need.discard(key)
+                if not need:
+                    break
+
+    def refresh(self) -> None:
+        """The marks as of the current event (for ``ctx.equity()``)."""
+        self.mark(self.hi - self.lead.__length_hint__() - self.before)
+
+
+def _stop(engine: Engine, market: Market, i: int, ts: int) -> None:
+    """Before trade row ``i`` at ``ts``: the notices the last handler left, the grid samples,
+    the timers and the cancels due; then the timers' due time again, with the simulator's
+    folded in."""
+    sim, timers = engine.sim, engine.ctx.timers
+    market.before = 1
+    if sim.notices:
+        deliver_notices(engine)
+    if ts > sim.sample_due:
+        market.mark(i)  # the samples see the events before ts
+        sim.sample_before(ts)
+    if timers._heap and timers._heap[0][0] < ts:
+        engine._fire_before(ts)
+    if ts >= sim.cancel_due:
+        sim.apply_cancels(ts)
+    market.before = 0
+    due = sim.due
+    timers.floor = due
+    top = timers._heap[0][0] if timers._heap else NEVER
+    timers.due = top if top < due else due
+
+
+def _trade(engine: Engine, market: Market, i: int, ts: int, event: Any, handler: Any) -> None:
+    """Trade row ``i`` (``event``) with orders open: matched against its key's book, then
+    its handler, the notices and the fills."""
+    sim = engine.sim
+    engine.ctx.now = ts
+    key, price, qty = market.trade(i)
+    book = sim.books.get(key)
+    fills = sim.match(book, ts, price, qty) if book is not None else None
+    handler(event)
+    if sim.notices:
+        deliver_notices(engine)
+    if fills:
+        sim.portfolio.marks[key] = price  # the key may be held from now on: its mark
+        _settle(engine, ts, key, fills)
+
+
 def run_trading(engine: Engine, kind: str, row: type, batch: pa.RecordBatch, full: pa.RecordBatch,
                 handler: Any) -> None:
     """Run ``batch`` (the strategy's columns; ``full`` also has key, price and qty) per event
@@ -78,46 +193,79 @@ def run_trading(engine: Engine, kind: str, row: type, batch: pa.RecordBatch, ful
     if handler is None:
         name = type(engine.strategy).__name__
         raise StrategyError(f"{name} places orders, which needs per-event handlers: it has no on_{kind}")
-    ctx, sim = engine.ctx, engine.sim
-    timers, fire = ctx.timers, engine._fire_before
-    books, marks, notices = sim.books, sim.portfolio.marks, sim.notices
-    market = [pylists(full.column(name)) for name in ("key", "price", "qty")] if kind == "trade" else None
+    named = engine.strategy.rows == "named"
+    try:
+        if kind == "trade":
+            _run_trades(engine, row, batch, full, handler, named=named)
+        else:
+            _run_others(engine, kind, row, batch, handler, named=named)
+    finally:
+        engine.sim.flush()  # the batch's samples, before anyone reads the outputs
+
+
+def _run_others(engine: Engine, kind: str, row: type, batch: pa.RecordBatch, handler: Any, *,
+                named: bool) -> None:
+    """Events of a kind other than trades: nothing to match."""
+    notices = engine.sim.notices
     event = None
     try:
-        for lo, hi, events in event_chunks(batch, row, named=engine.strategy.rows == "named"):
-            if market is None:  # not a trade: nothing to match
-                for event in events:
-                    _arrive(engine, event[0])
-                    handler(event)
-                    if notices:
-                        deliver_notices(engine)
-                continue
-            keys, prices, qtys = (values(lo, hi) for values in market)
-            for event, key, price, qty in zip(events, keys, prices, qtys):
-                ts = event[0]  # as _arrive, and the cancels after the timers: the hot path
-                if ts > sim.due:  # a sample or a cancel is due
-                    if ts > sim.sample_due:
-                        sim.sample_before(ts)
-                    if ts > timers.due:
-                        fire(ts)
-                    if ts >= sim.cancel_due:
-                        sim.apply_cancels(ts)
-                elif ts > timers.due:
-                    fire(ts)
-                    if ts >= sim.cancel_due:  # a timer's cancel, effective already
-                        sim.apply_cancels(ts)
-                ctx.now = ts
-                marks[key] = price
-                if key in books:  # the key has open orders
-                    fills = sim.match(books[key], ts, price, qty)
-                    handler(event)
-                    if notices:
-                        deliver_notices(engine)
-                    if fills:
-                        _settle(engine, ts, key, fills)
-                else:
-                    handler(event)
-                    if notices:
-                        deliver_notices(engine)
+        for _, _, events in event_chunks(batch, row, named=named):
+            for event in events:
+                _arrive(engine, event[0])
+                handler(event)
+                if notices:
+                    deliver_notices(engine)
     except Exception as exc:  # the loop stopped in a handler, on `event`
         engine._handler_failed(exc, kind, batch, event)
+
+
+def _run_trades(engine: Engine, row: type, batch: pa.RecordBatch, full: pa.RecordBatch,
+                handler: Any, *, named: bool) -> None:
+    """The trades of ``batch``: the plain loop while no order is open, stopped at the next
+    due time; per event against the books while orders are open."""
+    ctx, sim = engine.ctx, engine.sim
+    timers, books, portfolio = ctx.timers, sim.books, sim.portfolio
+    market = Market(full, batch.schema.names, portfolio)
+    portfolio.refresh = market.refresh
+    timers.floor = timers.due = WAKE  # the first event looks at everything
+    columns = [pylists(c) for c in batch.columns]
+    n = batch.num_rows
+    event = None
+    try:
+        for lo in range(0, n, EVENT_CHUNK):
+            hi = min(n, lo + EVENT_CHUNK)
+            lists = [values(lo, hi) for values in columns]
+            events, lead = rows(lists, row, named=named)
+            market.chunk(lo, hi, lists, lead)
+            while True:
+                if not books:  # the plain loop: one compare per event
+                    for event in events:
+                        ts = event[0]
+                        if ts > timers.due:
+                            i = hi - 1 - lead.__length_hint__()
+                            _stop(engine, market, i, ts)
+                            if books:  # an order is open: this event and on, per event
+                                _trade(engine, market, i, ts, event, handler)
+                                break
+                        ctx.now = ts
+                        handler(event)
+                    else:
+                        break
+                else:
+                    for event in events:
+                        i = hi - 1 - lead.__length_hint__()
+                        ts = event[0]
+                        if ts > timers.due:
+                            _stop(engine, market, i, ts)
+                        _trade(engine, market, i, ts, event, handler)
+                        if not books:
+                            break
+                    else:
+                        break
+            market.mark(hi)  # the next chunk's marks start from these
+        if sim.notices:  # the last handler's
+            deliver_notices(engine)
+    except Exception as exc:  # the loop stopped in a handler, on `event`
+        engine._handler_failed(exc, "trade", batch, event)
+    finally:
+        portfolio.refresh = None

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..outputs import Outputs
-from ..timers import NEVER
+from ..timers import NEVER, TimerQueue
 from .config import ExecutionConfig
 from .portfolio import Portfolio
 from .records import Order
@@ -32,6 +32,9 @@ from .records import Order
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+#: the timers' due time that stops the execution loop at its next event: an order or a cancel
+#: changed what the loop must look at (every event time is past it)
+WAKE = -(1 << 63)
 SAMPLE_CHUNK = 65_536  # equity samples of a quiet span built (and spilled) at a time
 #: one matched fill: (order, signed qty, price, fee, liquidity, filled so far, order complete)
 Match = tuple["OpenOrder", float, float, float, str, float, bool]
@@ -62,7 +65,8 @@ class Simulator:
 
     __slots__ = ("config", "outputs", "strategy", "source", "_reserve", "portfolio", "trading",
                  "refusal", "in_batch", "keys", "on_begin", "spill", "first_ts", "next_id", "open",
-                 "books", "cancels", "cancel_due", "sample_due", "due", "notices")
+                 "books", "cancels", "cancel_due", "sample_due", "due", "notices", "timers",
+                 "grid")
 
     def __init__(self, config: ExecutionConfig, outputs: Outputs, *, strategy: str, source: str,
                  reserve_seq: Callable[[int], int]) -> None:
@@ -90,6 +94,10 @@ class Simulator:
         #: an event after this needs a sample or a cancel: min(sample_due, cancel_due - 1)
         self.due = NEVER
         self.notices: list[Order] = []  # on_order calls not delivered yet
+        #: the engine's timers, woken (due = WAKE) by an order or a cancel while trading
+        self.timers: TimerQueue | None = None
+        #: single equity samples (t, seq, cash, equity, held) not in the outputs yet: flush()
+        self.grid: list[tuple[int, int, float, float, list[tuple[str, float]]]] = []
 
     # -- from the strategy's context -------------------------------------------------
     def submit(self, now: int, key: str, qty: float, price: float | None, tag: str) -> int:
@@ -117,6 +125,7 @@ class Simulator:
         self.open[oid] = order
         self.books.setdefault(key, []).append(order)
         self._status(order, now, "accepted")
+        self._wake()
         return oid
 
     def cancel(self, now: int, order_id: int) -> None:
@@ -127,6 +136,13 @@ class Simulator:
             self.cancels.append((now + self.config.latency_ns, order_id))
             self.cancel_due = self.cancels[0][0]
             self._redue()
+            self._wake()
+
+    def _wake(self) -> None:
+        """Stop the execution loop at its next event (it runs the plain loop while no order
+        is open, checking only the timers' due time)."""
+        if self.timers is not None:
+            self.timers.floor = self.timers.due = WAKE
 
     def begin(self) -> None:
         """The first order: samples start at the first grid time of the run."""
@@ -221,6 +237,12 @@ class Simulator:
         A long quiet span's samples (all alike) are built as Arrow columns, ``SAMPLE_CHUNK``
         at a time with ``spill`` between chunks, so memory does not grow with the span."""
         t, m = self.sample_due, self.config.mark_every_ns
+        if 0 < ts - t <= m:  # one grid time: the common case, in short
+            self._sample(t)
+            self.sample_due = t = t + m
+            cancel = self.cancel_due - 1
+            self.due = t if t < cancel else cancel
+            return
         while t < ts:
             n = min((ts - 1 - t) // m + 1, SAMPLE_CHUNK)
             if n < 16:
@@ -241,29 +263,47 @@ class Simulator:
             self.sample_before(last_ts + 1)
             if last_ts % self.config.mark_every_ns:
                 self._sample(last_ts)
+            self.flush()
+
+    def flush(self) -> None:
+        """The single samples kept so far into the outputs, as Arrow columns (cheaper than
+        a row each); the engine calls it before anyone reads the outputs."""
+        rows = self.grid
+        if not rows:
+            return
+        self.grid = []
+        times, seqs, cash, equity, helds = zip(*rows)
+        self._extend(pa.array(times, pa.int64()), pa.array(seqs, pa.int64()), pa.array(cash, pa.float64()),
+                     pa.array(equity, pa.float64()), np.cumsum([0, *map(len, helds)], dtype=np.int32),
+                     [k for held in helds for k, _ in held], [v for held in helds for _, v in held])
 
     def _samples(self, t: int, n: int) -> None:
         """``n`` samples of the same state at ``t``, ``t + mark_every``, ..., in bulk."""
+        self.flush()
         p, m = self.portfolio, self.config.mark_every_ns
         held = p.held()
-        times = pa.array(t + m * np.arange(n, dtype=np.int64))
         start = self._reserve(n)
-        offsets = pa.array(np.arange(n + 1, dtype=np.int32) * len(held))
+        self._extend(pa.array(t + m * np.arange(n, dtype=np.int64)),
+                     pa.array(np.arange(start, start + n, dtype=np.int64)),
+                     pa.repeat(p.cash, n), pa.repeat(p.value(held), n),
+                     np.arange(n + 1, dtype=np.int32) * len(held),
+                     [k for k, _ in held] * n, [v for _, v in held] * n)
+
+    def _extend(self, times: pa.Array, seqs: pa.Array, cash: pa.Array, equity: pa.Array,
+                offsets: np.ndarray, keys: list[str], values: list[float]) -> None:
+        """Equity rows from their columns; the positions map as offsets, keys and values."""
+        n = len(times)
         positions = pa.MapArray.from_arrays(
-            offsets, pa.array([k for k, _ in held] * n, pa.string()),
-            pa.array([v for _, v in held] * n, pa.float64()))
+            pa.array(offsets), pa.array(keys, pa.string()), pa.array(values, pa.float64()))
         self.outputs.equity.extend([
-            times, times, pa.repeat(self.source, n), pa.repeat("portfolio", n),
-            pa.array(np.arange(start, start + n, dtype=np.int64)), pa.repeat(self.strategy, n),
-            pa.repeat(p.cash, n), pa.repeat(p.equity(held), n), positions,
+            times, times, pa.repeat(self.source, n), pa.repeat("portfolio", n), seqs,
+            pa.repeat(self.strategy, n), cash, equity, positions,
         ])
 
     def _sample(self, t: int) -> None:
         p = self.portfolio
         held = p.held()
-        self.outputs.equity.append(
-            (t, t, self.source, "portfolio", self._reserve(1), self.strategy, p.cash, p.equity(held), held)
-        )
+        self.grid.append((t, self._reserve(1), p.cash, p.value(held), held))
 
     # -- state -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
