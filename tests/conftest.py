@@ -21,12 +21,13 @@ SPREAD_SPEC = str(ROOT / "strategies" / "btc_eth_spread.py") + ":BtcEthSpread"
 T0 = 1_767_571_200_000_000_000  # 2026-01-05T00:00:00Z
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Each session's temporary files in a directory of its own under the system temp dir.
+    """The ``tansu`` marker, and each session's temporary files in a directory of its own under the system temp dir.
 
     Under pytest's shared /tmp/pytest-of-USER, a second session starting on the machine
     resets that directory to mode 0700, which takes away the embedded PostgreSQL's OS user's
     way to its data directory mid-run (initdb then fails): two test runs side by side must
     not break each other."""
+    config.addinivalue_line("markers", "tansu: starts an embedded Tansu broker of its own (the no-Java default)")
     if config.option.basetemp is None and not hasattr(config, "workerinput"):
         config.option.basetemp = tempfile.mkdtemp(prefix="qsf-pytest-")
         config.add_cleanup(lambda: shutil.rmtree(config.option.basetemp, ignore_errors=True))
@@ -86,21 +87,39 @@ def spread_cls():
     return load_strategy(SPREAD_SPEC)
 
 
+def live_broker() -> str:
+    """The broker kind the live tests run on: QSF_TEST_BROKER (kafka, tansu or auto, the
+    default), auto being Apache Kafka where Java 17+ and its jars (cached, or Maven) are
+    available, else Tansu."""
+    from qsframework.stack.kafka import kafka_usable
+
+    broker = os.environ.get("QSF_TEST_BROKER") or "auto"
+    if broker not in ("tansu", "kafka", "auto"):
+        raise pytest.UsageError(f"QSF_TEST_BROKER={broker!r}: use kafka, tansu or auto")
+    if broker == "auto":
+        return "kafka" if kafka_usable() else "tansu"
+    return broker
+
+
 @pytest.fixture(scope="session")
-def stack_endpoints(tmp_path_factory):
+def stack_endpoints(tmp_path_factory, request):
     """A real broker and PostgreSQL: external ones from QSF_KAFKA_BOOTSTRAP/QSF_PG_DSN, or
     the embedded stack started once for the whole session, its broker chosen by
-    QSF_TEST_BROKER (tansu, the default, or kafka)."""
+    QSF_TEST_BROKER (see ``live_broker``)."""
     from qsframework.stack import Stack, endpoints_from_env
 
     external = endpoints_from_env()
     if external is not None:
         yield external
         return
-    broker = os.environ.get("QSF_TEST_BROKER") or "tansu"
-    if broker not in ("tansu", "kafka"):
-        raise pytest.UsageError(f"QSF_TEST_BROKER={broker!r}: use tansu or kafka")
-    stack = Stack(tmp_path_factory.mktemp("stack"), broker=broker)
+    kind = live_broker()
+    if kind == "kafka":
+        from qsframework.stack.kafka import resolve_jars
+
+        # once per machine (~40 s): its progress line in the log, not in pytest's capture
+        with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+            resolve_jars()
+    stack = Stack(tmp_path_factory.mktemp("stack"), broker=kind)
     try:
         yield stack.up()
     finally:

@@ -142,10 +142,13 @@ class KafkaSource(Source):
         except NoOffsetForPartitionError:  # fetched before the listener sought it: it is about to
             return None
         except OffsetOutOfRangeError as exc:  # the log was reset under a running consumer
+            # (Apache Kafka answers a fetch past the end so; Tansu with an empty fetch: _verify)
             bad = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
             starts = await consumer.beginning_offsets(list(bad))
+            ends = await consumer.end_offsets(list(bad))
             for tp, offset in bad.items():
-                self._on_reset(tp, "next", offset, starts[tp], consumer.highwater(tp))
+                _, what, _ = self._unverified.pop(tp, (offset, "next", 0))
+                self._on_reset(tp, what, offset, starts[tp], ends[tp])
             return None
         if self._fatal is not None:
             raise self._fatal

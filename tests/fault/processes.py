@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from qsframework.stack.kafka import KafkaBrokerService
+from qsframework.stack.services import BrokerService
 from qsframework.kafka import ensure_topics, kind_headers, start_producer, topic_of
 from qsframework.wire import encode
 
@@ -65,21 +68,40 @@ def wait_for(condition: Callable[[], bool], what: str, *, proc: subprocess.Popen
         time.sleep(0.05)
 
 
-def end_offset(bootstrap: str, topic: str) -> int:
-    """How many records partition 0 of ``topic`` holds (0 if it does not exist)."""
+def records_in(bootstrap: str, topic: str) -> int:
+    """How many records partition 0 of ``topic`` holds (0 if it does not exist), counted by
+    reading them: Tansu's end offset for a topic written in batches is not a record count."""
 
-    async def ask() -> int:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    async def count() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="earliest")
         await consumer.start()
         try:
             if topic not in await consumer.topics():
                 return 0
             tp = TopicPartition(topic, 0)
-            return (await consumer.end_offsets([tp]))[tp]
+            end = (await consumer.end_offsets([tp]))[tp]
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            n = 0
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                n += len(batch.get(tp, []))
+            return n
         finally:
             await consumer.stop()
 
-    return asyncio.run(ask())
+    return asyncio.run(count())
+
+
+def restart_empty(broker: BrokerService | KafkaBrokerService) -> None:
+    """Stop the broker and start it with an empty log: every topic, group and committed
+    offset gone. Tansu keeps nothing across a restart; Apache Kafka's log directory is wiped
+    while it is stopped (formatted again at start, with the same cluster id)."""
+    broker.stop()
+    if isinstance(broker, KafkaBrokerService):
+        shutil.rmtree(broker.data_dir)
+    broker.start()
 
 
 def state_offsets(state_dir: Path) -> dict[tuple[str, int], int]:

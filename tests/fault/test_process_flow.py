@@ -26,7 +26,7 @@ from qsframework.stack import Stack
 from ..fakes.botapi import BotApiServer
 from ..conftest import SPREAD_SPEC, T0, make_trades
 from ..live.test_outage import OVERRIDES, _tables
-from .processes import STRATEGIES, committed, end_offset, publish, rows_in, run_process, start_process, state_offsets, wait_for
+from .processes import STRATEGIES, committed, publish, records_in, rows_in, run_process, start_process, state_offsets, wait_for
 
 PARAMS = [f"-p{k}={v}" for k, v in OVERRIDES.items()]
 TWO_TOPICS = f"{STRATEGIES}:TradesAndGaps"
@@ -55,7 +55,7 @@ def test_an_idle_topic_stops_holding_the_watermark_back(stack_endpoints, tmp_pat
     try:
         wait_for(lambda: rows_in(out / "signals.parquet") >= expected, f"{expected} signals", proc=proc, limit_s=120)
         publish(bootstrap, prefix, "gap", gaps(500))  # active again, but behind the watermark
-        wait_for(lambda: end_offset(bootstrap, f"{prefix}.dlq") >= 1, "the late gap on the DLQ", proc=proc)
+        wait_for(lambda: records_in(bootstrap, f"{prefix}.dlq") >= 1, "the late gap on the DLQ", proc=proc)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=120)
     finally:

@@ -31,7 +31,7 @@ from qsframework.recording import Recording, RecordingWriter
 
 from ..conftest import SPREAD_SPEC, make_trades
 from ..live.test_outage import OVERRIDES
-from .processes import end_offset, publish, run_process, start_process, state_offsets, wait_for
+from .processes import publish, records_in, run_process, start_process, state_offsets, wait_for
 
 PARAMS = [f"-p{k}={v}" for k, v in OVERRIDES.items()]
 GATED_SPEC = str(Path(__file__).with_name("gate_strategy.py")) + ":GatedTrades"
@@ -193,7 +193,7 @@ def test_the_group_rebalancing_under_commits_loses_and_doubles_nothing(stack_end
     r = run_process(SPREAD_SPEC, *argv, "--exit-when-idle", "3", env=env)
     assert r.returncode == 0, r.stderr
     assert "0 late" in r.stdout, r.stdout
-    assert end_offset(bootstrap, f"{prefix}.dlq") == 0
+    assert records_in(bootstrap, f"{prefix}.dlq") == 0
 
     clean = _backtest(spread_cls, trades, tmp_path / "rec")
     assert clean.signals > 0
@@ -243,7 +243,7 @@ def test_a_commit_refused_after_the_processor_was_evicted_is_retried(stack_endpo
 
     r = run_process(GATED_SPEC, *argv, "--exit-when-idle", "3", env=env)
     assert r.returncode == 0, r.stderr
-    assert end_offset(bootstrap, f"{prefix}.dlq") == 0
+    assert records_in(bootstrap, f"{prefix}.dlq") == 0
     clean = _backtest(load_strategy(GATED_SPEC), trades, tmp_path / "rec", overrides={})
     assert clean.signals == trades.num_rows
     assert pq.read_table(out / "signals.parquet").equals(clean.tables["signals"])

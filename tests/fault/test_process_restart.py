@@ -20,10 +20,10 @@ from qsframework.backtest import run_backtest
 from qsframework.recording import Recording, RecordingWriter
 from qsframework.stack import Stack
 
-from ..conftest import SPREAD_SPEC, make_trades
+from ..conftest import SPREAD_SPEC, live_broker, make_trades
 from ..live.test_outage import OVERRIDES, _assert_equal_to_clean_run, _tables
 from ..live.test_process import _fresh_database
-from .processes import end_offset, publish, rows_in, run_process, start_process, state_offsets, wait_for
+from .processes import publish, records_in, restart_empty, rows_in, run_process, start_process, state_offsets, wait_for
 from .test_process_record import assert_recorded_exactly, inside_record_window
 from .test_process_record import split_at as _split
 
@@ -77,7 +77,7 @@ def test_a_file_where_out_puts_a_part_directory_is_refused(stack_endpoints, tmp_
 
 
 def test_a_reset_broker_log_stops_the_run_unless_on_reset_earliest(tmp_path, spread_cls):
-    broker = Stack(tmp_path / "stack").broker  # our own: it is about to lose its log
+    broker = Stack(tmp_path / "stack", broker=live_broker()).broker  # our own: it is about to lose its log
     broker.start()
     try:
         trades = make_trades(32, 3000)
@@ -91,8 +91,7 @@ def test_a_reset_broker_log_stops_the_run_unless_on_reset_earliest(tmp_path, spr
         assert r.returncode == 0, r.stderr
         assert state_offsets(tmp_path / "state") == {(f"{prefix}.trades", 0): old.num_rows}
 
-        broker.stop()
-        broker.start()  # in-memory storage: every topic and committed offset is gone
+        restart_empty(broker)  # every topic and committed offset is gone
         publish(broker.bootstrap, prefix, "trade", new)
         r = run_process(SPREAD_SPEC, *argv, env=env)
         assert r.returncode == 2, r.stderr
@@ -112,7 +111,7 @@ def test_a_reset_broker_log_stops_the_run_unless_on_reset_earliest(tmp_path, spr
 
 
 def test_a_broker_that_restarts_empty_under_a_running_processor_is_an_error_not_a_skip(tmp_path):
-    broker = Stack(tmp_path / "stack").broker
+    broker = Stack(tmp_path / "stack", broker=live_broker()).broker
     broker.start()
     try:
         trades = make_trades(34, 3000)
@@ -125,8 +124,7 @@ def test_a_broker_that_restarts_empty_under_a_running_processor_is_an_error_not_
         try:
             wait_for(lambda: state_offsets(tmp_path / "state").get((topic, 0), 0) >= old.num_rows - 100,
                      "a commit", proc=proc)
-            broker.stop()
-            broker.start()  # empty: the topic, the group and its offsets are gone
+            restart_empty(broker)  # the topic, the group and its offsets are gone
             publish(broker.bootstrap, prefix, "trade", new)
             stdout, stderr = proc.communicate(timeout=180)
         finally:
@@ -203,7 +201,7 @@ def test_sigkills_at_random_points_lose_and_double_nothing(stack_endpoints, tmp_
     r = run_process(SPREAD_SPEC, *argv, "--exit-when-idle", "3", env=env)
     assert r.returncode == 0, r.stderr
     assert "0 late" in r.stdout
-    assert end_offset(stack_endpoints.kafka_bootstrap, f"{prefix}.dlq") == 0
+    assert records_in(stack_endpoints.kafka_bootstrap, f"{prefix}.dlq") == 0
 
     got_trades, got_signals, got_alerts = asyncio.run(_tables(dsn))
     with RecordingWriter(tmp_path / "rec") as w:
