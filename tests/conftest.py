@@ -21,12 +21,14 @@ SPREAD_SPEC = str(ROOT / "strategies" / "btc_eth_spread.py") + ":BtcEthSpread"
 T0 = 1_767_571_200_000_000_000  # 2026-01-05T00:00:00Z
 
 def pytest_configure(config: pytest.Config) -> None:
-    """The ``tansu`` marker, and each session's temporary files in a directory of its own under the system temp dir.
+    """QSF_TEST_BROKER checked, the ``tansu`` marker, and each session's temporary files in
+    a directory of its own under the system temp dir.
 
     Under pytest's shared /tmp/pytest-of-USER, a second session starting on the machine
     resets that directory to mode 0700, which takes away the embedded PostgreSQL's OS user's
     way to its data directory mid-run (initdb then fails): two test runs side by side must
     not break each other."""
+    broker_setting()  # a wrong value stops the run before any test (exit code 4)
     config.addinivalue_line("markers", "tansu: starts an embedded Tansu broker of its own (the no-Java default)")
     if config.option.basetemp is None and not hasattr(config, "workerinput"):
         config.option.basetemp = tempfile.mkdtemp(prefix="qsf-pytest-")
@@ -87,18 +89,33 @@ def spread_cls():
     return load_strategy(SPREAD_SPEC)
 
 
+def broker_setting() -> str:
+    """QSF_TEST_BROKER, checked: kafka, tansu or auto (the default)."""
+    broker = os.environ.get("QSF_TEST_BROKER") or "auto"
+    if broker not in ("tansu", "kafka", "auto"):
+        raise pytest.UsageError(f"QSF_TEST_BROKER={broker!r}: use kafka, tansu or auto")
+    return broker
+
+
 def live_broker() -> str:
     """The broker kind the live tests run on: QSF_TEST_BROKER (kafka, tansu or auto, the
     default), auto being Apache Kafka where Java 17+ and its jars (cached, or Maven) are
     available, else Tansu."""
     from qsframework.stack.kafka import kafka_usable
 
-    broker = os.environ.get("QSF_TEST_BROKER") or "auto"
-    if broker not in ("tansu", "kafka", "auto"):
-        raise pytest.UsageError(f"QSF_TEST_BROKER={broker!r}: use kafka, tansu or auto")
+    broker = broker_setting()
     if broker == "auto":
         return "kafka" if kafka_usable() else "tansu"
     return broker
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which broker the live tests run on, at the top of the log."""
+    from qsframework.stack import endpoints_from_env
+
+    if endpoints_from_env() is not None:
+        return "qsf live tests: external services (QSF_KAFKA_BOOTSTRAP, QSF_PG_DSN)"
+    return f"qsf live tests: embedded {live_broker()} (QSF_TEST_BROKER={broker_setting()})"
 
 
 @pytest.fixture(scope="session")
