@@ -147,7 +147,8 @@ class KafkaSource(Source):
             starts = await consumer.beginning_offsets(list(bad))
             ends = await consumer.end_offsets(list(bad))
             for tp, offset in bad.items():
-                _, what, _ = self._unverified.pop(tp, (offset, "next", 0))
+                label = "consumed" if tp in self._next_offset else "next"  # as _seek_assigned names it
+                _, what, _ = self._unverified.pop(tp, (offset, label, 0))
                 self._on_reset(tp, what, offset, starts[tp], ends[tp])
             return None
         if self._fatal is not None:
