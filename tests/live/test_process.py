@@ -8,7 +8,6 @@ import signal
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pyarrow.parquet as pq
 from aiokafka import AIOKafkaConsumer
@@ -35,20 +34,26 @@ def process(prefix: str, tmp_path, *extra: str, env_bootstrap: str, timeout: flo
     )
 
 
-def test_live_outputs_equal_the_backtest_and_the_record_reproduces_them(stack_endpoints, tmp_path, spread_cls):
-    trades = make_trades(11, 4000, symbols=("BTCUSDT", "ETHUSDT", "SOLUSDT"))
+def replay_and_process(bootstrap: str, tmp_path, seed: int, n: int, spread_cls):
+    """Record `n` trades of three symbols, replay them onto `bootstrap`, run `qsf process` until
+    idle, and check its outputs equal the backtest's; returns the backtest."""
+    trades = make_trades(seed, n, symbols=("BTCUSDT", "ETHUSDT", "SOLUSDT"))
     with RecordingWriter(tmp_path / "rec") as w:
         w.write("trade", trades)
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    asyncio.run(replay(Recording(tmp_path / "rec"), stack_endpoints.kafka_bootstrap, prefix=prefix))
-    r = process(prefix, tmp_path, "--exit-when-idle", "2", env_bootstrap=stack_endpoints.kafka_bootstrap)
+    asyncio.run(replay(Recording(tmp_path / "rec"), bootstrap, prefix=prefix))
+    r = process(prefix, tmp_path, "--exit-when-idle", "2", env_bootstrap=bootstrap)
     assert r.returncode == 0, r.stderr
-    assert "processed" in r.stdout
+    assert f"processed {trades.num_rows:,} events" in r.stdout
     backtest = run_backtest(spread_cls, Recording(tmp_path / "rec"), overrides=OVERRIDES)
-    live = {n: pq.read_table(tmp_path / "live" / f"{n}.parquet") for n in ("signals", "alerts")}
     assert backtest.signals > 0 and backtest.alerts > 0
-    assert live["signals"].equals(backtest.tables["signals"])
-    assert live["alerts"].equals(backtest.tables["alerts"])
+    for name in ("signals", "alerts"):
+        assert pq.read_table(tmp_path / "live" / f"{name}.parquet").equals(backtest.tables[name])
+    return backtest
+
+
+def test_live_outputs_equal_the_backtest_and_the_record_reproduces_them(stack_endpoints, tmp_path, spread_cls):
+    backtest = replay_and_process(stack_endpoints.kafka_bootstrap, tmp_path, 11, 4000, spread_cls)
     again = run_backtest(spread_cls, Recording(tmp_path / "rec-live"), overrides=OVERRIDES)
     assert again.tables["signals"].equals(backtest.tables["signals"])
     assert again.tables["alerts"].equals(backtest.tables["alerts"])
