@@ -17,7 +17,9 @@ GPS_HDOP_WARN, GPS_HDOP_FAIL = 3.0, 10.0
 EKF_WARN = 0.5
 """An EKF variance this high shows amber in the ground stations (FS_EKF_THRESH 0.8 is red)."""
 EKF_GPS_GLITCHING = 1 << 15
-"""EKF_STATUS_REPORT flag: the EKF rejects GPS as glitching."""
+"""EKF_STATUS_REPORT flag: the EKF rejects GPS as glitching ..."""
+NAV_GPS_GLITCHING = 1 << 14
+"""... the same in a DataFlash log's XKF4/NKF4 SS (ArduPilot's nav_filter_status bits)."""
 DROPOUT_S = 2.0
 """A telemetry silence this long (two heartbeat periods) is a dropout; link_timeout is a link loss."""
 
@@ -73,7 +75,8 @@ def gps_glitch(flight: Flight) -> Check:
     top_speed = float(top) if top is not None else 0.0
     jumps = runs(steps, pl.col("speed") > limit, value=pl.col("speed"))
     ekf = flight.kind("ekf")
-    flagged = runs(ekf, (pl.col("flags") & EKF_GPS_GLITCHING) != 0) if ekf is not None else None
+    bit = NAV_GPS_GLITCHING if flight.onboard else EKF_GPS_GLITCHING
+    flagged = runs(ekf, (pl.col("flags") & bit) != 0) if ekf is not None else None
     limits = {"gps_max_speed_m_per_s": limit}
     evidence = tuple(intervals(jumps, "position jump", unit=" m/s", digits=0))
     if flagged is not None:
@@ -167,7 +170,7 @@ def link(flight: Flight) -> Check:
     """Telemetry dropouts: a heartbeat gap longer than link_timeout fails, any silence of the
     vehicle longer than 2 s warns. An onboard log has no link."""
     name, title, alerts = "link", "Telemetry link", ("link_loss", "link_restored")
-    if flight.format == "dataflash":
+    if flight.onboard:
         return na(name, title, "an onboard (DataFlash) log has no telemetry link", alerts=alerts)
     hb = flight.kind("heartbeat")
     if hb is None:

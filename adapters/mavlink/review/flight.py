@@ -43,6 +43,7 @@ class Flight:
 
     path: Path
     format: Format
+    onboard: bool  # an onboard (DataFlash) log, or a recording imported from one: no telemetry link
     frames: Mapping[str, pl.DataFrame]
     extras: Extras
     params: Any  # UavAnomalyParams as built for this flight
@@ -121,7 +122,7 @@ def load_flight(path: str | Path, *, keep: str | Path | None = None, overrides: 
             raise UserError(f"{path} holds no telemetry events")
         params, merged = _params(extras.params, overrides or {}, onboard=onboard)
         alerts = _alerts(recording, merged)
-    return Flight(path=path, format="dataflash" if onboard else fmt, frames=frames, extras=extras, params=params,
+    return Flight(path=path, format=fmt, onboard=onboard, frames=frames, extras=extras, params=params,
                   overrides=merged, alerts=alerts, t0=span[0], t1=span[1])
 
 

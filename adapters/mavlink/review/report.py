@@ -71,7 +71,7 @@ def document(flight: Any, checks: list[Check]) -> dict[str, Any]:
     statuses = [c.status for c in checks]
     return {
         "schema": SCHEMA_VERSION,
-        "log": {"path": str(flight.path), "format": flight.format, "start": format_time(flight.t0),
+        "log": {"path": str(flight.path), "format": flight.format, "onboard": flight.onboard, "start": format_time(flight.t0),
                 "end": format_time(flight.t1), "duration_s": round((flight.t1 - flight.t0) / 1e9, 3),
                 "events": {k: f.height for k, f in sorted(flight.frames.items())}},
         "verdict": worst(*statuses) if any(s != "na" for s in statuses) else "na",
