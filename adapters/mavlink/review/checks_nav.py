@@ -124,8 +124,9 @@ def ekf(flight: Flight) -> Check:
 
 
 def fence(flight: Flight) -> Check:
-    """FENCE_STATUS breaches, else the flight against fence_radius / fence_alt_max from home
-    (the first position while armed); within fence_margin of the radius warns."""
+    """FENCE_STATUS breaches fail; without them, when the fence's size is known (the log's
+    FENCE_RADIUS / FENCE_ALT_MAX or -p), the flight against it from home (the first position
+    while armed): outside fails, within fence_margin of the radius warns."""
     name, title, alerts = "fence", "Geofence", ("fence_breach", "fence_predicted")
     if flight.extras.params.get("FENCE_ENABLE", 1.0) == 0:
         return na(name, title, "the fence is disabled (FENCE_ENABLE 0)", alerts=alerts)
@@ -139,10 +140,12 @@ def fence(flight: Flight) -> Check:
                          float(breaches.height), "breaches", limits,
                          tuple(intervals(breaches, "breach, type", digits=0)), alerts)
     pos = flight.kind("position")
-    if pos is None:
+    known = {"fence_radius", "fence_alt_max"} & set(flight.overrides)  # from the log's parameters or -p
+    if pos is None or not known:
         if status is not None:
             return Check(name, title, "pass", "no breach reported (FENCE_STATUS)", 0.0, "breaches", limits, (), alerts)
-        return na(name, title, "no fence status or position in the log", alerts=alerts)
+        why = "no position" if pos is None else "no FENCE_RADIUS/FENCE_ALT_MAX parameter (give -p fence_radius=M)"
+        return na(name, title, f"no fence status (FENCE_STATUS) and {why} in the log", alerts=alerts)
     armed = with_armed(pos, flight.kind("heartbeat")).filter(pl.col("armed"))
     if not armed.height:
         return na(name, title, "no position while armed (no home)", alerts=alerts)

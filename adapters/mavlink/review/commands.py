@@ -24,9 +24,12 @@ def uav() -> None:
 @click.option("--out", "out_dir", required=True, metavar="DIR", help="Where review.json goes (created).")
 @click.option("--keep-recording", "keep", metavar="DIR", help="Keep the imported recording in DIR (new or empty); by default it is removed.")
 @PARAM_OPTION
+@click.option("--detectors/--no-detectors", default=True, show_default=True,
+              help="Run UavAnomaly over the flight (its alerts in the report); the tests run either way.")
 @click.option("--fail-on", type=click.Choice(FAIL_ON), default="never", show_default=True,
               help="Exit 1 when a test's status is this bad or worse (for CI); by default the exit code is 0 whatever the verdict.")
-def review_cmd(log: str, out_dir: str, keep: str | None, params: tuple[str, ...], fail_on: str) -> None:
+def review_cmd(log: str, out_dir: str, keep: str | None, params: tuple[str, ...], detectors: bool,
+               fail_on: str) -> None:
     """Review a flight: LOG is a telemetry log (.tlog), an ArduPilot DataFlash log (.bin) or a recording.
 
     Runs UavAnomaly over it and LogAnalyzer-class tests (battery, sag, VCC, brownout,
@@ -48,8 +51,12 @@ def review_cmd(log: str, out_dir: str, keep: str | None, params: tuple[str, ...]
         raise UserError(f"--out {out_dir!r} exists and is not a directory")
     overrides = parse_overrides(params)
     with progress(unit="events") as bar:
-        task = bar.add_task("import", total=None)
-        doc = review(log, out=out_dir, keep=keep, overrides=overrides, progress=lambda n: bar.advance(task, n))
+
+        def phase(name: str, total: int | None):
+            task = bar.add_task(name, total=total)
+            return lambda n: bar.advance(task, n)
+
+        doc = review(log, out=out_dir, keep=keep, overrides=overrides, detectors=detectors, progress=phase)
     print_table(doc)
     click.echo(f"review written to {Path(out_dir) / 'review.json'}")
     if fail_on != "never" and RANK[doc["verdict"]] >= RANK[fail_on]:

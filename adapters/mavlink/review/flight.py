@@ -86,10 +86,16 @@ def _recording_dir(keep: Path | None) -> Iterator[Path]:
         yield Path(tmp) / "recording"
 
 
+Progress = Callable[[str, int | None], Callable[[int], None]]
+"""A progress display: given a phase ("import", "detectors") and its total (None if unknown),
+the function to tell it how many more events are done."""
+
+
 def load_flight(path: str | Path, *, keep: str | Path | None = None, overrides: Mapping[str, str] | None = None,
-                progress: Callable[[int], None] | None = None) -> Flight:
-    """Import ``path`` (tlog, DataFlash or a recording directory), read it, run UavAnomaly on it.
-    The import goes to a temporary directory, removed afterwards, unless ``keep`` names one."""
+                detectors: bool = True, progress: Progress | None = None) -> Flight:
+    """Import ``path`` (tlog, DataFlash or a recording directory), read it, run UavAnomaly on it
+    (unless not ``detectors``). The import goes to a temporary directory, removed afterwards,
+    unless ``keep`` names one."""
     from qsframework.recording import Recording
     from qsframework.recording.imports import import_recording
 
@@ -99,19 +105,20 @@ def load_flight(path: str | Path, *, keep: str | Path | None = None, overrides: 
     if fmt == "recording" and keep is not None:
         raise UserError(f"{path} is a recording already: --keep-recording applies to a log file")
     extras = Extras()
+    advance = progress("import", None) if progress is not None and fmt != "recording" else None
     with _recording_dir(Path(keep) if keep is not None else None) as rec_dir:
         if fmt == "recording":
             rec_dir = path
         elif fmt == "tlog":
             from ..tlog import TlogSource
 
-            source = TlogSource(path, progress=progress)
+            source = TlogSource(path, progress=advance)
             import_recording(source, rec_dir)
             extras = read_tlog_extras(path, system_id=source.stats.system_id, component_id=source.stats.component_id)
         else:
             from ..dataflash import DataflashSource
 
-            df_source = DataflashSource(path, progress=progress)
+            df_source = DataflashSource(path, progress=advance)
             import_recording(df_source, rec_dir)
             extras = read_dataflash_extras(path)
         recording = Recording(rec_dir)
@@ -121,7 +128,7 @@ def load_flight(path: str | Path, *, keep: str | Path | None = None, overrides: 
         if span is None:
             raise UserError(f"{path} holds no telemetry events")
         params, merged = _params(extras.params, overrides or {}, onboard=onboard)
-        alerts = _alerts(recording, merged)
+        alerts = _alerts(recording, merged, progress) if detectors else _no_alerts()
     return Flight(path=path, format=fmt, onboard=onboard, frames=frames, extras=extras, params=params,
                   overrides=merged, alerts=alerts, t0=span[0], t1=span[1])
 
@@ -153,13 +160,19 @@ def _params(log_params: Mapping[str, float], overrides: Mapping[str, str], *, on
     return build_params(UavAnomalyParams, merged, owner="strategy UavAnomaly"), merged
 
 
-def _alerts(recording: Any, overrides: Mapping[str, str]) -> pl.DataFrame:
+def _no_alerts() -> pl.DataFrame:
+    return pl.DataFrame(schema={"ts_event": pl.Int64, "name": pl.Utf8, "severity": pl.Utf8, "text": pl.Utf8})
+
+
+def _alerts(recording: Any, overrides: Mapping[str, str], progress: Progress | None) -> pl.DataFrame:
     """UavAnomaly's alerts over the recording (a backtest kept in memory)."""
     from qsframework.backtest import run_backtest
     from qsframework.strategies.uav_anomaly import UavAnomaly
 
-    kinds = set(recording.kinds) & set(UavAnomaly.kinds)
+    kinds = sorted(set(recording.kinds) & set(UavAnomaly.kinds))
     if not kinds:
-        return pl.DataFrame(schema={"ts_event": pl.Int64, "name": pl.Utf8, "severity": pl.Utf8, "text": pl.Utf8})
-    result = run_backtest(UavAnomaly, recording, overrides=dict(overrides))
+        return _no_alerts()
+    advance = progress("detectors", recording.rows(kinds)) if progress is not None else None
+    result = run_backtest(UavAnomaly, recording, overrides=dict(overrides),
+                          on_progress=None if advance is None else lambda n, _ts: advance(n))
     return pl.from_arrow(result.tables["alerts"]).select("ts_event", "name", "severity", "text")

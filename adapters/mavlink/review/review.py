@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from . import checks_nav, checks_power, checks_vehicle
-from .flight import Flight, load_flight
+from .flight import Flight, Progress, load_flight
 from .report import Check, document, write_review
 
 CHECKS: tuple[Callable[[Flight], Check], ...] = (
@@ -20,11 +20,12 @@ CHECKS: tuple[Callable[[Flight], Check], ...] = (
 
 
 def review(path: str | Path, *, out: str | Path, keep: str | Path | None = None,
-           overrides: Mapping[str, str] | None = None,
-           progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+           overrides: Mapping[str, str] | None = None, detectors: bool = True,
+           progress: Progress | None = None) -> dict[str, Any]:
     """Review the flight in ``path`` (tlog, DataFlash or recording) and write ``out/review.json``;
-    returns its content. ``keep`` keeps the imported recording there."""
-    flight = load_flight(path, keep=keep, overrides=overrides, progress=progress)
+    returns its content. ``keep`` keeps the imported recording there; without ``detectors``
+    UavAnomaly does not run (its alerts are left out)."""
+    flight = load_flight(path, keep=keep, overrides=overrides, detectors=detectors, progress=progress)
     doc = document(flight, [check(flight) for check in CHECKS])
     write_review(Path(out), doc)
     return doc

@@ -188,6 +188,9 @@ def test_a_recording_reviews_like_its_log(flights, tmp_path):
     again = review(tmp_path / "rec", out=tmp_path / "b")
     assert [(t["name"], t["status"], t["value"]) for t in again["tests"]] == \
         [(t["name"], t["status"], t["value"]) for t in direct["tests"]]
+    quick = review(tmp_path / "rec", out=tmp_path / "d", detectors=False)
+    assert quick["alerts"] == [] and direct["alerts"]
+    assert [(t["name"], t["status"]) for t in quick["tests"]] == [(t["name"], t["status"]) for t in direct["tests"]]
     with pytest.raises(UserError, match="recording already"):
         review(tmp_path / "rec", out=tmp_path / "c", keep=tmp_path / "rec2")
 
