@@ -181,19 +181,11 @@ def thrust(flight: Flight) -> Check:
               "climb_fail_m_per_s": CLIMB_FAIL, "motor_limit": MOTOR_LIMIT}
     status, notes, evidence = "pass", [], []
     if pos is not None:
-        alt = pos.select("ts_event", "relative_alt").drop_nulls()
-        high = runs(frame, (pl.col("thr") > HIGH_THROTTLE) & (pl.col("tilt").fill_null(0) < THRUST_TILT_DEG))
-        for r in high.filter(pl.col("held") >= int(THRUST_MIN_S * NS)).iter_rows(named=True):
-            seg = alt.filter(pl.col("ts_event").is_between(r["start"], r["last"]))
-            if seg.height < 2:
-                continue
-            climb = (seg.item(-1, "relative_alt") - seg.item(0, "relative_alt")) / ((seg.item(-1, "ts_event") - seg.item(0, "ts_event")) / NS)
-            verdict = "fail" if climb < CLIMB_FAIL else "warn" if climb < CLIMB_WARN else None
-            if verdict:
-                status = "fail" if verdict == "fail" or status == "fail" else "warn"
-                evidence.append(Interval(r["start"], r["last"], f"throttle over {HIGH_THROTTLE:.0%}, climbing {climb:.2f} m/s"))
-        if evidence:
-            notes.append(f"{len(evidence)} stretch(es) of high throttle without climbing")
+        found = _underpowered(frame, pos.select("ts_event", "relative_alt").drop_nulls())
+        if found:
+            status = "fail" if any(v == "fail" for v, _ in found) else "warn"
+            evidence = [e for _, e in found]
+            notes.append(f"{len(found)} stretch(es) of high throttle without climbing")
     limit = runs(frame, pl.col("top") >= MOTOR_LIMIT, value=pl.col("top")).filter(pl.col("held") >= NS)
     if limit.height:
         status = "fail" if status == "fail" else "warn"
@@ -202,6 +194,24 @@ def thrust(flight: Flight) -> Check:
     peak = float(frame.get_column("thr").max())
     summary = "; ".join(notes) or f"throttle up to {peak:.0%} of the range, motors never at their limit"
     return Check(name, title, status, summary, peak, "", limits, tuple(sorted(evidence, key=lambda e: e.start)))
+
+
+def _underpowered(frame: pl.DataFrame, alt: pl.DataFrame) -> list[tuple[str, Interval]]:
+    """LogAnalyzer's Thrust test over ``frame`` (servo samples with ``thr`` and ``tilt``): each
+    stretch of high throttle while level that lasts THRUST_MIN_S and climbs too slowly."""
+    out = []
+    level_high = (pl.col("thr") > HIGH_THROTTLE) & (pl.col("tilt").fill_null(0) < THRUST_TILT_DEG)
+    for r in runs(frame, level_high).filter(pl.col("held") >= int(THRUST_MIN_S * NS)).iter_rows(named=True):
+        seg = alt.filter(pl.col("ts_event").is_between(r["start"], r["last"]))
+        if seg.height < 2:
+            continue
+        rise = seg.item(-1, "relative_alt") - seg.item(0, "relative_alt")
+        climb = rise / ((seg.item(-1, "ts_event") - seg.item(0, "ts_event")) / NS)
+        verdict = "fail" if climb < CLIMB_FAIL else "warn" if climb < CLIMB_WARN else None
+        if verdict:
+            text = f"throttle over {HIGH_THROTTLE:.0%} while level, climbing {climb:.2f} m/s"
+            out.append((verdict, Interval(r["start"], r["last"], text)))
+    return out
 
 
 def parameters(flight: Flight) -> Check:

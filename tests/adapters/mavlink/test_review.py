@@ -181,6 +181,23 @@ def test_the_logs_parameters_set_the_thresholds(flights, tmp_path):
     assert tests["motor_balance"]["status"] == "pass" and tests["thrust"]["status"] == "pass"
 
 
+def test_high_throttle_without_climbing_is_underpowered(flights, tmp_path):
+    """LogAnalyzer's Thrust test: motors at 80 % for 10 s of level cruise (no climb) fail it;
+    the motors stay balanced."""
+    tlog, truth = flights["clean"]
+    normal = motor_outputs(truth)
+
+    def motors(t: float, armed: bool) -> list[int]:
+        return [1800] * 4 if armed and 40 <= t < 50 else normal(t, armed)
+
+    doc = review(tlog_with_extras(tlog, tmp_path / "heavy.tlog", motors=motors), out=tmp_path / "out")
+    thrust = _tests(doc)["thrust"]
+    assert thrust["status"] == "fail" and "without climbing" in thrust["summary"], thrust
+    [stretch] = thrust["evidence"]
+    assert 40 <= stretch["start"]["t_s"] < 40.2 and 49.8 < stretch["end"]["t_s"] < 50
+    assert _tests(doc)["motor_balance"]["status"] == "pass"
+
+
 def test_a_recording_reviews_like_its_log(flights, tmp_path):
     tlog = flights["battery_sag"][0]
     direct = review(tlog, out=tmp_path / "a", keep=tmp_path / "rec")
