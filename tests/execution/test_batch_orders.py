@@ -61,7 +61,7 @@ def assert_same(got: dict[str, pa.Table], want: dict[str, pa.Table], config: Exe
     assert metrics(got, config) == metrics(want, config)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 2**16), latency_ms=st.sampled_from([0, 1, 250]),
        every=st.sampled_from([3, 7, 31]), pause=st.sampled_from([0, 13, 200]),
        from_timer=st.booleans(), limit_bps=st.sampled_from([0.5, 5.0]))
@@ -98,15 +98,16 @@ def test_the_batch_handler_hands_over_mid_batch_and_is_not_called_again():
     assert round(row["price"] * 100) % 11 == 0  # the data-dependent row, found independently
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(seed=st.integers(0, 2**16), hold_s=st.sampled_from([2, 10, 45]),
        latency_ms=st.sampled_from([0, 30]))
 def test_pairs_batch_path_equals_its_per_event_path(seed, hold_s, latency_ms):
     cls = load_strategy(PAIRS)
     config = ExecutionConfig(latency_ns=latency_ms * 1_000_000, slippage_bps=2.0)
     params = {"window": "5s", "threshold": "0.004", "max_hold": f"{hold_s}s", "notional": "1000"}
-    trades = make_trades(seed, 3000, start=T0)
+    trades = make_trades(seed, 1500, start=T0)
     want, _ = run(cls, trades, path="event", batch_size=65_536, params=params, config=config)
+    assert want["fills"].num_rows > 0
     for path, size in RUNS:
         got, _ = run(cls, trades, path=path, batch_size=size, params=params, config=config)
         assert_same(got, want, config)
