@@ -252,7 +252,9 @@ class Strategy:
     and handlers named after kinds: ``on_trade(self, event)`` receives one event (a named
     tuple with the kind's fields); an optional ``on_trade_batch(self, batch, fires)``
     receives a ``pyarrow.RecordBatch`` plus the periodic timer fires inside it and must give
-    exactly the outputs the per-event path gives.
+    exactly the outputs the per-event path gives. It returns the number of rows it handled
+    (None: all); one that orders (``ctx.order(..., at=row's ts_event)``) stops at that row
+    and the rest of the run goes per event (:mod:`qsframework.batch_path`).
     """
 
     name: ClassVar[str] = ""
