@@ -208,3 +208,22 @@ def test_pairs_cli_batch_path_with_a_bad_parameter_is_still_one_line():
                                "-p", "notional=0"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "notional must be positive" in proc.stderr
+
+
+def test_a_cancel_from_a_batch_handler_takes_effect_as_from_the_row():
+    class Cancels(Stepper):
+        def open(self, key, price, ts):
+            super().open(key, price, ts)
+            self.ctx.cancel(self.resting, at=ts)  # effective at ts + latency
+            self.resting = None
+
+    config = ExecutionConfig(latency_ns=40_000_000)
+    trades = make_trades(9, 1200, start=T0)
+    want, _ = run(Cancels, trades, path="event", batch_size=7, params={}, config=config)
+    got, strategy = run(Cancels, trades, path="batch", batch_size=65_536, params={}, config=config)
+    assert_same(got, want, config)
+    assert strategy.returns[-1][2]  # the batch handler placed the orders and the cancel
+    limit = [o for o in got["orders"].to_pylist() if o["order_id"] == 1]
+    accepted_at = limit[0]["ts_event"]
+    assert [(o["status"], o["ts_event"]) for o in limit] == [
+        ("accepted", accepted_at), ("cancelled", accepted_at + 40_000_000)]
