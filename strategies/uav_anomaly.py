@@ -45,7 +45,9 @@ from qsframework.strategies.uav_detectors import (
     Hold,
     Onset,
     Vehicle,
+    battery_health,
     battery_low,
+    battery_predicted_low,
     battery_sag,
     ekf_variance,
     fence_breach,
@@ -57,6 +59,7 @@ from qsframework.strategies.uav_detectors import (
     known,
     link_loss,
     locate,
+    pending_summaries,
     vibration_clipping,
     vibration_high,
 )
@@ -78,7 +81,7 @@ class UavAnomaly(Strategy):
     fields: ClassVar[dict[str, tuple[str, ...]]] = {
         "position": ("key", "lat", "lon", "alt", "relative_alt", "vx", "vy"),
         "gps": ("key", "fix_type", "satellites", "hdop", "lat", "lon"),
-        "battery": ("key", "battery_id", "voltage", "remaining"),
+        "battery": ("key", "battery_id", "voltage", "current", "remaining"),
         "attitude": ("key",),
         "vibration": ("key", "vibe_x", "vibe_y", "vibe_z", "clip_inc_0", "clip_inc_1", "clip_inc_2"),
         "ekf": ("key", "velocity_variance", "pos_horiz_variance", "pos_vert_variance", "compass_variance"),
@@ -105,6 +108,8 @@ class UavAnomaly(Strategy):
             return
         now = self.ctx.now
         self.ctx.signal(v.key, onset.name, onset.value, {"severity": onset.severity, **onset.attrs})
+        if not onset.alert:
+            return
         self.ctx.alert(
             v.key, onset.name, f"vehicle {v.key}: {onset.text}", severity=onset.severity,
             dedup_key=f"{self.name}:{v.key}:{onset.name}{onset.tag}:{now}",
@@ -119,6 +124,9 @@ class UavAnomaly(Strategy):
         self._emit(v, battery_low(p, now, bid, bat, b.voltage, b.remaining))
         if b.voltage is not None and p.batt_sag_rate > 0:
             self._emit(v, battery_sag(p, now, bid, bat, b.voltage))
+        if b.voltage is not None:
+            self._emit(v, battery_health(p, now, bid, bat, b.voltage, b.current))
+            self._emit(v, battery_predicted_low(p, now, bid, bat))
 
     def on_heartbeat(self, h: Any) -> None:
         """The armed state (the fence's home) and the link: each heartbeat restarts the link
@@ -179,6 +187,12 @@ class UavAnomaly(Strategy):
         variances = (("velocity", s.velocity_variance), ("pos_horiz", s.pos_horiz_variance),
                      ("pos_vert", s.pos_vert_variance), ("compass", s.compass_variance))
         self._emit(v, ekf_variance(p, self.ctx.now, v, variances))
+
+    def on_stop(self) -> None:
+        """The flapping summaries still open at the end of the stream."""
+        for v in self._vehicles.values():
+            for onset in pending_summaries(self.p, self.ctx.now, v):
+                self._emit(v, onset)
 
     def on_attitude(self, a: Any) -> None:
         """No detector: attitude events move event time, so link timers fire on them."""

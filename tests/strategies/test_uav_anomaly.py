@@ -150,17 +150,20 @@ def run_engine(data: dict[str, pa.Table], *, batch: int = 65_536, **overrides: o
 
 
 def outputs(data: dict[str, pa.Table], **overrides: object) -> tuple[list[dict], list[dict]]:
-    """(alerts, signals) as row dicts, with ``t``: seconds after T0."""
+    """(alerts, signals) as row dicts, with ``t``: seconds after T0; without the
+    ``*_cleared`` ends of episodes (test_uav_alerts.py tests those)."""
     engine = run_engine(data, **overrides)
     out = engine.ctx.outputs
     alerts, signals = out.alerts.drain().to_pylist(), out.signals.drain().to_pylist()
+    alerts = [a for a in alerts if not a["name"].endswith("_cleared")]
+    signals = [s for s in signals if not s["name"].endswith("_cleared")]
     for row in alerts + signals:
         row["t"] = (row["ts_event"] - T0) / SEC
     return alerts, signals
 
 
 def alerts_of(flight: Flight | dict[str, pa.Table], **overrides: object) -> list[tuple[float, str, str, str]]:
-    """(t, key, name, severity) of every alert, in emission order."""
+    """(t, key, name, severity) of every alert but the ``*_cleared`` ends, in emission order."""
     data = tables(flight) if isinstance(flight, Flight) else flight
     return [(a["t"], a["key"], a["name"], a["severity"]) for a in outputs(data, **overrides)[0]]
 
