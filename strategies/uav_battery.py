@@ -78,15 +78,15 @@ class BatteryEstimate:
 
     def seconds_to(self, now: int, low_volt: float, horizon: int) -> tuple[float, float, float] | None:
         """(seconds until the loaded voltage is below ``low_volt``, the loaded voltage now,
-        its trend in V/s), or None while the trend spans less than half of ``horizon``
+        its trend in V/s), or None while the trend spans less than ``horizon``
         or does not fall. Zero when it is already below."""
         r, t0 = self.resistance, self.t0
         if r is None or t0 is None or self.s0 < 2.0:
             return None
         mean_t, mean_y = self.s1 / self.s0, self.sy / self.s0
         var_t = self.s2 / self.s0 - mean_t * mean_t
-        span = horizon / NS / 2.0
-        if var_t < span * span / 12.0:  # samples spread evenly over `span` seconds
+        span = horizon / NS
+        if var_t < span * span / 12.0:  # as samples spread evenly over `span` seconds
             return None
         slope = (self.sty / self.s0 - mean_t * mean_y) / var_t
         loaded = mean_y + slope * ((now - t0) / NS - mean_t) - (self.si / self.s0) * r

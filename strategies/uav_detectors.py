@@ -164,13 +164,14 @@ def battery_health(p: UavAnomalyParams, now: int, bid: int, bat: Battery, volt: 
 
 def battery_predicted_low(p: UavAnomalyParams, now: int, bid: int, bat: Battery) -> Onset | None:
     """The loaded voltage will fall below batt_low_volt within batt_predict (the battery
-    model's trend); only before battery_low has alerted."""
+    model's trend); only before battery_low has alerted. Raised, it holds while the
+    prediction stays within twice batt_predict or battery_low is raised."""
     if p.batt_predict <= 0 or p.batt_low_volt <= 0:
         return None
     ahead = bat.model.seconds_to(now, p.batt_low_volt, p.batt_predict)
     limit = p.batt_predict / NS
     soon = ahead is not None and ahead[0] <= limit and not bat.alert.active
-    near = ahead is not None and ahead[0] <= limit * (1.0 + p.alert_hysteresis)
+    near = ahead is not None and ahead[0] <= 2.0 * limit or bat.alert.active  # a trend wavers
     tr = bat.predicted.update(p.events, now, int(soon), near)
     if tr is None or tr.kind not in RISING:
         return closing(p, "battery_predicted_low", tr, f":{bid}", {"battery_id": bid})
