@@ -37,6 +37,11 @@ from .transports import emulate
 WAITS = {"battery_low": ("batt_low_timer", 10.0), "link_loss": ("link_timeout", 5.0)}
 TARGET_S = 1.0
 
+# a fault's early warning: (alert, parameter of its look-ahead, default s). It may come up to
+# twice the look-ahead before the onset (it holds that long), counts as explained, and is
+# reported as the fault's warning_s and lead_s (how long before the detection it came)
+LEADS = {"battery_low": ("battery_predicted_low", "batt_predict", 60.0)}
+
 # what each fault should be reported as (besides its own name)
 ALSO_EXPECT = {
     "battery_low": ("battery_low", "battery_sag"),
@@ -170,18 +175,24 @@ def score(truth: dict, alerts: list[dict], *, epoch_ns: int | None, config: RunC
         names = set(f.get("expect") or ()) | {f["name"]} | set(ALSO_EXPECT.get(f["name"], ()))
         onset = float(f["onset_s"])
         end = float(f["end_s"]) if f.get("end_s") is not None else end_of_flight
-        lo, hi = onset - config.early, end + config.late
+        lead_name, lead_param, lead_default = LEADS.get(f["name"], ("", "", 0.0))
+        lead = _param_s(lead_param, lead_default, config) if lead_name else 0.0
+        lo, hi = onset - config.early - 2 * lead, end + config.late
         window = [i for i, a in enumerate(serious) if lo <= a["mission_s"] <= hi]
         explained.update(window)
         hits = [serious[i] for i in window if serious[i]["name"] in names]
         first = min(hits, key=lambda a: a["mission_s"]) if hits else None
+        warned = [serious[i]["mission_s"] for i in window if serious[i]["name"] == lead_name]
+        warning_s = min(warned) if warned else None
         faults.append({
             "fault": f["name"], "param": f.get("param"), "value": f.get("value"), "onset_s": onset,
             "end_s": f.get("end_s"), "detected": first is not None,
             "alert": first["name"] if first else None,
             "alert_s": first["mission_s"] if first else None,
             "latency_s": round(first["mission_s"] - onset, 3) if first else None,
-            "side_effects": sorted({serious[i]["name"] for i in window} - names),
+            "side_effects": sorted({serious[i]["name"] for i in window} - names - {lead_name}),
+            "warning_s": warning_s,
+            "lead_s": round(first["mission_s"] - warning_s, 3) if first and warning_s is not None else None,
             "target_s": TARGET_S + _wait(f["name"], config),
             "in_time": first is not None and first["mission_s"] - onset <= TARGET_S + _wait(f["name"], config),
         })
@@ -202,7 +213,11 @@ def _wait(fault: str, config: RunConfig) -> float:
     """How long the fault's detector waits by design (its timer parameter), in seconds."""
     if fault not in WAITS:
         return 0.0
-    param, default = WAITS[fault]
+    return _param_s(*WAITS[fault], config)
+
+
+def _param_s(param: str, default: float, config: RunConfig) -> float:
+    """A duration parameter of the run's UavAnomaly in seconds (its default unless overridden)."""
     value = (config.overrides or {}).get(param)
     if value is None:
         return default

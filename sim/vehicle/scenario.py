@@ -41,7 +41,7 @@ _MOTOR_EXPECT = ("attitude_error", "vibration_high", "ekf_variance", "altitude_l
 _GPS, _BATT = frozenset({"GPS_RAW_INT"}), frozenset({"SYS_STATUS", "BATTERY_STATUS"})
 # param -> (anomaly name, other anomalies a detector may also report, messages carrying it)
 FAULT_PARAMS: dict[str, tuple[str, tuple[str, ...], frozenset[str]]] = {
-    "SIM_BATT_VOLTAGE": ("battery_low", ("battery_sag", "battery_predicted_low"), _BATT),
+    "SIM_BATT_VOLTAGE": ("battery_low", ("battery_sag",), _BATT),
     "SIM_GPS1_ENABLE": ("gps_loss", ("ekf_variance",), _GPS),
     "SIM_GPS1_GLTCH_X": ("gps_glitch", ("ekf_variance",), _GPS),
     "SIM_GPS1_GLTCH_Y": ("gps_glitch", ("ekf_variance",), _GPS),
