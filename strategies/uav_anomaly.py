@@ -29,9 +29,20 @@ ArduPilot parameters they mirror, with ArduPilot's defaults where one exists:
   loss is stamped at last heartbeat + link_timeout and noticed when any later event arrives
   (attitude and statustext are subscribed for that alone); none fires after the last event.
 
-Each anomaly emits a signal (the measured value) and an alert of the same name once, at
-onset; it may fire again only after its condition has been false for clear_time (3 s).
-battery_low and vibration_high also fire again when they escalate from warning to critical.
+- battery_predicted_low: the loaded voltage will be under batt_low_volt within batt_predict
+  (60 s; 0 = off), from an online estimate of the pack's internal resistance and resting
+  voltage (:mod:`~qsframework.strategies.uav_battery`); only before battery_low. The
+  estimate is also the signal battery_resistance (ohm, no alert) every batt_predict.
+
+Each anomaly emits a signal (the measured value) and an alert of the same name under the
+alert policy (:mod:`qsframework.alerting`): once per episode, again when it escalates from
+warning to critical, and a ``<name>_cleared`` info (signal and alert) when its condition
+has been gone for clear_time (3 s) beyond the alert_hysteresis margin (10% of the
+threshold; none on battery_low's voltage). Past flap_count (3) episodes within flap_window
+(5 min), the further episodes of vibration, clipping, GPS quality and glitch, EKF and
+predicted breach are summarised in one alert per window (``vibration_high x12 in 5 min``);
+battery, fence breach, GPS loss and link events always alert. alert_persist (0 s): how long
+those summarised conditions must hold before they alert.
 """
 
 from __future__ import annotations
