@@ -102,6 +102,20 @@ def test_flapping_is_summarised_nothing_lost_or_doubled(raw, flap, window):
             assert now - tr.since >= window * NS
 
 
+def test_a_regular_flapper_is_summarised_once_per_window():
+    # bad for 1 s every 4 s for 100 s (25 episodes): 2 alerted one by one (flap_count 2),
+    # then one summary per 30 s window, and the last one flushed at the end
+    samples = [(t * NS, int(t % 4 == 0), t % 4 == 0) for t in range(100)]
+    got = feed(AlertPolicy(clear_time=2 * NS, flap_count=2, flap_window=30 * NS), samples)
+    episodes = reference_episodes(samples, 0, 2 * NS)
+    assert len(episodes) == 25
+    assert [now // NS for now, tr in got if tr.kind == "raised"] == [0, 4]
+    summaries = [(now // NS, tr.episodes, tr.since // NS) for now, tr in got if tr.kind == "summary"]
+    # quiet episodes from t=8; a window closes at the first sample 30 s after its first one
+    assert summaries == [(38, 8, 8), (70, 8, 40), (99, 7, 72)]
+    assert sum(n for _, n, _ in summaries) == 23
+
+
 def test_escalation_alerts_once_and_clearing_waits_out_the_hysteresis():
     policy = AlertPolicy(clear_time=3 * NS)
     cond, got = Condition(), []
