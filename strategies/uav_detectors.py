@@ -11,7 +11,7 @@ from __future__ import annotations
 from math import hypot, isnan, sqrt
 from typing import Any
 
-from qsframework.alerting import Condition, Transition, band
+from qsframework.alerting import Transition, band
 from qsframework.geo import inside_polygon, offset_ne
 from qsframework.strategies.uav_params import UavAnomalyParams
 from qsframework.strategies.uav_state import Battery, Episode, Hold, Onset, Severity, Vehicle
