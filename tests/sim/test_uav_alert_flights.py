@@ -25,6 +25,7 @@ START_US = 1_700_000_000_000_000
 
 def fly(name: str, out: Path, **overrides: str) -> tuple[dict, list[dict], Path]:
     """(truth, alerts with mission_s, recording) of the scenario flown into a tlog offline."""
+    out.mkdir(parents=True, exist_ok=True)
     write_tlog(Scenario.load(name), out / "f.tlog", start_unix_us=START_US, truth=out / "truth.json")
     import_tlog(out / "f.tlog", out=out / "rec")
     res = run_backtest(load_strategy("uav_anomaly:UavAnomaly"), Recording(out / "rec"), overrides=overrides)
@@ -44,12 +45,10 @@ def serious(alerts: list[dict]) -> list[dict]:
     return [a for a in alerts if a["severity"] in ("warning", "critical")]
 
 
-def test_vibration_flight_alerts_once_per_episode(tmp_path):
-    truth, alerts, rec = fly("vibration", tmp_path)
-    (fault,) = truth["faults"]
+def vibration_episodes(rec: Path) -> list[float]:
+    """Episode starts straight off the samples: runs of peak > vibe_warn (30), a new one
+    only after 3 s (clear_time) under the hysteresis margin (27)."""
     vib = telemetry(rec, "vibration").with_columns(peak=pl.max_horizontal("vibe_x", "vibe_y", "vibe_z"))
-    # episodes straight off the samples: runs of peak > vibe_warn (30), a new one only after
-    # 3 s (clear_time) under the hysteresis margin (27)
     starts, open_, ok_from = [], False, None
     for t, peak in vib.select("t", "peak").iter_rows():
         if open_:
@@ -59,6 +58,13 @@ def test_vibration_flight_alerts_once_per_episode(tmp_path):
         elif peak > 30.0:
             starts.append(t)
             open_ = True
+    return starts
+
+
+def test_vibration_flight_alerts_once_per_episode(tmp_path):
+    truth, alerts, rec = fly("vibration", tmp_path)
+    (fault,) = truth["faults"]
+    starts = vibration_episodes(rec)
     assert len(starts) == 1 and fault["onset_s"] <= starts[0] < fault["end_s"]
     vibe = [a for a in alerts if a["name"] == "vibration_high"]
     assert vibe[0]["mission_s"] == pytest.approx(starts[0], abs=1e-6) and len(vibe) <= 2  # the onset, maybe one escalation
@@ -66,6 +72,23 @@ def test_vibration_flight_alerts_once_per_episode(tmp_path):
     # all the operator gets: vibration_high (+ escalation) and clipping, nothing else
     assert {a["name"] for a in serious(alerts)} <= {"vibration_high", "vibration_clipping"}
     assert len(serious(alerts)) <= 3
+
+
+def test_vibration_bursts_alert_three_then_one_summary(tmp_path):
+    truth, alerts, rec = fly("vibration_bursts", tmp_path / "after")
+    starts = vibration_episodes(rec)
+    assert len(starts) == len(truth["faults"]) == 12
+    vibe = [a for a in alerts if a["name"] == "vibration_high"]
+    singles = [a["mission_s"] for a in vibe if "flapping" not in a["text"]]
+    assert singles == pytest.approx(starts[:3], abs=1e-6)
+    (summary,) = [a for a in vibe if "flapping" in a["text"]]
+    assert summary["text"] == "vehicle 1: vibration_high x9 in 5 min (flapping around its threshold; " \
+                              "summarised, not alerted one by one)"
+    # the same flight without the policy's margin and summaries: one alert per burst
+    _, before, _ = fly("vibration_bursts", tmp_path / "before", flap_count="0", alert_hysteresis="0")
+    assert [a["mission_s"] for a in before if a["name"] == "vibration_high"] == pytest.approx(starts, abs=1e-6)
+    print(f"vibration_bursts: {len(serious(before))} warning/critical alerts without the policy, "
+          f"{len(serious(alerts))} with it")
 
 
 def test_aged_battery_predicted_before_the_failsafe(tmp_path):
