@@ -103,6 +103,8 @@ def sitl_scenario_run(name: str | None, run_all: bool, out_dir: str, speedup: fl
             verdict = "MISSED"
             if f["detected"]:
                 late = "" if f["in_time"] else f" (target {f['target_s']:g} s: LATE)"
+                if f.get("summarised"):
+                    late = " (flapping: in the alert policy's summary)"
                 verdict = f"detected as {f['alert']} after {f['latency_s']:.1f} s{late}"
             click.echo(f"  {f['fault']:<15} onset {f['onset_s']:6.1f} s: {verdict}")
         fp = len(report["false_positives"])

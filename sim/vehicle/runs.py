@@ -7,7 +7,9 @@ Event time is the vehicle's clock (``time_boot_ms``), so the strategy's timers m
 seconds at any speed-up. An alert counts for a fault when its name is one the fault should
 cause and it comes between ``early`` seconds before the onset (a predicted fence breach) and
 ``late`` seconds after the fault ended; other warning/critical alerts in that window are
-the fault's side effects; any other warning/critical alert is a false positive.
+the fault's side effects; any other warning/critical alert is a false positive. A fault whose
+episode the alert policy summarised (a condition flapping) is detected by that summary
+(``summarised``), late by design.
 """
 
 from __future__ import annotations
@@ -182,11 +184,14 @@ def score(truth: dict, alerts: list[dict], *, epoch_ns: int | None, config: RunC
         explained.update(window)
         hits = [serious[i] for i in window if serious[i]["name"] in names]
         first = min(hits, key=lambda a: a["mission_s"]) if hits else None
+        if first is None:
+            first = _summary_of(serious, names, onset, config, explained)
+        summarised = first is not None and "(flapping" in first["text"]
         warned = [serious[i]["mission_s"] for i in window if serious[i]["name"] == lead_name]
         warning_s = min(warned) if warned else None
         faults.append({
             "fault": f["name"], "param": f.get("param"), "value": f.get("value"), "onset_s": onset,
-            "end_s": f.get("end_s"), "detected": first is not None,
+            "end_s": f.get("end_s"), "detected": first is not None, "summarised": summarised,
             "alert": first["name"] if first else None,
             "alert_s": first["mission_s"] if first else None,
             "latency_s": round(first["mission_s"] - onset, 3) if first else None,
@@ -207,6 +212,18 @@ def score(truth: dict, alerts: list[dict], *, epoch_ns: int | None, config: RunC
         "alerts": [{"name": a["name"], "severity": a["severity"], "mission_s": a["mission_s"], "text": a["text"]}
                    for a in serious],
     }
+
+
+def _summary_of(serious: list[dict], names: set[str], onset: float, config: RunConfig,
+                explained: set[int]) -> dict | None:
+    """The flapping summary that reported a fault's episode (its name, within flap_window
+    after the onset), if its own alert was summarised; marked explained."""
+    horizon = _param_s("flap_window", 300.0, config)
+    for i, a in enumerate(serious):
+        if a["name"] in names and "(flapping" in a["text"] and onset <= a["mission_s"] <= onset + horizon:
+            explained.add(i)
+            return a
+    return None
 
 
 def _wait(fault: str, config: RunConfig) -> float:

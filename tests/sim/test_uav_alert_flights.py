@@ -15,7 +15,7 @@ from qsframework.adapters.mavlink.tlog import import_tlog
 from qsframework.backtest import run_backtest
 from qsframework.loader import load_strategy
 from qsframework.recording import Recording
-from qsframework.sim.vehicle.runs import RunConfig, run_scenario
+from qsframework.sim.vehicle.runs import RunConfig, run_scenario, score
 from qsframework.sim.vehicle.scenario import Scenario
 from qsframework.sim.vehicle.transports import write_tlog
 
@@ -87,6 +87,12 @@ def test_vibration_bursts_alert_three_then_one_summary(tmp_path):
     # the same flight without the policy's margin and summaries: one alert per burst
     _, before, _ = fly("vibration_bursts", tmp_path / "before", flap_count="0", alert_hysteresis="0")
     assert [a["mission_s"] for a in before if a["name"] == "vibration_high"] == pytest.approx(starts, abs=1e-6)
+    # scored, the summarised bursts are detected by the summary (late, by design)
+    report = score(truth, alerts, epoch_ns=START_US * 1000 - 20 * 10**9)
+    assert report["detected"] == 12 and report["false_positives"] == []
+    # (the fourth burst counts the third's alert, within the scorer's 10 s early window)
+    assert [f["summarised"] for f in report["faults"]] == [False] * 4 + [True] * 8
+    assert all(f["alert_s"] == summary["mission_s"] for f in report["faults"][4:])
     print(f"vibration_bursts: {len(serious(before))} warning/critical alerts without the policy, "
           f"{len(serious(alerts))} with it")
 
