@@ -77,7 +77,6 @@ class Condition:
     ok_since: int | None = None  # raised, not holding
     started: int = 0  # the open episode's start
     quiet: bool = False  # the open episode is counted, not alerted
-    peak: int = 0  # highest level of the open quiet episode
     onsets: deque[int] = field(default_factory=deque)  # episode starts within flap_window
     summary_since: int | None = None  # first quiet episode not yet summarised
     summary_count: int = 0
@@ -102,7 +101,7 @@ class Condition:
         if not self.summary_count:
             return None
         out = Transition("summary", self.summary_level, episodes=self.summary_count,
-                         since=self.summary_since or now)
+                         since=now if self.summary_since is None else self.summary_since)
         self.summary_since, self.summary_count, self.summary_level = None, 0, 0
         return out
 
@@ -128,7 +127,7 @@ class Condition:
         flapping = 0 < policy.flap_count <= len(onsets)
         onsets.append(start)
         if flapping:
-            self.quiet, self.peak = True, level
+            self.quiet = True
             if self.summary_since is None:
                 self.summary_since = now
             self.summary_count += 1
@@ -141,7 +140,6 @@ class Condition:
         if holding:
             self.ok_since = None
             if self.quiet:
-                self.peak = max(self.peak, level)
                 self.summary_level = max(self.summary_level, level)
                 return None
             if level > self.level:
@@ -154,7 +152,7 @@ class Condition:
             return None
         lasted, was_quiet = self.ok_since - self.started, self.quiet
         level_was = self.level
-        self.level, self.ok_since, self.quiet, self.peak, self.bad_since = 0, None, False, 0, None
+        self.level, self.ok_since, self.quiet, self.bad_since = 0, None, False, None
         if was_quiet:
             return None
         return Transition("cleared", level_was, held=lasted)
