@@ -41,7 +41,7 @@ TARGET_S = 1.0
 
 # a fault's early warning: (alert, parameter of its look-ahead, default s). It may come up to
 # twice the look-ahead before the onset (it holds that long), counts as explained, and is
-# reported as the fault's warning_s and lead_s (how long before the detection it came)
+# reported as the fault's warning_s and lead_s (how long before the fault's own alert)
 LEADS = {"battery_low": ("battery_predicted_low", "batt_predict", 60.0)}
 
 # what each fault should be reported as (besides its own name)
@@ -189,6 +189,7 @@ def score(truth: dict, alerts: list[dict], *, epoch_ns: int | None, config: RunC
         summarised = first is not None and "(flapping" in first["text"]
         warned = [serious[i]["mission_s"] for i in window if serious[i]["name"] == lead_name]
         warning_s = min(warned) if warned else None
+        own = sorted(a["mission_s"] for a in hits if a["name"] == f["name"])  # e.g. battery_low itself
         faults.append({
             "fault": f["name"], "param": f.get("param"), "value": f.get("value"), "onset_s": onset,
             "end_s": f.get("end_s"), "detected": first is not None, "summarised": summarised,
@@ -197,7 +198,7 @@ def score(truth: dict, alerts: list[dict], *, epoch_ns: int | None, config: RunC
             "latency_s": round(first["mission_s"] - onset, 3) if first else None,
             "side_effects": sorted({serious[i]["name"] for i in window} - names - {lead_name}),
             "warning_s": warning_s,
-            "lead_s": round(first["mission_s"] - warning_s, 3) if first and warning_s is not None else None,
+            "lead_s": round(own[0] - warning_s, 3) if own and warning_s is not None else None,
             "target_s": TARGET_S + _wait(f["name"], config),
             "in_time": first is not None and first["mission_s"] - onset <= TARGET_S + _wait(f["name"], config),
         })

@@ -136,3 +136,24 @@ def test_clean_flights_never_predict_a_low_battery(name, tmp_path):
     assert serious(alerts) == []
     bat = telemetry(rec, "battery")
     assert bat["voltage"].min() > 10.5  # the loaded voltage never came near the threshold
+
+
+def test_scoring_of_an_early_warning_and_a_summary():
+    at = lambda s: int((s + 20) * 1e9)  # noqa: E731 - mission s -> vehicle clock ns (boot offset 20 s)
+    truth = {"mission_s": 400, "faults": [
+        {"name": "battery_low", "param": "BATT_LOW_VOLT", "value": 10.5, "onset_s": 200, "end_s": 250},
+        {"name": "vibration_high", "param": "SIM_ACC1_RND", "value": 30, "onset_s": 300, "end_s": 303}]}
+    alerts = [
+        {"name": "battery_predicted_low", "severity": "warning", "ts_event": at(90), "text": "x"},
+        {"name": "battery_sag", "severity": "warning", "ts_event": at(205), "text": "x"},
+        {"name": "battery_low", "severity": "warning", "ts_event": at(210), "text": "x"},
+        {"name": "vibration_high", "severity": "warning", "ts_event": at(399),
+         "text": "vehicle 1: vibration_high x5 in 5 min (flapping around its threshold; ...)"},
+        {"name": "battery_predicted_low", "severity": "warning", "ts_event": at(20), "text": "x"},  # 180 s early
+    ]
+    r = score(truth, alerts, epoch_ns=0)
+    battery, vibe = r["faults"]
+    assert battery["detected"] and battery["alert"] == "battery_sag" and battery["warning_s"] == 90.0
+    assert battery["lead_s"] == 120.0 and battery["side_effects"] == []  # to battery_low itself
+    assert vibe["detected"] and vibe["summarised"] and not vibe["in_time"] and vibe["alert_s"] == 399.0
+    assert [a["mission_s"] for a in r["false_positives"]] == [20.0]  # beyond twice batt_predict
