@@ -111,6 +111,9 @@ class ProducerConfig:
     acks: str = "all"
     idempotence: bool = True  # used when the broker supports it (Tansu does not)
     request_timeout_ms: int = 40_000  # aiokafka's default
+    # a transactional producer's open transaction is aborted by the broker after this long: long
+    # enough for a sink outage of a few minutes; a crashed processor's is aborted at its restart
+    transaction_timeout_ms: int = 300_000
 
     def __post_init__(self) -> None:
         if self.request_timeout_ms <= 0:
@@ -211,6 +214,7 @@ async def start_producer(bootstrap: str, config: ProducerConfig = ProducerConfig
         enable_idempotence=idempotent,
         request_timeout_ms=config.request_timeout_ms,
         transactional_id=transactional_id,
+        transaction_timeout_ms=config.transaction_timeout_ms,
     )
     await producer.start()
     return producer

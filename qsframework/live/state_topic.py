@@ -205,10 +205,10 @@ class TopicState(StateStore):
             end = (await consumer.end_offsets([tp]))[tp]  # read_committed: the last stable offset
             await consumer.seek_to_beginning(tp)
             records: list[Record] = []
-            while await consumer.position(tp) < end:
-                for m in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
-                    if m.offset < end:
-                        records.append((m.key or b"", m.value, list(m.headers or ())))
-            return records
+            while True:  # to the end the fetches report (some brokers' ListOffsets falls short of it)
+                fetched = (await consumer.getmany(tp, timeout_ms=200)).get(tp, [])
+                records += [(m.key or b"", m.value, list(m.headers or ())) for m in fetched]
+                if not fetched and await consumer.position(tp) >= max(end, consumer.last_stable_offset(tp) or 0):
+                    return records
         finally:
             await consumer.stop()

@@ -12,8 +12,11 @@ import os
 import random
 import subprocess
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qsframework.backtest import run_backtest
@@ -34,63 +37,100 @@ def _start(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **env}, cwd=cwd)
 
 
-def _kill_after_a_commit(proc: subprocess.Popen, bootstrap: str, group: str, topic: str, target: int) -> str:
-    """SIGKILL ``proc`` once its group committed at least ``target``; its first stdout line."""
-    wait_for(lambda: (committed(bootstrap, group, topic) or 0) >= target, f"a commit at offset {target}", proc=proc)
-    proc.kill()
-    out, _ = proc.communicate()
-    return out.splitlines()[0] if out else ""
-
-
-def _run_to_the_end(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+def run_to_the_end(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     proc = _start(*args, "--exit-when-idle", "3", env=env, cwd=cwd)
     out, err = proc.communicate(timeout=300)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def _sigkill_rounds(*, trades, bootstrap: str, prefix: str, argv: list[str], env: dict[str, str],
-                    cwds: list[Path], seed: int) -> list[str]:
+@dataclass(frozen=True)
+class Stream:
+    """Trades on a topic prefix of their own, one group, a fresh database."""
+
+    trades: pa.Table
+    prefix: str
+    bootstrap: str
+    dsn: str
+    env: dict[str, str]
+
+    @property
+    def group(self) -> str:
+        return f"g-{self.prefix}"
+
+    def argv(self, *extra: str) -> list[str]:
+        """The options of every run: the group, PostgreSQL, a commit after every poll."""
+        return [*PARAMS, "--topic-prefix", self.prefix, "--group", self.group, "--sink", "timescale",
+                "--commit-interval", "0s", *extra]
+
+
+def stream(stack_endpoints, seed: int, n: int, **env: str) -> Stream:
+    bootstrap = stack_endpoints.kafka_bootstrap
+    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    return Stream(trades=make_trades(seed, n, gaps_ms=(0, 1, 5, 10, 20, 250)), prefix=f"t{uuid.uuid4().hex[:8]}",
+                  bootstrap=bootstrap, dsn=dsn, env={"QSF_KAFKA_BOOTSTRAP": bootstrap, "QSF_PG_DSN": dsn, **env})
+
+
+def sigkill_rounds(s: Stream, argv: list[str], *, cwds: list[Path], seed: int, hold: Path | None = None) -> list[str]:
     """Publish the trades in pieces; for each working directory start the processor there and
-    SIGKILL it after a commit at a random offset; the first stdout line of each."""
+    SIGKILL it after a commit at a random offset (every other round, with ``hold`` (see
+    hold_outputs.py): once it holds a checkpoint whose outputs went out, uncommitted); the
+    first stdout line of each. The rest of the trades are published at the end."""
     rng = random.Random(seed)
-    topic, group = f"{prefix}.trades", argv[argv.index("--group") + 1]
+    bootstrap, topic, group = s.bootstrap, f"{s.prefix}.trades", s.group
     published, lines = 0, []
-    for cwd in cwds:
-        before = committed(bootstrap, group, topic) or 0
-        piece = trades.slice(published, min(1500, trades.num_rows - published))
-        publish(bootstrap, prefix, "trade", piece)
+
+    def publish_next(n: int) -> None:
+        nonlocal published
+        piece = s.trades.slice(published, n)
+        publish(bootstrap, s.prefix, "trade", piece)
         published += piece.num_rows
-        proc = _start(*argv, env=env, cwd=cwd)
-        lines.append(_kill_after_a_commit(proc, bootstrap, group, topic, rng.randint(before + 1, published - 200)))
-    publish(bootstrap, prefix, "trade", trades.slice(published))
+
+    def commit_reached(target: int) -> Callable[[], bool]:
+        return lambda: (committed(bootstrap, group, topic) or 0) >= target
+
+    for i, cwd in enumerate(cwds):
+        before = committed(bootstrap, group, topic) or 0
+        publish_next(1500)
+        proc = _start(*argv, env=s.env, cwd=cwd)
+        target = rng.randint(before + 1, published - 200)
+        wait_for(commit_reached(target), f"a commit at offset {target}", proc=proc)
+        if hold is not None and i % 2:
+            held = hold.with_name(hold.name + ".held")
+            hold.touch()
+            publish_next(300)  # new outputs to hold
+            wait_for(held.exists, "a checkpoint held after its outputs went out", proc=proc)
+        proc.kill()
+        out, _ = proc.communicate()
+        lines.append(out.splitlines()[0] if out else "")
+        if hold is not None:
+            hold.unlink(missing_ok=True)
+            hold.with_name(hold.name + ".held").unlink(missing_ok=True)
+    publish_next(s.trades.num_rows)
     return lines
 
 
+def assert_tables_equal_a_clean_run(s: Stream, spread_cls, rec: Path):
+    """PostgreSQL holds exactly what the backtest of the trades gives; that backtest."""
+    with RecordingWriter(rec) as w:
+        w.write("trade", s.trades)
+    got_trades, got_signals, got_alerts = asyncio.run(_tables(s.dsn))
+    _assert_equal_to_clean_run(spread_cls, rec, s.trades, got_trades, got_signals, got_alerts)
+    return run_backtest(spread_cls, Recording(rec), overrides=OVERRIDES)
+
+
 def test_sigkill_and_restart_without_any_flag_equals_a_clean_run(stack_endpoints, tmp_path, spread_cls):
-    trades = make_trades(51, 7000, gaps_ms=(0, 1, 5, 10, 20, 250))
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    group = f"g-{prefix}"
-    bootstrap = stack_endpoints.kafka_bootstrap
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
-    env = {"QSF_KAFKA_BOOTSTRAP": bootstrap, "QSF_PG_DSN": dsn}
+    s = stream(stack_endpoints, 51, 7000)
     out = tmp_path / "live"
-    argv = [*PARAMS, "--topic-prefix", prefix, "--group", group, "--sink", "timescale", "--out", str(out),
-            "--commit-interval", "0s"]
-    lines = _sigkill_rounds(trades=trades, bootstrap=bootstrap, prefix=prefix, argv=argv, env=env,
-                            cwds=[tmp_path / "work"] * 4, seed=51)
-    r = _run_to_the_end(*argv, env=env, cwd=tmp_path / "work")
+    argv = s.argv("--out", str(out))
+    lines = sigkill_rounds(s, argv, cwds=[tmp_path / "work"] * 4, seed=51)
+    r = run_to_the_end(*argv, env=s.env, cwd=tmp_path / "work")
     assert r.returncode == 0, r.stderr
     assert "0 late" in r.stdout
-    state = f"state: Kafka topic {prefix}.state.{group}"
+    state = f"state: Kafka topic {s.prefix}.state.{s.group}"
     assert all(state in line and "delivery: at-least-once + idempotent sinks (no --sink kafka)" in line
                for line in [*lines, r.stdout.splitlines()[0]]), lines
-    assert records_in(bootstrap, f"{prefix}.dlq") == 0
-
-    with RecordingWriter(tmp_path / "rec") as w:
-        w.write("trade", trades)
-    got_trades, got_signals, got_alerts = asyncio.run(_tables(dsn))
-    _assert_equal_to_clean_run(spread_cls, tmp_path / "rec", trades, got_trades, got_signals, got_alerts)
-    clean = run_backtest(spread_cls, Recording(tmp_path / "rec"), overrides=OVERRIDES)
+    assert records_in(s.bootstrap, f"{s.prefix}.dlq") == 0
+    clean = assert_tables_equal_a_clean_run(s, spread_cls, tmp_path / "rec")
     assert pq.read_table(out / "signals.parquet").equals(clean.tables["signals"])
     assert pq.read_table(out / "alerts.parquet").equals(clean.tables["alerts"])
     assert not any((tmp_path / "work").iterdir())  # nothing kept in the working directory
@@ -99,21 +139,11 @@ def test_sigkill_and_restart_without_any_flag_equals_a_clean_run(stack_endpoints
 def test_a_restart_on_another_machine_resumes_from_the_group_alone(stack_endpoints, tmp_path, spread_cls):
     """Each incarnation in a fresh working directory with nothing but the group name (and
     the broker and database) in common: PostgreSQL ends as a clean run."""
-    trades = make_trades(52, 6000, gaps_ms=(0, 1, 5, 10, 20, 250))
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    bootstrap = stack_endpoints.kafka_bootstrap
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
-    env = {"QSF_KAFKA_BOOTSTRAP": bootstrap, "QSF_PG_DSN": dsn}
-    argv = [*PARAMS, "--topic-prefix", prefix, "--group", f"g-{prefix}", "--sink", "timescale",
-            "--commit-interval", "0s"]
-    _sigkill_rounds(trades=trades, bootstrap=bootstrap, prefix=prefix, argv=argv, env=env,
-                    cwds=[tmp_path / "machine-a", tmp_path / "machine-b"], seed=52)
-    r = _run_to_the_end(*argv, env=env, cwd=tmp_path / "machine-c")
+    s = stream(stack_endpoints, 52, 6000)
+    sigkill_rounds(s, s.argv(), cwds=[tmp_path / "machine-a", tmp_path / "machine-b"], seed=52)
+    r = run_to_the_end(*s.argv(), env=s.env, cwd=tmp_path / "machine-c")
     assert r.returncode == 0, r.stderr
-    with RecordingWriter(tmp_path / "rec") as w:
-        w.write("trade", trades)
-    got_trades, got_signals, got_alerts = asyncio.run(_tables(dsn))
-    _assert_equal_to_clean_run(spread_cls, tmp_path / "rec", trades, got_trades, got_signals, got_alerts)
+    assert_tables_equal_a_clean_run(s, spread_cls, tmp_path / "rec")
 
 
 def test_no_state_keeps_no_snapshot_and_says_so(stack_endpoints, tmp_path):
@@ -124,11 +154,11 @@ def test_no_state_keeps_no_snapshot_and_says_so(stack_endpoints, tmp_path):
     env = {"QSF_KAFKA_BOOTSTRAP": bootstrap}
     for flag in (["--no-state"], ["--state", "none"]):
         group = f"g-{prefix}-{flag[-1].strip('-')}"
-        r = _run_to_the_end(*PARAMS, "--topic-prefix", prefix, "--group", group, *flag, env=env, cwd=tmp_path)
+        r = run_to_the_end(*PARAMS, "--topic-prefix", prefix, "--group", group, *flag, env=env, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         assert "state: none (--no-state" in r.stdout.splitlines()[0]
         assert records_in(bootstrap, f"{prefix}.state.{group}") == 0
-    r = _run_to_the_end(*PARAMS, "--topic-prefix", prefix, "--state", str(tmp_path / "s"), env=env, cwd=tmp_path)
+    r = run_to_the_end(*PARAMS, "--topic-prefix", prefix, "--state", str(tmp_path / "s"), env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert f"state: directory {tmp_path / 's'}" in r.stdout.splitlines()[0]
     assert (tmp_path / "s" / "processor.state").is_file()
