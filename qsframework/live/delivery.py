@@ -36,7 +36,8 @@ class DeliveryMode:
 
     def describe(self) -> str:
         """E.g. ``exactly-once (Kafka transactions)``."""
-        return f"{self.mode} ({self.why})" if self.mode == "exactly-once" else f"{self.mode} + idempotent sinks ({self.why})"
+        sinks = "" if self.mode == "exactly-once" else " + idempotent sinks"
+        return f"{self.mode}{sinks} ({self.why})"
 
 
 async def delivery_mode(config: ProcessConfig) -> DeliveryMode:

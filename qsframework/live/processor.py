@@ -13,8 +13,8 @@ that): both trade exact parity for progress, and both are counted. Restarts resu
 latest state snapshot (by default in the group's compacted topic ``PREFIX.state.<group>``,
 see :mod:`.state_topic`), else from the committed offsets; a snapshot or committed offset the
 log no longer has (a reset log) stops the run unless ``on_reset="earliest"``. With ``--sink
-kafka`` on a broker with transactions, each checkpoint is one transaction (:mod:`.delivery`). A stop request ends
-retries within ``stop_grace_s``: what is durable is committed, nothing else.
+kafka`` on a broker with transactions, each checkpoint is one transaction (:mod:`.delivery`).
+A stop request ends retries within ``stop_grace_s``: what is durable is committed, nothing else.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from ..durations import format_time
@@ -201,7 +201,7 @@ class Processor:
             await self._abandon()
             raise
 
-    async def _start_delivery(self):
+    async def _start_delivery(self) -> AIOKafkaProducer:
         """The producer (transactional for exactly-once), the state store on it, and the
         start-up line saying where state is kept and which guarantee is in force."""
         cfg, checkpoints = self.cfg, self._checkpoints

@@ -83,7 +83,8 @@ def test_a_torn_snapshot_is_never_mixed_with_the_one_before():
     old = snapshot_records(KEY, b"A" * 10, checkpoint=3, chunk_bytes=4)
     torn = snapshot_records(KEY, b"B" * 10, checkpoint=3, chunk_bytes=4)[:1]
     assert latest_snapshot(old + torn, KEY).blob == b"A" * 10
-    assert latest_snapshot(_compacted(old + torn), KEY).blob is None  # compaction removed A's chunk 0: none, never a mix
+    # compaction removed A's chunk 0: no snapshot, never a mix
+    assert latest_snapshot(_compacted(old + torn), KEY).blob is None
 
 
 def test_topic_names_are_legal_for_any_group():
