@@ -8,17 +8,20 @@ order. Topic creation is explicit and idempotent.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.client import AIOKafkaClient
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.protocol.transaction import InitProducerIdRequest
 
 from .events import KINDS
+from .retry import Backoff
 
 log = logging.getLogger("qsf.kafka")
 
@@ -137,18 +140,28 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], *, partitions: in
         await admin.close()
 
 
-async def supports_idempotence(bootstrap: str) -> bool:
-    """Ask the broker for a producer id (what an idempotent producer needs first)."""
+async def supports_idempotence(bootstrap: str, *, wait_s: float = 30.0) -> bool:
+    """Ask the broker for a producer id (what an idempotent producer needs first). A retriable
+    answer is asked again with backoff for up to ``wait_s``: a freshly started Apache Kafka
+    answers the first request with COORDINATOR_LOAD_IN_PROGRESS, and taking that as a "no"
+    left the producer without idempotence (its records then expire in an outage)."""
     client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    deadline = time.monotonic() + wait_s
     try:
         await client.bootstrap()
-        node = client.get_random_node()
-        resp = await asyncio.wait_for(
-            client.send(node, InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)),
-            timeout=10,
-        )
-        return resp.error_code == 0
-    except (KafkaError, asyncio.TimeoutError):
+        for attempt in itertools.count(1):
+            node = client.get_random_node()
+            resp = await asyncio.wait_for(
+                client.send(node, InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)),
+                timeout=10,
+            )
+            if resp.error_code == 0:
+                return True
+            if not for_code(resp.error_code).retriable or time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(Backoff().delay(attempt))
+        return False  # not reached
+    except (KafkaError, TimeoutError):
         return False
     finally:
         await client.close()
@@ -169,5 +182,9 @@ async def start_producer(bootstrap: str, config: ProducerConfig = ProducerConfig
         enable_idempotence=idempotent,
         request_timeout_ms=config.request_timeout_ms,
     )
-    await producer.start()
+    try:
+        await producer.start()
+    except BaseException:  # e.g. cancelled while connecting: leave no unclosed producer behind
+        await producer.stop()
+        raise
     return producer
