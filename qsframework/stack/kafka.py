@@ -160,6 +160,7 @@ class KafkaBrokerService(BrokerProcess):
     version: str = KAFKA_VERSION
 
     kind = "kafka"
+    title = "Apache Kafka"
     stop_timeout = 30.0  # a controlled shutdown
 
     @property
