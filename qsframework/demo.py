@@ -59,7 +59,7 @@ async def run_demo(
     if external is None:
         stack = Stack(stack_dir, broker=broker)
         report(f"starting the embedded stack in {stack.root} ...")
-        endpoints = stack.up()
+        endpoints = await asyncio.to_thread(stack.up)  # Kafka's readiness check runs an event loop of its own
         which = f"{stack.broker.title} {stack.broker.version} at {endpoints.kafka_bootstrap}"
     else:
         endpoints = external
