@@ -1,16 +1,18 @@
-"""Live pipeline benchmark: broker -> qsf process -> PostgreSQL.
+"""Live pipeline benchmark: broker -> qsf process -> PostgreSQL, Apache Kafka and Tansu side by side.
 
-Usage: python bench/live_pipeline.py [--events 300000] [--rate 5000] [--seconds 20]
+Usage: python bench/live_pipeline.py [--brokers kafka,tansu] [--events 300000] [--rate 5000] [--seconds 20]
 
-Prints three figures (targets from issue 3 in brackets):
+Prints, for each broker in one run (the same PostgreSQL; targets from issues 3 and 13 in brackets):
 1. sustained events/s end to end: a backlog of --events trades on the broker, processed by
    the spread strategy with the PostgreSQL sink, timed from the first processed batch to
    the last one made durable [>= 50k events/s];
 2. p50/p99 latency from ts_recv (stamped when published) to durable in PostgreSQL, with
    events published at a fixed --rate for --seconds by another process, after a 3 s
    warm-up [p99 < 100 ms at 5k events/s];
+and once, broker aside:
 3. the sink's rows/s next to a raw asyncpg COPY of the same rows [>= 70%].
-Uses QSF_KAFKA_BOOTSTRAP/QSF_PG_DSN when set, else starts the embedded stack.
+Uses QSF_KAFKA_BOOTSTRAP/QSF_PG_DSN when set (one column, that broker), else starts the
+embedded stack with each broker in turn (Apache Kafka only where Java 17+ runs).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +39,7 @@ from qsframework.live import ProcessConfig, Processor  # noqa: E402
 from qsframework.sim.market import estimate_rate, simulate_trades  # noqa: E402
 from qsframework.sinks.postgres import PostgresSink  # noqa: E402
 from qsframework.stack import Stack, endpoints_from_env  # noqa: E402
+from qsframework.stack.kafka import kafka_usable  # noqa: E402
 from qsframework.wire import encode  # noqa: E402
 
 SPREAD = load_strategy(str(ROOT / "strategies" / "btc_eth_spread.py") + ":BtcEthSpread")
@@ -117,11 +121,13 @@ async def latency(bootstrap: str, dsn: str, rate: int, seconds: float) -> tuple[
     prefix = f"b{uuid.uuid4().hex[:6]}"
     topic = topic_of("trade", prefix)
     await ensure_topics(bootstrap, [topic])
+    # no idle exit: the publisher's process may take longer to start than any idle bound;
+    # the processor ends once it consumed everything that was published
     proc = Processor(SPREAD, ProcessConfig(bootstrap=bootstrap, group=f"{prefix}-g", prefix=prefix,
-                                           sinks=("timescale",), pg_dsn=dsn, exit_when_idle_s=2.0,
-                                           lateness_ns=0, poll_ms=20))
+                                           sinks=("timescale",), pg_dsn=dsn, lateness_ns=0, poll_ms=20))
     worker = asyncio.create_task(proc.run())
-    await asyncio.sleep(3)  # let it join the group
+    while not proc.source.assigned and not worker.done():  # joined the group
+        await asyncio.sleep(0.05)
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     warmup = 3.0  # the consumer's first fetches and the publisher's start-up are not the steady state
@@ -134,6 +140,9 @@ async def latency(bootstrap: str, dsn: str, rate: int, seconds: float) -> tuple[
     while publisher.is_alive():
         await asyncio.sleep(0.2)
     sent = out.get(timeout=10)
+    while proc.stats.consumed < sent and not worker.done():
+        await asyncio.sleep(0.05)
+    proc.end_of_input()
     stats = await worker
     return stats.latency_ms_p50 or float("nan"), stats.latency_ms_p99 or float("nan"), sent
 
@@ -164,32 +173,72 @@ async def sink_vs_copy(dsn: str, rows: int) -> tuple[float, float]:
     return rows / sink_s, rows / raw_s
 
 
+@dataclass(frozen=True)
+class Figures:
+    broker: str
+    events: int
+    secs: float
+    p50: float
+    p99: float
+    sent: int
+
+
+async def measure(broker: str, bootstrap: str, dsn: str, args) -> Figures:
+    n, secs = await throughput(bootstrap, dsn, args.events)
+    p50, p99, sent = await latency(bootstrap, dsn, args.rate, args.seconds)
+    return Figures(broker, n, secs, p50, p99, sent)
+
+
+def table(figures: list[Figures], rate: int) -> list[str]:
+    """The brokers side by side, one row per figure."""
+    rows = [("", [f.broker for f in figures], ""),
+            ("end to end events/s", [f"{f.events / f.secs:,.0f}" for f in figures], "[>= 50,000]"),
+            ("  (events, seconds)", [f"{f.events:,} in {f.secs:.1f} s" for f in figures], ""),
+            (f"latency p50 at {rate:,}/s", [f"{f.p50:.1f} ms" for f in figures], ""),
+            (f"latency p99 at {rate:,}/s", [f"{f.p99:.1f} ms" for f in figures], "[< 100 ms]"),
+            ("  (events published)", [f"{f.sent:,}" for f in figures], "")]
+    width = max(22, *(len(f.broker) + 2 for f in figures))
+    return [f"{name:<28}" + "".join(f"{c:>{width}}" for c in cells) + f"  {target}".rstrip()
+            for name, cells, target in rows]
+
+
 async def main_async(args) -> None:
     external = endpoints_from_env()
-    stack = None
-    if external is None:
-        stack = Stack(Path(tempfile.mkdtemp(prefix="qsf-bench-")))
-        endpoints = stack.up()
-    else:
-        endpoints = external
+    figures: list[Figures] = []
+    roots = []
     try:
-        dsn = await fresh_db(endpoints.pg_dsn)
-        n, secs = await throughput(endpoints.kafka_bootstrap, dsn, args.events)
-        print(f"end to end (broker -> process -> PostgreSQL): {n:,} events in {secs:.1f} s = {n / secs:,.0f} events/s"
-              f"  [target >= 50,000]")
-        p50, p99, sent = await latency(endpoints.kafka_bootstrap, dsn, args.rate, args.seconds)
-        print(f"latency ts_recv -> durable at {args.rate:,} events/s ({sent:,} events): p50 {p50:.1f} ms, p99 {p99:.1f} ms"
-              f"  [target p99 < 100 ms]")
+        if external is not None:
+            dsn = await fresh_db(external.pg_dsn)
+            figures.append(await measure(external.kafka_bootstrap, external.kafka_bootstrap, dsn, args))
+        else:
+            brokers = [b for b in args.brokers.split(",") if b != "kafka" or kafka_usable()]
+            pg = None
+            for broker in brokers:
+                stack = Stack(Path(tempfile.mkdtemp(prefix=f"qsf-bench-{broker}-")), broker=broker)
+                roots.append(stack)
+                if pg is None:  # one PostgreSQL for every broker: only the broker differs
+                    pg = stack.postgres
+                    pg.start()
+                stack.broker.start()
+                print(f"{stack.broker.title} {stack.broker.version} ...", file=sys.stderr, flush=True)
+                dsn = await fresh_db(pg.dsn)
+                figures.append(await measure(f"{stack.broker.title} {stack.broker.version}",
+                                             stack.broker.bootstrap, dsn, args))
+                stack.broker.stop()  # the next broker runs alone on the machine
+        for line in table(figures, args.rate):
+            print(line)
         sink_rate, raw_rate = await sink_vs_copy(dsn, args.copy_rows)
         print(f"PostgreSQL sink {sink_rate:,.0f} rows/s vs raw asyncpg COPY {raw_rate:,.0f} rows/s "
               f"= {sink_rate / raw_rate:.0%}  [target >= 70%]")
     finally:
-        if stack is not None:
+        for stack in roots:
             stack.down(purge=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--brokers", default="kafka,tansu",
+                    help="embedded brokers to compare, in order (kafka is left out where Java 17+ is missing)")
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--rate", type=int, default=5_000)
     ap.add_argument("--seconds", type=float, default=20)

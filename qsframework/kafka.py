@@ -8,7 +8,9 @@ order. Topic creation is explicit and idempotent.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -110,7 +112,10 @@ class ProducerConfig:
     compression_type: str | None = None
     acks: str = "all"
     idempotence: bool = True  # used when the broker supports it (Tansu does not)
-    request_timeout_ms: int = 40_000  # aiokafka's default
+    # Apache Kafka's delivery.timeout.ms: a record waits this long for a broker that is away
+    # (stopped, restarting: a Kafka restart takes 5-40 s on a loaded machine) before it is lost;
+    # aiokafka's 40 s lost records of a 20 s outage when the restart took as long again
+    request_timeout_ms: int = 120_000
     # a transactional producer's open transaction is aborted by the broker after this long: long
     # enough for a sink outage of a few minutes; a crashed processor's is aborted at its restart
     transaction_timeout_ms: int = 300_000
@@ -145,24 +150,29 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], *, partitions: in
         await admin.close()
 
 
-async def supports_idempotence(bootstrap: str) -> bool:
-    """Ask the broker for a producer id (what an idempotent producer needs first)."""
-    return await _grants_producer_id(bootstrap, transactional_id=None)
+async def supports_idempotence(bootstrap: str, *, wait_s: float = 30.0) -> bool:
+    """Ask the broker for a producer id (what an idempotent producer needs first). A retriable
+    answer is asked again with backoff for up to ``wait_s``: a freshly started Apache Kafka
+    answers the first request with COORDINATOR_LOAD_IN_PROGRESS, and taking that as a "no"
+    left the producer without idempotence (its records then expire in an outage)."""
+    return await _grants_producer_id(bootstrap, transactional_id=None, wait_s=wait_s)
 
 
-async def supports_transactions(bootstrap: str) -> bool:
+async def supports_transactions(bootstrap: str, *, wait_s: float = 30.0) -> bool:
     """Ask the broker for a transaction coordinator and a transactional producer id (what a
     transactional producer needs first); a broker without transactions (Tansu) refuses."""
-    return await _grants_producer_id(bootstrap, transactional_id="qsf.probe")
+    return await _grants_producer_id(bootstrap, transactional_id="qsf.probe", wait_s=wait_s)
 
 
-async def _grants_producer_id(bootstrap: str, *, transactional_id: str | None) -> bool:
-    """InitProducerId, sent to the transaction coordinator for a transactional id; retried
-    while a fresh broker is still creating its transaction log."""
+async def _grants_producer_id(bootstrap: str, *, transactional_id: str | None, wait_s: float) -> bool:
+    """InitProducerId (sent to the transaction coordinator for a transactional id); a
+    retriable answer is asked again for up to ``wait_s`` while a fresh broker is still
+    loading its coordinators, anything else is a "no"."""
     client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    deadline = time.monotonic() + wait_s
     try:
         await client.bootstrap()
-        for attempt in range(1, 60):
+        for attempt in itertools.count(1):
             try:
                 node = client.get_random_node()
                 if transactional_id is not None:
@@ -176,13 +186,14 @@ async def _grants_producer_id(bootstrap: str, *, transactional_id: str | None) -
                 error = Errors.for_code(resp.error_code)
                 if error is Errors.NoError:
                     return True
-                if transactional_id is None or error not in _RETRIABLE_INIT:
+                if not (error in _RETRIABLE_INIT or error.retriable):
                     return False
             except _RETRIABLE_INIT:
-                if transactional_id is None:
-                    return False
+                pass
+            if time.monotonic() >= deadline:
+                return False
             await asyncio.sleep(_INIT_BACKOFF.delay(attempt))
-        return False
+        return False  # not reached
     except (KafkaError, asyncio.TimeoutError):
         return False
     finally:
@@ -216,5 +227,9 @@ async def start_producer(bootstrap: str, config: ProducerConfig = ProducerConfig
         transactional_id=transactional_id,
         transaction_timeout_ms=config.transaction_timeout_ms,
     )
-    await producer.start()
+    try:
+        await producer.start()
+    except BaseException:  # e.g. cancelled while connecting: leave no unclosed producer behind
+        await producer.stop()
+        raise
     return producer

@@ -14,6 +14,7 @@ from .groups import Commands
 from .options import (ACK_TIMEOUT_OPTION, BOOTSTRAP_OPTION, FLOOR_DEFAULT, MAX_FUTURE_DEFAULT, PARAM_OPTION, bounds, broker_address,
                       duration_option, execution_options, producer_config, progress, time_option,
                       topic_prefix_option)
+from .stack import BROKER_OPTION
 
 if TYPE_CHECKING:
     from ..execution.config import ExecutionConfig
@@ -205,7 +206,8 @@ def ingest_replay(recording_dir: str, speed: float | None, start: str | None, en
 @click.option("--duration", default=None, type=float, metavar="S", help="Stop after this many seconds (default: when every replayed event is processed).")
 @click.option("--speed", default=None, type=float, metavar="X", help="Replay the sample at X times real time (default: as fast as possible).")
 @click.option("--dir", "stack_dir", metavar="DIR", help="Stack directory for the embedded broker and database.")
-def demo(duration: float | None, speed: float | None, stack_dir: str | None) -> None:
+@BROKER_OPTION
+def demo(duration: float | None, speed: float | None, stack_dir: str | None, broker: str) -> None:
     """The live pipeline in one command: embedded stack, sample replayed as live, the spread
     strategy writing to PostgreSQL, a running summary, and a clean stop once every replayed
     event is processed (exit 1 if it was stopped before, by --duration or Ctrl-C)."""
@@ -220,7 +222,7 @@ def demo(duration: float | None, speed: float | None, stack_dir: str | None) -> 
     if not sample_recording().is_dir():
         raise UserError(f"the sample recording is missing ({sample_recording()}); reinstall qsframework")
     try:
-        result = asyncio.run(run_demo(duration_s=duration, speed=speed,
+        result = asyncio.run(run_demo(duration_s=duration, speed=speed, broker=broker,
                                       stack_dir=Path(stack_dir) if stack_dir else None, report=click.echo))
     except (ServiceError, PublishError) as exc:
         raise UserError(str(exc)) from None

@@ -34,7 +34,7 @@ BOOTSTRAP_OPTION = click.option("--bootstrap", metavar="HOST:PORT", help="Broker
 
 ACK_TIMEOUT_OPTION = click.option(
     "--ack-timeout", metavar="DURATION",
-    help="Count a record as lost (exit 2) when the broker has not acknowledged it within this long (default: 40s).")
+    help="Count a record as lost (exit 2) when the broker has not acknowledged it within this long (default: 120s, as Kafka's delivery timeout).")
 
 
 def producer_config(ack_timeout: str | None):

@@ -43,11 +43,16 @@ def stack() -> None:
     """
 
 
+#: the embedded broker's choice, the same for every command that starts the stack itself
+BROKER_OPTION = click.option(
+    "--broker", type=click.Choice(["kafka", "tansu", "auto"]), default="auto", show_default=True,
+    help="Apache Kafka (durable; needs Java 17+, jars fetched once with Maven), Tansu (in-memory), "
+         "or auto: the stack's broker, else Kafka where Java 17+ is on PATH, else Tansu.")
+
+
 @stack.command("up")
 @_DIR_OPTION
-@click.option("--broker", type=click.Choice(["kafka", "tansu", "auto"]), default="auto", show_default=True,
-              help="Apache Kafka (durable; needs Java 17+, jars fetched once with Maven), Tansu (in-memory), "
-                   "or auto: the stack's broker, else Kafka where Java 17+ is on PATH, else Tansu.")
+@BROKER_OPTION
 def stack_up(stack_dir: str | None, broker: str) -> None:
     """Start the broker and PostgreSQL in the background; print their addresses as env lines."""
     s = _stack(stack_dir, broker)

@@ -33,6 +33,7 @@ log = logging.getLogger("qsf.process")
 
 #: at the first assignment, with where each partition will start: settle what a crash left
 OnFirstAssignment = Callable[[dict[tuple[str, int], int]], None]
+_ASK_END_S = 5.0  # how long at_log_end waits for the broker's answer before counting it as away
 
 
 class KafkaSource(Source):
@@ -102,6 +103,22 @@ class KafkaSource(Source):
         finally:
             if own:
                 await self.close()
+
+    async def at_log_end(self) -> bool:
+        """Whether the broker, asked now, confirms that every assigned partition is read to
+        its end: an idle input. False while the broker cannot be reached (an outage is not the
+        end of the input: the publisher may be waiting to send more) or more is there to read."""
+        consumer = self.consumer
+        assert consumer is not None
+        tps = list(consumer.assignment())
+        if not tps:
+            return False
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout=_ASK_END_S)
+            positions = [await consumer.position(tp) for tp in tps]
+        except (KafkaError, TimeoutError):
+            return False
+        return all(pos >= ends[tp] for pos, tp in zip(positions, tps))
 
     @property
     def assigned(self) -> bool:

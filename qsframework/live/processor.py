@@ -173,6 +173,8 @@ class Processor:
                     idle_since = time.monotonic()
                 if batches is None:
                     idle = time.monotonic() - idle_since
+                    if cfg.exit_when_idle_s is not None and idle >= cfg.exit_when_idle_s and not await source.at_log_end():
+                        idle_since, idle = time.monotonic(), 0.0  # the broker away, or more to read: not idle
                     if self._input_ended or (cfg.exit_when_idle_s is not None and idle >= cfg.exit_when_idle_s):
                         self._release(upto=None)  # end of input: everything goes
                         await commit(self._pending, producer, final=True, drain=True)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,8 +149,14 @@ async def _has_broker(bootstrap: str) -> bool:
 
 
 def metadata_ready(bootstrap: str) -> bool:
-    """A Kafka client gets metadata naming at least one broker."""
-    return asyncio.run(_has_broker(bootstrap))
+    """A Kafka client gets metadata naming at least one broker (asked on an event loop of its
+    own, in a thread of its own when the caller is inside one: ``start`` from async code)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_has_broker(bootstrap))
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _has_broker(bootstrap)).result()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,6 +167,7 @@ class KafkaBrokerService(BrokerProcess):
     version: str = KAFKA_VERSION
 
     kind = "kafka"
+    title = "Apache Kafka"
     stop_timeout = 30.0  # a controlled shutdown
 
     @property

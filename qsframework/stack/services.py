@@ -133,6 +133,7 @@ class BrokerService(BrokerProcess):
     """Tansu, a Kafka-API broker (in-memory storage: a restart starts empty)."""
 
     kind = "tansu"
+    title = "Tansu"
 
     @property
     def version(self) -> str:

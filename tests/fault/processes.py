@@ -71,27 +71,32 @@ def wait_for(condition: Callable[[], bool], what: str, *, proc: subprocess.Popen
 def records_in(bootstrap: str, topic: str) -> int:
     """How many records partition 0 of ``topic`` holds (0 if it does not exist), counted by
     reading them: Tansu's end offset for a topic written in batches is not a record count."""
+    return len(topic_values(bootstrap, topic))
 
-    async def count() -> int:
+
+def topic_values(bootstrap: str, topic: str) -> list[bytes | None]:
+    """The values of every record in partition 0 of ``topic``, in log order (read_committed;
+    none if the topic does not exist)."""
+
+    async def read() -> list[bytes | None]:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
+                                    auto_offset_reset="earliest", isolation_level="read_committed")
         await consumer.start()
         try:
             if topic not in await consumer.topics():
-                return 0
+                return []
             tp = TopicPartition(topic, 0)
             end = (await consumer.end_offsets([tp]))[tp]
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
-            n = 0
+            values: list[bytes | None] = []
             while await consumer.position(tp) < end:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                n += len(batch.get(tp, []))
-            return n
+                values += [m.value for m in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, [])]
+            return values
         finally:
             await consumer.stop()
 
-    return asyncio.run(count())
+    return asyncio.run(read())
 
 
 def restart_empty(broker: BrokerService | KafkaBrokerService) -> None:

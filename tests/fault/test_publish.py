@@ -25,7 +25,7 @@ from ..fakes.binance_server import BinanceServer
 from ..conftest import make_trades, qsf_cmd
 from ..fakes.tlog_gen import packets
 
-# records the broker has not acknowledged within this long count as lost (40 s by default):
+# records the broker has not acknowledged within this long count as lost (120 s by default):
 # the broker is stopped for good, so waiting longer would only make the tests slower
 ACK = ["--ack-timeout", "3s"]
 
@@ -165,6 +165,6 @@ def test_a_bad_ack_timeout_is_a_one_line_error(tmp_path, value, message):
 def test_the_ack_timeout_reaches_the_producer():
     from qsframework.kafka import ProducerConfig
 
-    assert ProducerConfig().request_timeout_ms == 40_000  # aiokafka's own default: no change without the option
+    assert ProducerConfig().request_timeout_ms == 120_000  # Kafka's delivery timeout: no change without the option
     with pytest.raises(ValueError):
         ProducerConfig(request_timeout_ms=0)

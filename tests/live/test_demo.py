@@ -4,6 +4,7 @@ cleanly on Ctrl-C."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -19,13 +20,22 @@ from .test_process import _fresh_database
 SAMPLE = Path(__file__).resolve().parents[2] / "recordings" / "sample"
 
 
-def test_demo_runs_the_whole_pipeline_and_stops_cleanly(tmp_path):
-    from qsframework.stack import Stack
+def _embedded_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("QSF_KAFKA_BOOTSTRAP", "QSF_PG_DSN")}
 
-    env = {k: v for k, v in os.environ.items() if k not in ("QSF_KAFKA_BOOTSTRAP", "QSF_PG_DSN")}
+
+def test_demo_runs_the_whole_pipeline_and_stops_cleanly(tmp_path):
+    """Without --broker the demo's stack is ``qsf stack up``'s default (auto): Apache Kafka
+    where Java 17+ runs, else Tansu; its second line names the broker."""
+    from qsframework.stack import Stack
+    from qsframework.stack.kafka import KAFKA_VERSION, kafka_usable
+
     r = subprocess.run([*qsf_cmd(), "demo", "--dir", str(tmp_path / "stack")],
-                       capture_output=True, text=True, env=env, timeout=1800)
+                       capture_output=True, text=True, env=_embedded_env(), timeout=1800)
     assert r.returncode == 0, r.stderr
+    expected = f"broker Apache Kafka {KAFKA_VERSION} at 127.0.0.1:" if kafka_usable() else "broker Tansu "
+    assert r.stdout.splitlines()[1].startswith(expected), r.stdout[:500]
+    assert json.loads((tmp_path / "stack" / "stack.json").read_text())["broker"] == ("kafka" if kafka_usable() else "tansu")
     rows = Recording(SAMPLE).rows()
     assert f"demo done: {rows:,} events processed" in r.stdout
     assert "alerts" in r.stdout and "processed" in r.stdout.splitlines()[2]
@@ -34,6 +44,28 @@ def test_demo_runs_the_whole_pipeline_and_stops_cleanly(tmp_path):
     assert "Unclosed" not in r.stderr and "Traceback" not in r.stderr
     status = Stack(tmp_path / "stack").status()
     assert not status["broker"]["running"] and not status["postgres"]["running"]
+
+
+def test_demo_broker_option_chooses_the_embedded_broker(tmp_path):
+    """``qsf demo --broker tansu`` runs on Tansu (named in its output) even where Java runs;
+    --duration ends it early (exit code 1, one line saying so); a wrong broker is a usage error."""
+    from qsframework.stack import Stack
+
+    r = subprocess.run([*qsf_cmd(), "demo", "--broker", "tansu", "--duration", "2", "--dir", str(tmp_path / "stack")],
+                       capture_output=True, text=True, env=_embedded_env(), timeout=600)
+    assert r.returncode == 1, r.stderr
+    assert r.stdout.splitlines()[1].startswith("broker Tansu "), r.stdout[:500]
+    assert "Apache Kafka" not in r.stdout
+    assert r.stderr.strip().splitlines()[-1].startswith("qsf: demo stopped by --duration before the end")
+    assert json.loads((tmp_path / "stack" / "stack.json").read_text())["broker"] == "tansu"
+    status = Stack(tmp_path / "stack").status()
+    assert not status["broker"]["running"] and not status["postgres"]["running"]
+
+    r = subprocess.run([*qsf_cmd(), "demo", "--broker", "redpanda", "--dir", str(tmp_path / "other")],
+                       capture_output=True, text=True, env=_embedded_env(), timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "'redpanda' is not one of 'kafka', 'tansu', 'auto'" in r.stderr
+    assert not (tmp_path / "other").exists()
 
 
 def test_demo_waits_through_a_quiet_stretch_of_the_replay(stack_endpoints, tmp_path, monkeypatch):
