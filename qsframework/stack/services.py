@@ -22,8 +22,34 @@ class ServiceError(RuntimeError):
     """A service could not be started or stopped; the message says why in one sentence."""
 
 
+#: where the kernel draws outgoing connections' source ports from (Linux's default if unreadable)
+EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in EPHEMERAL.read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    """A port free now for a service to listen on later, chosen at random outside the kernel's
+    ephemeral range: a port from ``bind(0)`` lies inside it, where any client's connection (or
+    another stack's ``bind(0)``) may take it before the service binds it."""
+    lo, hi = _ephemeral_range()
+    candidates = range(10_000, lo) if lo > 11_000 else range(hi + 1, 65_536)
+    rng = secrets.SystemRandom()
+    for _ in range(100):
+        port = rng.choice(candidates)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        return port
+    with socket.socket() as s:  # every try taken: let the kernel choose
         s.bind((host, 0))
         return s.getsockname()[1]
 
