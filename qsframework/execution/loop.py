@@ -9,40 +9,47 @@ status row and ``on_order`` when it completed. Other kinds skip the matching.
 
 The per-event cost between the events that matter is the plain loop's: while no order is
 open, trades run the plain per-event loop, stopped by the timers' one due time, into which
-the next sample and the next cancel are folded (``TimerQueue.floor``) and which an order or
-a cancel lowers (``Simulator._wake``); only then are the notices delivered, the grid sampled,
-the cancels applied. While orders are open, each trade is checked against its key's book.
-The marks (each held key's last price) are taken from the batch's columns when needed (a
-sample, ``ctx.equity()``, the batch's end), not stored per event.
+the next effective cancel is folded (``TimerQueue.floor``) and which an order or a cancel
+lowers (``Simulator._wake``); only then are the notices delivered, the cancels applied. The
+grid samples of such a stretch are built afterwards in bulk (:meth:`Market.sample_before`):
+cash and positions did not change (no fill without an open order), and each held key's mark
+at a grid time is its last price at or before it in the batch's columns. They are built
+before anything that comes after them: a stop, an output taking its sequence number
+(``Context.on_output``), ``ctx.equity()``, the end of a chunk. While orders are open, each
+trade is checked against its key's book and the loop stops at every grid time. The marks
+(each held key's last price) are taken from the batch's columns when needed (a sample,
+``ctx.equity()``, the batch's end), not stored per event.
 """
 
 from __future__ import annotations
 
+from itertools import pairwise
+from operator import length_hint
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..columns import EVENT_CHUNK, event_chunks, pylists, rows
 from ..durations import format_time
 from ..errors import StrategyError
 from ..timers import NEVER
 from .records import Fill
-from .simulator import WAKE
+from .samples import Held
+from .simulator import SAMPLE_CHUNK, WAKE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from ..engine import Engine
-    from .portfolio import Portfolio
 
-class Switch(Exception):
-    """Raised by the engine's timer check at the first order: the rest of the batch, from the
-    current event on, goes to :func:`run_trading`. ``after_handler``: the order came from the
-    previous event's handler (not from a timer due before the current event)."""
 
-    def __init__(self, after_handler: bool) -> None:
-        super().__init__()
-        self.after_handler = after_handler
+def row_at(hi: int, lead: Iterator[Any]) -> int:
+    """The row a per-event loop is on: the last one taken from :func:`~qsframework.columns.rows`
+    of a chunk ending at row ``hi`` whose first column's iterator is ``lead`` (what is left of
+    it tells where the loop is, at no cost per event)."""
+    return hi - 1 - length_hint(lead)
 
 
 def deliver_notices(engine: Engine) -> None:
@@ -87,21 +94,26 @@ class Market:
     """A trade batch's key, price and qty, read only at the events that matter: the trades
     matched against open orders, and the marks (each held key's last price before a point).
     A chunk's values are the strategy's own lists when it reads the column, else made once
-    needed."""
+    needed; the batch's numpy columns are made once a span of samples needs them."""
 
-    __slots__ = ("full", "shared", "makers", "values", "portfolio", "lo", "hi", "lead", "before",
-                 "seen")
+    __slots__ = ("full", "shared", "makers", "values", "sim", "ctx", "portfolio", "lo", "hi",
+                 "lead", "before", "seen", "ts", "prices", "codes", "code")
 
-    def __init__(self, full: pa.RecordBatch, names: list[str], portfolio: Portfolio) -> None:
+    def __init__(self, engine: Engine, full: pa.RecordBatch, names: list[str]) -> None:
         self.full = full
         self.shared = {name: names.index(name) for name in ("key", "price", "qty") if name in names}
         self.makers: dict[str, Callable[[int, int], list]] = {}
         self.values: dict[str, list] = {}  # the current chunk's lists
-        self.portfolio = portfolio
+        self.sim, self.ctx = engine.sim, engine.ctx
+        self.portfolio = engine.sim.portfolio
         self.lo = self.hi = 0  # the current chunk, and the iterator telling how many rows are left
         self.lead: Iterator[Any] = iter(())
         self.before = 0  # 1 while the loop is between events (the current row not arrived)
         self.seen = 0  # the held keys' marks are those as of this row
+        self.ts: np.ndarray | None = None  # the batch's times and prices, as numpy
+        self.prices: np.ndarray | None = None
+        self.codes: np.ndarray | None = None  # each row's key as a number (``code``: key -> it)
+        self.code: dict[str, int] = {}
 
     def chunk(self, lo: int, hi: int, lists: list[list], lead: Iterator[Any]) -> None:
         """Rows [lo, hi) come next, as ``lists`` (the strategy's columns)."""
@@ -143,27 +155,97 @@ class Market:
                     break
 
     def refresh(self) -> None:
-        """The marks as of the current event (for ``ctx.equity()``)."""
-        self.mark(self.hi - self.lead.__length_hint__() - self.before)
+        """The marks as of the current event (for ``ctx.equity()``), the samples before it
+        first."""
+        self.catch_up()
+        self.mark(row_at(self.hi, self.lead) + 1 - self.before)
+
+    def catch_up(self) -> None:
+        """The grid samples before ``now`` while no order is open (``Context.on_output``:
+        before an output's seq). With orders open the loop samples at its stops, and what
+        a stop delivers first (notices, a timer's first order) comes before its samples."""
+        if not self.sim.books:
+            self.sample_before(self.ctx.now)
+
+    def sample_before(self, ts: int) -> None:
+        """The grid samples before ``ts`` while no order is open, in bulk: cash and positions
+        are those of now, each held key's mark at a grid time its last price at or before it
+        (rows from ``seen`` on; before them, its mark as of ``seen``)."""
+        sim = self.sim
+        if ts <= sim.sample_due:
+            return
+        times = sim.grid_before(ts)
+        p = self.portfolio
+        held = p.held()
+        if not held and len(times) <= SAMPLE_CHUNK:
+            sim.sample_span(times, p.cash)
+            return
+        if self.ts is None:
+            self.ts = self.full.column("ts_event").to_numpy()
+        bounds = np.searchsorted(self.ts, times, side="right")  # the rows at or before each
+        sim.sample_span(times, self.values_at(bounds, held) if held else p.cash, bounds)
+
+    def values_at(self, bounds: np.ndarray, held: Held) -> np.ndarray:
+        """Cash plus the ``held`` positions at their marks as of each row bound (ascending,
+        from ``seen`` on): the same float operations, in the same key order, as
+        :meth:`~qsframework.execution.portfolio.Portfolio.value`."""
+        p = self.portfolio
+        total = np.full(len(bounds), p.cash)
+        for (key, qty), mine in zip(held, self._rows_of(held, int(bounds[-1])), strict=True):
+            mark = p.marks[key]
+            if len(mine):
+                last = np.searchsorted(mine, bounds) - 1  # the key's last row before each bound
+                marks = self.prices[mine[last]]  # type: ignore[index]
+                if last[0] < 0:
+                    marks = np.where(last >= 0, marks, mark)
+                total += qty * marks
+            else:
+                total += qty * mark
+        return total
+
+    def _rows_of(self, held: Held, end: int) -> list[np.ndarray]:
+        """Each held key's rows in [seen, end), ascending."""
+        if self.codes is None:
+            full = self.full
+            encoded = pc.dictionary_encode(full.column("key"))
+            self.codes = encoded.indices.to_numpy(zero_copy_only=False)
+            self.code = {key: i for i, key in enumerate(encoded.dictionary.to_pylist())}
+            self.prices = full.column("price").to_numpy(zero_copy_only=False)
+        lo = self.seen
+        which = np.full(len(self.code), -1, np.int64)  # key code -> its index in held
+        for j, (key, _) in enumerate(held):
+            code = self.code.get(key)
+            if code is not None:
+                which[code] = j
+        owner = which[self.codes[lo:end]]
+        found = np.flatnonzero(owner >= 0)
+        order = np.argsort(owner[found], kind="stable")
+        found, owner = found[order] + lo, owner[found][order]
+        edges = np.searchsorted(owner, np.arange(len(held) + 1)).tolist()
+        return [found[a:b] for a, b in pairwise(edges)]
 
 
 def _stop(engine: Engine, market: Market, i: int, ts: int) -> None:
     """Before trade row ``i`` at ``ts``: the notices the last handler left, the grid samples,
     the timers and the cancels due; then the timers' due time again, with the simulator's
-    folded in."""
+    folded in (without the grid while no order is open: those samples are built in bulk)."""
     sim, timers = engine.sim, engine.ctx.timers
+    books = sim.books
     market.before = 1
     if sim.notices:
         deliver_notices(engine)
     if ts > sim.sample_due:
-        market.mark(i)  # the samples see the events before ts
-        sim.sample_before(ts)
+        if books:
+            market.mark(i)  # the samples see the events before ts
+            sim.sample_before(ts)
+        else:
+            market.sample_before(ts)
     if timers._heap and timers._heap[0][0] < ts:
         engine._fire_before(ts)
     if ts >= sim.cancel_due:
         sim.apply_cancels(ts)
     market.before = 0
-    due = sim.due
+    due = sim.due if books else sim.cancel_due - 1
     timers.floor = due
     top = timers._heap[0][0] if timers._heap else NEVER
     timers.due = top if top < due else due
@@ -225,8 +307,9 @@ def _run_trades(engine: Engine, row: type, batch: pa.RecordBatch, full: pa.Recor
     due time; per event against the books while orders are open."""
     ctx, sim = engine.ctx, engine.sim
     timers, books, portfolio = ctx.timers, sim.books, sim.portfolio
-    market = Market(full, batch.schema.names, portfolio)
+    market = Market(engine, full, batch.schema.names)
     portfolio.refresh = market.refresh
+    ctx.on_output = market.catch_up
     timers.floor = timers.due = WAKE  # the first event looks at everything
     columns = [pylists(c) for c in batch.columns]
     n = batch.num_rows
@@ -242,7 +325,7 @@ def _run_trades(engine: Engine, row: type, batch: pa.RecordBatch, full: pa.Recor
                     for event in events:
                         ts = event[0]
                         if ts > timers.due:
-                            i = hi - 1 - lead.__length_hint__()
+                            i = row_at(hi, lead)
                             _stop(engine, market, i, ts)
                             if books:  # an order is open: this event and on, per event
                                 _trade(engine, market, i, ts, event, handler)
@@ -253,7 +336,7 @@ def _run_trades(engine: Engine, row: type, batch: pa.RecordBatch, full: pa.Recor
                         break
                 else:
                     for event in events:
-                        i = hi - 1 - lead.__length_hint__()
+                        i = row_at(hi, lead)
                         ts = event[0]
                         if ts > timers.due:
                             _stop(engine, market, i, ts)
@@ -262,10 +345,12 @@ def _run_trades(engine: Engine, row: type, batch: pa.RecordBatch, full: pa.Recor
                             break
                     else:
                         break
+            if not books:  # the samples that see marks before the chunk's end
+                market.sample_before(lists[0][-1])
             market.mark(hi)  # the next chunk's marks start from these
         if sim.notices:  # the last handler's
             deliver_notices(engine)
     except Exception as exc:  # the loop stopped in a handler, on `event`
         engine._handler_failed(exc, "trade", batch, event)
     finally:
-        portfolio.refresh = None
+        portfolio.refresh = ctx.on_output = None
