@@ -23,7 +23,6 @@ trade is checked against its key's book and the loop stops at every grid time. T
 
 from __future__ import annotations
 
-from itertools import pairwise
 from operator import length_hint
 from typing import TYPE_CHECKING, Any
 
@@ -97,7 +96,7 @@ class Market:
     needed; the batch's numpy columns are made once a span of samples needs them."""
 
     __slots__ = ("full", "shared", "makers", "values", "sim", "ctx", "portfolio", "lo", "hi",
-                 "lead", "before", "seen", "ts", "prices", "codes", "code")
+                 "lead", "before", "seen", "ts", "prices")
 
     def __init__(self, engine: Engine, full: pa.RecordBatch, names: list[str]) -> None:
         self.full = full
@@ -112,12 +111,10 @@ class Market:
         self.seen = 0  # the held keys' marks are those as of this row
         self.ts: np.ndarray | None = None  # the batch's times and prices, as numpy
         self.prices: np.ndarray | None = None
-        self.codes: np.ndarray | None = None  # each row's key as a number (``code``: key -> it)
-        self.code: dict[str, int] = {}
 
     def chunk(self, lo: int, hi: int, lists: list[list], lead: Iterator[Any]) -> None:
         """Rows [lo, hi) come next, as ``lists`` (the strategy's columns)."""
-        self.lo, self.hi, self.lead, self.seen = lo, hi, lead, lo
+        self.lo, self.hi, self.lead = lo, hi, lead
         self.values = {name: lists[i] for name, i in self.shared.items()}
 
     def column(self, name: str) -> list:
@@ -136,14 +133,19 @@ class Market:
 
     def mark(self, end: int) -> None:
         """The held keys' marks as of row ``end`` (exclusive): each one's last price before
-        it, looked for back to the row the marks were last brought up to."""
+        it, looked for back to the row the marks were last brought up to (in the batch's
+        columns when that row is in an earlier chunk)."""
         seen = self.seen
         if end <= seen:
             return
-        self.seen = end
         positions = self.portfolio.positions
         if not positions:
+            self.seen = end
             return
+        if seen < self.lo:
+            self.values_at(np.array([end]), self.portfolio.held())
+            return
+        self.seen = end
         keys, prices, marks = self.column("key"), self.column("price"), self.portfolio.marks
         need = set(positions)
         for j in range(end - 1 - self.lo, seen - 1 - self.lo, -1):
@@ -167,12 +169,21 @@ class Market:
         if not self.sim.books:
             self.sample_before(self.ctx.now)
 
-    def sample_before(self, ts: int) -> None:
-        """The grid samples before ``ts`` while no order is open, in bulk: cash and positions
-        are those of now, each held key's mark at a grid time its last price at or before it
-        (rows from ``seen`` on; before them, its mark as of ``seen``)."""
+    def sample_before(self, ts: int, row: int = -1) -> None:
+        """The grid samples before ``ts`` while no order is open. When they all follow the
+        event before ``row`` (the row at ``ts``, if known) they see the state as of ``row``:
+        one by one, as with orders open. Else in bulk: cash and positions are those of now,
+        each held key's mark at a grid time its last price at or before it (rows from
+        ``seen`` on; before them, its mark as of ``seen``)."""
         sim = self.sim
         if ts <= sim.sample_due:
+            return
+        ts_col = self.ts
+        if ts_col is None:
+            ts_col = self.ts = self.full.column("ts_event").to_numpy()
+        if row >= 0 and (row == 0 or ts_col[row - 1] <= sim.sample_due):
+            self.mark(row)
+            sim.sample_before(ts)
             return
         times = sim.grid_before(ts)
         p = self.portfolio
@@ -180,49 +191,35 @@ class Market:
         if not held and len(times) <= SAMPLE_CHUNK:
             sim.sample_span(times, p.cash)
             return
-        if self.ts is None:
-            self.ts = self.full.column("ts_event").to_numpy()
-        bounds = np.searchsorted(self.ts, times, side="right")  # the rows at or before each
+        bounds = np.searchsorted(ts_col, times, side="right")  # the rows at or before each
         sim.sample_span(times, self.values_at(bounds, held) if held else p.cash, bounds)
 
     def values_at(self, bounds: np.ndarray, held: Held) -> np.ndarray:
         """Cash plus the ``held`` positions at their marks as of each row bound (ascending,
         from ``seen`` on): the same float operations, in the same key order, as
-        :meth:`~qsframework.execution.portfolio.Portfolio.value`."""
+        :meth:`~qsframework.execution.portfolio.Portfolio.value`. The marks move on to the
+        last bound."""
         p = self.portfolio
         total = np.full(len(bounds), p.cash)
-        for (key, qty), mine in zip(held, self._rows_of(held, int(bounds[-1])), strict=True):
+        lo, end = self.seen, int(bounds[-1])
+        if self.prices is None:
+            self.prices = self.full.column("price").to_numpy(zero_copy_only=False)
+        keys = self.full.column("key").slice(lo, end - lo)
+        for key, qty in held:
             mark = p.marks[key]
+            mine = np.flatnonzero(pc.equal(keys, key).to_numpy(zero_copy_only=False))
             if len(mine):
+                mine += lo
                 last = np.searchsorted(mine, bounds) - 1  # the key's last row before each bound
-                marks = self.prices[mine[last]]  # type: ignore[index]
+                marks = self.prices[mine[last]]
                 if last[0] < 0:
                     marks = np.where(last >= 0, marks, mark)
                 total += qty * marks
+                p.marks[key] = float(marks[-1])
             else:
                 total += qty * mark
+        self.seen = end
         return total
-
-    def _rows_of(self, held: Held, end: int) -> list[np.ndarray]:
-        """Each held key's rows in [seen, end), ascending."""
-        if self.codes is None:
-            full = self.full
-            encoded = pc.dictionary_encode(full.column("key"))
-            self.codes = encoded.indices.to_numpy(zero_copy_only=False)
-            self.code = {key: i for i, key in enumerate(encoded.dictionary.to_pylist())}
-            self.prices = full.column("price").to_numpy(zero_copy_only=False)
-        lo = self.seen
-        which = np.full(len(self.code), -1, np.int64)  # key code -> its index in held
-        for j, (key, _) in enumerate(held):
-            code = self.code.get(key)
-            if code is not None:
-                which[code] = j
-        owner = which[self.codes[lo:end]]
-        found = np.flatnonzero(owner >= 0)
-        order = np.argsort(owner[found], kind="stable")
-        found, owner = found[order] + lo, owner[found][order]
-        edges = np.searchsorted(owner, np.arange(len(held) + 1)).tolist()
-        return [found[a:b] for a, b in pairwise(edges)]
 
 
 def _stop(engine: Engine, market: Market, i: int, ts: int) -> None:
@@ -239,7 +236,7 @@ def _stop(engine: Engine, market: Market, i: int, ts: int) -> None:
             market.mark(i)  # the samples see the events before ts
             sim.sample_before(ts)
         else:
-            market.sample_before(ts)
+            market.sample_before(ts, i)
     if timers._heap and timers._heap[0][0] < ts:
         engine._fire_before(ts)
     if ts >= sim.cancel_due:
@@ -345,9 +342,11 @@ def _run_trades(engine: Engine, row: type, batch: pa.RecordBatch, full: pa.Recor
                             break
                     else:
                         break
-            if not books:  # the samples that see marks before the chunk's end
-                market.sample_before(lists[0][-1])
-            market.mark(hi)  # the next chunk's marks start from these
+            if books:
+                market.mark(hi)  # the next chunk's marks start from these
+        if n and not books:  # the samples that see the batch's marks, then the marks
+            market.sample_before(columns[0](n - 1, n)[0])
+            market.mark(n)
         if sim.notices:  # the last handler's
             deliver_notices(engine)
     except Exception as exc:  # the loop stopped in a handler, on `event`
