@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -69,8 +69,7 @@ class Context:
     """What a strategy sees of the world: event time, timers, emitters, a seeded RNG, and
     its simulated orders and portfolio."""
 
-    __slots__ = ("now", "strategy", "source", "timers", "outputs", "rng", "_seq", "sim", "switch",
-                 "on_output")
+    __slots__ = ("now", "strategy", "source", "timers", "outputs", "rng", "_seq", "sim", "switch")
 
     def __init__(self, *, strategy: str, seed: int = 0, execution: ExecutionConfig | None = None) -> None:
         self.now: int = 0
@@ -84,9 +83,6 @@ class Context:
                              source=self.source, reserve_seq=self._reserve_seq)
         #: the strategy just placed its first order: the engine leaves its plain loop
         self.switch = False
-        #: called before an output takes its sequence number (set by the execution loop:
-        #: the equity samples due before ``now``, which it builds in bulk, come first)
-        self.on_output: Callable[[], None] | None = None
 
     # timers ----------------------------------------------------------------------
     def at(self, when: int, name: str) -> None:
@@ -142,15 +138,13 @@ class Context:
 
     # emitters --------------------------------------------------------------------
     def _next_seq(self) -> int:
-        if self.on_output is not None:
-            self.on_output()
+        if self.sim.on_output is not None:  # the equity samples due before now come first
+            self.sim.on_output()
         self._seq += 1
         return self._seq - 1
 
     def _reserve_seq(self, n: int) -> int:
         """The first of ``n`` consecutive output sequence numbers, taken for rows emitted at once."""
-        if self.on_output is not None:
-            self.on_output()
         self._seq += n
         return self._seq - n
 
@@ -192,6 +186,8 @@ class Context:
         v = np.asarray([np.nan if x is None else x for x in values] if not isinstance(values, np.ndarray) else values, dtype=np.float64)
         if attrs_text is None:
             attrs_text = [attrs_json(a) for a in attrs] if attrs is not None else [None] * n
+        if self.sim.on_output is not None:
+            self.sim.on_output()
         start = self._reserve_seq(n)
         self.outputs.signals.extend([
             t,

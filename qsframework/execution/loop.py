@@ -15,7 +15,7 @@ grid samples of such a stretch are built afterwards in bulk (:meth:`Market.sampl
 cash and positions did not change (no fill without an open order), and each held key's mark
 at a grid time is its last price at or before it in the batch's columns. They are built
 before anything that comes after them: a stop, an output taking its sequence number
-(``Context.on_output``), ``ctx.equity()``, the end of a chunk. While orders are open, each
+(``Simulator.on_output``), ``ctx.equity()``, the end of a chunk. While orders are open, each
 trade is checked against its key's book and the loop stops at every grid time. The marks
 (each held key's last price) are taken from the batch's columns when needed (a sample,
 ``ctx.equity()``, the batch's end), not stored per event.
@@ -96,13 +96,14 @@ class Market:
     needed; the batch's numpy columns are made once a span of samples needs them."""
 
     __slots__ = ("full", "shared", "makers", "values", "sim", "ctx", "portfolio", "lo", "hi",
-                 "lead", "before", "seen", "ts", "prices")
+                 "lead", "before", "seen", "times", "ts", "prices")
 
     def __init__(self, engine: Engine, full: pa.RecordBatch, names: list[str]) -> None:
         self.full = full
         self.shared = {name: names.index(name) for name in ("key", "price", "qty") if name in names}
         self.makers: dict[str, Callable[[int, int], list]] = {}
         self.values: dict[str, list] = {}  # the current chunk's lists
+        self.times: list[int] = []  # the current chunk's event times
         self.sim, self.ctx = engine.sim, engine.ctx
         self.portfolio = engine.sim.portfolio
         self.lo = self.hi = 0  # the current chunk, and the iterator telling how many rows are left
@@ -114,7 +115,7 @@ class Market:
 
     def chunk(self, lo: int, hi: int, lists: list[list], lead: Iterator[Any]) -> None:
         """Rows [lo, hi) come next, as ``lists`` (the strategy's columns)."""
-        self.lo, self.hi, self.lead = lo, hi, lead
+        self.lo, self.hi, self.lead, self.times = lo, hi, lead, lists[0]
         self.values = {name: lists[i] for name, i in self.shared.items()}
 
     def column(self, name: str) -> list:
@@ -163,11 +164,12 @@ class Market:
         self.mark(row_at(self.hi, self.lead) + 1 - self.before)
 
     def catch_up(self) -> None:
-        """The grid samples before ``now`` while no order is open (``Context.on_output``:
+        """The grid samples before ``now`` while no order is open (``Simulator.on_output``:
         before an output's seq). With orders open the loop samples at its stops, and what
         a stop delivers first (notices, a timer's first order) comes before its samples."""
-        if not self.sim.books:
-            self.sample_before(self.ctx.now)
+        sim, now = self.sim, self.ctx.now
+        if now > sim.sample_due and not sim.books:
+            self.sample_before(now)
 
     def sample_before(self, ts: int, row: int = -1) -> None:
         """The grid samples before ``ts`` while no order is open. When they all follow the
@@ -178,13 +180,17 @@ class Market:
         sim = self.sim
         if ts <= sim.sample_due:
             return
-        ts_col = self.ts
-        if ts_col is None:
-            ts_col = self.ts = self.full.column("ts_event").to_numpy()
-        if row >= 0 and (row == 0 or ts_col[row - 1] <= sim.sample_due):
+        if row > self.lo:
+            previous = self.times[row - 1 - self.lo]
+        else:
+            previous = int(self.full.column("ts_event")[row - 1].as_py()) if row > 0 else sim.sample_due
+        if row >= 0 and previous <= sim.sample_due:
             self.mark(row)
             sim.sample_before(ts)
             return
+        ts_col = self.ts
+        if ts_col is None:
+            ts_col = self.ts = self.full.column("ts_event").to_numpy()
         times = sim.grid_before(ts)
         p = self.portfolio
         held = p.held()
@@ -306,7 +312,7 @@ def _run_trades(engine: Engine, row: type, batch: pa.RecordBatch, full: pa.Recor
     timers, books, portfolio = ctx.timers, sim.books, sim.portfolio
     market = Market(engine, full, batch.schema.names)
     portfolio.refresh = market.refresh
-    ctx.on_output = market.catch_up
+    sim.on_output = market.catch_up
     timers.floor = timers.due = WAKE  # the first event looks at everything
     columns = [pylists(c) for c in batch.columns]
     n = batch.num_rows
@@ -352,4 +358,4 @@ def _run_trades(engine: Engine, row: type, batch: pa.RecordBatch, full: pa.Recor
     except Exception as exc:  # the loop stopped in a handler, on `event`
         engine._handler_failed(exc, "trade", batch, event)
     finally:
-        portfolio.refresh = ctx.on_output = None
+        portfolio.refresh = sim.on_output = None

@@ -67,7 +67,7 @@ class Simulator:
     __slots__ = ("config", "outputs", "strategy", "source", "_reserve", "portfolio", "trading",
                  "refusal", "in_batch", "keys", "on_begin", "spill", "first_ts", "next_id", "open",
                  "books", "cancels", "cancel_due", "sample_due", "due", "notices", "timers",
-                 "grid")
+                 "grid", "on_output")
 
     def __init__(self, config: ExecutionConfig, outputs: Outputs, *, strategy: str, source: str,
                  reserve_seq: Callable[[int], int]) -> None:
@@ -99,6 +99,9 @@ class Simulator:
         self.timers: TimerQueue | None = None
         #: equity samples not in the outputs yet: flush()
         self.grid = EquityRows(source=source, strategy=strategy)
+        #: called before an order's or a signal's row takes its seq (set by the execution
+        #: loop: the equity samples due before now, which it builds in bulk, come first)
+        self.on_output: Callable[[], None] | None = None
 
     # -- from the strategy's context -------------------------------------------------
     def submit(self, now: int, key: str, qty: float, price: float | None, tag: str) -> int:
@@ -224,6 +227,8 @@ class Simulator:
         self._status(fill[0], ts, "filled")
 
     def _status(self, order: OpenOrder, ts: int, status: str) -> None:
+        if self.on_output is not None:
+            self.on_output()
         self.outputs.orders.append(
             (ts, ts, self.source, order.key, self._reserve(1), self.strategy, order.id, order.qty,
              order.price, order.tag, status, order.filled)
