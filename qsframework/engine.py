@@ -26,10 +26,10 @@ import pyarrow.compute as pc
 from .batch_path import FIRE_CHUNK, run_batch
 from .durations import format_time
 from .errors import StrategyError, UserError
-from .columns import event_chunks
+from .columns import EVENT_CHUNK, pylists, rows
 from .events import ORDER_COLUMNS, conform, get_kind
 from .execution.config import ExecutionConfig
-from .execution.loop import Switch, deliver_notices, run_trading
+from .execution.loop import deliver_notices, row_at, run_trading
 from .params import build_params
 from .strategy import SWITCH, Context, Strategy
 from .timers import NEVER
@@ -316,12 +316,16 @@ class Engine:
                 self.sim.finish(last)
 
     # -- paths -------------------------------------------------------------------
-    def _fire_before(self, ts: int) -> None:
+    def _fire_before(self, ts: int) -> bool:
         """Run every timer due strictly before ``ts``, one by one (``on_outputs`` every
-        ``FIRE_CHUNK`` fires)."""
+        ``FIRE_CHUNK`` fires). True when the strategy has placed its first order (in the
+        last handler, or in one of these timers): the per-event loop hands the event at
+        ``ts`` and the rest over to the execution loop, which fires the timers left."""
         ctx, timers, on_timer = self.ctx, self.ctx.timers, self.strategy.on_timer
-        if ctx.switch:  # the last handler placed the first order
-            raise Switch(True)
+        if ctx.switch:  # the last handler placed the first order: its notices come first
+            self.settle_switch()
+            deliver_notices(self)
+            return True
         count = 0
         while (fire := timers.pop_before(ts)) is not None:
             ctx.now = fire[0]
@@ -331,12 +335,13 @@ class Engine:
                 raise self._failed(
                     "on_timer", exc, f"timer {fire[1]!r} at {format_time(fire[0])} (ts {fire[0]})"
                 ) from exc
-            if ctx.switch:  # the first order: the event at ts goes to the execution loop
-                raise Switch(False)
+            if ctx.switch:
+                return True
             count += 1
             if count == FIRE_CHUNK:
                 count = 0
                 self._spill()
+        return False
 
     def _spill(self) -> None:
         """Let ``on_outputs`` take the outputs so far (its errors are not the strategy's)."""
@@ -348,23 +353,29 @@ class Engine:
 
     def _run_events(self, kind: str, row: type, batch: pa.RecordBatch, full: pa.RecordBatch,
                     handler: Any) -> None:
+        """The plain per-event loop (no order placed yet); at the first order, the event the
+        loop is on and the rest of the batch go to the execution loop."""
         ctx = self.ctx
         timers = ctx.timers
         fire = self._fire_before
-        event = None
+        named = self.strategy.rows == "named"
+        columns = [pylists(c) for c in batch.columns]
+        n = batch.num_rows
+        event, at = None, n
         try:
-            for _, hi, events in event_chunks(batch, row, named=self.strategy.rows == "named"):
+            for lo in range(0, n, EVENT_CHUNK):
+                hi = min(n, lo + EVENT_CHUNK)
+                events, lead = rows([values(lo, hi) for values in columns], row, named=named)
                 for event in events:
                     ts = event[0]
-                    if ts > timers.due:
-                        fire(ts)
+                    if ts > timers.due and fire(ts):  # the strategy ordered
+                        at = row_at(hi, lead)
+                        break
                     ctx.now = ts
                     handler(event)
-        except Switch as switch:  # the strategy ordered: from `event` on, run with execution
-            if switch.after_handler:
-                self.settle_switch()
-                deliver_notices(self)
-            at = hi - 1 - sum(1 for _ in events)
-            run_trading(self, kind, row, batch.slice(at), full.slice(at), handler)
+                if at < n:
+                    break
         except Exception as exc:  # the loop stopped in the handler, on `event`
             self._handler_failed(exc, kind, batch, event)
+        if at < n:
+            run_trading(self, kind, row, batch.slice(at), full.slice(at), handler)
