@@ -247,13 +247,14 @@ def _win_rate(done: list[Fill]) -> float | None:
 def backtest(spec: str, recording: Path, out: Path, params: dict[str, str], cfg: Exec, *,
              extra: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
     """``qsf backtest`` in this process (``extra``: more options); its fills, orders, equity
-    and report."""
+    (None when not written) and report."""
     args = ["backtest", spec, "--recording", str(recording), "--out", str(out), *options(cfg),
             *extra]
     for name, value in params.items():
         args += ["-p", f"{name}={value}"]
     main.main(args, standalone_mode=False)
-    files = {name: pq.read_table(out / f"{name}.parquet") for name in ("fills", "orders", "equity")}
+    files = {name: pq.read_table(path) if (path := out / f"{name}.parquet").exists() else None
+             for name in ("fills", "orders", "equity")}  # None: not written (nothing ordered)
     return {**files, "report": json.loads((out / "report.json").read_text())}
 
 
