@@ -156,9 +156,12 @@ def _participating(con: duckdb.DuckDBPyConnection, reach: pa.Table, cfg: Exec) -
     for o in reach.to_pylist():
         by_key[o["key"]].append(o)
     for key, mine in by_key.items():
-        pos, ts, price, qty = (np.array(c) for c in zip(*con.execute(
+        found = con.execute(
             "SELECT pos, ts_event, price, qty FROM trades WHERE key = ? ORDER BY pos", [key]
-        ).fetchall(), strict=True))
+        ).fetchall()
+        if not found:  # no trade of the key at all: its orders never fill
+            continue
+        pos, ts, price, qty = (np.array(c) for c in zip(*found, strict=True))
         demand = np.cumsum([abs(o["qty"]) for o in mine])
         n_active = np.searchsorted([o["first"] for o in mine], pos, side="right")
         a = np.where(n_active > 0, demand[np.maximum(n_active - 1, 0)], 0.0)
