@@ -169,7 +169,10 @@ class Market:
         a stop delivers first (notices, a timer's first order) comes before its samples."""
         sim, now = self.sim, self.ctx.now
         if now > sim.sample_due and not sim.books:
-            self.sample_before(now)
+            # the current row (in its handler, or next to arrive after a timer's): samples that
+            # all follow the row before it take the cheap path (a strategy emitting on its own
+            # timer every grid step, like the spread's sampling, pays no bulk call per signal)
+            self.sample_before(now, row_at(self.hi, self.lead))
 
     def sample_before(self, ts: int, row: int = -1) -> None:
         """The grid samples before ``ts`` while no order is open. When they all follow the
