@@ -1,0 +1,161 @@
+"""The window route (several kinds walked in one pass) against the per-run route: random
+interleavings of 2-4 kinds and several keys, with timers, duplicates, key filters, batch
+handlers and orders give the outputs of each run of one kind fed to ``Engine.process``, bit
+for bit, on every path and batch size (DESIGN.md invariants 1-3 over several kinds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qsframework.engine import Engine
+from qsframework.execution.config import ExecutionConfig
+from qsframework.order import merge_kinds, merge_windows
+from qsframework.window import Window
+
+from .multikind import (
+    KINDS,
+    OUTPUTS,
+    BatchMixer,
+    BatchPair,
+    Mixer,
+    Trader,
+    TupleMixer,
+    failure,
+    make_kinds,
+    reference,
+    windowed,
+)
+
+SIZES = (1, 7, 65_536)
+kinds_st = st.lists(st.sampled_from(KINDS), min_size=2, max_size=4, unique=True)
+rows_st = st.integers(0, 120)
+
+
+def same(got: dict, want: dict, label: object) -> None:
+    for name in (*OUTPUTS, "events_in", "duplicates"):
+        if isinstance(want[name], pa.Table):
+            assert got[name].equals(want[name]), (label, name)
+        else:
+            assert got[name] == want[name], (label, name)
+
+
+@settings(max_examples=40)
+@given(seed=st.integers(0, 2**32 - 1), kinds=kinds_st, n=st.lists(rows_st, min_size=4, max_size=4),
+       every=st.sampled_from([0, 3, 7, 50]), only=st.sampled_from(["", "K1", "K1,K3"]),
+       cls=st.sampled_from([Mixer, TupleMixer]))
+def test_per_event_walk_equals_the_runs_one_by_one(seed, kinds, n, every, only, cls):
+    tables = make_kinds(seed, dict(zip(kinds, n)))
+    params = {"every_ms": every, "only": only}
+    want = reference(cls, tables, overrides=params)
+    for size in SIZES:
+        for path in ("event", "auto"):
+            same(windowed(cls, tables, batch_size=size, overrides=params, path=path), want, (path, size))
+
+
+@settings(max_examples=30)
+@given(seed=st.integers(0, 2**32 - 1), kinds=kinds_st, n=st.lists(rows_st, min_size=4, max_size=4),
+       every=st.sampled_from([0, 3, 7]), small=st.sampled_from([1, 3, 512]))
+def test_batch_handlers_take_their_runs(seed, kinds, n, every, small):
+    """Path "batch" and "auto" (runs of at least ``small_batch`` rows to the batch handler,
+    the rest walked): the outputs of the per-event reference."""
+    tables = make_kinds(seed, dict(zip(kinds, n)), spread_ms=1)
+    params = {"every_ms": every}
+    want = reference(BatchMixer, tables, overrides=params)
+    for size in SIZES:
+        got = windowed(BatchMixer, tables, batch_size=size, overrides=params, path="auto", small_batch=small)
+        same(got, want, ("auto", small, size))
+    pair = {k: t for k, t in tables.items() if k in BatchPair.kinds}
+    want = reference(BatchPair, pair, overrides=params)
+    for size in SIZES:
+        same(windowed(BatchPair, pair, batch_size=size, overrides=params, path="batch"), want, ("batch", size))
+
+
+@settings(max_examples=30)
+@given(seed=st.integers(0, 2**32 - 1), trades=st.integers(1, 150), ticks=st.integers(1, 150),
+       every=st.sampled_from([0, 5, 40]), latency_ms=st.sampled_from([0, 3]))
+def test_orders_from_a_second_kind_fill_as_on_the_runs(seed, trades, ticks, every, latency_ms):
+    """A strategy ordering from wk_a events on trades: orders, fills and equity (the
+    execution loop takes over mid-window at the first order) equal the reference."""
+    tables = make_kinds(seed, {"trade": trades, "wk_a": ticks})
+    execution = ExecutionConfig(latency_ns=latency_ms * 1_000_000, mark_every_ns=5_000_000)
+    options = {"overrides": {"every_ms": every}, "execution": execution}
+    want = reference(Trader, tables, **options)
+    for size in SIZES:
+        same(windowed(Trader, tables, batch_size=size, **options), want, size)
+
+
+@settings(max_examples=30)
+@given(seed=st.integers(0, 2**32 - 1), kinds=kinds_st, n=st.lists(st.integers(1, 80), min_size=4, max_size=4),
+       fail=st.sampled_from([0.9, 0.97]))
+def test_a_failing_handler_stops_with_the_same_line(seed, kinds, n, fail):
+    tables = make_kinds(seed, dict(zip(kinds, n)))
+    params = {"fail": fail, "every_ms": 3}
+    want = failure(lambda: reference(Mixer, tables, overrides=params))
+    for size in SIZES:
+        assert failure(lambda: windowed(Mixer, tables, batch_size=size, overrides=params)) == want
+
+
+@settings(max_examples=60)
+@given(seed=st.integers(0, 2**32 - 1), kinds=kinds_st, n=st.lists(rows_st, min_size=4, max_size=4),
+       size=st.integers(1, 50))
+def test_windows_hold_the_total_order(seed, kinds, n, size):
+    """The windows' rows, and merge_kinds' runs, in (ts_event, source, key, kind, seq)
+    order, sorted apart by Python; every row of a window's batches is in its order."""
+    tables = make_kinds(seed, dict(zip(kinds, n)), dup=0.3)
+    streams = {k: t.to_batches(max_chunksize=size) for k, t in tables.items() if t.num_rows}
+    got = []
+    for w in merge_windows(streams):
+        taken = [0] * len(w.kinds)
+        for k in w.which.tolist():
+            b = w.batches[k]
+            got.append(tuple(b.column(c)[taken[k]].as_py() for c in ("ts_event", "source", "key"))
+                       + (w.kinds[k], b.column("seq")[taken[k]].as_py()))
+            taken[k] += 1
+        assert taken == [b.num_rows for b in w.batches]
+    want = sorted((ts, src, key, kind, seq) for kind, t in tables.items()
+                  for ts, src, key, seq in zip(*(t.column(c).to_pylist() for c in ("ts_event", "source", "key", "seq"))))
+    assert got == want
+    runs = merge_kinds({k: t.to_batches(max_chunksize=size) for k, t in tables.items() if t.num_rows})
+    assert [(*r[:3], kind, r[3]) for kind, b in runs
+            for r in zip(*(b.column(c).to_pylist() for c in ("ts_event", "source", "key", "seq")))] == want
+
+
+def test_generated_data_exercises_the_route():
+    """Guard: the data above has ties across kinds, duplicates and one-shot timers, and the
+    toy strategies emit on every path; the trader orders and fills."""
+    tables = make_kinds(3, {"wk_a": 100, "wk_b": 100, "wk_c": 60})
+    window = Window.merge([(k, t.to_batches()[0]) for k, t in tables.items()])
+    ts = np.concatenate([t.column("ts_event").to_numpy() for t in tables.values()])
+    assert len(np.unique(ts)) < len(ts) and len(set(window.which[:50].tolist())) == 3
+    got = reference(Mixer, tables, overrides={"every_ms": 3})
+    assert got["duplicates"] > 0 and got["signals"].num_rows > got["events_in"]
+    names = set(got["signals"].column("name").to_pylist())
+    assert {"wk_a", "wk_b", "wk_c", "beat"} <= names and any(n.startswith("once:") for n in names)
+    trades = make_kinds(5, {"trade": 120, "wk_a": 120})
+    traded = reference(Trader, trades, overrides={"every_ms": 5})
+    assert traded["fills"].num_rows > 2 and traded["equity"].num_rows > 0
+
+
+def test_a_window_of_kinds_the_strategy_does_not_read_is_skipped():
+    tables = make_kinds(4, {"wk_a": 30, "trade": 30})
+    engine = Engine(Mixer, path="event")
+    for window in merge_windows({k: t.to_batches() for k, t in tables.items()}):
+        engine.process_window(window)
+    engine.finish()
+    want = reference(Mixer, {"wk_a": tables["wk_a"]})
+    got = {name: buf.drain() for name, buf in engine.ctx.outputs.buffers().items()}
+    assert got["signals"].equals(want["signals"]) and engine.events_in == want["events_in"]
+
+
+@pytest.mark.parametrize("rows", ["named", "tuple"])
+def test_one_kind_windows_take_the_one_kind_path(rows):
+    """A window of one kind goes to ``Engine.process`` as it is."""
+    cls = Mixer if rows == "named" else TupleMixer
+    tables = make_kinds(9, {"wk_b": 200})
+    want = reference(cls, tables)
+    for size in SIZES:
+        same(windowed(cls, tables, batch_size=size), want, size)
