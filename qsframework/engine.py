@@ -1,8 +1,10 @@
 """The engine: one code path from ordered events to a strategy and its outputs.
 
-Backtest and live feed it the same way: ``process(kind, batch)`` with batches in the
-total order of :mod:`qsframework.order`. The per-event path calls ``on_<kind>(event)``
-per row; the batch path calls ``on_<kind>_batch(batch, fires)`` and must agree with it.
+Live feeds it ``process(kind, batch)`` with batches in the total order of
+:mod:`qsframework.order`; backtests feed windows of several kinds to ``process_window``,
+which gives the outputs of the window's runs through ``process`` (:mod:`qsframework.walk`).
+The per-event path calls ``on_<kind>(event)`` per row; the batch path calls
+``on_<kind>_batch(batch, fires)`` and must agree with it.
 
 Exact duplicates (a row equal to the one before it of its kind in ``ts_event``, ``source``,
 ``key`` and ``seq``: in total order they are adjacent) are dropped and counted on both paths.
