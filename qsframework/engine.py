@@ -1,8 +1,8 @@
 """The engine: one code path from ordered events to a strategy and its outputs.
 
-Live feeds it ``process(kind, batch)`` with batches in the total order of
-:mod:`qsframework.order`; backtests feed windows of several kinds to ``process_window``,
-which gives the outputs of the window's runs through ``process`` (:mod:`qsframework.walk`).
+Backtest and live feed it windows of the total order of :mod:`qsframework.order` holding
+several kinds (``process_window``, :mod:`qsframework.walk`), which give the outputs of the
+window's runs of one kind fed to ``process(kind, batch)`` one by one.
 The per-event path calls ``on_<kind>(event)`` per row; the batch path calls
 ``on_<kind>_batch(batch, fires)`` and must agree with it.
 
