@@ -173,11 +173,13 @@ def _walk(engine: Engine, parts: list[_Part], which: np.ndarray, rank: np.ndarra
         for k, count in enumerate(counts):
             if count:
                 first = taken[k]
-                events, _ = rows([make(first, first + count) for make in makers[k]],
-                                 parts[k].row, named=named)
+                kind_rows, _ = rows([make(first, first + count) for make in makers[k]],
+                                    parts[k].row, named=named)
                 shift[k] = len(made) - first
-                made.extend(events)
+                made.extend(kind_rows)
                 taken[k] = first + count
+        events: tuple[Any, ...]
+        calls: tuple[Any, ...]
         if len(made) == 1:
             events, calls = tuple(made), (handlers[w[0]],)
         elif max(counts) == len(made):  # one kind in this chunk
@@ -185,7 +187,7 @@ def _walk(engine: Engine, parts: list[_Part], which: np.ndarray, rank: np.ndarra
         else:
             events = itemgetter(*(rank[lo:hi] + shift[w]).tolist())(made)
             calls = itemgetter(*w.tolist())(handlers)
-        lead = iter(calls)
+        lead: Any = iter(calls)  # its length hint tells which row the loop is on
         event = None
         try:
             for handler, event in zip(lead, events):

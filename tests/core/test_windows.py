@@ -97,7 +97,7 @@ def test_a_failing_handler_stops_with_the_same_line(seed, kinds, n, fail):
     params = {"fail": fail, "every_ms": 3}
     want = failure(lambda: reference(Mixer, tables, overrides=params))
     for size in SIZES:
-        assert failure(lambda: windowed(Mixer, tables, batch_size=size, overrides=params)) == want
+        assert failure(lambda size=size: windowed(Mixer, tables, batch_size=size, overrides=params)) == want
 
 
 @settings(max_examples=60)
