@@ -2,9 +2,10 @@
 
 Backtest and live feed it windows of the total order of :mod:`qsframework.order` holding
 several kinds (``process_window``, :mod:`qsframework.walk`), which give the outputs of the
-window's runs of one kind fed to ``process(kind, batch)`` one by one.
-The per-event path calls ``on_<kind>(event)`` per row; the batch path calls
-``on_<kind>_batch(batch, fires)`` and must agree with it.
+window's runs of one kind fed to ``process(kind, batch)`` one by one. The per-event path
+calls ``on_<kind>(event)`` per row; the batch path calls ``on_<kind>_batch(batch, fires)``
+and must agree with it (:mod:`qsframework.batch_path`, which also hands a batch over to the
+per-event execution loop when its handler places the first order).
 
 Exact duplicates (a row equal to the one before it of its kind in ``ts_event``, ``source``,
 ``key`` and ``seq``: in total order they are adjacent) are dropped and counted on both paths.
@@ -23,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .batch_path import FIRE_CHUNK, run_batch
 from .durations import format_time
 from .errors import StrategyError, UserError
 from .columns import event_chunks
@@ -37,7 +39,6 @@ from .window import Window
 
 Path = Literal["auto", "event", "batch"]
 SMALL_BATCH = 512
-FIRE_CHUNK = 65_536  # timer fires handed over at a time in a catch-up
 #: below this many input rows a batch path that must compile first is skipped for the
 #: per-event path: at ~2M events/s it is done before a first compile (~5-15 s) would be
 COLD_ROWS = 10_000_000
@@ -225,11 +226,7 @@ class Engine:
         elif many is None or (batch.num_rows < self._small and one is not None):
             self._run_events(kind, row, batch, full, one)
         else:
-            self.sim.in_batch = True
-            try:
-                self._run_batch(kind, batch, many)
-            finally:
-                self.sim.in_batch = False
+            run_batch(self, kind, row, batch, full, one, many)
         if self.ctx.switch:  # the first order came from the batch's last event
             self.settle_switch()
             deliver_notices(self)
@@ -368,28 +365,3 @@ class Engine:
             run_trading(self, kind, row, batch.slice(at), full.slice(at), handler)
         except Exception as exc:  # the loop stopped in the handler, on `event`
             self._handler_failed(exc, kind, batch, event)
-
-    def _run_batch(self, kind: str, batch: pa.RecordBatch, handler: Any) -> None:
-        ts = batch.column(0).to_numpy()
-        timers = self.ctx.timers
-        n, pos = len(ts), 0
-        while pos < n:
-            self._fire_before(int(ts[pos]))
-            cut = timers.next_one_shot()
-            end = n if cut == NEVER else max(pos + 1, int(np.searchsorted(ts, cut, side="right")))
-            last = int(ts[end - 1])
-            bound = timers.fire_bound(last, FIRE_CHUNK)
-            if bound < last:  # a long catch-up: the rows up to the bound, the rest after
-                end = pos + int(np.searchsorted(ts[pos:end], bound, side="right"))
-            seg_ts = ts[pos:end]
-            fires = timers.periodic_fires(seg_ts, before=int(seg_ts[-1]))
-            self.ctx.now = int(seg_ts[-1])
-            part = batch if (pos == 0 and end == n) else batch.slice(pos, end - pos)
-            try:
-                handler(part, fires)
-            except Exception as exc:
-                what = f"{kind} rows at {format_time(int(seg_ts[0]))} .. {format_time(int(seg_ts[-1]))}"
-                raise self._failed(f"on_{kind}_batch", exc, what) from exc
-            pos = end
-            if pos < n:
-                self._spill()

@@ -13,12 +13,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.client import AIOKafkaClient
+from aiokafka.client import AIOKafkaClient, CoordinationType
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import errors as Errors
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.transaction import InitProducerIdRequest
 
 from .events import KINDS
+from .retry import Backoff
 
 log = logging.getLogger("qsf.kafka")
 
@@ -109,14 +111,19 @@ class ProducerConfig:
     acks: str = "all"
     idempotence: bool = True  # used when the broker supports it (Tansu does not)
     request_timeout_ms: int = 40_000  # aiokafka's default
+    # a transactional producer's open transaction is aborted by the broker after this long: long
+    # enough for a sink outage of a few minutes; a crashed processor's is aborted at its restart
+    transaction_timeout_ms: int = 300_000
 
     def __post_init__(self) -> None:
         if self.request_timeout_ms <= 0:
             raise ValueError("the producer's request timeout must be positive")
 
 
-async def ensure_topics(bootstrap: str, topics: Iterable[str], *, partitions: int = 1) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are.
+async def ensure_topics(bootstrap: str, topics: Iterable[str], *, partitions: int = 1,
+                        configs: dict[str, str] | None = None) -> None:
+    """Create the topics that do not exist yet (with ``configs``, e.g. ``cleanup.policy``);
+    existing ones are left as they are.
 
     One partition by default: a strategy instance consumes every key of its topics in one
     total order, and a single partition keeps the producer's order end to end.
@@ -129,7 +136,8 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], *, partitions: in
         if missing:
             try:
                 await admin.create_topics(
-                    [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+                    [NewTopic(t, num_partitions=partitions, replication_factor=1, topic_configs=configs or {})
+                     for t in missing]
                 )
             except TopicAlreadyExistsError:
                 pass  # created concurrently by someone else: fine
@@ -139,24 +147,61 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], *, partitions: in
 
 async def supports_idempotence(bootstrap: str) -> bool:
     """Ask the broker for a producer id (what an idempotent producer needs first)."""
+    return await _grants_producer_id(bootstrap, transactional_id=None)
+
+
+async def supports_transactions(bootstrap: str) -> bool:
+    """Ask the broker for a transaction coordinator and a transactional producer id (what a
+    transactional producer needs first); a broker without transactions (Tansu) refuses."""
+    return await _grants_producer_id(bootstrap, transactional_id="qsf.probe")
+
+
+async def _grants_producer_id(bootstrap: str, *, transactional_id: str | None) -> bool:
+    """InitProducerId, sent to the transaction coordinator for a transactional id; retried
+    while a fresh broker is still creating its transaction log."""
     client = AIOKafkaClient(bootstrap_servers=bootstrap)
     try:
         await client.bootstrap()
-        node = client.get_random_node()
-        resp = await asyncio.wait_for(
-            client.send(node, InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)),
-            timeout=10,
-        )
-        return resp.error_code == 0
+        for attempt in range(1, 60):
+            try:
+                node = client.get_random_node()
+                if transactional_id is not None:
+                    node = await asyncio.wait_for(
+                        client.coordinator_lookup(CoordinationType.TRANSACTION, transactional_id), timeout=10)
+                resp = await asyncio.wait_for(
+                    client.send(node, InitProducerIdRequest(transactional_id=transactional_id,
+                                                            transaction_timeout_ms=60_000)),
+                    timeout=10,
+                )
+                error = Errors.for_code(resp.error_code)
+                if error is Errors.NoError:
+                    return True
+                if transactional_id is None or error not in _RETRIABLE_INIT:
+                    return False
+            except _RETRIABLE_INIT:
+                if transactional_id is None:
+                    return False
+            await asyncio.sleep(_INIT_BACKOFF.delay(attempt))
+        return False
     except (KafkaError, asyncio.TimeoutError):
         return False
     finally:
         await client.close()
 
 
-async def start_producer(bootstrap: str, config: ProducerConfig = ProducerConfig()) -> AIOKafkaProducer:
-    """A started producer; idempotence is negotiated (used only if the broker grants it)."""
-    idempotent = config.idempotence and await supports_idempotence(bootstrap)
+#: what a fresh broker answers while it creates its transaction log: ask again
+_RETRIABLE_INIT = (Errors.GroupLoadInProgressError, Errors.CoordinatorNotAvailableError,
+                   Errors.NotCoordinatorError, Errors.ConcurrentTransactions)
+_INIT_BACKOFF = Backoff(initial_s=0.1, max_s=1.0)
+
+
+async def start_producer(bootstrap: str, config: ProducerConfig = ProducerConfig(), *,
+                         transactional_id: str | None = None) -> AIOKafkaProducer:
+    """A started producer; idempotence is negotiated (used only if the broker grants it).
+    With ``transactional_id`` (the caller probed :func:`supports_transactions`) it is
+    transactional: starting it fences an older producer of the same id and aborts what that
+    one left open."""
+    idempotent = transactional_id is not None or (config.idempotence and await supports_idempotence(bootstrap))
     if config.idempotence and not idempotent:
         log.info("broker %s does not grant producer ids: producing with acks=%s, not idempotent",
                  bootstrap, config.acks)
@@ -168,6 +213,8 @@ async def start_producer(bootstrap: str, config: ProducerConfig = ProducerConfig
         acks=config.acks,
         enable_idempotence=idempotent,
         request_timeout_ms=config.request_timeout_ms,
+        transactional_id=transactional_id,
+        transaction_timeout_ms=config.transaction_timeout_ms,
     )
     await producer.start()
     return producer

@@ -69,7 +69,8 @@ class Context:
     """What a strategy sees of the world: event time, timers, emitters, a seeded RNG, and
     its simulated orders and portfolio."""
 
-    __slots__ = ("now", "strategy", "source", "timers", "outputs", "rng", "_seq", "sim", "switch")
+    __slots__ = ("now", "strategy", "source", "timers", "outputs", "rng", "_seq", "sim", "switch",
+                 "batch")
 
     def __init__(self, *, strategy: str, seed: int = 0, execution: ExecutionConfig | None = None) -> None:
         self.now: int = 0
@@ -83,6 +84,9 @@ class Context:
                              source=self.source, reserve_seq=self._reserve_seq)
         #: the strategy just placed its first order: the engine leaves its plain loop
         self.switch = False
+        #: while a batch handler runs: the submit times (``at=``) of the orders and cancels
+        #: it placed so far; None outside one
+        self.batch: list[int] | None = None
 
     # timers ----------------------------------------------------------------------
     def at(self, when: int, name: str) -> None:
@@ -97,31 +101,53 @@ class Context:
         self.timers.add(first, name, period)
         self._keep_switch()
 
-    def cancel(self, what: str | int) -> None:
+    def cancel(self, what: str | int, *, at: int | None = None) -> None:
         """Cancel a timer (``ctx.cancel("name")``) or an order (``ctx.cancel(order_id)``, as
-        :meth:`cancel_order`)."""
+        :meth:`cancel_order`, ``at`` as there)."""
         if isinstance(what, str):
             self.timers.cancel(what)
             self._keep_switch()
         else:
-            self.cancel_order(what)
+            self.cancel_order(what, at=at)
 
     def _keep_switch(self) -> None:
         if self.switch:
             self.timers.due = SWITCH
 
     # orders and portfolio --------------------------------------------------------------
-    def order(self, key: str, qty: float, *, price: float | None = None, tag: str = "") -> int:
+    def order(self, key: str, qty: float, *, price: float | None = None, tag: str = "",
+              at: int | None = None) -> int:
         """Place an order: ``qty > 0`` buys, ``< 0`` sells; ``price`` None is a market order,
-        else a limit. Submitted at ``now``, active from ``now + latency``; returns its id
+        else a limit. Submitted at ``now`` (from a batch handler: at ``at``, the ``ts_event``
+        of the row whose handling placed it), active from then + latency; returns its id
         (0, 1, 2, ... in submission order)."""
-        return self.sim.submit(self.now, key, qty, price, tag)
+        return self.sim.submit(self._submitted(at), key, qty, price, tag)
 
-    def cancel_order(self, order_id: int) -> None:
-        """Cancel an order; it takes effect at ``now + latency`` unless it filled before."""
+    def cancel_order(self, order_id: int, *, at: int | None = None) -> None:
+        """Cancel an order; it takes effect at ``now`` (a batch handler: ``at``, as for
+        :meth:`order`) + latency unless it filled before."""
         if isinstance(order_id, bool) or not isinstance(order_id, int | np.integer):
             raise ValueError(f"an order id is an int, not {order_id!r}")
-        self.sim.cancel(self.now, int(order_id))
+        self.sim.cancel(self._submitted(at), int(order_id))
+
+    def _submitted(self, at: int | None) -> int:
+        """The event time an order or cancel is placed at: ``now`` in a per-event handler
+        (``at``, if given, must say the same), ``at`` in a batch handler, where it is
+        required (``now`` there is the last row the handler was given, not the row that
+        placed it)."""
+        if self.batch is None:
+            if at is not None and at != self.now:
+                raise ValueError(f"at={at} in a per-event handler, whose orders are placed at "
+                                 f"ctx.now ({self.now}): leave at= out (it is for batch handlers)")
+            return self.now
+        if at is None:
+            raise ValueError("an order or cancel from a batch handler needs at=<the ts_event of "
+                             "the row whose handling placed it>, and the handler returns the "
+                             "number of rows it handled, up to and including that row")
+        if isinstance(at, bool) or not isinstance(at, int | np.integer):
+            raise ValueError(f"at= is an event time in ns (an int), not {at!r}")
+        self.batch.append(int(at))
+        return int(at)
 
     def position(self, key: str) -> float:
         """The filled quantity of ``key`` held (signed; short below zero)."""
@@ -226,7 +252,9 @@ class Strategy:
     and handlers named after kinds: ``on_trade(self, event)`` receives one event (a named
     tuple with the kind's fields); an optional ``on_trade_batch(self, batch, fires)``
     receives a ``pyarrow.RecordBatch`` plus the periodic timer fires inside it and must give
-    exactly the outputs the per-event path gives.
+    exactly the outputs the per-event path gives. It returns the number of rows it handled
+    (None: all); one that orders (``ctx.order(..., at=row's ts_event)``) stops at that row
+    and the rest of the run goes per event (:mod:`qsframework.batch_path`).
     """
 
     name: ClassVar[str] = ""

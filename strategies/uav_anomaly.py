@@ -29,9 +29,20 @@ ArduPilot parameters they mirror, with ArduPilot's defaults where one exists:
   loss is stamped at last heartbeat + link_timeout and noticed when any later event arrives
   (attitude and statustext are subscribed for that alone); none fires after the last event.
 
-Each anomaly emits a signal (the measured value) and an alert of the same name once, at
-onset; it may fire again only after its condition has been false for clear_time (3 s).
-battery_low and vibration_high also fire again when they escalate from warning to critical.
+- battery_predicted_low: the loaded voltage will be under batt_low_volt within batt_predict
+  (60 s; 0 = off), from an online estimate of the pack's internal resistance and resting
+  voltage (:mod:`~qsframework.strategies.uav_battery`); only before battery_low. The
+  estimate is also the signal battery_resistance (ohm, no alert) every batt_predict.
+
+Each anomaly emits a signal (the measured value) and an alert of the same name under the
+alert policy (:mod:`qsframework.alerting`): once per episode, again when it escalates from
+warning to critical, and a ``<name>_cleared`` info (signal and alert) when its condition
+has been gone for clear_time (3 s) beyond the alert_hysteresis margin (10% of the
+threshold; none on battery_low's voltage). Past flap_count (3) episodes within flap_window
+(5 min), the further episodes of vibration, clipping, GPS quality and glitch, EKF and
+predicted breach are summarised in one alert per window (``vibration_high x12 in 5 min``);
+battery, fence breach, GPS loss and link events always alert. alert_persist (0 s): how long
+those summarised conditions must hold before they alert.
 """
 
 from __future__ import annotations
@@ -45,7 +56,9 @@ from qsframework.strategies.uav_detectors import (
     Hold,
     Onset,
     Vehicle,
+    battery_health,
     battery_low,
+    battery_predicted_low,
     battery_sag,
     ekf_variance,
     fence_breach,
@@ -57,6 +70,7 @@ from qsframework.strategies.uav_detectors import (
     known,
     link_loss,
     locate,
+    pending_summaries,
     vibration_clipping,
     vibration_high,
 )
@@ -78,7 +92,7 @@ class UavAnomaly(Strategy):
     fields: ClassVar[dict[str, tuple[str, ...]]] = {
         "position": ("key", "lat", "lon", "alt", "relative_alt", "vx", "vy"),
         "gps": ("key", "fix_type", "satellites", "hdop", "lat", "lon"),
-        "battery": ("key", "battery_id", "voltage", "remaining"),
+        "battery": ("key", "battery_id", "voltage", "current", "remaining"),
         "attitude": ("key",),
         "vibration": ("key", "vibe_x", "vibe_y", "vibe_z", "clip_inc_0", "clip_inc_1", "clip_inc_2"),
         "ekf": ("key", "velocity_variance", "pos_horiz_variance", "pos_vert_variance", "compass_variance"),
@@ -105,6 +119,8 @@ class UavAnomaly(Strategy):
             return
         now = self.ctx.now
         self.ctx.signal(v.key, onset.name, onset.value, {"severity": onset.severity, **onset.attrs})
+        if not onset.alert:
+            return
         self.ctx.alert(
             v.key, onset.name, f"vehicle {v.key}: {onset.text}", severity=onset.severity,
             dedup_key=f"{self.name}:{v.key}:{onset.name}{onset.tag}:{now}",
@@ -119,6 +135,9 @@ class UavAnomaly(Strategy):
         self._emit(v, battery_low(p, now, bid, bat, b.voltage, b.remaining))
         if b.voltage is not None and p.batt_sag_rate > 0:
             self._emit(v, battery_sag(p, now, bid, bat, b.voltage))
+        if b.voltage is not None:
+            self._emit(v, battery_health(p, now, bid, bat, b.voltage, b.current))
+            self._emit(v, battery_predicted_low(p, now, bid, bat))
 
     def on_heartbeat(self, h: Any) -> None:
         """The armed state (the fence's home) and the link: each heartbeat restarts the link
@@ -179,6 +198,12 @@ class UavAnomaly(Strategy):
         variances = (("velocity", s.velocity_variance), ("pos_horiz", s.pos_horiz_variance),
                      ("pos_vert", s.pos_vert_variance), ("compass", s.compass_variance))
         self._emit(v, ekf_variance(p, self.ctx.now, v, variances))
+
+    def on_stop(self) -> None:
+        """The flapping summaries still open at the end of the stream."""
+        for v in self._vehicles.values():
+            for onset in pending_summaries(self.p, self.ctx.now, v):
+                self._emit(v, onset)
 
     def on_attitude(self, a: Any) -> None:
         """No detector: attitude events move event time, so link timers fire on them."""

@@ -1,125 +1,26 @@
-"""The detectors of :class:`~qsframework.strategies.uav_anomaly.UavAnomaly` and the per-vehicle
-state they keep. Each detector is a function of the parameters, the event time (ns), the
-vehicle's state and the values measured: it updates that state and returns the :class:`Onset`
-to emit (an anomaly starting or escalating) or None; the strategy wires events to them and
-emits. The strategy's docstring is the specification of each one."""
+"""The detectors of :class:`~qsframework.strategies.uav_anomaly.UavAnomaly`. Each detector is a
+function of the parameters, the event time (ns), the vehicle's state
+(:mod:`~qsframework.strategies.uav_state`) and the values measured: it works out the level
+its condition shows, feeds it to that condition's :class:`~qsframework.alerting.Condition`
+under the alert policy (``p.warnings`` or ``p.events``) and returns the :class:`Onset` to
+emit (an onset, an escalation, a ``<name>_cleared`` info or a flapping summary) or None; the
+strategy wires events to them and emits. The strategy's docstring specifies each one."""
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
 from math import hypot, isnan, sqrt
-from typing import Any, Literal
+from typing import Any
 
+from qsframework.alerting import Transition, band
 from qsframework.geo import inside_polygon, offset_ne
 from qsframework.strategies.uav_params import UavAnomalyParams
+from qsframework.strategies.uav_state import Battery, Episode, Hold, Onset, Severity, Vehicle
+
+__all__ = ["Battery", "Episode", "Hold", "Onset", "Severity", "Vehicle"]
 
 NS = 1_000_000_000
 FIX_NAMES = {0: "no GPS", 1: "no fix", 2: "2D", 3: "3D", 4: "DGPS", 5: "RTK float", 6: "RTK fixed"}
 BREACH_NAMES = {0: "none", 1: "min alt", 2: "max alt", 3: "boundary"}
-
-Severity = Literal["warning", "critical", "info"]
-
-
-@dataclass(frozen=True, slots=True)
-class Onset:
-    """One anomaly to emit: a signal with ``value`` and ``attrs``, and an alert with ``text``;
-    ``tag`` tells apart the dedup keys of anomalies of one vehicle (e.g. its battery)."""
-
-    name: str
-    severity: Severity
-    text: str
-    value: float | None
-    attrs: dict[str, Any] = field(default_factory=dict)
-    tag: str = ""
-
-
-# -- per-vehicle state ---------------------------------------------------------------
-@dataclass(slots=True)
-class Hold:
-    """Since when a condition has been continuously true (None while it is false)."""
-
-    since: int | None = None
-
-    def held(self, now: int, cond: bool) -> int:
-        """Nanoseconds the condition has held at ``now``; -1 when it is false."""
-        if not cond:
-            self.since = None
-            return -1
-        if self.since is None:
-            self.since = now
-        return now - self.since
-
-
-@dataclass(slots=True)
-class Episode:
-    """One anomaly of one vehicle: the level alerted (0 none, 1 warning, 2 critical) and
-    since when its condition has been false. It ends after ``clear`` of false condition."""
-
-    level: int = 0
-    ok_since: int | None = None
-
-    def rises(self, now: int, level: int, bad: bool, clear: int) -> bool:
-        """True when ``level`` exceeds the level already alerted: an onset or an escalation."""
-        if bad:
-            self.ok_since = None
-            if level > self.level:
-                self.level = level
-                return True
-            return False
-        if self.level:
-            if self.ok_since is None:
-                self.ok_since = now
-            if now - self.ok_since >= clear:
-                self.level, self.ok_since = 0, None
-        return False
-
-
-@dataclass(slots=True)
-class Battery:
-    low: Hold = field(default_factory=Hold)
-    crt: Hold = field(default_factory=Hold)
-    alert: Episode = field(default_factory=Episode)
-    sag: Episode = field(default_factory=Episode)
-    history: deque[tuple[int, float]] = field(default_factory=deque)  # (ts, volts), sag window
-
-
-@dataclass(slots=True)
-class Vehicle:
-    key: str
-    armed: bool = False
-    home: tuple[float, float, float | None] | None = None  # lat, lon, alt AMSL
-    geo: list[tuple[str, str]] = field(default_factory=list)  # (cause, text) of a breach now
-    status_breach: int | None = None  # FENCE_STATUS breach_type while breached
-    distance: float | None = None  # from home, m
-    fence: Episode = field(default_factory=Episode)
-    predicted: Episode = field(default_factory=Episode)
-    batteries: dict[int, Battery] = field(default_factory=dict)
-    gps_loss: Episode = field(default_factory=Episode)
-    gps_degraded: Episode = field(default_factory=Episode)
-    gps_glitch: Episode = field(default_factory=Episode)
-    last_fix: tuple[int, float, float] | None = None  # ts, lat, lon
-    vibe: Episode = field(default_factory=Episode)
-    clip_run: int = 0  # consecutive samples with clipping increments
-    clip_sum: int = 0  # their increments
-    clipping: Episode = field(default_factory=Episode)
-    ekf_hold: Hold = field(default_factory=Hold)
-    ekf: Episode = field(default_factory=Episode)
-    last_heartbeat: int | None = None
-    lost_at: int | None = None
-
-    def battery(self, bid: int) -> Battery:
-        bat = self.batteries.get(bid)
-        if bat is None:
-            bat = self.batteries[bid] = Battery()
-        return bat
-
-    def arm(self, armed: bool) -> None:
-        """A heartbeat's armed state; home is set again at the next arming."""
-        if armed != self.armed:
-            self.armed = armed
-            if not armed:
-                self.home, self.geo, self.distance = None, [], None
 
 
 def _num(x: float, digits: int = 2) -> str:
@@ -150,6 +51,41 @@ def time_to_circle(n: float, e: float, vn: float, ve: float, radius: float) -> f
     return (-b + sqrt(b * b - 4.0 * a * c)) / (2.0 * a)
 
 
+def _span(ns: int) -> str:
+    """``300 s`` as ``"5 min"``: the flapping window in summaries."""
+    return f"{ns // (60 * NS)} min" if ns % (60 * NS) == 0 else f"{_secs(ns)} s"
+
+
+RISING = ("raised", "escalated")
+
+
+def closing(p: UavAnomalyParams, name: str, tr: Transition | None, tag: str = "",
+            attrs: dict[str, Any] | None = None) -> Onset | None:
+    """The report of an episode's end (``<name>_cleared``, info; value: seconds it lasted)
+    or of a flapping summary (``<name>``, value: the episodes not alerted); None otherwise."""
+    if tr is None or tr.kind in RISING:
+        return None
+    extra = attrs or {}
+    if tr.kind == "cleared":
+        return Onset(f"{name}_cleared", "info", f"{name} cleared after {_secs(tr.held)} s", tr.held / NS,
+                     {"unit": "s", **extra}, tag)
+    text = (f"{name} x{tr.episodes} in {_span(p.flap_window)} (flapping around its threshold; "
+            f"summarised, not alerted one by one)")
+    severity: Severity = "critical" if tr.level == 2 else "warning"
+    return Onset(name, severity, text, float(tr.episodes),
+                 {"episodes": tr.episodes, "since_ns": tr.since, "summary": True, **extra}, tag)
+
+
+def pending_summaries(p: UavAnomalyParams, now: int, v: Vehicle) -> list[Onset]:
+    """The summaries still open at the end of the stream, one per flapping condition."""
+    out = []
+    for name, tag, cond in v.conditions():
+        onset = closing(p, name, cond.flush(now), tag)
+        if onset is not None:
+            out.append(onset)
+    return out
+
+
 # -- battery -------------------------------------------------------------------------
 def _battery_name(bid: int) -> str:
     return "battery" if bid == 0 else f"battery {bid}"
@@ -166,8 +102,9 @@ def battery_low(p: UavAnomalyParams, now: int, bid: int, bat: Battery, volt: flo
     volt_level = 2 if held_crt >= p.batt_low_timer else 1 if held_low >= p.batt_low_timer else 0
     pct_level = 2 if crt_p else 1 if low_p else 0
     level = max(volt_level, pct_level)
-    if not bat.alert.rises(now, level, low_v or crt_v or low_p or crt_p, p.clear_time):
-        return None
+    tr = bat.alert.update(p.events, now, level, low_v or crt_v or low_p or crt_p)
+    if tr is None or tr.kind not in RISING:
+        return closing(p, "battery_low", tr, f":{bid}", {"battery_id": bid})
     name = _battery_name(bid)
     severity: Severity = "critical" if level == 2 else "warning"
     if volt_level >= pct_level:
@@ -194,15 +131,58 @@ def battery_sag(p: UavAnomalyParams, now: int, bid: int, bat: Battery, volt: flo
         t0, v0 = hist[0]
         rate = (v0 - volt) / ((now - t0) / NS)
     hist.append((now, volt))
-    bad = rate is not None and rate > p.batt_sag_rate
-    if not bat.sag.rises(now, int(bad), bad, p.clear_time):
-        return None
+    level, holding = (0, False) if rate is None else band(rate, p.batt_sag_rate, 0.0, p.alert_hysteresis,
+                                                          bat.sag.level)
+    tr = bat.sag.update(p.events, now, level, holding)
+    if tr is None or tr.kind not in RISING:
+        return closing(p, "battery_sag", tr, f":{bid}", {"battery_id": bid})
     assert rate is not None
     name = _battery_name(bid)
     span = now - hist[0][0]
     text = (f"{name} voltage falling {_num(rate)} V/s over {_secs(span)} s "
             f"(limit {_num(p.batt_sag_rate)} V/s), now {_num(volt)} V")
     return Onset("battery_sag", "warning", text, rate, {"unit": "V/s", "battery_id": bid, "voltage": volt},
+                 tag=f":{bid}")
+
+
+def battery_health(p: UavAnomalyParams, now: int, bid: int, bat: Battery, volt: float,
+                   current: float | None) -> Onset | None:
+    """Feeds the battery model; every ``batt_predict`` (60 s by default) once it has an
+    estimate, a ``battery_resistance`` signal (ohm, no alert): the pack's health."""
+    if current is None or current < 0 or p.batt_predict <= 0:
+        return None
+    model = bat.model
+    model.update(now, volt, current, p.batt_predict)
+    r = model.resistance
+    if r is None or (model.next_report is not None and now < model.next_report):
+        return None
+    model.next_report = now + p.batt_predict
+    rest = volt + current * r
+    return Onset("battery_resistance", "info", f"{_battery_name(bid)} internal resistance {_num(r * 1000, 0)} mOhm",
+                 r, {"unit": "ohm", "battery_id": bid, "resting_v": rest}, tag=f":{bid}", alert=False)
+
+
+def battery_predicted_low(p: UavAnomalyParams, now: int, bid: int, bat: Battery) -> Onset | None:
+    """The loaded voltage will fall below batt_low_volt within batt_predict (the battery
+    model's trend); only before battery_low has alerted. Raised, it holds while the
+    prediction stays within twice batt_predict or battery_low is raised."""
+    if p.batt_predict <= 0 or p.batt_low_volt <= 0:
+        return None
+    ahead = bat.model.seconds_to(now, p.batt_low_volt, p.batt_predict)
+    limit = p.batt_predict / NS
+    soon = ahead is not None and ahead[0] <= limit and not bat.alert.active
+    near = ahead is not None and ahead[0] <= 2.0 * limit or bat.alert.active  # a trend wavers
+    tr = bat.predicted.update(p.events, now, int(soon), near)
+    if tr is None or tr.kind not in RISING:
+        return closing(p, "battery_predicted_low", tr, f":{bid}", {"battery_id": bid})
+    assert ahead is not None
+    secs, loaded, slope = ahead
+    r = bat.model.resistance or 0.0
+    text = (f"{_battery_name(bid)} predicted below {_num(p.batt_low_volt)} V (loaded) in {_num(secs, 0)} s: "
+            f"now {_num(loaded)} V loaded, falling {_num(-slope * 60, 2)} V/min, "
+            f"internal resistance {_num(r * 1000, 0)} mOhm")
+    return Onset("battery_predicted_low", "warning", text, secs,
+                 {"unit": "s", "battery_id": bid, "loaded_v": loaded, "slope_v_s": slope, "resistance_ohm": r},
                  tag=f":{bid}")
 
 
@@ -258,8 +238,9 @@ def locate(p: UavAnomalyParams, v: Vehicle, pos: Any, polygon: tuple[tuple[float
 
 def fence_breach(p: UavAnomalyParams, now: int, v: Vehicle) -> Onset | None:
     bad = bool(v.geo) or v.status_breach is not None
-    if not v.fence.rises(now, int(bad), bad, p.clear_time):
-        return None
+    tr = v.fence.update(p.events, now, int(bad))
+    if tr is None or tr.kind not in RISING:
+        return closing(p, "fence_breach", tr)
     causes = [c for c, _ in v.geo]
     texts = [t for _, t in v.geo]
     if v.status_breach is not None:
@@ -273,8 +254,9 @@ def fence_breach(p: UavAnomalyParams, now: int, v: Vehicle) -> Onset | None:
 def fence_predicted(p: UavAnomalyParams, now: int, v: Vehicle, predicted: float | None,
                     vx: float | None, vy: float | None) -> Onset | None:
     soon = predicted is not None and predicted * NS <= p.fence_predict
-    if not v.predicted.rises(now, int(soon), soon, p.clear_time):
-        return None
+    tr = v.predicted.update(p.warnings, now, int(soon))
+    if tr is None or tr.kind not in RISING:
+        return closing(p, "fence_predicted", tr)
     assert predicted is not None and v.distance is not None and vx is not None and vy is not None
     speed = hypot(vx, vy)
     text = (f"fence breach predicted in {_num(predicted, 1)} s: {_num(v.distance, 1)} m from "
@@ -287,8 +269,9 @@ def fence_predicted(p: UavAnomalyParams, now: int, v: Vehicle, predicted: float 
 # -- GPS -----------------------------------------------------------------------------
 def gps_loss(p: UavAnomalyParams, now: int, v: Vehicle, fix: int) -> Onset | None:
     lost = fix < p.gps_min_fix
-    if not v.gps_loss.rises(now, int(lost), lost, p.clear_time):
-        return None
+    tr = v.gps_loss.update(p.events, now, int(lost))
+    if tr is None or tr.kind not in RISING:
+        return closing(p, "gps_loss", tr)
     need = FIX_NAMES.get(p.gps_min_fix, str(p.gps_min_fix))
     text = f"GPS fix lost: fix type {fix} ({FIX_NAMES.get(fix, '?')}), need {p.gps_min_fix} ({need})"
     return Onset("gps_loss", "critical", text, float(fix), {"fix_type": fix})
@@ -298,11 +281,14 @@ def gps_degraded(p: UavAnomalyParams, now: int, v: Vehicle, fix: int, satellites
                  hdop: float | None) -> Onset | None:
     """Too few satellites or too high an HDOP, while the fix itself is good enough."""
     lost = fix < p.gps_min_fix
-    few = not lost and satellites is not None and satellites < p.gps_min_sats
-    blurred = not lost and hdop is not None and p.gps_max_hdop > 0 and hdop > p.gps_max_hdop
-    degraded = few or blurred
-    if not v.gps_degraded.rises(now, int(degraded), degraded, p.clear_time):
-        return None
+    level, h = v.gps_degraded.level, p.alert_hysteresis
+    few, few_holds = (False, False) if lost or satellites is None else (
+        band(satellites, p.gps_min_sats, -1.0, h, level, above=False))
+    blurred, blur_holds = (False, False) if lost or hdop is None or p.gps_max_hdop <= 0 else (
+        band(hdop, p.gps_max_hdop, 0.0, h, level))
+    tr = v.gps_degraded.update(p.warnings, now, int(few or blurred), few_holds or blur_holds)
+    if tr is None or tr.kind not in RISING:
+        return closing(p, "gps_degraded", tr)
     parts = []
     if few:
         parts.append(f"{satellites} satellites (min {p.gps_min_sats})")
@@ -326,8 +312,9 @@ def gps_glitch(p: UavAnomalyParams, now: int, v: Vehicle, lat: float, lon: float
     dt = (now - last[0]) / NS
     speed = dist / dt
     bad = speed > p.gps_max_speed
-    if not v.gps_glitch.rises(now, int(bad), bad, p.clear_time):
-        return None
+    tr = v.gps_glitch.update(p.warnings, now, int(bad))
+    if tr is None or tr.kind not in RISING:
+        return closing(p, "gps_glitch", tr)
     text = (f"GPS glitch: position jumped {_num(dist, 1)} m in {_num(dt, 3)} s "
             f"({_num(speed, 1)} m/s, max {_num(p.gps_max_speed)} m/s)")
     return Onset("gps_glitch", "critical", text, speed, {"unit": "m/s", "distance_m": dist, "dt_s": dt})
@@ -340,9 +327,10 @@ def vibration_high(p: UavAnomalyParams, now: int, v: Vehicle, x: float | None, y
     if not axes:
         return None
     peak, axis = max(axes)
-    level = 2 if peak > p.vibe_crit else 1 if peak > p.vibe_warn else 0
-    if not v.vibe.rises(now, level, level > 0, p.clear_time):
-        return None
+    level, holding = band(peak, p.vibe_warn, p.vibe_crit, p.alert_hysteresis, v.vibe.level)
+    tr = v.vibe.update(p.warnings, now, level, holding)
+    if tr is None or tr.kind not in RISING:
+        return closing(p, "vibration_high", tr)
     limit = p.vibe_crit if level == 2 else p.vibe_warn
     return Onset("vibration_high", "critical" if level == 2 else "warning",
                  f"vibration {_num(peak, 1)} m/s^2 on {axis} (above {_num(limit, 1)} m/s^2)",
@@ -356,8 +344,9 @@ def vibration_clipping(p: UavAnomalyParams, now: int, v: Vehicle, *clip_incs: in
     else:
         v.clip_run, v.clip_sum = 0, 0
     rising = v.clip_run >= p.clip_rise
-    if not v.clipping.rises(now, int(rising), rising, p.clear_time):
-        return None
+    tr = v.clipping.update(p.warnings, now, int(rising), inc > 0)
+    if tr is None or tr.kind not in RISING:
+        return closing(p, "vibration_clipping", tr)
     text = f"accelerometer clipping rising in {v.clip_run} consecutive samples (+{v.clip_sum} clips)"
     return Onset("vibration_clipping", "warning", text, float(v.clip_sum), {"samples": v.clip_run})
 
@@ -369,8 +358,11 @@ def ekf_variance(p: UavAnomalyParams, now: int, v: Vehicle, variances: tuple[tup
     over = [(n, x) for n, x in variances if x is not None and x >= p.ekf_thresh]
     held = v.ekf_hold.held(now, len(over) >= 2)
     level = int(held >= p.ekf_timer)
-    if not v.ekf.rises(now, level, held >= 0, p.clear_time):
-        return None
+    near = p.ekf_thresh * (1.0 - p.alert_hysteresis)
+    holding = held >= 0 or sum(x is not None and x >= near for _, x in variances) >= 2
+    tr = v.ekf.update(p.warnings, now, level, holding)
+    if tr is None or tr.kind not in RISING:
+        return closing(p, "ekf_variance", tr)
     listed = ", ".join(f"{n} {_num(x)}" for n, x in over)
     return Onset("ekf_variance", "critical",
                  f"EKF variances at or above {_num(p.ekf_thresh)} for {_secs(held)} s: {listed}",

@@ -5,8 +5,10 @@ defaults where one exists (the strategy's docstring says what each one does)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from qsframework import Duration
+from qsframework.alerting import AlertPolicy
 
 
 def parse_polygon(text: str) -> tuple[tuple[float, float], ...]:
@@ -45,6 +47,7 @@ class UavAnomalyParams:
     batt_crt_pct: float = 0.0
     batt_sag_rate: float = 0.3
     batt_sag_window: Duration = Duration("5s")
+    batt_predict: Duration = Duration("60s")  # battery_predicted_low horizon (0 = off)
     # fence (metres; radius/alt_max/fence_predict 0 = off)
     fence_radius: float = 300.0
     fence_alt_max: float = 100.0
@@ -65,13 +68,34 @@ class UavAnomalyParams:
     ekf_timer: Duration = Duration("1s")
     # link
     link_timeout: Duration = Duration("5s")
-    # all detectors: the condition must be gone this long before it can alert again
+    # the alert policy (qsframework.alerting) of every detector: an episode ends after
+    # clear_time without its condition (beyond the alert_hysteresis margin, a fraction of
+    # the threshold); past flap_count episodes within flap_window the further ones of a
+    # warning-class detector are summarised once per flap_window (flap_count 0 = never);
+    # alert_persist: how long those must hold before they alert
     clear_time: Duration = Duration("3s")
+    alert_hysteresis: float = 0.1
+    alert_persist: Duration = Duration("0s")
+    flap_count: int = 3
+    flap_window: Duration = Duration("5min")
+
+    @cached_property
+    def warnings(self) -> AlertPolicy:
+        """The policy of the conditions that flap (vibration, clipping, GPS quality, EKF,
+        predicted breach): persistence, hysteresis, flapping summarised."""
+        return AlertPolicy(persistence=self.alert_persist, clear_time=self.clear_time,
+                           flap_count=self.flap_count, flap_window=self.flap_window)
+
+    @cached_property
+    def events(self) -> AlertPolicy:
+        """The policy of battery, fence and GPS-loss events: every episode alerts."""
+        return AlertPolicy(clear_time=self.clear_time, flap_window=self.flap_window)
 
     def check(self) -> None:
         for name in ("batt_low_volt", "batt_crt_volt", "batt_low_pct", "batt_crt_pct", "batt_sag_rate",
                      "batt_low_timer", "fence_radius", "fence_alt_max", "fence_margin", "fence_predict",
-                     "gps_min_sats", "gps_max_hdop", "gps_max_speed", "ekf_thresh", "ekf_timer", "clear_time"):
+                     "gps_min_sats", "gps_max_hdop", "gps_max_speed", "ekf_thresh", "ekf_timer", "clear_time",
+                     "batt_predict", "alert_hysteresis", "alert_persist", "flap_count"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if 0 < self.batt_low_volt <= self.batt_crt_volt:
@@ -89,5 +113,7 @@ class UavAnomalyParams:
             raise ValueError("gps_min_fix is a GPS fix type (0-8; 3 = 3D)")
         if not 0 < self.vibe_warn <= self.vibe_crit:
             raise ValueError("vibe_warn must be positive and at most vibe_crit")
+        if self.alert_hysteresis >= 1 or self.flap_window <= 0:
+            raise ValueError("alert_hysteresis is a fraction of the threshold (0 to <1); flap_window > 0")
         if self.clip_rise < 1:
             raise ValueError("clip_rise must be at least 1")

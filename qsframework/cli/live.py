@@ -35,9 +35,12 @@ BUILTIN_SINKS = ("kafka", "timescale", "telegram")
               help="Write signals/alerts (and orders/fills/equity once the strategy orders, with the metrics in DIR/report.json) "
                    "as Parquet part directories (DIR/signals.parquet/part-*.parquet), the backtest's rows; a restart appends.")
 @click.option("--record", "record_dir", metavar="DIR",
-              help="Write the consumed input as a recording (files published at each commit; with --state a restart never doubles it).")
+              help="Write the consumed input as a recording (files published at each commit; with a state snapshot a restart never doubles it).")
 @click.option("--exit-when-idle", type=float, metavar="SECONDS", help="Finish once no event arrived for this long (counted once the consumer has its partitions).")
-@click.option("--state", "state_dir", metavar="DIR", help="Snapshot the engine with each commit; a restart resumes exactly from it.")
+@click.option("--state", "state_dir", metavar="DIR|none",
+              help="Keep the engine snapshot (taken with each commit; a restart resumes exactly from it) in DIR instead of "
+                   "the default, the compacted Kafka topic PREFIX.state.GROUP; none: keep no snapshot.")
+@click.option("--no-state", is_flag=True, help="Keep no snapshot: a restart resumes from the committed offsets with a fresh strategy.")
 @click.option("--lateness", default="0s", show_default=True, metavar="DURATION", help="Allowed out-of-orderness before the watermark.")
 @click.option("--max-future", default=MAX_FUTURE_DEFAULT, show_default=True, metavar="DURATION",
               help="Dead-letter events whose ts_event is more than this ahead of their ts_recv "
@@ -49,15 +52,15 @@ BUILTIN_SINKS = ("kafka", "timescale", "telegram")
 @click.option("--max-held", default=1_000_000, show_default=True, type=int, metavar="N",
               help="Rows that may wait behind the watermark; past it the oldest are released early (counted).")
 @click.option("--on-reset", type=click.Choice(["fail", "earliest"]), default="fail", show_default=True,
-              help="A committed or --state offset the broker's log no longer has: stop with an error, or read the partition from its start.")
+              help="A committed or snapshot offset the broker's log no longer has: stop with an error, or read the partition from its start.")
 @click.option("--commit-interval", default="1s", show_default=True, metavar="DURATION",
-              help="At most one commit (offsets, --state snapshot, --out part file) per interval.")
+              help="At most one commit (offsets, state snapshot, --out part file) per interval.")
 @BOOTSTRAP_OPTION
 @topic_prefix_option()
 @execution_options
 @click.option("-v", "--verbose", is_flag=True, help="Log progress (lag, events/s, latency) every 5 s; tracebacks of strategy errors.")
 def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[str, ...], out_dir: str | None,
-            record_dir: str | None, exit_when_idle: float | None, state_dir: str | None, lateness: str,
+            record_dir: str | None, exit_when_idle: float | None, state_dir: str | None, no_state: bool, lateness: str,
             max_future: str, floor: str, idle_timeout: str, max_held: int, on_reset: str, commit_interval: str,
             bootstrap: str | None, topic_prefix: str, execution: ExecutionConfig, verbose: bool) -> None:
     """Run strategy SPEC live on Kafka topics with the backtest's engine.
@@ -65,6 +68,11 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
     Stops cleanly on SIGTERM/SIGINT: outputs flushed, offsets committed, exit code 0; a sink
     still retrying after a few seconds is cut short (its batch is read again on restart).
     Orders fill in the backtest's simulator (paper trading), with the same execution options.
+    The engine's state is kept with each commit in the group's compacted topic PREFIX.state.GROUP
+    (or --state DIR), so a restart anywhere resumes exactly. With --sink kafka on a broker with
+    transactions, outputs, state and offsets commit in one transaction (exactly-once for
+    read_committed consumers); otherwise at-least-once with idempotent sinks. The first line
+    printed says which state store and which guarantee are in force.
     """
     import asyncio
     import logging
@@ -90,13 +98,16 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
     if max_held < 1:
         raise UserError("--max-held must be at least 1")
     limits = bounds(max_future, floor)
+    if no_state and state_dir not in (None, "none"):
+        raise UserError("--no-state and --state DIR contradict each other: give one")
+    state = "none" if no_state or state_dir == "none" else Path(state_dir) if state_dir else "kafka"
     cfg = ProcessConfig(
         bootstrap=broker_address(bootstrap), group=group or f"qsf-{cls.name}", prefix=topic_prefix,
         lateness_ns=durations["--lateness"], idle_timeout_s=durations["--idle-timeout"] / 1e9, max_held=max_held,
         on_reset=on_reset, commit_interval_s=durations["--commit-interval"] / 1e9,  # type: ignore[arg-type]
         exit_when_idle_s=exit_when_idle, out=Path(out_dir) if out_dir else None,
         record=Path(record_dir) if record_dir else None, sinks=sinks, overrides=overrides,
-        pg_dsn=os.environ.get("QSF_PG_DSN"), state=Path(state_dir) if state_dir else None, bounds=limits,
+        pg_dsn=os.environ.get("QSF_PG_DSN"), state=state, bounds=limits,
         execution=execution,
     )
     for name in sinks:  # a sink that cannot be made fails here, before anything is consumed
@@ -111,7 +122,7 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
         raise UserError("--sink telegram needs QSF_TELEGRAM_TOKEN and QSF_TELEGRAM_CHAT_ID in the environment")
 
     async def main_async():
-        proc = Processor(cls, cfg)
+        proc = Processor(cls, cfg, announce=lambda line: click.echo(line))
         install_signal_handlers(proc)
         return await proc.run()
 

@@ -64,7 +64,7 @@ class Simulator:
     ``outputs`` with the context's sequence numbers."""
 
     __slots__ = ("config", "outputs", "strategy", "source", "_reserve", "portfolio", "trading",
-                 "refusal", "in_batch", "keys", "on_begin", "spill", "first_ts", "next_id", "open",
+                 "refusal", "keys", "on_begin", "spill", "first_ts", "next_id", "open",
                  "books", "cancels", "cancel_due", "sample_due", "due", "notices", "timers",
                  "grid")
 
@@ -76,9 +76,8 @@ class Simulator:
         self.portfolio = Portfolio(config.cash)
         #: the strategy has ordered: orders, fills and equity samples are kept from now on
         self.trading = False
-        #: why orders cannot be placed (no trades subscribed, a batch handler running), or None
+        #: why orders cannot be placed (no trades subscribed), or None
         self.refusal: str | None = None
-        self.in_batch = False
         self.keys: frozenset[str] | None = None
         #: called at the first order (the engine switches to the execution loop)
         self.on_begin: Callable[[], None] | None = None
@@ -101,11 +100,9 @@ class Simulator:
 
     # -- from the strategy's context -------------------------------------------------
     def submit(self, now: int, key: str, qty: float, price: float | None, tag: str) -> int:
+        """Place an order submitted at event time ``now`` (the submitting row's)."""
         if self.refusal is not None:
             raise ValueError(self.refusal)
-        if self.in_batch:
-            raise ValueError("orders are placed from per-event handlers (on_<kind>, on_timer, "
-                             "on_fill, on_order), not from a batch handler: run with --path event")
         if not isinstance(key, str):
             raise ValueError(f"an order's key must be a string, not {key!r}")
         if self.keys is not None and key not in self.keys:

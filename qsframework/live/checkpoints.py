@@ -1,14 +1,14 @@
 """The commit sequence of ``qsf process`` (the commit rule of :mod:`qsframework.io`): wait for
-the sinks' writes, flush every sink as part of a numbered checkpoint, save the ``--state``
-snapshot, commit the offsets, let the sinks publish what they staged; and at a restart, load
-the snapshot and settle what a crash left staged."""
+the sinks' writes, flush every sink as part of a numbered checkpoint, save the state snapshot
+(its store: the group's Kafka topic, ``--state DIR`` or none), commit the offsets (or the
+checkpoint's transaction, see :mod:`.delivery`), let the sinks publish what they staged; and
+at a restart, load the snapshot and settle what a crash left staged."""
 
 from __future__ import annotations
 
 import logging
 import pickle
 import time
-from pathlib import Path
 
 from aiokafka import TopicPartition
 
@@ -17,7 +17,9 @@ from ..io import Checkpoint, Offsets, Sink
 from .config import ProcessConfig, ProcessStats
 from .kafka_source import KafkaSource
 from .pending import Pending
-from .state import load_state, save_state
+from .delivery import Delivery
+from .state import DirState, NoState, StateStore
+from .state_topic import TopicState, state_topic
 from .writes import SinkWrites
 
 log = logging.getLogger("qsf.process")
@@ -36,7 +38,9 @@ class Checkpoints:
         self.writes = writes
         self.stats = stats
         self.number = 0
-        self._restored: int | None = None  # the --state snapshot's checkpoint
+        self.store = store_of(config)
+        self.delivery: Delivery | None = None  # set by the processor once its producer runs
+        self._restored: int | None = None  # the state snapshot's checkpoint
         self._checkpointed: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
 
@@ -61,25 +65,21 @@ class Checkpoints:
         self._checkpointed, self.number, self.writes.written = offsets, self.number + 1, False
         checkpoint = Checkpoint(number=self.number,
                                 offsets={(tp.topic, tp.partition): off for tp, off in offsets.items()})
-        blob = self._state_blob(offsets) if offsets else None
+        blob = self._state_blob(offsets) if offsets and self.store.keeps else None
         for sink in self.sinks:
             await sink.flush(checkpoint)
+        if blob is not None:  # the snapshot first: it is what a restart trusts
+            await self.store.save(blob, checkpoint=self.number)
+        assert self.delivery is not None
+        await self.delivery.commit(offsets)
         if offsets:
-            if blob is not None:
-                save_state(self._state_file(), blob)  # the snapshot first: it is what a restart trusts
-            await self.source.commit(offsets)
             self.stats.commits += 1
         for sink in self.sinks:  # --out parts and --record files: final only now
             await sink.commit(checkpoint)
 
     # -- state for exact restarts ---------------------------------------------------------
-    def _state_file(self) -> Path | None:
-        return None if self.cfg.state is None else self.cfg.state / "processor.state"
-
-    def _state_blob(self, offsets: dict[TopicPartition, int]) -> bytes | None:
+    def _state_blob(self, offsets: dict[TopicPartition, int]) -> bytes:
         """The engine's state as of ``offsets`` (taken now, saved once they are durable)."""
-        if self._state_file() is None:
-            return None
         return pickle.dumps({
             "offsets": {(tp.topic, tp.partition): off for tp, off in offsets.items()},
             **self.source.snapshot(),
@@ -87,22 +87,20 @@ class Checkpoints:
             "engine": self.engine.snapshot(),
         }, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def load(self) -> None:
-        """Resume the engine and the source from the ``--state`` snapshot, if there is one."""
-        path = self._state_file()
-        state = None if path is None else load_state(path)
+    async def load(self) -> None:
+        """Resume the engine and the source from the latest snapshot, if there is one."""
+        state = await self.store.load()
         if state is None:
             return
         self.engine.restore(state["engine"])
         self.source.restore(state)
         self.number = self._restored = state.get("checkpoint", 0)
-        log.info("resuming from %s", path)
+        log.info("resuming from checkpoint %d in %s", self.number, self.store.label)
 
     def settle(self, positions: dict[tuple[str, int], int]) -> None:
         """At the first assignment, before any seek: publish the staged files a crash left
-        whose checkpoint is committed (the --state snapshot's or an earlier one; without
-        --state: offsets the resume ``positions`` cover), delete the others: their input is
-        read again."""
+        whose checkpoint is committed (the snapshot's or an earlier one; without a snapshot:
+        offsets the resume ``positions`` cover), delete the others: their input is read again."""
         restored = self._restored
 
         def committed(offsets: Offsets, checkpoint: int) -> bool:
@@ -115,3 +113,12 @@ class Checkpoints:
             if published or deleted:
                 log.info("%s: %d files committed before a crash kept, %d not committed removed",
                          type(sink).__name__, published, deleted)
+
+
+def store_of(config: ProcessConfig) -> StateStore:
+    """The state store ``config.state`` names: the group's topic, a directory, or none."""
+    if config.state == "none":
+        return NoState()
+    if config.state == "kafka":
+        return TopicState(config.bootstrap, state_topic(config.prefix, config.group), config.group)
+    return DirState(config.state)

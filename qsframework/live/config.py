@@ -25,7 +25,9 @@ class ProcessConfig:
     record: Path | None = None
     sinks: tuple[str, ...] = ()
     pg_dsn: str | None = None
-    state: Path | None = None  # snapshot directory: a restart resumes exactly from it
+    # where the engine snapshot lives (a restart resumes exactly from it): the compacted topic
+    # PREFIX.state.<group>, a local directory (--state DIR), or nowhere (--no-state)
+    state: Path | Literal["kafka", "none"] = "kafka"
     bounds: TimeBounds = DEFAULT_BOUNDS  # events outside them go to the DLQ, not the engine
     on_reset: Literal["fail", "earliest"] = "fail"  # a resume offset the log does not have
     commit_interval_s: float = 1.0  # at most one commit (and --out part) per interval
@@ -51,6 +53,8 @@ class ProcessStats:
     orders: int = 0  # order status rows (accepted, filled, cancelled)
     fills: int = 0
     commits: int = 0
+    delivery: str = ""  # the guarantee in force, e.g. "exactly-once (Kafka transactions)"
+    state_store: str = ""  # where the snapshot is kept, e.g. "Kafka topic qsf.state.g"
     interrupted: bool = False  # a stop request cut work in progress short (not committed)
     wall_s: float = 0.0
     first_processed_at: float | None = None  # time.monotonic() of the first and last batch

@@ -10,9 +10,11 @@ engine consumed, so a backtest of it reproduces the live outputs.
 A partition with nothing new for ``idle_timeout_s`` (and nothing left to read) stops holding
 the watermark back, and at most ``max_held`` rows wait behind it (the oldest go first past
 that): both trade exact parity for progress, and both are counted. Restarts resume from the
-committed offsets or the ``--state`` snapshot; a snapshot or committed offset the log no
-longer has (a reset log) stops the run unless ``on_reset="earliest"``. A stop request ends
-retries within ``stop_grace_s``: what is durable is committed, nothing else.
+latest state snapshot (by default in the group's compacted topic ``PREFIX.state.<group>``,
+see :mod:`.state_topic`), else from the committed offsets; a snapshot or committed offset the
+log no longer has (a reset log) stops the run unless ``on_reset="earliest"``. With ``--sink
+kafka`` on a broker with transactions, each checkpoint is one transaction (:mod:`.delivery`).
+A stop request ends retries within ``stop_grace_s``: what is durable is committed, nothing else.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from ..durations import format_time
@@ -34,16 +36,19 @@ from ..io import Sink
 from ..kafka import ProducerConfig, dlq_topic, ensure_topics, start_producer, topic_of
 from ..latency import LatencyWindow
 from ..order import merge_windows
+from ..sinks.kafka import KafkaSink
 from ..shutdown import stop_on_signals
 from ..strategy import Strategy
 from ..window import Window
 from .checkpoints import Checkpoints
 from .config import ProcessConfig, ProcessStats, StrategyFailed
 from .dead_letters import DeadLetters
+from .delivery import Delivery, delivery_mode, transactional_id
 from .kafka_source import KafkaSource
 from .pending import Pending
 from .report import write_report
 from .sink_options import OUTPUT_KINDS, sinks_of
+from .state_topic import TopicState
 from .writes import SinkWrites
 
 log = logging.getLogger("qsf.process")
@@ -54,8 +59,10 @@ class Processor:
     """One strategy instance on Kafka topics: a :class:`KafkaSource` in, the engine, a list
     of sinks out, and the commit sequence between them (:class:`Checkpoints`)."""
 
-    def __init__(self, strategy_cls: type[Strategy], config: ProcessConfig) -> None:
+    def __init__(self, strategy_cls: type[Strategy], config: ProcessConfig, *,
+                 announce: Callable[[str], None] | None = None) -> None:
         self.cfg = config
+        self.announce = announce or log.info  # the start-up line: state store and delivery mode
         self.strategy_name = strategy_cls.__name__
         self.engine = Engine(strategy_cls, overrides=config.overrides, path=config.path,  # type: ignore[arg-type]
                              execution=config.execution)
@@ -148,8 +155,8 @@ class Processor:
         cfg = self.cfg
         await ensure_topics(cfg.bootstrap, [*self.topics, dlq_topic(cfg.prefix),
                                             *(topic_of(kind, cfg.prefix) for kind in OUTPUT_KINDS)])
-        self._producer = producer = await start_producer(cfg.bootstrap, ProducerConfig())
-        self._checkpoints.load()
+        producer = await self._start_delivery()
+        await self._checkpoints.load()
         # before joining the group: compiling a kernel holds the event loop, and with it the
         # consumer's heartbeats (a member silent for its session timeout is evicted)
         self._guarded(self.engine.prepare, "prepare")
@@ -157,6 +164,9 @@ class Processor:
         await source.start(DeadLetters(producer, cfg.prefix))
         for sink in self.sinks:
             await sink.start()
+        delivery = self._checkpoints.delivery
+        assert delivery is not None
+        await delivery.begin()
         last_log = idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -188,14 +198,41 @@ class Processor:
             await self._writes.wait()
             for sink in self.sinks:  # durable too (a Kafka sink: acknowledged)
                 await sink.flush()
+            await delivery.commit({})  # exactly-once: on_stop's outputs are a transaction too
         except BaseException:
             await self._abandon()
             raise
+
+    async def _start_delivery(self) -> AIOKafkaProducer:
+        """The producer (transactional for exactly-once), the state store on it, and the
+        start-up line saying where state is kept and which guarantee is in force."""
+        cfg, checkpoints = self.cfg, self._checkpoints
+        mode = await delivery_mode(cfg)
+        store = checkpoints.store
+        tx_id = transactional_id(cfg, cfg.group) if mode.mode == "exactly-once" else None
+        self._producer = producer = await start_producer(cfg.bootstrap, ProducerConfig(), transactional_id=tx_id)
+        checkpoints.delivery = Delivery(mode, producer=producer, source=self.source, group=cfg.group)
+        if isinstance(store, TopicState):
+            await store.ensure()
+            store.producer, store.transactional = producer, tx_id is not None
+        if tx_id is not None:
+            for sink in self.sinks:
+                if isinstance(sink, KafkaSink):
+                    sink.share(producer)
+        self.stats.delivery, self.stats.state_store = mode.describe(), store.label
+        self.announce(f"{self.strategy_name}: group {cfg.group}, state: {store.label}, delivery: {mode.describe()}")
+        return producer
 
     async def _abandon(self) -> None:
         """Failing or cut short: nothing more is committed; what the sinks hold that is not
         committed is dropped (a restart reads its input again)."""
         await self._writes.cancel()
+        delivery = self._checkpoints.delivery
+        if delivery is not None:
+            try:
+                await delivery.abort()
+            except Exception as exc:  # noqa: BLE001 - the run's own failure is what matters
+                log.info("aborting the transaction: %s: %s", type(exc).__name__, exc)
         for sink in self.sinks:
             try:
                 await sink.discard()

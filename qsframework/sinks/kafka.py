@@ -1,7 +1,9 @@
 """Kafka topics as a :class:`~qsframework.io.Sink`: each kind to its topic (``PREFIX.trades``,
 ``PREFIX.telemetry`` with the kind in a header, ...), and refused input to ``PREFIX.dlq``.
 :meth:`KafkaSink.flush` returns once the broker acknowledged every record sent, and raises
-:class:`~qsframework.errors.PublishError` naming how many were lost otherwise."""
+:class:`~qsframework.errors.PublishError` naming how many were lost otherwise. Given a
+transactional producer (:meth:`KafkaSink.share`, as ``qsf process`` does for exactly-once
+delivery), its records commit or abort with the checkpoint's transaction."""
 
 from __future__ import annotations
 
@@ -9,9 +11,12 @@ from collections.abc import Iterable
 from contextlib import AsyncExitStack
 
 import pyarrow as pa
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
+from ..errors import PublishError, describe
 from ..io import Checkpoint, Refused, Rejected, Sink
-from ..kafka import ProducerConfig, dlq_topic, topic_of
+from ..kafka import ProducerConfig, dlq_topic, ensure_topics, topic_of
 from ..publish import Publisher, publishing
 
 
@@ -24,9 +29,21 @@ class KafkaSink(Sink):
         self.producer = producer
         self.topics = sorted({topic_of(k, prefix) for k in kinds} | {dlq_topic(prefix)})
         self.publisher: Publisher | None = None
+        self._shared: AIOKafkaProducer | None = None
         self._exit = AsyncExitStack()
 
+    def share(self, producer: AIOKafkaProducer) -> None:
+        """Send through ``producer`` (started and stopped by its owner) instead of one of our own."""
+        self._shared = producer
+
     async def start(self) -> None:
+        if self._shared is not None:
+            try:
+                await ensure_topics(self.bootstrap, self.topics)
+            except KafkaError as exc:
+                raise PublishError(f"broker {self.bootstrap}: {describe(exc)}") from None
+            self.publisher = Publisher(self._shared)
+            return
         self.publisher = await self._exit.enter_async_context(
             publishing(self.bootstrap, self.topics, config=self.producer))
 

@@ -103,7 +103,11 @@ def sitl_scenario_run(name: str | None, run_all: bool, out_dir: str, speedup: fl
             verdict = "MISSED"
             if f["detected"]:
                 late = "" if f["in_time"] else f" (target {f['target_s']:g} s: LATE)"
+                if f.get("summarised"):
+                    late = " (flapping: in the alert policy's summary)"
                 verdict = f"detected as {f['alert']} after {f['latency_s']:.1f} s{late}"
+                if f.get("lead_s") is not None:
+                    verdict += f", warned {f['lead_s']:.0f} s before"
             click.echo(f"  {f['fault']:<15} onset {f['onset_s']:6.1f} s: {verdict}")
         fp = len(report["false_positives"])
         click.echo(f"{report['scenario']}: {report['detected']} of {len(report['faults'])} faults detected "

@@ -81,6 +81,7 @@ class VehicleModel:
         self.current = 0.0
         self.consumed_mah = 0.0
         self.energy_wh = 0.0
+        self._polarization = 0.0  # V across the polarisation branch
         self._low_since: float | None = None
         self.battery_failsafe = False
         # sensors and estimator
@@ -291,7 +292,11 @@ class VehicleModel:
         f = 0.0 if j == i else (soc - _OCV_SOC[i]) / (_OCV_SOC[j] - _OCV_SOC[i])
         ocv = b.cells * (_OCV_CELL[i] + f * (_OCV_CELL[j] - _OCV_CELL[i]))
         ocv *= self.params["SIM_BATT_VOLTAGE"] / (4.2 * b.cells)
-        self.voltage = max(0.0, ocv - self.current * b.resistance_ohm + rng.gauss(0.0, 0.01))
+        ohmic = b.resistance_ohm * (1.0 + 1.5 * (1.0 - soc) ** 3)  # rises toward empty
+        if b.polarization_s > 0:
+            k = min(1.0, dt / b.polarization_s)
+            self._polarization += (self.current * b.polarization_ohm - self._polarization) * k
+        self.voltage = max(0.0, ocv - self.current * ohmic - self._polarization + rng.gauss(0.0, 0.01))
         self.energy_wh += self.voltage * self.current * dt / 3600.0
 
     def _sensors(self, dt: float) -> None:
@@ -347,6 +352,7 @@ class VehicleModel:
             self._low_since = self.t if self._low_since is None else self._low_since
             if self.t - self._low_since >= 10.0 and not self.battery_failsafe:
                 self.battery_failsafe = True
+                self._battery_incident(b.low_volt)
                 used = f"{self.voltage:.2f}V used {self.consumed_mah:.0f} mAh"
                 self._text(_SEV_CRITICAL, f"Battery 1 is low {used}")
                 if self.phase in ("takeoff", "auto"):
@@ -361,6 +367,20 @@ class VehicleModel:
             self._text(_SEV_CRITICAL, "EKF Failsafe: changed to LAND Mode")
             if self.phase != "land":
                 self._land()
+
+    def _battery_incident(self, low_volt: float) -> None:
+        """The failsafe of a pack that ran down by itself (no SIM_BATT_VOLTAGE fault) is an
+        incident too: onset when the loaded voltage went below BATT_LOW_VOLT, failsafe_s
+        when it had been for BATT_LOW_TIMER."""
+        if any(i.name == "battery_low" for i in self.incidents):
+            return
+        assert self._low_since is not None
+        inc = Incident(name="battery_low", param="BATT_LOW_VOLT", value=low_volt, also={},
+                       expect=FAULT_PARAMS["SIM_BATT_VOLTAGE"][1], planned_at_s=None,
+                       onset_s=self._low_since, end_s=None, messages=FAULT_PARAMS["SIM_BATT_VOLTAGE"][2],
+                       failsafe_s=self.t)
+        self.incidents.append(inc)
+        self._pending.append(inc)
 
     def _estimate(self) -> tuple[float, float]:
         """Where the EKF believes the vehicle is (north, east m): truth plus its errors."""

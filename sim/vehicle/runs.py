@@ -7,7 +7,9 @@ Event time is the vehicle's clock (``time_boot_ms``), so the strategy's timers m
 seconds at any speed-up. An alert counts for a fault when its name is one the fault should
 cause and it comes between ``early`` seconds before the onset (a predicted fence breach) and
 ``late`` seconds after the fault ended; other warning/critical alerts in that window are
-the fault's side effects; any other warning/critical alert is a false positive.
+the fault's side effects; any other warning/critical alert is a false positive. A fault whose
+episode the alert policy summarised (a condition flapping) is detected by that summary
+(``summarised``), late by design.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ from .transports import emulate
 # comes within TARGET_S of the onset plus this wait (parameter of UavAnomaly, default)
 WAITS = {"battery_low": ("batt_low_timer", 10.0), "link_loss": ("link_timeout", 5.0)}
 TARGET_S = 1.0
+
+# a fault's early warning: (alert, parameter of its look-ahead, default s). It may come up to
+# twice the look-ahead before the onset (it holds that long), counts as explained, and is
+# reported as the fault's warning_s and lead_s (how long before the fault's own alert)
+LEADS = {"battery_low": ("battery_predicted_low", "batt_predict", 60.0)}
 
 # what each fault should be reported as (besides its own name)
 ALSO_EXPECT = {
@@ -170,18 +177,28 @@ def score(truth: dict, alerts: list[dict], *, epoch_ns: int | None, config: RunC
         names = set(f.get("expect") or ()) | {f["name"]} | set(ALSO_EXPECT.get(f["name"], ()))
         onset = float(f["onset_s"])
         end = float(f["end_s"]) if f.get("end_s") is not None else end_of_flight
-        lo, hi = onset - config.early, end + config.late
+        lead_name, lead_param, lead_default = LEADS.get(f["name"], ("", "", 0.0))
+        lead = _param_s(lead_param, lead_default, config) if lead_name else 0.0
+        lo, hi = onset - config.early - 2 * lead, end + config.late
         window = [i for i, a in enumerate(serious) if lo <= a["mission_s"] <= hi]
         explained.update(window)
         hits = [serious[i] for i in window if serious[i]["name"] in names]
         first = min(hits, key=lambda a: a["mission_s"]) if hits else None
+        if first is None:
+            first = _summary_of(serious, names, onset, config, explained)
+        summarised = first is not None and "(flapping" in first["text"]
+        warned = [serious[i]["mission_s"] for i in window if serious[i]["name"] == lead_name]
+        warning_s = min(warned) if warned else None
+        own = sorted(a["mission_s"] for a in hits if a["name"] == f["name"])  # e.g. battery_low itself
         faults.append({
             "fault": f["name"], "param": f.get("param"), "value": f.get("value"), "onset_s": onset,
-            "end_s": f.get("end_s"), "detected": first is not None,
+            "end_s": f.get("end_s"), "detected": first is not None, "summarised": summarised,
             "alert": first["name"] if first else None,
             "alert_s": first["mission_s"] if first else None,
             "latency_s": round(first["mission_s"] - onset, 3) if first else None,
-            "side_effects": sorted({serious[i]["name"] for i in window} - names),
+            "side_effects": sorted({serious[i]["name"] for i in window} - names - {lead_name}),
+            "warning_s": warning_s,
+            "lead_s": round(own[0] - warning_s, 3) if own and warning_s is not None else None,
             "target_s": TARGET_S + _wait(f["name"], config),
             "in_time": first is not None and first["mission_s"] - onset <= TARGET_S + _wait(f["name"], config),
         })
@@ -198,11 +215,27 @@ def score(truth: dict, alerts: list[dict], *, epoch_ns: int | None, config: RunC
     }
 
 
+def _summary_of(serious: list[dict], names: set[str], onset: float, config: RunConfig,
+                explained: set[int]) -> dict | None:
+    """The flapping summary that reported a fault's episode (its name, within flap_window
+    after the onset), if its own alert was summarised; marked explained."""
+    horizon = _param_s("flap_window", 300.0, config)
+    for i, a in enumerate(serious):
+        if a["name"] in names and "(flapping" in a["text"] and onset <= a["mission_s"] <= onset + horizon:
+            explained.add(i)
+            return a
+    return None
+
+
 def _wait(fault: str, config: RunConfig) -> float:
     """How long the fault's detector waits by design (its timer parameter), in seconds."""
     if fault not in WAITS:
         return 0.0
-    param, default = WAITS[fault]
+    return _param_s(*WAITS[fault], config)
+
+
+def _param_s(param: str, default: float, config: RunConfig) -> float:
+    """A duration parameter of the run's UavAnomaly in seconds (its default unless overridden)."""
     value = (config.overrides or {}).get(param)
     if value is None:
         return default

@@ -118,11 +118,16 @@ class Fence:
 
 @dataclass(frozen=True, kw_only=True)
 class Battery:
-    """LiPo pack: ``cells`` in series, capacity, internal resistance and hover current."""
+    """LiPo pack: ``cells`` in series, capacity, hover current and its resistances: the
+    ohmic ``resistance_ohm`` (a fresh 3S pack about 25 mOhm, an aged one 3x that; it rises
+    toward empty) and a polarisation branch (``polarization_ohm`` reached with time constant
+    ``polarization_s``: the sag that deepens under a sustained load and recovers after it)."""
 
     cells: int = 3
     capacity_mah: float = 5200.0
     resistance_ohm: float = 0.025
+    polarization_ohm: float = 0.012
+    polarization_s: float = 20.0
     hover_current_a: float = 12.0
     low_volt: float = 10.5  # BATT_LOW_VOLT (failsafe after 10 s below: BATT_LOW_TIMER)
 
@@ -232,6 +237,7 @@ class Incident:
     onset_msg_s: float | None = None
     onset_wall_ns: int | None = None
     end_wall_ns: int | None = None
+    failsafe_s: float | None = None  # when the autopilot's failsafe acted (a battery run down)
 
     def as_json(self, last_t: float) -> dict[str, Any]:
         ended = self.end_s is not None and self.end_s <= last_t
@@ -242,4 +248,4 @@ class Incident:
             "onset_msg_s": self.onset_msg_s, "onset_wall_ns": self.onset_wall_ns,
             "end_s": round(self.end_s, 3) if ended and self.end_s is not None else None,
             "end_wall_ns": self.end_wall_ns if ended else None,
-        }
+        } | ({} if self.failsafe_s is None else {"failsafe_s": round(self.failsafe_s, 3)})

@@ -120,6 +120,10 @@ def accelerated(plain: S) -> S:
             args, (kind, ts, value, corr) = self._kernel_args(batch, fires)
             n_out, state = spread_kernel(*args)
             self._emit(kind[:n_out], ts[:n_out], value[:n_out], corr[:n_out])
+            self._load(state)
+
+        def _load(self, state: tuple) -> None:
+            """The kernel's returned state (its fields in order) into the core."""
             values = dict(zip(layout.names, state))
             layout.load(self.s, values | {name: values[name].tolist() for name in layout.sequences})
 

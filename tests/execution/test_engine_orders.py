@@ -173,7 +173,7 @@ def test_orders_for_a_key_the_strategy_does_not_read_are_refused():
         run_strategy(OnlyBtc, {"trade": make_trades(1, 50)})
 
 
-def test_an_order_from_a_batch_handler_is_refused():
+def test_an_order_from_a_batch_handler_needs_its_row_time():
     class BatchOrders(Strategy):
         def on_trade(self, t) -> None:
             pass
@@ -181,7 +181,7 @@ def test_an_order_from_a_batch_handler_is_refused():
         def on_trade_batch(self, batch, fires) -> None:
             self.ctx.order("BTCUSDT", 1.0)
 
-    with pytest.raises(StrategyError, match="orders are placed from per-event handlers"):
+    with pytest.raises(StrategyError, match="from a batch handler needs at="):
         run_strategy(BatchOrders, {"trade": make_trades(1, 50)}, path="batch")
 
 

@@ -72,6 +72,7 @@ class Flight:
     rel_alt: Fn = lambda t: 20.0
     gps_ne: Fn | None = None  # where GPS puts the vehicle (default: ne)
     voltage: Fn = lambda t: 12.4 - 0.005 * t
+    current: Fn = lambda t: 12.0
     remaining: Fn = lambda t: 95.0 - 0.1 * t
     fix: Fn = lambda t: 3
     sats: Fn = lambda t: 12
@@ -114,7 +115,7 @@ class Flight:
             glat, glon = latlon(on + gn, oe + ge)
             add("gps", ts, fix_type=self.fix(t), satellites=self.sats(t), hdop=self.hdop(t), vdop=1.2,
                 lat=glat, lon=glon, alt=584.0 + rel, ground_speed=5.0, course=0.0)
-            add("battery", ts, battery_id=0, voltage=self.voltage(t), current=12.0,
+            add("battery", ts, battery_id=0, voltage=self.voltage(t), current=self.current(t),
                 remaining=self.remaining(t), msg="SYS_STATUS")
             add("attitude", ts, roll=0.01, pitch=-0.02, yaw=1.0, rollspeed=0.0, pitchspeed=0.0, yawspeed=0.0)
             vx, vy, vz = self.vibe(t)
@@ -150,17 +151,20 @@ def run_engine(data: dict[str, pa.Table], *, batch: int = 65_536, **overrides: o
 
 
 def outputs(data: dict[str, pa.Table], **overrides: object) -> tuple[list[dict], list[dict]]:
-    """(alerts, signals) as row dicts, with ``t``: seconds after T0."""
+    """(alerts, signals) as row dicts, with ``t``: seconds after T0; without the
+    ``*_cleared`` ends of episodes (test_uav_alerts.py tests those)."""
     engine = run_engine(data, **overrides)
     out = engine.ctx.outputs
     alerts, signals = out.alerts.drain().to_pylist(), out.signals.drain().to_pylist()
+    alerts = [a for a in alerts if not a["name"].endswith("_cleared")]
+    signals = [s for s in signals if not s["name"].endswith("_cleared")]
     for row in alerts + signals:
         row["t"] = (row["ts_event"] - T0) / SEC
     return alerts, signals
 
 
 def alerts_of(flight: Flight | dict[str, pa.Table], **overrides: object) -> list[tuple[float, str, str, str]]:
-    """(t, key, name, severity) of every alert, in emission order."""
+    """(t, key, name, severity) of every alert but the ``*_cleared`` ends, in emission order."""
     data = tables(flight) if isinstance(flight, Flight) else flight
     return [(a["t"], a["key"], a["name"], a["severity"]) for a in outputs(data, **overrides)[0]]
 
