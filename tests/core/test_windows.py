@@ -16,6 +16,7 @@ from qsframework.execution.config import ExecutionConfig
 from qsframework.order import merge_kinds, merge_windows
 from qsframework.window import Window
 
+from ..execution.batch_traders import Stepper
 from .multikind import (
     KINDS,
     OUTPUTS,
@@ -203,3 +204,41 @@ def test_uneven_batches_and_a_restore_midway_change_nothing(seed, kinds, n, size
     value = runs[0]["signals"].column("value").combine_chunks()
     assert value.buffers()[1] is None or value.buffers()[1].to_pybytes() == \
         runs[1]["signals"].column("value").combine_chunks().buffers()[1].to_pybytes()
+
+
+class StepMix(Stepper):
+    """The batch-handler trader of tests/execution beside a second kind, read per event."""
+
+    kinds = ("trade", "wk_a")
+    fields = {"trade": ("key", "price"), "wk_a": ("key", "value")}
+
+    def on_wk_a(self, e) -> None:
+        self.ctx.signal(e.key, "wk_a", e.value)
+
+
+@settings(max_examples=20)
+@given(seed=st.integers(0, 2**32 - 1), trades=st.integers(20, 160), ticks=st.integers(1, 120),
+       every=st.sampled_from([2, 3, 5]), small=st.sampled_from([1, 2, 6]))
+def test_a_batch_handler_ordering_mid_window_hands_over_as_on_the_runs(seed, trades, ticks, every, small):
+    """Trade runs of a window go to on_trade_batch, which orders at a data-dependent row: the
+    execution loop takes the rest of the run and of the window; orders, fills, equity and
+    signals equal the per-event reference."""
+    tables = make_kinds(seed, {"trade": trades, "wk_a": ticks}, dup=0.0)
+    options = {"overrides": {"after": 5, "every": every, "tick_ms": 9},
+               "execution": ExecutionConfig(latency_ns=2_000_000, mark_every_ns=5_000_000)}
+    want = reference(StepMix, tables, **options)
+    for size in SIZES:
+        got = windowed(StepMix, tables, batch_size=size, path="auto", small_batch=small, **options)
+        same(got, want, (small, size))
+
+
+def test_the_batch_trader_orders_from_its_batch_handler_inside_a_window():
+    """Guard: the property above reaches the hand-over (an order from on_trade_batch)."""
+    tables = make_kinds(0, {"trade": 120, "wk_a": 60}, dup=0.0)
+    engine = Engine(StepMix, path="auto", small_batch=2, overrides={"after": 5, "every": 3, "tick_ms": 9},
+                    execution=ExecutionConfig(latency_ns=2_000_000, mark_every_ns=5_000_000))
+    for window in merge_windows({k: t.to_batches() for k, t in tables.items()}):
+        engine.process_window(window)
+    engine.finish()
+    assert any(ordered for _, _, ordered in engine.strategy.returns)
+    assert engine.ctx.outputs.fills.count > 0
