@@ -1,10 +1,11 @@
 """The engine: one code path from ordered events to a strategy and its outputs.
 
-Backtest and live feed it the same way: ``process(kind, batch)`` with batches in the
-total order of :mod:`qsframework.order`. The per-event path calls ``on_<kind>(event)``
-per row; the batch path calls ``on_<kind>_batch(batch, fires)`` and must agree with it
-(:mod:`qsframework.batch_path`, which also hands a batch over to the per-event execution
-loop when its handler places the first order).
+Backtest and live feed it windows of the total order of :mod:`qsframework.order` holding
+several kinds (``process_window``, :mod:`qsframework.walk`), which give the outputs of the
+window's runs of one kind fed to ``process(kind, batch)`` one by one. The per-event path
+calls ``on_<kind>(event)`` per row; the batch path calls ``on_<kind>_batch(batch, fires)``
+and must agree with it (:mod:`qsframework.batch_path`, which also hands a batch over to the
+per-event execution loop when its handler places the first order).
 
 Exact duplicates (a row equal to the one before it of its kind in ``ts_event``, ``source``,
 ``key`` and ``seq``: in total order they are adjacent) are dropped and counted on both paths.
@@ -27,12 +28,14 @@ from .batch_path import FIRE_CHUNK, run_batch
 from .durations import format_time
 from .errors import StrategyError, UserError
 from .columns import EVENT_CHUNK, pylists, rows
+from .duplicates import drop as drop_duplicates
 from .events import ORDER_COLUMNS, conform, get_kind
 from .execution.config import ExecutionConfig
 from .execution.loop import deliver_notices, row_at, run_trading
 from .params import build_params
 from .strategy import SWITCH, Context, Strategy
 from .timers import NEVER
+from .window import Window
 
 Path = Literal["auto", "event", "batch"]
 SMALL_BATCH = 512
@@ -184,22 +187,39 @@ class Engine:
             batch = batch.filter(pc.is_in(batch.column("key"), value_set=self._key_set))
             if batch.num_rows == 0:
                 return
-        batch = full = self._drop_duplicates(kind, batch)
+        batch = full = self._drop_duplicates(kind, batch)[0]
         if batch.num_rows == 0:
             return
         if batch.num_columns != len(schema):
             batch = batch.select(schema.names)
         if not self._started:
-            self._started = True
-            self.ctx.now = self.sim.first_ts = int(batch.column(0)[0].as_py())
-            try:
-                self.strategy.on_start()
-            except Exception as exc:
-                raise self._failed("on_start", exc) from exc
-            if self.ctx.switch:
-                self.settle_switch()
-                deliver_notices(self)
+            self._start(int(batch.column(0)[0].as_py()))
         self.events_in += batch.num_rows
+        self._dispatch(kind, row, batch, full, handlers)
+
+    def process_window(self, window: Window, *, filtered: bool = False) -> None:
+        """Process a window of several kinds that follows all earlier events in total order:
+        the same outputs as its runs one by one through :meth:`process`, walked in one pass
+        (:mod:`qsframework.walk`)."""
+        from .walk import process_window
+
+        process_window(self, window, filtered=filtered)
+
+    def _start(self, ts: int) -> None:
+        """The first event, at ``ts``: ``on_start``."""
+        self._started = True
+        self.ctx.now = self.sim.first_ts = ts
+        try:
+            self.strategy.on_start()
+        except Exception as exc:
+            raise self._failed("on_start", exc) from exc
+        if self.ctx.switch:
+            self.settle_switch()
+            deliver_notices(self)
+
+    def _dispatch(self, kind: str, row: type, batch: pa.RecordBatch, full: pa.RecordBatch,
+                  handlers: tuple[Any, Any]) -> None:
+        """Hand ``batch`` (ready: conformed, filtered, without duplicates) to its handler."""
         one, many = handlers
         if self.sim.trading:
             run_trading(self, kind, row, batch, full, one)
@@ -225,36 +245,13 @@ class Engine:
         timers.floor = NEVER
         timers.due = timers._heap[0][0] if timers._heap else NEVER
 
-    def _drop_duplicates(self, kind: str, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """``batch`` without the rows equal to the row before them (of this kind, carried
-        across batches) in ``ts_event``, ``source``, ``key`` and ``seq``. Compares the
-        numbers first, so a batch without equal neighbours costs two vector compares."""
-        ts = batch.column("ts_event").to_numpy()
-        seq = batch.column("seq").to_numpy()
-        n = len(ts)
-        last = self._last.get(kind)
-        maybe = (ts[1:] == ts[:-1]) & (seq[1:] == seq[:-1])
-        head = last is not None and last[0] == ts[0] and last[1] == seq[0]
-        source, key = batch.column("source"), batch.column("key")
-        self._last[kind] = (int(ts[-1]), int(seq[-1]), source[n - 1].as_py(), key[n - 1].as_py())
-        if not head and not maybe.any():
-            return batch
-        dup = np.zeros(n, bool)
-        if head:
-            dup[0] = last[2:] == (source[0].as_py(), key[0].as_py())  # type: ignore[index]
-        idx = np.flatnonzero(maybe) + 1
-        if len(idx):
-            at, before = pa.array(idx), pa.array(idx - 1)
-            same = pc.and_(
-                pc.equal(source.take(at), source.take(before)),
-                pc.equal(key.take(at), key.take(before)),
-            )
-            dup[idx] = same.to_numpy(zero_copy_only=False)
-        count = int(dup.sum())
-        if not count:
-            return batch
+    def _drop_duplicates(self, kind: str, batch: pa.RecordBatch
+                         ) -> tuple[pa.RecordBatch, np.ndarray | None]:
+        """``batch`` without its exact duplicates (:func:`~qsframework.duplicates.drop`),
+        and the mask of the rows kept (None: all)."""
+        batch, kept, count = drop_duplicates(self._last, kind, batch)
         self.duplicates += count
-        return batch.filter(pa.array(~dup))
+        return batch, kept
 
     def _failed(self, handler: str, exc: Exception, what: str = "") -> StrategyError:
         return _failed(type(self.strategy), handler, exc, what)
