@@ -191,19 +191,18 @@ def run_backtest(
     engine.on_outputs = drain  # a long timer catch-up writes its outputs out as it goes
     t0 = time.perf_counter()
     try:
-        stream = recording.stream_all(
+        stream = recording.windows(
             kinds, start=start, end=end, keys=engine.keys, batch_size=batch_size,
             columns={k: engine.columns(k) for k in kinds}, bounds=bounds, on_reject=rejects.append,
         )
-        for kind, batch in read_ahead(stream):
-            engine.process(kind, batch, filtered=True)
-            ts = batch.column("ts_event")
+        for window in read_ahead(stream):
+            engine.process_window(window, filtered=True)
             if first is None:
-                first = ts[0].as_py()
-            last = ts[batch.num_rows - 1].as_py()
+                first = window.first_ts()
+            last = window.last_ts()
             drain()
             if on_progress is not None:
-                on_progress(batch.num_rows, last)
+                on_progress(window.num_rows, last)
         engine.finish()
         drain(force=True)
     except BaseException:

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from .durations import format_time
 from .errors import StrategyError
-from .execution.loop import Switch, deliver_notices, run_trading
+from .execution.loop import deliver_notices, run_trading
 from .timers import NEVER, TimerQueue
 
 if TYPE_CHECKING:
@@ -60,10 +60,8 @@ def run_batch(engine: Engine, kind: str, row: type, batch: pa.RecordBatch, full:
     timers = ctx.timers
     n, pos = len(ts), 0
     while pos < n:
-        try:
-            engine._fire_before(int(ts[pos]))
-        except Switch as switch:  # a timer placed the first order: row pos on, per event
-            _hand_over(engine, kind, row, batch, full, one, pos, switch.after_handler, "on_timer")
+        if engine._fire_before(int(ts[pos])):  # a timer placed the first order: row pos on, per event
+            _hand_over(engine, kind, row, batch, full, one, pos, False, "on_timer")
             return
         cut = timers.next_one_shot()
         end = n if cut == NEVER else max(pos + 1, int(np.searchsorted(ts, cut, side="right")))

@@ -1,10 +1,11 @@
 """The engine: one code path from ordered events to a strategy and its outputs.
 
-Backtest and live feed it the same way: ``process(kind, batch)`` with batches in the
-total order of :mod:`qsframework.order`. The per-event path calls ``on_<kind>(event)``
-per row; the batch path calls ``on_<kind>_batch(batch, fires)`` and must agree with it
-(:mod:`qsframework.batch_path`, which also hands a batch over to the per-event execution
-loop when its handler places the first order).
+Backtest and live feed it windows of the total order of :mod:`qsframework.order` holding
+several kinds (``process_window``, :mod:`qsframework.walk`), which give the outputs of the
+window's runs of one kind fed to ``process(kind, batch)`` one by one. The per-event path
+calls ``on_<kind>(event)`` per row; the batch path calls ``on_<kind>_batch(batch, fires)``
+and must agree with it (:mod:`qsframework.batch_path`, which also hands a batch over to the
+per-event execution loop when its handler places the first order).
 
 Exact duplicates (a row equal to the one before it of its kind in ``ts_event``, ``source``,
 ``key`` and ``seq``: in total order they are adjacent) are dropped and counted on both paths.
@@ -26,13 +27,15 @@ import pyarrow.compute as pc
 from .batch_path import FIRE_CHUNK, run_batch
 from .durations import format_time
 from .errors import StrategyError, UserError
-from .columns import event_chunks
+from .columns import EVENT_CHUNK, pylists, rows
+from .duplicates import drop as drop_duplicates
 from .events import ORDER_COLUMNS, conform, get_kind
 from .execution.config import ExecutionConfig
-from .execution.loop import Switch, deliver_notices, run_trading
+from .execution.loop import deliver_notices, row_at, run_trading
 from .params import build_params
 from .strategy import SWITCH, Context, Strategy
 from .timers import NEVER
+from .window import Window
 
 Path = Literal["auto", "event", "batch"]
 SMALL_BATCH = 512
@@ -184,22 +187,39 @@ class Engine:
             batch = batch.filter(pc.is_in(batch.column("key"), value_set=self._key_set))
             if batch.num_rows == 0:
                 return
-        batch = full = self._drop_duplicates(kind, batch)
+        batch = full = self._drop_duplicates(kind, batch)[0]
         if batch.num_rows == 0:
             return
         if batch.num_columns != len(schema):
             batch = batch.select(schema.names)
         if not self._started:
-            self._started = True
-            self.ctx.now = self.sim.first_ts = int(batch.column(0)[0].as_py())
-            try:
-                self.strategy.on_start()
-            except Exception as exc:
-                raise self._failed("on_start", exc) from exc
-            if self.ctx.switch:
-                self.settle_switch()
-                deliver_notices(self)
+            self._start(int(batch.column(0)[0].as_py()))
         self.events_in += batch.num_rows
+        self._dispatch(kind, row, batch, full, handlers)
+
+    def process_window(self, window: Window, *, filtered: bool = False) -> None:
+        """Process a window of several kinds that follows all earlier events in total order:
+        the same outputs as its runs one by one through :meth:`process`, walked in one pass
+        (:mod:`qsframework.walk`)."""
+        from .walk import process_window
+
+        process_window(self, window, filtered=filtered)
+
+    def _start(self, ts: int) -> None:
+        """The first event, at ``ts``: ``on_start``."""
+        self._started = True
+        self.ctx.now = self.sim.first_ts = ts
+        try:
+            self.strategy.on_start()
+        except Exception as exc:
+            raise self._failed("on_start", exc) from exc
+        if self.ctx.switch:
+            self.settle_switch()
+            deliver_notices(self)
+
+    def _dispatch(self, kind: str, row: type, batch: pa.RecordBatch, full: pa.RecordBatch,
+                  handlers: tuple[Any, Any]) -> None:
+        """Hand ``batch`` (ready: conformed, filtered, without duplicates) to its handler."""
         one, many = handlers
         if self.sim.trading:
             run_trading(self, kind, row, batch, full, one)
@@ -225,36 +245,13 @@ class Engine:
         timers.floor = NEVER
         timers.due = timers._heap[0][0] if timers._heap else NEVER
 
-    def _drop_duplicates(self, kind: str, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """``batch`` without the rows equal to the row before them (of this kind, carried
-        across batches) in ``ts_event``, ``source``, ``key`` and ``seq``. Compares the
-        numbers first, so a batch without equal neighbours costs two vector compares."""
-        ts = batch.column("ts_event").to_numpy()
-        seq = batch.column("seq").to_numpy()
-        n = len(ts)
-        last = self._last.get(kind)
-        maybe = (ts[1:] == ts[:-1]) & (seq[1:] == seq[:-1])
-        head = last is not None and last[0] == ts[0] and last[1] == seq[0]
-        source, key = batch.column("source"), batch.column("key")
-        self._last[kind] = (int(ts[-1]), int(seq[-1]), source[n - 1].as_py(), key[n - 1].as_py())
-        if not head and not maybe.any():
-            return batch
-        dup = np.zeros(n, bool)
-        if head:
-            dup[0] = last[2:] == (source[0].as_py(), key[0].as_py())  # type: ignore[index]
-        idx = np.flatnonzero(maybe) + 1
-        if len(idx):
-            at, before = pa.array(idx), pa.array(idx - 1)
-            same = pc.and_(
-                pc.equal(source.take(at), source.take(before)),
-                pc.equal(key.take(at), key.take(before)),
-            )
-            dup[idx] = same.to_numpy(zero_copy_only=False)
-        count = int(dup.sum())
-        if not count:
-            return batch
+    def _drop_duplicates(self, kind: str, batch: pa.RecordBatch
+                         ) -> tuple[pa.RecordBatch, np.ndarray | None]:
+        """``batch`` without its exact duplicates (:func:`~qsframework.duplicates.drop`),
+        and the mask of the rows kept (None: all)."""
+        batch, kept, count = drop_duplicates(self._last, kind, batch)
         self.duplicates += count
-        return batch.filter(pa.array(~dup))
+        return batch, kept
 
     def _failed(self, handler: str, exc: Exception, what: str = "") -> StrategyError:
         return _failed(type(self.strategy), handler, exc, what)
@@ -316,12 +313,16 @@ class Engine:
                 self.sim.finish(last)
 
     # -- paths -------------------------------------------------------------------
-    def _fire_before(self, ts: int) -> None:
+    def _fire_before(self, ts: int) -> bool:
         """Run every timer due strictly before ``ts``, one by one (``on_outputs`` every
-        ``FIRE_CHUNK`` fires)."""
+        ``FIRE_CHUNK`` fires). True when the strategy has placed its first order (in the
+        last handler, or in one of these timers): the per-event loop hands the event at
+        ``ts`` and the rest over to the execution loop, which fires the timers left."""
         ctx, timers, on_timer = self.ctx, self.ctx.timers, self.strategy.on_timer
-        if ctx.switch:  # the last handler placed the first order
-            raise Switch(True)
+        if ctx.switch:  # the last handler placed the first order: its notices come first
+            self.settle_switch()
+            deliver_notices(self)
+            return True
         count = 0
         while (fire := timers.pop_before(ts)) is not None:
             ctx.now = fire[0]
@@ -331,12 +332,13 @@ class Engine:
                 raise self._failed(
                     "on_timer", exc, f"timer {fire[1]!r} at {format_time(fire[0])} (ts {fire[0]})"
                 ) from exc
-            if ctx.switch:  # the first order: the event at ts goes to the execution loop
-                raise Switch(False)
+            if ctx.switch:
+                return True
             count += 1
             if count == FIRE_CHUNK:
                 count = 0
                 self._spill()
+        return False
 
     def _spill(self) -> None:
         """Let ``on_outputs`` take the outputs so far (its errors are not the strategy's)."""
@@ -348,23 +350,29 @@ class Engine:
 
     def _run_events(self, kind: str, row: type, batch: pa.RecordBatch, full: pa.RecordBatch,
                     handler: Any) -> None:
+        """The plain per-event loop (no order placed yet); at the first order, the event the
+        loop is on and the rest of the batch go to the execution loop."""
         ctx = self.ctx
         timers = ctx.timers
         fire = self._fire_before
-        event = None
+        named = self.strategy.rows == "named"
+        columns = [pylists(c) for c in batch.columns]
+        n = batch.num_rows
+        event, at = None, n
         try:
-            for _, hi, events in event_chunks(batch, row, named=self.strategy.rows == "named"):
+            for lo in range(0, n, EVENT_CHUNK):
+                hi = min(n, lo + EVENT_CHUNK)
+                events, lead = rows([values(lo, hi) for values in columns], row, named=named)
                 for event in events:
                     ts = event[0]
-                    if ts > timers.due:
-                        fire(ts)
+                    if ts > timers.due and fire(ts):  # the strategy ordered
+                        at = row_at(hi, lead)
+                        break
                     ctx.now = ts
                     handler(event)
-        except Switch as switch:  # the strategy ordered: from `event` on, run with execution
-            if switch.after_handler:
-                self.settle_switch()
-                deliver_notices(self)
-            at = hi - 1 - sum(1 for _ in events)
-            run_trading(self, kind, row, batch.slice(at), full.slice(at), handler)
+                if at < n:
+                    break
         except Exception as exc:  # the loop stopped in the handler, on `event`
             self._handler_failed(exc, kind, batch, event)
+        if at < n:
+            run_trading(self, kind, row, batch.slice(at), full.slice(at), handler)

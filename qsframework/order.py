@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .events import ORDER_COLUMNS
+from .window import Window
 
 
 def sort_indices(table: pa.Table | pa.RecordBatch) -> pa.Array:
@@ -60,15 +61,6 @@ def first_out_of_order(batch: pa.RecordBatch, last: tuple | None = None, *,
                               k_start, cols[3].to_numpy(), one_source))
 
 
-def _order_keys(kind_rank: int, batch: pa.RecordBatch) -> list[np.ndarray]:
-    cols = [batch.column(c) for c in ORDER_COLUMNS]
-    ts = cols[0].to_numpy()
-    source = np.asarray(cols[1].to_pylist(), dtype=str)
-    key = np.asarray(cols[2].to_pylist(), dtype=str)
-    seq = cols[3].to_numpy()
-    return [ts, source, key, np.full(len(ts), kind_rank), seq]
-
-
 def merge_kinds(
     streams: dict[str, Iterable[pa.RecordBatch]],
 ) -> Iterator[tuple[str, pa.RecordBatch]]:
@@ -76,11 +68,19 @@ def merge_kinds(
 
     Yields ``(kind, batch)`` runs; consecutive rows of one kind stay in one batch.
     """
+    for window in merge_windows(streams):
+        yield from window.runs()
+
+
+def merge_windows(streams: dict[str, Iterable[pa.RecordBatch]]) -> Iterator[Window]:
+    """Merge per-kind streams (each already in total order) into windows of the total order:
+    each holds every kind's rows up to the earliest last time among the streams' next
+    batches (rows at that time wait for the next window)."""
     if len(streams) == 1:
         ((kind, stream),) = streams.items()
         for batch in stream:
             if batch.num_rows:
-                yield kind, batch
+                yield Window.single(kind, batch)
         return
     kinds = sorted(streams)
     iters = {k: iter(streams[k]) for k in kinds}
@@ -117,7 +117,7 @@ def merge_kinds(
                 if last == bound:
                     pull(k)
             continue
-        yield from _interleave(parts, kinds)
+        yield Window.merge(parts)
 
 
 def _last_ts(batch: pa.RecordBatch) -> int:
@@ -126,22 +126,3 @@ def _last_ts(batch: pa.RecordBatch) -> int:
 
 def _concat(a: pa.RecordBatch, b: pa.RecordBatch) -> pa.RecordBatch:
     return pa.Table.from_batches([a, b]).combine_chunks().to_batches()[0]
-
-
-def _interleave(
-    parts: list[tuple[str, pa.RecordBatch]], kinds: list[str]
-) -> Iterator[tuple[str, pa.RecordBatch]]:
-    if len(parts) == 1:
-        yield parts[0]
-        return
-    keys = [_order_keys(kinds.index(k), b) for k, b in parts]
-    cols = [np.concatenate([kk[i] for kk in keys]) for i in range(5)]
-    order = np.lexsort(cols[::-1])
-    which = np.concatenate([np.full(b.num_rows, i) for i, (_, b) in enumerate(parts)])[order]
-    local = np.concatenate([np.arange(b.num_rows) for _, b in parts])[order]
-    starts = np.flatnonzero(np.diff(which, prepend=-1)).tolist()
-    ends = [*starts[1:], len(which)]
-    for s, e in zip(starts, ends):
-        k, b = parts[int(which[s])]
-        # rows of one part stay in their order, so each run is a contiguous slice
-        yield k, b.slice(int(local[s]), e - s)

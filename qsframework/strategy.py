@@ -164,6 +164,8 @@ class Context:
 
     # emitters --------------------------------------------------------------------
     def _next_seq(self) -> int:
+        if self.sim.on_output is not None:  # the equity samples due before now come first
+            self.sim.on_output()
         self._seq += 1
         return self._seq - 1
 
@@ -210,6 +212,8 @@ class Context:
         v = np.asarray([np.nan if x is None else x for x in values] if not isinstance(values, np.ndarray) else values, dtype=np.float64)
         if attrs_text is None:
             attrs_text = [attrs_json(a) for a in attrs] if attrs is not None else [None] * n
+        if self.sim.on_output is not None:
+            self.sim.on_output()
         start = self._reserve_seq(n)
         self.outputs.signals.extend([
             t,

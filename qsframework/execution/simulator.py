@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 
 from ..outputs import Outputs
 from ..timers import NEVER, TimerQueue
 from .config import ExecutionConfig
 from .portfolio import Portfolio
 from .records import Order
+from .samples import EquityRows
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -66,7 +67,7 @@ class Simulator:
     __slots__ = ("config", "outputs", "strategy", "source", "_reserve", "portfolio", "trading",
                  "refusal", "keys", "on_begin", "spill", "first_ts", "next_id", "open",
                  "books", "cancels", "cancel_due", "sample_due", "due", "notices", "timers",
-                 "grid")
+                 "grid", "on_output")
 
     def __init__(self, config: ExecutionConfig, outputs: Outputs, *, strategy: str, source: str,
                  reserve_seq: Callable[[int], int]) -> None:
@@ -95,8 +96,11 @@ class Simulator:
         self.notices: list[Order] = []  # on_order calls not delivered yet
         #: the engine's timers, woken (due = WAKE) by an order or a cancel while trading
         self.timers: TimerQueue | None = None
-        #: single equity samples (t, seq, cash, equity, held) not in the outputs yet: flush()
-        self.grid: list[tuple[int, int, float, float, list[tuple[str, float]]]] = []
+        #: equity samples not in the outputs yet: flush()
+        self.grid = EquityRows(source=source, strategy=strategy)
+        #: called before an order's or a signal's row takes its seq (set by the execution
+        #: loop: the equity samples due before now, which it builds in bulk, come first)
+        self.on_output: Callable[[], None] | None = None
 
     # -- from the strategy's context -------------------------------------------------
     def submit(self, now: int, key: str, qty: float, price: float | None, tag: str) -> int:
@@ -220,6 +224,8 @@ class Simulator:
         self._status(fill[0], ts, "filled")
 
     def _status(self, order: OpenOrder, ts: int, status: str) -> None:
+        if self.on_output is not None:
+            self.on_output()
         self.outputs.orders.append(
             (ts, ts, self.source, order.key, self._reserve(1), self.strategy, order.id, order.qty,
              order.price, order.tag, status, order.filled)
@@ -229,30 +235,50 @@ class Simulator:
         )
 
     def sample_before(self, ts: int) -> None:
-        """Equity samples at the grid times before ``ts`` (the state of every event before it).
-
-        A long quiet span's samples (all alike) are built as Arrow columns, ``SAMPLE_CHUNK``
-        at a time with ``spill`` between chunks, so memory does not grow with the span."""
+        """Equity samples at the grid times before ``ts``, all with the state of the event
+        before ``ts`` (the per-event path calls this at the first event past a grid time, so
+        nothing changed since the first of them)."""
         t, m = self.sample_due, self.config.mark_every_ns
         if 0 < ts - t <= m:  # one grid time: the common case, in short
-            self._sample(t)
-            self.sample_due = t = t + m
+            self.sample_due = due = t + m
             cancel = self.cancel_due - 1
-            self.due = t if t < cancel else cancel
+            self.due = due if due < cancel else cancel
+            self._sample(t)
             return
-        while t < ts:
-            n = min((ts - 1 - t) // m + 1, SAMPLE_CHUNK)
-            if n < 16:
-                for _ in range(n):
-                    self._sample(t)
-                    t += m
-                continue
-            self._samples(t, n)
-            t += n * m
-            if t < ts and self.spill is not None:
-                self.spill()
-        self.sample_due = t
+        p = self.portfolio
+        held = p.held()
+        self.sample_span(self.grid_before(ts), p.value(held))
+
+    def grid_before(self, ts: int) -> np.ndarray:
+        """The grid times not sampled yet before ``ts`` (none once ``ts <= sample_due``)."""
+        t, m = self.sample_due, self.config.mark_every_ns
+        n = (ts - 1 - t) // m + 1 if ts > t else 0
+        return t + m * np.arange(n, dtype=np.int64)
+
+    def sample_span(self, times: np.ndarray, equity: np.ndarray | float,
+                    bounds: np.ndarray | None = None) -> None:
+        """Samples at the next grid ``times`` (from ``grid_before``), no fill among them, with
+        ``equity`` per sample (or one value for all). ``bounds``, when the span covers more
+        than one quiet gap between events, is each sample's row bound (equal within a gap).
+
+        A gap of more than ``SAMPLE_CHUNK`` samples goes ``SAMPLE_CHUNK`` at a time with
+        ``spill`` between, so memory does not grow with it; the seqs are taken first, for
+        the whole span, as the single samples would have taken them."""
+        n = len(times)
+        if not n:
+            return
+        self.sample_due = int(times[-1]) + self.config.mark_every_ns
         self._redue()
+        p = self.portfolio
+        first = self._reserve(n)
+        cuts = _cuts(n, bounds) if n > SAMPLE_CHUNK and self.spill is not None else []
+        at = 0
+        for cut in [*cuts, n]:
+            part = equity if isinstance(equity, float) else equity[at:cut]
+            self.grid.span(times[at:cut], first + at, p.cash, part, p.held())
+            if cut < n:
+                self.spill()  # type: ignore[misc]
+            at = cut
 
     def finish(self, last_ts: int) -> None:
         """End of the run: the grid samples up to the last event, and one at it."""
@@ -263,44 +289,15 @@ class Simulator:
             self.flush()
 
     def flush(self) -> None:
-        """The single samples kept so far into the outputs, as Arrow columns (cheaper than
-        a row each); the engine calls it before anyone reads the outputs."""
-        rows = self.grid
-        if not rows:
-            return
-        self.grid = []
-        times, seqs, cash, equity, helds = zip(*rows)
-        self._extend(pa.array(times, pa.int64()), pa.array(seqs, pa.int64()), pa.array(cash, pa.float64()),
-                     pa.array(equity, pa.float64()), np.cumsum([0, *map(len, helds)], dtype=np.int32),
-                     [k for held in helds for k, _ in held], [v for held in helds for _, v in held])
-
-    def _samples(self, t: int, n: int) -> None:
-        """``n`` samples of the same state at ``t``, ``t + mark_every``, ..., in bulk."""
-        self.flush()
-        p, m = self.portfolio, self.config.mark_every_ns
-        held = p.held()
-        start = self._reserve(n)
-        self._extend(pa.array(t + m * np.arange(n, dtype=np.int64)),
-                     pa.array(np.arange(start, start + n, dtype=np.int64)),
-                     pa.repeat(p.cash, n), pa.repeat(p.value(held), n),
-                     np.arange(n + 1, dtype=np.int32) * len(held),
-                     [k for k, _ in held] * n, [v for _, v in held] * n)
-
-    def _extend(self, times: pa.Array, seqs: pa.Array, cash: pa.Array, equity: pa.Array,
-                offsets: np.ndarray, keys: list[str], values: list[float]) -> None:
-        """Equity rows from their columns; the positions map as offsets, keys and values."""
-        n = len(times)
-        positions = pa.MapArray.from_arrays(
-            pa.array(offsets), pa.array(keys, pa.string()), pa.array(values, pa.float64()))
-        self.outputs.equity.extend([
-            times, times, pa.repeat(self.source, n), pa.repeat("portfolio", n), seqs,
-            pa.repeat(self.strategy, n), cash, equity, positions,
-        ])
+        """The samples kept so far into the outputs, as Arrow columns (cheaper than a row
+        each); the engine calls it before anyone reads the outputs."""
+        if self.grid:
+            self.grid.flush(self.outputs.equity)
 
     def _sample(self, t: int) -> None:
         p = self.portfolio
         held = p.held()
-        self.grid.append((t, self._reserve(1), p.cash, p.value(held), held))
+        self.grid.singles.append((t, self._reserve(1), p.cash, p.value(held), held))
 
     # -- state -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -324,3 +321,13 @@ class Simulator:
 
     def _redue(self) -> None:
         self.due = min(self.sample_due, self.cancel_due - 1)
+
+
+def _cuts(n: int, bounds: np.ndarray | None) -> list[int]:
+    """Where a span of ``n`` samples is cut for ``spill``: every ``SAMPLE_CHUNK`` samples into
+    each gap (samples with the same row bound), before the gap's end."""
+    if bounds is None:
+        return list(range(SAMPLE_CHUNK, n, SAMPLE_CHUNK))
+    starts = np.flatnonzero(np.diff(bounds)) + 1
+    edges = [0, *starts.tolist(), n]
+    return [c for lo, hi in pairwise(edges) for c in range(lo + SAMPLE_CHUNK, hi, SAMPLE_CHUNK)]

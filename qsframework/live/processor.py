@@ -35,9 +35,11 @@ from ..errors import UserError, describe
 from ..io import Sink
 from ..kafka import ProducerConfig, dlq_topic, ensure_topics, start_producer, topic_of
 from ..latency import LatencyWindow
+from ..order import merge_windows
 from ..sinks.kafka import KafkaSink
 from ..shutdown import stop_on_signals
 from ..strategy import Strategy
+from ..window import Window
 from .checkpoints import Checkpoints
 from .config import ProcessConfig, ProcessStats, StrategyFailed
 from .dead_letters import DeadLetters
@@ -273,21 +275,15 @@ class Processor:
             return
         tables = {k: t for k in self.kinds if (t := self._pending.take(k, upto)) is not None}
         if tables:
-            if len(tables) == 1:
-                ((kind, table),) = tables.items()
-                merged = [(kind, b) for b in table.to_batches()]
-            else:
-                from ..order import merge_kinds
-
-                merged = list(merge_kinds({k: t.to_batches() for k, t in tables.items()}))
             if self.stats.first_processed_at is None:
                 self.stats.first_processed_at = time.monotonic()
             takes_inputs = any(sink.inputs for sink in self.sinks)
-            for kind, batch in merged:
-                self._process(kind, batch)
-                self.stats.processed += batch.num_rows
+            for window in merge_windows({k: t.to_batches() for k, t in tables.items()}):
+                self._process(window)
+                self.stats.processed += window.num_rows
                 if takes_inputs:
-                    self._writes.add(kind, self._consumed(batch), output=False)
+                    for kind, batch in zip(window.kinds, window.batches):
+                        self._writes.add(kind, self._consumed(batch), output=False)
         if upto is not None:
             self.source.released_upto = upto
         self._flush_outputs()
@@ -301,12 +297,13 @@ class Processor:
             return table
         return table.filter(pc.is_in(table.column("key"), value_set=self._keys))
 
-    def _process(self, kind: str, batch: pa.RecordBatch) -> None:
-        """One batch through the engine; the strategy's exception becomes :class:`StrategyFailed`."""
-        ts = batch.column("ts_event")
-        first, last = format_time(ts[0].as_py()), format_time(ts[batch.num_rows - 1].as_py())
-        self._guarded(lambda: self.engine.process(kind, batch),
-                      f"the {kind} event at {first}" if first == last else f"{kind} events {first} .. {last}")
+    def _process(self, window: Window) -> None:
+        """One window of events through the engine (:meth:`Engine.process_window`); the
+        strategy's exception becomes :class:`StrategyFailed`."""
+        first, last = format_time(window.first_ts()), format_time(window.last_ts())
+        what = "/".join(window.kinds)
+        self._guarded(lambda: self.engine.process_window(window),
+                      f"the {what} event at {first}" if first == last else f"{what} events {first} .. {last}")
 
     def _guarded(self, call: Callable[[], object], during: str) -> None:
         """``call`` into the strategy; what it raises becomes one :class:`StrategyFailed` line."""

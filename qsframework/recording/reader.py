@@ -19,15 +19,17 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from ..errors import UserError
 from ..events import KINDS, ORDER_COLUMNS, conform, get_kind
-from ..order import first_out_of_order, merge_kinds
+from ..order import first_out_of_order, merge_windows
 from ..strategy import repeat_string
 from ..validity import DEFAULT_BOUNDS, TimeBounds, check, sql_check
+from ..window import Window
 from .files import FileInfo, damaged, file_info, first_line, runs
 from .format import FORMAT_VERSION, MANIFEST
 from .verify import CheckedFiles, Verifier
@@ -296,7 +298,13 @@ class Recording:
 
         return _rebatch(scans(), batch_size)
 
-    def stream_all(
+    def stream_all(self, kinds: Sequence[str], **options: Any) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """Events of several kinds merged into the engine's total order, as runs of one kind
+        (options as :meth:`windows`)."""
+        for window in self.windows(kinds, **options):
+            yield from window.runs()
+
+    def windows(
         self,
         kinds: Sequence[str],
         *,
@@ -307,8 +315,9 @@ class Recording:
         columns: dict[str, Sequence[str]] | None = None,
         bounds: TimeBounds | None = DEFAULT_BOUNDS,
         on_reject: Callable[[Rejected], None] | None = None,
-    ) -> Iterator[tuple[str, pa.RecordBatch]]:
-        """Events of several kinds merged into the engine's total order."""
+    ) -> Iterator[Window]:
+        """Events of several kinds merged into the engine's total order, as windows holding
+        every kind (:class:`~qsframework.window.Window`); options as :meth:`stream`."""
         streams = {
             k: self.stream(
                 k, start=start, end=end, keys=keys, batch_size=batch_size,
@@ -319,7 +328,7 @@ class Recording:
         }
         if not streams:
             return iter(())
-        return merge_kinds(streams)
+        return merge_windows(streams)
 
     # -- summary ---------------------------------------------------------------------
     def info(self) -> dict:

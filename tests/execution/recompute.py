@@ -156,9 +156,12 @@ def _participating(con: duckdb.DuckDBPyConnection, reach: pa.Table, cfg: Exec) -
     for o in reach.to_pylist():
         by_key[o["key"]].append(o)
     for key, mine in by_key.items():
-        pos, ts, price, qty = (np.array(c) for c in zip(*con.execute(
+        found = con.execute(
             "SELECT pos, ts_event, price, qty FROM trades WHERE key = ? ORDER BY pos", [key]
-        ).fetchall(), strict=True))
+        ).fetchall()
+        if not found:  # no trade of the key at all: its orders never fill
+            continue
+        pos, ts, price, qty = (np.array(c) for c in zip(*found, strict=True))
         demand = np.cumsum([abs(o["qty"]) for o in mine])
         n_active = np.searchsorted([o["first"] for o in mine], pos, side="right")
         a = np.where(n_active > 0, demand[np.maximum(n_active - 1, 0)], 0.0)
@@ -247,13 +250,14 @@ def _win_rate(done: list[Fill]) -> float | None:
 def backtest(spec: str, recording: Path, out: Path, params: dict[str, str], cfg: Exec, *,
              extra: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
     """``qsf backtest`` in this process (``extra``: more options); its fills, orders, equity
-    and report."""
+    (None when not written) and report."""
     args = ["backtest", spec, "--recording", str(recording), "--out", str(out), *options(cfg),
             *extra]
     for name, value in params.items():
         args += ["-p", f"{name}={value}"]
     main.main(args, standalone_mode=False)
-    files = {name: pq.read_table(out / f"{name}.parquet") for name in ("fills", "orders", "equity")}
+    files = {name: pq.read_table(path) if (path := out / f"{name}.parquet").exists() else None
+             for name in ("fills", "orders", "equity")}  # None: not written (nothing ordered)
     return {**files, "report": json.loads((out / "report.json").read_text())}
 
 
