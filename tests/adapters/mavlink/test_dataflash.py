@@ -20,6 +20,7 @@ from ...conftest import ROOT
 from ...fakes.dataflash_gen import (
     AUTO_AGAIN_S,
     CLIP_RESET_S,
+    DISARM_S,
     GPS_LOSS,
     START_US,
     T0_US,
@@ -212,7 +213,11 @@ def test_import_then_backtest_uav_anomaly(tmp_path):
     res = run_backtest(uav, rec, overrides={"link": "false"})
     alerts = [(round((a["ts_event"] - START_US * 1000) / SEC, 1), a["name"])
               for a in res.tables["alerts"].to_pylist()]
-    assert alerts == [(10.0, "battery_low"), (32.1, "fence_breach"), (GPS_LOSS[0], "gps_loss")]  # battery 1: 5 V
+    # battery 1: 5 V; each episode's end is an info alert clear_time (3 s) after its condition
+    # ends: the GPS fix's return, and the disarm (fences hold only while armed)
+    clear = 3.0
+    assert alerts == [(10.0, "battery_low"), (32.1, "fence_breach"), (GPS_LOSS[0], "gps_loss"),
+                      (GPS_LOSS[1] + clear, "gps_loss_cleared"), (DISARM_S + clear, "fence_breach_cleared")]
     # with the link detector on, the sparse heartbeats of an onboard log look like link losses
     noisy = run_backtest(uav, rec)
     assert any(a["name"] == "link_loss" for a in noisy.tables["alerts"].to_pylist())
