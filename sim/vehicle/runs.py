@@ -105,9 +105,14 @@ def _fly(scenario: Scenario, out: Path, *, config: RunConfig, progress) -> dict:
 
     async def main() -> None:
         flight = threading.Thread(target=fly, name="sitl-emulator", daemon=True)
-        loop_task = asyncio.create_task(source.run(sink, until=lambda: done.is_set() and _drained(source)))
-        await asyncio.sleep(0.3)  # the socket is bound before the vehicle talks
-        flight.start()
+        bound = asyncio.Event()  # the source's first pass: its socket is bound, so nothing is lost
+        loop_task = asyncio.create_task(source.run(sink, until=lambda: done.is_set() and _drained(source),
+                                                   tick=lambda _conn: bound.set()))
+        waiter = asyncio.create_task(bound.wait())
+        await asyncio.wait({loop_task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if not loop_task.done():  # (else it failed to open the link: raised below)
+            flight.start()
         await loop_task
 
     t0 = time.monotonic()
