@@ -144,12 +144,16 @@ def _motors(flight: Flight) -> tuple[pl.DataFrame, list[str]] | None:
     return (flying, chans) if flying.height else None
 
 
+#: why the motor tests are n/a: what they need is not in the log
+NO_MOTORS = "no motor outputs while flying in the log (SERVO_OUTPUT_RAW/RCOU)"
+
+
 def motor_balance(flight: Flight) -> Check:
     """Difference between the motors' average outputs while flying: over 75 µs warns, 150 µs fails."""
     name, title = "motor_balance", "Motor balance"
     got = _motors(flight)
     if got is None:
-        return na(name, title, "no motor outputs while flying in the log (SERVO_OUTPUT_RAW/RCOU)")
+        return na(name, title, NO_MOTORS)
     flying, chans = got
     means = flying.select(pl.col(c).mean() for c in chans).row(0)
     spread = float(max(means) - min(means))
@@ -166,7 +170,7 @@ def thrust(flight: Flight) -> Check:
     name, title = "thrust", "Thrust margin"
     got = _motors(flight)
     if got is None:
-        return na(name, title, "no motor outputs while flying in the log (SERVO_OUTPUT_RAW/RCOU)")
+        return na(name, title, NO_MOTORS)
     flying, chans = got
     lo, hi = _pwm_range(flight)
     frame = flying.with_columns(thr=(pl.mean_horizontal(*chans) - lo) / (hi - lo),
