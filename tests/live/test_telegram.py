@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 import traceback
@@ -177,8 +176,10 @@ def test_per_chat_rate(bot):
     asyncio.run(send(config(bot, per_chat_interval_s=interval, coalesce_after=None), alerts(6)))
     at = [m.at for m in bot.messages]
     assert len(at) == 6
-    assert at[-1] - t0 >= 5 * interval
-    assert all(b - a >= interval - 0.03 for a, b in itertools.pairwise(at))
+    # the k-th message's slot is granted k intervals after the first at the earliest, and it
+    # arrives after its slot: a causal bound (gaps between arrivals may shrink under load,
+    # when one request travels slower than the next)
+    assert all(a - t0 >= k * interval for k, a in enumerate(at))
 
 
 def test_global_rate_across_chats(bot):
