@@ -124,8 +124,10 @@ class Simulator:
         self.next_id += 1
         order = OpenOrder(oid, key, qty, price, str(tag), now + self.config.latency_ns)
         self.open[oid] = order
-        self.books.setdefault(key, []).append(order)
+        # the status row first: its seq comes after the grid samples due before now, which the
+        # execution loop builds in bulk only while no order is open (``on_output``)
         self._status(order, now, "accepted")
+        self.books.setdefault(key, []).append(order)
         self._wake()
         return oid
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from qsframework.engine import Engine
@@ -217,6 +217,9 @@ class StepMix(Stepper):
 
 
 @settings(max_examples=20)
+# an order from the plain loop's handler between a grid time and its sample: the samples due
+# come before the order's row (the per-event reference had them after)
+@example(seed=9998, trades=153, ticks=1, every=2, small=1)
 @given(seed=st.integers(0, 2**32 - 1), trades=st.integers(20, 160), ticks=st.integers(1, 120),
        every=st.sampled_from([2, 3, 5]), small=st.sampled_from([1, 2, 6]))
 def test_a_batch_handler_ordering_mid_window_hands_over_as_on_the_runs(seed, trades, ticks, every, small):
