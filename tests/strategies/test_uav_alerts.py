@@ -154,7 +154,8 @@ def test_summaries_open_at_the_end_are_emitted_at_stop():
 
 def test_params_of_the_policy_are_checked():
     for overrides, needle in [({"alert_hysteresis": "1.5"}, "alert_hysteresis"),
-                              ({"flap_count": "-1"}, "flap_count"), ({"batt_predict": "soon"}, "batt_predict")]:
+                              ({"flap_count": "-1"}, "flap_count"), ({"batt_predict": "soon"}, "batt_predict"),
+                              ({"batt_capacity": "-5"}, "batt_capacity"), ({"batt_reserve": "100"}, "batt_reserve")]:
         with pytest.raises(UserError, match=needle):
             Engine(UAV, overrides=overrides)
 
