@@ -27,9 +27,10 @@ from .errors import UserError
 from .events import KINDS, conform, get_kind
 from .execution.config import ExecutionConfig
 from .io import Batch, Checkpoint, FileSource, Refused, Sink
-from .order import merge_kinds, sort_table
+from .order import merge_kinds, merge_windows, sort_table
 from .strategy import Strategy
 from .validity import DEFAULT_BOUNDS, TimeBounds, check
+from .window import Window
 
 Events = Mapping[str, pa.Table | Iterable[Any]] | Iterable[Any]
 
@@ -80,6 +81,15 @@ class TableSource(FileSource):
                 yield kind, pa.Table.from_batches([batch.slice(at, self.batch_size)])
 
 
+    def windows(self, kinds: Iterable[str]) -> Iterator[Window]:
+        """The events of ``kinds`` as windows of the total order (what a backtest hands
+        :meth:`Engine.process_window <qsframework.engine.Engine.process_window>`), from
+        batches of ``batch_size`` rows per kind."""
+        wanted = set(kinds)
+        return merge_windows({k: t.to_batches(max_chunksize=self.batch_size)
+                              for k, t in self._tables.items() if k in wanted and t.num_rows})
+
+
 class ListSink(Sink):
     """Keeps every batch written to it, in order; :meth:`table` gives one kind's rows."""
 
@@ -123,10 +133,8 @@ def run_strategy(strategy_cls: type[Strategy], events: Events, *, params: dict[s
         raise UserError(f"events break the validity rules: {reasons}")
     engine = Engine(strategy_cls, overrides=params, path=path, seed=seed, execution=execution)
     engine.prepare()
-    for kind, table in source:
-        if kind in engine.kinds:
-            for batch in table.to_batches():
-                engine.process(kind, batch)
+    for window in source.windows(engine.kinds):
+        engine.process_window(window)
     engine.finish()
     outputs = engine.ctx.outputs
     return {name: buf.drain() for name, buf in (outputs.buffers() | outputs.execution()).items()}

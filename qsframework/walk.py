@@ -12,6 +12,7 @@ window's runs fed one by one to :meth:`~qsframework.engine.Engine.process`, bit 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -167,30 +168,25 @@ def _walk(engine: Engine, parts: list[_Part], which: np.ndarray, rank: np.ndarra
     for lo in range(s, e, EVENT_CHUNK):
         hi = min(e, lo + EVENT_CHUNK)
         w = which[lo:hi]
+        order = w.tolist()
         counts = np.bincount(w, minlength=kinds).tolist()
-        made: list[Any] = []
-        shift = np.zeros(kinds, np.int64)
+        # per kind, its rows of the chunk paired with its handler, each made as the loop
+        # reaches it; the loop takes the next pair from the kind of each row in turn
+        chunks: list[Any] = [None] * kinds
         for k, count in enumerate(counts):
             if count:
                 first = taken[k]
                 kind_rows, _ = rows([make(first, first + count) for make in makers[k]],
                                     parts[k].row, named=named)
-                shift[k] = len(made) - first
-                made.extend(kind_rows)
+                chunks[k] = zip(repeat(handlers[k]), kind_rows)
                 taken[k] = first + count
-        events: tuple[Any, ...]
-        calls: tuple[Any, ...]
-        if len(made) == 1:
-            events, calls = tuple(made), (handlers[w[0]],)
-        elif max(counts) == len(made):  # one kind in this chunk
-            events, calls = tuple(made), (handlers[w[0]],) * len(made)
+        if max(counts) == len(order):  # one kind in this chunk
+            lead = iter((chunks[order[0]],) * len(order))
         else:
-            events = itemgetter(*(rank[lo:hi] + shift[w]).tolist())(made)
-            calls = itemgetter(*w.tolist())(handlers)
-        lead: Any = iter(calls)  # its length hint tells which row the loop is on
+            lead = iter(itemgetter(*order)(chunks))  # its length hint tells the loop's row
         event, at = None, e
         try:
-            for handler, event in zip(lead, events):
+            for handler, event in map(next, lead):
                 ts = event[0]
                 if ts > timers.due and fire(ts):  # the strategy ordered
                     at = row_at(hi, lead)

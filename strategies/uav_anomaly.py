@@ -31,7 +31,10 @@ ArduPilot parameters they mirror, with ArduPilot's defaults where one exists:
 
 - battery_predicted_low: the loaded voltage will be under batt_low_volt within batt_predict
   (60 s; 0 = off), from an online estimate of the pack's internal resistance and resting
-  voltage (:mod:`~qsframework.strategies.uav_battery`); only before battery_low. The
+  voltage (:mod:`~qsframework.strategies.uav_battery`); or, with batt_capacity (mAh,
+  BATT_CAPACITY; 0 = not known) set, what remains will reach the reserve (batt_low_pct,
+  else batt_reserve, 20%) within batt_predict at the recent mean current; whichever
+  predicts sooner raises it (attribute ``by``); only before battery_low. The
   estimate is also the signal battery_resistance (ohm, no alert) every batt_predict.
 
 Each anomaly emits a signal (the measured value) and an alert of the same name under the
@@ -137,7 +140,7 @@ class UavAnomaly(Strategy):
             self._emit(v, battery_sag(p, now, bid, bat, b.voltage))
         if b.voltage is not None:
             self._emit(v, battery_health(p, now, bid, bat, b.voltage, b.current))
-            self._emit(v, battery_predicted_low(p, now, bid, bat))
+            self._emit(v, battery_predicted_low(p, now, bid, bat, b.remaining, b.current))
 
     def on_heartbeat(self, h: Any) -> None:
         """The armed state (the fence's home) and the link: each heartbeat restarts the link

@@ -7,6 +7,11 @@ Resistance: least squares of voltage steps on current steps between consecutive 
 forgetting. Resting voltage ``V + I R``, its trend an exponentially weighted linear
 regression over ``batt_predict`` of event time; the loaded voltage ahead is that trend minus
 the recent mean current times ``R``. Pure arithmetic on event time: deterministic.
+
+Capacity (:class:`DrawEstimate`): with ``batt_capacity`` (BATT_CAPACITY, mAh) known, the
+consumed capacity is what the vehicle reports as remaining (ArduPilot's ``remaining`` is
+``100 (1 - consumed / BATT_CAPACITY)``); at the mean current over ``batt_predict`` the
+reserve is reached in ``(remaining - reserve) / 100 x capacity x 3.6 / amps`` seconds.
 """
 
 from __future__ import annotations
@@ -95,3 +100,36 @@ class BatteryEstimate:
         if slope >= 0.0:
             return None
         return (loaded - low_volt) / -slope, loaded, slope
+
+
+@dataclass(slots=True)
+class DrawEstimate:
+    """The pack's mean current over about ``batt_predict`` of event time (time-weighted,
+    exponentially forgotten), for the capacity predictor: how long until the consumed
+    capacity reaches the reserve at this draw."""
+
+    last_ts: int | None = None
+    amp_s: float = 0.0  # sum of current x seconds, forgotten
+    secs: float = 0.0  # sum of seconds, forgotten
+
+    def update(self, now: int, current: float, horizon: int) -> None:
+        """One sample: current (A, >= 0) at ``now`` (ns), drawn since the previous one."""
+        last = self.last_ts
+        if last is not None and 0 < now - last <= MAX_GAP_NS:
+            dt = (now - last) / NS
+            k = exp(-(now - last) / horizon)
+            self.amp_s = k * self.amp_s + current * dt
+            self.secs = k * self.secs + dt
+        self.last_ts = now
+
+    def seconds_to(self, remaining_pct: float, reserve_pct: float, capacity_mah: float,
+                   horizon: int) -> tuple[float, float] | None:
+        """(seconds until ``remaining_pct`` of ``capacity_mah`` falls to ``reserve_pct`` at
+        the mean draw, that draw in A), or None while the draw spans less than half of
+        ``horizon`` (weights summing to half of it) or nothing is drawn. Zero at or below
+        the reserve."""
+        if self.secs < horizon / NS / 2 or self.amp_s <= 0.0:
+            return None
+        amps = self.amp_s / self.secs
+        left_mah = (remaining_pct - reserve_pct) / 100.0 * capacity_mah
+        return max(0.0, left_mah * 3.6 / amps), amps

@@ -162,28 +162,47 @@ def battery_health(p: UavAnomalyParams, now: int, bid: int, bat: Battery, volt: 
                  r, {"unit": "ohm", "battery_id": bid, "resting_v": rest}, tag=f":{bid}", alert=False)
 
 
-def battery_predicted_low(p: UavAnomalyParams, now: int, bid: int, bat: Battery) -> Onset | None:
-    """The loaded voltage will fall below batt_low_volt within batt_predict (the battery
-    model's trend); only before battery_low has alerted. Raised, it holds while the
-    prediction stays within twice batt_predict or battery_low is raised."""
-    if p.batt_predict <= 0 or p.batt_low_volt <= 0:
+def battery_predicted_low(p: UavAnomalyParams, now: int, bid: int, bat: Battery,
+                          remaining: float | None, current: float | None) -> Onset | None:
+    """The failsafe is predicted within batt_predict, by whichever predictor says sooner:
+    the loaded voltage below batt_low_volt (the battery model's trend), or, with
+    batt_capacity known and the vehicle reporting what remains, the consumed capacity
+    reaching the reserve at the recent draw. Only before battery_low has alerted. Raised, it
+    holds while a prediction stays within twice batt_predict or battery_low is raised."""
+    if p.batt_predict <= 0:
         return None
-    ahead = bat.model.seconds_to(now, p.batt_low_volt, p.batt_predict)
+    if current is not None and current >= 0:
+        bat.draw.update(now, current, p.batt_predict)
+    reserve = p.batt_low_pct or p.batt_reserve
+    volt = bat.model.seconds_to(now, p.batt_low_volt, p.batt_predict) if p.batt_low_volt > 0 else None
+    cap = (bat.draw.seconds_to(remaining, reserve, p.batt_capacity, p.batt_predict)
+           if p.batt_capacity > 0 and remaining is not None else None)
+    by_capacity = cap is not None and (volt is None or cap[0] < volt[0])
+    secs = cap[0] if cap is not None and by_capacity else volt[0] if volt is not None else None
     limit = p.batt_predict / NS
-    soon = ahead is not None and ahead[0] <= limit and not bat.alert.active
-    near = ahead is not None and ahead[0] <= 2.0 * limit or bat.alert.active  # a trend wavers
+    soon = secs is not None and secs <= limit and not bat.alert.active
+    near = secs is not None and secs <= 2.0 * limit or bat.alert.active  # a trend wavers
     tr = bat.predicted.update(p.events, now, int(soon), near)
     if tr is None or tr.kind not in RISING:
         return closing(p, "battery_predicted_low", tr, f":{bid}", {"battery_id": bid})
-    assert ahead is not None
-    secs, loaded, slope = ahead
-    r = bat.model.resistance or 0.0
-    text = (f"{_battery_name(bid)} predicted below {_num(p.batt_low_volt)} V (loaded) in {_num(secs, 0)} s: "
-            f"now {_num(loaded)} V loaded, falling {_num(-slope * 60, 2)} V/min, "
-            f"internal resistance {_num(r * 1000, 0)} mOhm")
+    name = _battery_name(bid)
+    if by_capacity:
+        assert cap is not None and remaining is not None
+        secs, amps = cap
+        text = (f"{name} predicted at its {_num(reserve, 1)}% reserve in {_num(secs, 0)} s: "
+                f"{_num(remaining, 1)}% of {_num(p.batt_capacity, 0)} mAh left, drawing {_num(amps, 1)} A")
+        attrs: dict[str, Any] = {"by": "capacity", "remaining_pct": remaining, "current_a": amps,
+                                 "reserve_pct": reserve}
+    else:
+        assert volt is not None
+        secs, loaded, slope = volt
+        r = bat.model.resistance or 0.0
+        text = (f"{name} predicted below {_num(p.batt_low_volt)} V (loaded) in {_num(secs, 0)} s: "
+                f"now {_num(loaded)} V loaded, falling {_num(-slope * 60, 2)} V/min, "
+                f"internal resistance {_num(r * 1000, 0)} mOhm")
+        attrs = {"by": "voltage", "loaded_v": loaded, "slope_v_s": slope, "resistance_ohm": r}
     return Onset("battery_predicted_low", "warning", text, secs,
-                 {"unit": "s", "battery_id": bid, "loaded_v": loaded, "slope_v_s": slope, "resistance_ohm": r},
-                 tag=f":{bid}")
+                 {"unit": "s", "battery_id": bid, **attrs}, tag=f":{bid}")
 
 
 # -- link ----------------------------------------------------------------------------

@@ -48,6 +48,8 @@ class UavAnomalyParams:
     batt_sag_rate: float = 0.3
     batt_sag_window: Duration = Duration("5s")
     batt_predict: Duration = Duration("60s")  # battery_predicted_low horizon (0 = off)
+    batt_capacity: float = 0.0  # mAh (BATT_CAPACITY); 0 = not known: no capacity predictor
+    batt_reserve: float = 20.0  # % the capacity predictor aims at (batt_low_pct when set)
     # fence (metres; radius/alt_max/fence_predict 0 = off)
     fence_radius: float = 300.0
     fence_alt_max: float = 100.0
@@ -95,13 +97,13 @@ class UavAnomalyParams:
         for name in ("batt_low_volt", "batt_crt_volt", "batt_low_pct", "batt_crt_pct", "batt_sag_rate",
                      "batt_low_timer", "fence_radius", "fence_alt_max", "fence_margin", "fence_predict",
                      "gps_min_sats", "gps_max_hdop", "gps_max_speed", "ekf_thresh", "ekf_timer", "clear_time",
-                     "batt_predict", "alert_hysteresis", "alert_persist", "flap_count"):
+                     "batt_predict", "batt_capacity", "batt_reserve", "alert_hysteresis", "alert_persist", "flap_count"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if 0 < self.batt_low_volt <= self.batt_crt_volt:
             raise ValueError("batt_crt_volt must be below batt_low_volt")
-        if self.batt_low_pct > 100 or self.batt_crt_pct > 100:
-            raise ValueError("batt_low_pct and batt_crt_pct are percentages (0-100)")
+        if self.batt_low_pct > 100 or self.batt_crt_pct > 100 or self.batt_reserve >= 100:
+            raise ValueError("batt_low_pct, batt_crt_pct and batt_reserve are percentages (0-100)")
         if 0 < self.batt_low_pct <= self.batt_crt_pct:
             raise ValueError("batt_crt_pct must be below batt_low_pct")
         if self.batt_sag_window <= 0 or self.link_timeout <= 0:

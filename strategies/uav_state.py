@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from qsframework.alerting import Condition
-from qsframework.strategies.uav_battery import BatteryEstimate
+from qsframework.strategies.uav_battery import BatteryEstimate, DrawEstimate
 
 Severity = Literal["warning", "critical", "info"]
 
@@ -58,6 +58,7 @@ class Battery:
     sag: Condition = field(default_factory=Condition)
     history: deque[tuple[int, float]] = field(default_factory=deque)  # (ts, volts), sag window
     model: BatteryEstimate = field(default_factory=BatteryEstimate)
+    draw: DrawEstimate = field(default_factory=DrawEstimate)
     predicted: Condition = field(default_factory=Condition)
 
 

@@ -2,7 +2,8 @@
 SITL-style fault injection (needs the ``mavlink`` extra).
 
 - :mod:`.scenario`: the scenario format (flight, faults on a timeline; bundled TOML files)
-- :mod:`.model`: the vehicle model (flight plan, physics, battery, sensors, failsafes)
+- :mod:`.model`: the vehicle model (state, flight plan, failsafes, fence)
+- :mod:`.physics`: its physics steps (kinematics, attitude, battery, sensors)
 - :mod:`.telemetry`: the model speaking MAVLink at ArduCopter's stream rates
 - :mod:`.transports`: UDP in (scaled) real time, packets, ``.tlog``, the truth file
 - :mod:`.runs`: scored anomaly runs (the emulator into the MAVLink source and ``UavAnomaly``)

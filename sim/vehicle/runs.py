@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from qsframework.adapters.mavlink.source import MavlinkConfig, MavlinkSource
 from qsframework.engine import Engine
-from qsframework.order import merge_kinds
+from qsframework.order import merge_windows
 from qsframework.recording import RecordingWriter
 from qsframework.recording.writer import require_empty, staged_directory
 
@@ -139,17 +139,18 @@ def _fly(scenario: Scenario, out: Path, *, config: RunConfig, progress) -> dict:
 
 
 def _record_and_process(writer: RecordingWriter, engine: Engine):
-    """A source sink: each flush is recorded, then merged into total order for the engine."""
+    """A source sink: each flush is recorded, then merged into windows of the total order for
+    the engine (each walked in one pass, not run by run)."""
 
     async def sink(tables: list[tuple[str, pa.Table]]) -> None:
         by_kind: dict[str, list[pa.Table]] = {}
         for kind, table in tables:
             writer.write(kind, table)
             by_kind.setdefault(kind, []).append(table)
-        merged = merge_kinds({k: pa.concat_tables(v).sort_by([("ts_event", "ascending"), ("seq", "ascending")])
-                              .to_batches() for k, v in by_kind.items()})
-        for kind, batch in merged:
-            engine.process(kind, batch)
+        merged = merge_windows({k: pa.concat_tables(v).sort_by([("ts_event", "ascending"), ("seq", "ascending")])
+                                .to_batches() for k, v in by_kind.items()})
+        for window in merged:
+            engine.process_window(window)
 
     return sink
 

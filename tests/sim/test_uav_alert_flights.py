@@ -127,10 +127,24 @@ def test_aged_battery_predicted_before_the_failsafe(tmp_path):
           f"({fault['onset_s'] - f['warning_s']:.1f} s before the condition)")
 
 
+def test_aged_battery_capacity_predictor_against_the_reported_remaining(tmp_path):
+    # a pilot's 50% landing reserve on the aged 2000 mAh pack, the voltage predictor off: the
+    # alert comes when the reserve is at most batt_predict (60 s) away, and the telemetry's
+    # own remaining reaches 50% that long after it, less one 1% step (~6 s at ~12 A)
+    _, alerts, rec = fly("battery_aging", tmp_path, batt_capacity="2000", batt_reserve="50", batt_low_volt="0")
+    (alert,) = [a for a in alerts if a["name"] == "battery_predicted_low"]
+    assert "50% reserve" in alert["text"]
+    bat = telemetry(rec, "battery").filter(pl.col("msg") == "BATTERY_STATUS")
+    reached = bat.filter(pl.col("remaining") <= 50.0)["t"][0]
+    assert 60.0 - 7.0 <= reached - alert["mission_s"] <= 60.0
+
+
 @pytest.mark.parametrize("name", ["clean", "endurance"])
 def test_clean_flights_never_predict_a_low_battery(name, tmp_path):
     # the endurance box reaches 424 m from home: its fence is the scenario's 600 m
     overrides = {"fence_radius": "600", "fence_alt_max": "120"} if name == "endurance" else {}
+    # the capacity predictor too, with the pack's real capacity (the endurance pack ends at 40%)
+    overrides["batt_capacity"] = str(Scenario.load(name).battery.capacity_mah)
     truth, alerts, rec = fly(name, tmp_path, **overrides)
     assert truth["faults"] == []
     assert serious(alerts) == []

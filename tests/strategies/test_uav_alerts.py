@@ -154,6 +154,48 @@ def test_summaries_open_at_the_end_are_emitted_at_stop():
 
 def test_params_of_the_policy_are_checked():
     for overrides, needle in [({"alert_hysteresis": "1.5"}, "alert_hysteresis"),
-                              ({"flap_count": "-1"}, "flap_count"), ({"batt_predict": "soon"}, "batt_predict")]:
+                              ({"flap_count": "-1"}, "flap_count"), ({"batt_predict": "soon"}, "batt_predict"),
+                              ({"batt_capacity": "-5"}, "batt_capacity"), ({"batt_reserve": "100"}, "batt_reserve")]:
         with pytest.raises(UserError, match=needle):
             Engine(UAV, overrides=overrides)
+
+
+def draining(capacity: float, amps: float, r0: float) -> dict:
+    """A steady voltage (no voltage trend) and a constant draw: what remains falls as the
+    vehicle reports it, 100 (1 - consumed / capacity)."""
+    return {"voltage": lambda t: 12.4, "current": lambda t: amps,
+            "remaining": lambda t: r0 - amps * t / 3.6 / capacity * 100}
+
+
+def predicted(flight: Flight, **overrides: object) -> list[dict]:
+    return [a for a in all_alerts(flight, **overrides) if a["name"] == "battery_predicted_low"]
+
+
+def test_capacity_predictor_alerts_when_the_reserve_is_batt_predict_away():
+    # 3000 mAh at 15 A: 4.17 mAh/s; from 62.55% the 20% reserve is 1276.5 mAh away, 306.4 s:
+    # the first sample whose time to the reserve is within 60 s, computed from the samples
+    capacity, amps, r0 = 3000.0, 15.0, 62.55
+    flight = Flight(seconds=360, **draining(capacity, amps, r0))
+    spec = draining(capacity, amps, r0)
+    want = min(t for t in range(360) if (spec["remaining"](t) - 20.0) / 100 * capacity * 3.6 / amps <= 60.0)
+    got = predicted(flight, batt_capacity=str(capacity))
+    assert [(a["t"], a["severity"]) for a in got] == [(float(want), "warning")]
+    assert "20% reserve" in got[0]["text"] and "3000 mAh" in got[0]["text"]
+    # batt_low_pct is the reserve when set: 30% is reached 72 s earlier (216 mAh less)
+    want30 = min(t for t in range(360) if (spec["remaining"](t) - 30.0) / 100 * capacity * 3.6 / amps <= 60.0)
+    assert [a["t"] for a in predicted(flight, batt_capacity=str(capacity), batt_low_pct="30")] == [float(want30)]
+    # capacity not known: no capacity predictor (and the steady voltage predicts nothing)
+    assert predicted(flight) == []
+
+
+def test_the_earlier_predictor_raises_the_alert():
+    spec = pack(0.04, 11.8, 0.005)  # the voltage predictor alone fires before t = 100
+    by_voltage = predicted(Flight(seconds=240, **spec))
+    assert len(by_voltage) == 1 and by_voltage[0]["t"] < 100
+    # a capacity that lasts beyond the flight changes nothing
+    lasting = Flight(seconds=240, remaining=lambda t: 90.0, **spec)
+    assert predicted(lasting, batt_capacity="5000") == by_voltage
+    # a small pack reaching its reserve first raises it earlier, by capacity
+    small = Flight(seconds=240, remaining=lambda t: 40.0 - 0.1 * t, **spec)
+    got = predicted(small, batt_capacity="1000")
+    assert len(got) == 1 and got[0]["t"] < by_voltage[0]["t"] and "reserve" in got[0]["text"]

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import checks_nav, checks_power, checks_vehicle
+from . import checks_nav, checks_power, checks_sensors, checks_vehicle
 from .flight import Flight, Progress, load_flight
 from .report import Check, document, write_review
 
@@ -14,7 +14,7 @@ CHECKS: tuple[Callable[[Flight], Check], ...] = (
     checks_power.battery, checks_power.battery_sag, checks_power.vcc, checks_power.brownout,
     checks_vehicle.vibration, checks_vehicle.clipping, checks_nav.gps, checks_nav.gps_glitch, checks_nav.ekf,
     checks_nav.link, checks_nav.fence, checks_vehicle.crash, checks_vehicle.motor_balance, checks_vehicle.thrust,
-    checks_vehicle.parameters,
+    checks_sensors.compass, checks_sensors.imu_mismatch, checks_vehicle.parameters,
 )
 """The checks, in the order the report lists them."""
 

@@ -44,8 +44,9 @@ SIDE_EFFECTS = {
     "motor_failure": {"vibration": "warn", "clipping": "fail", "motor_balance": "warn", "thrust": "warn"},
 }
 # tests without data: the emulator's tlog has no servo outputs, supply voltage or parameters;
-# a DataFlash log has no telemetry link
-NO_DATA = {"tlog": {"vcc", "motor_balance", "thrust", "parameters"}, "dataflash": {"link"}}
+# a DataFlash log has no telemetry link; neither has IMU or compass samples
+NO_DATA = {"tlog": {"vcc", "motor_balance", "thrust", "parameters", "compass", "imu_mismatch"},
+           "dataflash": {"link", "compass", "imu_mismatch"}}
 WITH_SERVOS = {"motor_balance", "thrust"}
 EVIDENCE_WINDOW = (-1.5, 5.0)  # seconds around the truth's onset in which the first evidence lies
 
