@@ -71,7 +71,7 @@ def point_id(*, spec: str, params: dict[str, Any], start: int | None, end: int |
 
 
 @lru_cache(maxsize=4)
-def _strategy(spec: str) -> type:
+def strategy(spec: str) -> type:
     from ..loader import load_strategy
 
     return load_strategy(spec)
@@ -79,7 +79,12 @@ def _strategy(spec: str) -> type:
 
 @lru_cache(maxsize=2)
 def open_source(source: str) -> Any:
-    """The recording a point reads, kept open across the worker's points."""
+    """The recording a point reads: the shared decoded one (a directory holding
+    ``decoded.json``) or a recording directory; kept open across the worker's points."""
+    from .shared import SharedRecording, is_shared
+
+    if is_shared(source):
+        return SharedRecording(source)
     from ..recording import Recording
 
     return Recording(source)
@@ -90,7 +95,7 @@ def run_point(job: PointJob) -> PointResult:
     complete, so a point directory always holds a finished point."""
     from ..backtest import run_backtest
 
-    cls = _strategy(job.spec)
+    cls = strategy(job.spec)
     recording = open_source(job.source)
     tmp: Path | None = None
     if job.out is not None:

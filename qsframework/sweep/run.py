@@ -29,6 +29,10 @@ from .search import Search
 
 TABLE = "sweep.parquet"
 POINTS = "points"
+CACHE = ".cache"
+#: the keys a shared decoded recording holds are those of every point of a space up to this
+#: size (a larger one decodes every key)
+KEYS_OF_POINTS = 4096
 
 
 @dataclass(kw_only=True)
@@ -66,10 +70,14 @@ def run_sweep(
     bounds: TimeBounds = DEFAULT_BOUNDS,
     batch_size: int = 65_536,
     keep: int | None = None,
+    shared: bool = True,
     on_point: Callable[[PointResult, Progress], None] | None = None,
 ) -> pa.Table:
     """Run every point ``search`` asks for over ``recording`` and return the sweep table
-    (as written to ``OUT/sweep.parquet``); ``keep`` keeps only the best N point directories."""
+    (as written to ``OUT/sweep.parquet``); ``keep`` keeps only the best N point directories.
+
+    With ``shared`` the recording is decoded once into ``OUT/.cache`` (memory-mapped by every
+    worker; removed once the sweep is complete, kept for a rerun after a stop)."""
     if objective not in metric_names():
         raise UserError(f"unknown objective {objective!r} (metrics: {', '.join(metric_names())})")
     if direction not in ("max", "min"):
@@ -87,7 +95,7 @@ def run_sweep(
     pruned = _pruned(out / TABLE)
     state = Progress(objective=objective, direction=direction, total=getattr(search, "total", None))
     names: list[str] = []
-    source = str(recording)
+    source: str | None = None if shared else str(recording)
 
     def record(result: PointResult, skipped: bool) -> None:
         state.results[result.point_id] = result
@@ -109,11 +117,20 @@ def run_sweep(
             if done is not None:
                 record(done, skipped=True)
                 continue
+            if source is None:
+                source = str(_decode(spec, recording, out / CACHE, search, params, start=start, end=end,
+                                     execution=execution, bounds=bounds, batch_size=batch_size))
             jobs.append(PointJob(point_id=pid, params=params, spec=spec, source=source, start=start,
                                  end=end, execution=execution, out=str(points / pid), seed=seed,
                                  batch_size=batch_size, bounds=bounds))
-        for result in executor.map(jobs):
-            record(result, skipped=False)
+        try:
+            for result in executor.map(jobs):
+                record(result, skipped=False)
+        except BaseException:
+            executor.close()  # stop the workers before their half-written points are removed
+            clean_partial(points)
+            raise
+    shutil.rmtree(out / CACHE, ignore_errors=True)  # complete: a rerun reads no recording
     if keep is not None:
         best = {r.point_id for r in state.best(keep)}
         for pid in state.results:
@@ -121,6 +138,30 @@ def run_sweep(
                 shutil.rmtree(points / pid)
                 pruned[pid] = state.results[pid]
     return write_table(out / TABLE, state, names, pruned=sorted(pruned))
+
+
+def _decode(spec: str, recording: str | Path, cache: Path, search: Search, params: dict[str, Any], *,
+            start: int | None, end: int | None, execution: ExecutionConfig, bounds: TimeBounds,
+            batch_size: int) -> Path:
+    """Decode what every point reads: the strategy's kinds and columns, the keys of every
+    point of the search's space (all keys when it is large or unknown), the time range."""
+    from ..engine import Engine
+    from .point import strategy
+    from .shared import decode
+
+    cls = strategy(spec)
+    engine = Engine(cls, overrides=params, execution=execution)
+    keys: set[str] | None = set(engine.keys) if engine.keys is not None else None
+    space = getattr(search, "space", None)
+    if space is None or space.size > KEYS_OF_POINTS:
+        keys = None
+    else:
+        for point in space.points():
+            more = Engine(cls, overrides=point, execution=execution).keys if keys is not None else None
+            keys = None if more is None or keys is None else keys | set(more)
+    return decode(recording, cache, kinds=list(engine.kinds), keys=None if keys is None else sorted(keys),
+                  start=start, end=end, bounds=bounds, batch_size=batch_size,
+                  columns={k: engine.columns(k) for k in engine.kinds})
 
 
 def clean_partial(points: Path) -> None:
