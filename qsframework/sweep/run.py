@@ -132,6 +132,7 @@ def run_sweep(
         except BaseException:
             executor.close()  # stop the workers before their half-written points are removed
             clean_partial(points)
+            (out / f".{TABLE}.tmp").unlink(missing_ok=True)
             raise
     shutil.rmtree(out / CACHE, ignore_errors=True)  # complete: a rerun reads no recording
     if keep is not None:
