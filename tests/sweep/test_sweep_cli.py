@@ -14,25 +14,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from ..conftest import ROOT, qsf_cmd
-
-PAIRS = str(ROOT / "strategies" / "btc_eth_pairs.py") + ":BtcEthPairs"
-METRICS = ["pnl", "return", "fees", "fills", "turnover", "max_drawdown", "sharpe", "sortino",
-           "exposure", "win_rate"]  # report.json's, as the README defines them
-
-
-def qsf(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*qsf_cmd(), *map(str, args)], capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def recording(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sweep-cli") / "rec"
-    r = qsf("recordings", "generate", "--symbols", "BTCUSDT,ETHUSDT", "--minutes", "6", "--seed", "8",
-            "--out", out)
-    assert r.returncode == 0, r.stderr
-    return out
-
+from ..conftest import qsf_cmd
+from .conftest import METRICS, PAIRS, qsf
 
 @pytest.fixture(scope="module")
 def first_ts(recording) -> int:
