@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -76,6 +77,8 @@ def sweep(ctx: click.Context, spec: str | None, execution: ExecutionConfig, conf
     t0 = time.perf_counter()
     show = Shown(given["objective"])
     with progress(unit="points") as bar:
+        if not bar.disable and sys.stdout.isatty():  # one terminal: the lines go above the bar
+            show.echo = lambda line: bar.console.print(line, markup=False, highlight=False)
         task = bar.add_task("sweep", total=None)
 
         def on_point(result: PointResult, state: Progress) -> None:
@@ -108,6 +111,7 @@ class Shown:
         self.objective = objective
         self.best_id: str | None = None
         self.done = 0
+        self.echo: Callable[[str], None] = click.echo
 
     def best_text(self, state: Progress) -> str:
         best = state.best(1)
@@ -125,7 +129,7 @@ class Shown:
         if new_best:
             self.best_id = result.point_id
         mark = "  <- best so far" if new_best and sys.stdout.isatty() else ""
-        click.echo(f"point {state.done}{total} {result.point_id} {_params(result.params)}: "
+        self.echo(f"point {state.done}{total} {result.point_id} {_params(result.params)}: "
                    f"{self.objective}={value} {result.events:,} events{earlier}{mark}")
 
     def summary(self, table: Any, wall: float, out: str) -> None:
