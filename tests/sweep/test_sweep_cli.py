@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -148,6 +149,17 @@ def test_ctrl_c_leaves_only_finished_points(recording, tmp_path):
         assert {"params.json", "report.json", "signals.parquet"} <= {p.name for p in (out / "points" / name).iterdir()}
     assert sorted(r["point"] for r in table(out)) == finished
     assert not [p for p in out.rglob("*") if p.name.startswith(".tmp") or p.name.endswith(".tmp")]
+    # the decoded recording stays for the rerun: every trade once, as Arrow IPC
+    (decoded,) = (out / ".cache").glob("*/decoded.json")
+    trades = pa.ipc.open_file(pa.memory_map(str(decoded.parent / "trade.arrow"))).read_all().num_rows
+    assert trades == duckdb.connect().execute(
+        f"SELECT count(*) FROM read_parquet('{recording}/kind=*/*/*.parquet')").fetchone()[0]
+    r = qsf("sweep", PAIRS, "--recording", recording, "--out", out, "--workers", "1",
+            "-g", "window=30s,1m,2m", "-g", "threshold=0.001:0.004:0.001")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("(finished earlier)") == len(finished)
+    assert len(table(out)) == 12 and len(list((out / "points").iterdir())) == 12
+    assert not (out / ".cache").exists()
 
 
 @pytest.mark.parametrize("args, message", [
