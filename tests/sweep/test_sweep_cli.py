@@ -173,3 +173,38 @@ def test_bad_input_is_one_line_and_exit_2(recording, tmp_path, args, message):
     r = qsf("sweep", PAIRS, "--recording", recording, "--out", tmp_path / "sw", *args)
     assert r.returncode == 2
     assert r.stderr.startswith(message) and r.stderr.count("\n") == 1, r.stderr
+
+
+BOOM = '''
+from dataclasses import dataclass
+
+from qsframework import Strategy
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    n: int = 1
+
+
+class Boom(Strategy):
+    """Raises on its first trade when n is 3."""
+
+    Params = Params
+
+    def on_trade(self, t):
+        if self.p.n == 3:
+            raise RuntimeError("three is bad")
+'''
+
+
+def test_a_point_whose_strategy_raises_stops_the_sweep_with_one_line(recording, tmp_path):
+    (tmp_path / "boom.py").write_text(BOOM)
+    out = tmp_path / "sw"
+    r = qsf("sweep", f"{tmp_path / 'boom.py'}:Boom", "--recording", recording, "--out", out, "-g", "n=1:4:1",
+            "--workers", "1")
+    assert r.returncode == 2
+    assert r.stderr.startswith("qsf: error: point ") and "(n=3): strategy Boom" in r.stderr, r.stderr
+    assert "RuntimeError: three is bad" in r.stderr and r.stderr.count("\n") == 1
+    finished = sorted(p.name for p in (out / "points").iterdir())
+    assert sorted(row["point"] for row in table(out)) == finished
+    assert {1, 2} <= {row["n"] for row in table(out)} and 3 not in {row["n"] for row in table(out)}
