@@ -174,6 +174,8 @@ def _merged(ctx: click.Context, options: dict[str, Any], table: Any, config_file
         if ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
             if isinstance(value, int | float) and not isinstance(value, bool) and key in ("start", "end"):
                 value = str(value)
+            if key == "ray" and isinstance(value, bool):  # ray = true: a local Ray
+                value = "" if value else None
             try:
                 out[name] = params[name].type_cast_value(ctx, value)
             except click.BadParameter as exc:
