@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -98,7 +99,7 @@ def sweep(ctx: click.Context, spec: str | None, execution: ExecutionConfig, conf
             )
         except KeyboardInterrupt:
             bar.stop()
-            click.echo(f"qsf: interrupted: {show.done} points finished, in {given['out_dir']}/points "
+            click.echo(f"qsf: interrupted: {show.done} point{'' if show.done == 1 else 's'} finished, in {given['out_dir']}/points "
                        "(the same command goes on from there)", err=True)
             ctx.exit(130)
     show.summary(table, time.perf_counter() - t0, given["out_dir"])
@@ -135,8 +136,6 @@ class Shown:
     def summary(self, table: Any, wall: float, out: str) -> None:
         click.echo(f"sweep: {table.num_rows} points in {wall:.1f} s -> {out}/sweep.parquet")
         rows = table.to_pylist()
-        import json
-
         names = json.loads(table.schema.metadata[b"qsf.params"])
         direction = table.schema.metadata[b"qsf.direction"].decode()
         scored = [r for r in rows if r[self.objective] is not None]
