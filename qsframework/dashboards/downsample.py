@@ -5,7 +5,7 @@ every spike."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import duckdb
 import polars as pl
@@ -23,9 +23,9 @@ def bucket_width(start: int, end: int, points: int = POINTS) -> int:
 
 def downsample(con: duckdb.DuckDBPyConnection, source: str, value: str, *, start: int, end: int,
                points: int = POINTS, keys: Sequence[str] | None = None,
-               params: Sequence[object] = ()) -> pl.DataFrame:
-    """Bucketed min/max of VALUE (an SQL expression) per ``key`` over SOURCE (a relation with
-    ``ts_event`` and ``key``) in ``[start, end]``: one row per (key, bucket) with ``bucket`` (its
+               params: Mapping[str, object] | None = None) -> pl.DataFrame:
+    """Bucketed min/max of VALUE (an SQL expression) per ``key`` over SOURCE (SQL of a relation
+    with ``ts_event`` and ``key``, its ``$name`` parameters in PARAMS) in ``[start, end]``: one row per (key, bucket) with ``bucket`` (its
     index), ``t_low``/``low`` and ``t_high``/``high`` (the extremes and their times, the earliest
     on ties) and ``n``; sorted by key and bucket."""
     width = bucket_width(start, end, points)
@@ -41,8 +41,8 @@ def downsample(con: duckdb.DuckDBPyConnection, source: str, value: str, *, start
         GROUP BY ALL ORDER BY key, bucket
     """
     named = {"start": start, "end": end, "width": width, "keys": list(keys) if keys is not None else None}
-    named.update({f"p{i}": p for i, p in enumerate(params)})
-    return con.execute(sql, named).pl()
+    named.update(params or {})
+    return pl.from_arrow(con.sql(sql, params=named).to_arrow_table())  # type: ignore[return-value]
 
 
 def points_of(buckets: pl.DataFrame, *, name: str = "value") -> pl.DataFrame:

@@ -111,6 +111,5 @@ def browser_page(url: str) -> Iterator[tuple[object, Requests]]:
 
 def wait_for_charts(page: object, count: int) -> None:
     """Until COUNT vega charts have drawn (a canvas or an svg inside each .vega-embed)."""
-    page.wait_for_function(  # type: ignore[attr-defined]
-        "n => document.querySelectorAll('.vega-embed canvas, .vega-embed svg.marks').length >= n",
-        arg=count)
+    # a locator, not document.querySelectorAll: it pierces the shadow roots marimo renders into
+    page.locator(".vega-embed canvas, .vega-embed svg.marks").nth(count - 1).wait_for()  # type: ignore[attr-defined]
