@@ -47,8 +47,8 @@ def downsample(con: duckdb.DuckDBPyConnection, source: str, value: str, *, start
 
 def points_of(buckets: pl.DataFrame, *, name: str = "value") -> pl.DataFrame:
     """The chart's rows of a bucketed frame: each bucket's low and high as ``key, time, NAME``
-    (one row when both are the same point), in time order, with ``time`` as a UTC datetime."""
+    (one row when both are the same point; two trades may share a time), in time order, with ``time`` as a UTC datetime."""
     low = buckets.select("key", pl.col("t_low").alias("t"), pl.col("low").alias(name))
     high = buckets.select("key", pl.col("t_high").alias("t"), pl.col("high").alias(name))
-    both = pl.concat([low, high]).unique(subset=["key", "t"], keep="first").sort("key", "t")
+    both = pl.concat([low, high]).unique(subset=["key", "t", name], keep="first", maintain_order=True).sort("key", "t")
     return both.with_columns(pl.from_epoch("t", time_unit="ns").dt.replace_time_zone("UTC").alias("time"))

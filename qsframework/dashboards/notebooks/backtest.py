@@ -110,7 +110,9 @@ def _(alt, fills, keys, mo, pl, prices, signals):
     marks = (alt.Chart(events.head(500)).mark_rule(color="#7b3294", strokeDash=[3, 3]).encode(
         x="time:T", tooltip=["time:T", "name:N", "key:N", "value:Q"]) if not events.is_empty() else None)
     legs = [leg(k) + marks if marks is not None else leg(k) for k in keys.value]
-    mo.vstack([mo.md("## Prices (fills: triangles; other signals: dashed lines)"),
+    shown = (f"<p class='qsf-range'>{prices['time'].min()} .. {prices['time'].max()}: "
+             f"{prices.height:,} points of {', '.join(keys.value)}</p>") if not prices.is_empty() else ""
+    mo.vstack([mo.md("## Prices (fills: triangles; other signals: dashed lines)"), mo.Html(shown),
                alt.vconcat(*legs).resolve_scale(color="shared") if legs else mo.md("Choose a key.")])
     return (leg,)
 
