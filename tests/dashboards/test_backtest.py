@@ -5,6 +5,7 @@ test), ``qsf dashboard``'s bad input, and the page in a real Chromium."""
 from __future__ import annotations
 
 import math
+import re
 import os
 import subprocess
 import sys
@@ -156,11 +157,10 @@ def test_browser_shows_the_report_and_follows_the_controls(run: tuple[Path, Path
             picture = canvas.screenshot()
             thumb = page.locator("[role=slider]").first
             thumb.focus()
-            for _ in range(10):
-                thumb.press("ArrowRight")  # the range now starts 10 minutes later
-            page.locator(".qsf-range").filter(has_not_text=before).wait_for()
+            thumb.press("PageUp")  # ten steps: the range now starts 10 minutes later
+            page.locator(".qsf-range").filter(has_text=re.compile(r"^\S+ 00:10:")).wait_for()
             after = page.locator(".qsf-range").inner_text()
-            assert after != before and "00:10:" in after
+            assert after != before
             wait_for_charts(page, 3)
             assert canvas.screenshot() != picture  # the prices chart redrew on the new range
             if os.environ.get("QSF_UPDATE_SCREENSHOTS") == "1":  # docs/screenshots.py
