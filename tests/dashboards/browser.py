@@ -99,7 +99,8 @@ def browser_page(url: str) -> Iterator[tuple[object, Requests]]:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # tall: every panel is on screen, so each draws and the screenshots show the whole page
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
             page.set_default_timeout(PAGE_BOUND_MS)
             page.on("request", lambda r: requests.record(r.url))
             page.on("websocket", lambda ws: requests.record(ws.url))

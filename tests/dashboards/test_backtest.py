@@ -152,6 +152,8 @@ def test_browser_shows_the_report_and_follows_the_controls(run: tuple[Path, Path
             assert {m: float(v) for m, v in shown.items()} == {m: float(v) for m, v in report["metrics"].items()}
             page.screenshot(path=str(tmp_path / "dashboard-backtest.png"), full_page=True)
             assert (tmp_path / "dashboard-backtest.png").stat().st_size > 10_000
+            if os.environ.get("QSF_UPDATE_SCREENSHOTS") == "1":  # docs/screenshots.py
+                page.screenshot(path=str(SHOTS / "dashboard-backtest.png"), full_page=True)
             before = page.locator(".qsf-range").inner_text()
             canvas = page.locator(".vega-embed canvas, .vega-embed svg.marks").first
             picture = canvas.screenshot()
@@ -163,8 +165,6 @@ def test_browser_shows_the_report_and_follows_the_controls(run: tuple[Path, Path
             assert after != before
             wait_for_charts(page, 3)
             assert canvas.screenshot() != picture  # the prices chart redrew on the new range
-            if os.environ.get("QSF_UPDATE_SCREENSHOTS") == "1":  # docs/screenshots.py
-                page.screenshot(path=str(SHOTS / "dashboard-backtest.png"), full_page=True)
         assert requests.all and not requests.outside, requests.outside
         assert served.stop() == 0
     assert "Traceback" not in "".join(served.output)
