@@ -4,6 +4,7 @@ test), ``qsf dashboard``'s bad input, and the page in a real Chromium."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from qsframework.dashboards import POINTS, downsample
 from qsframework.dashboards.loaders import _con
+from qsframework.dashboards.scan import minmax_batches
 
 from .browser import browser_page, dashboard, wait_for_charts
 from .data import make_backtest, make_recording
@@ -107,8 +109,9 @@ def test_fills_and_alerts_tables(notebook: dict, run: tuple[Path, Path, dict]) -
 @settings(max_examples=15)
 @given(rows=st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from(["a", "b"]),
                                st.floats(-1e6, 1e6, allow_nan=False)), min_size=1, max_size=300),
-       points=st.integers(2, 64))
-def test_downsample_keeps_every_buckets_min_and_max(rows: list[tuple[int, str, float]], points: int) -> None:
+       points=st.integers(2, 64), cuts=st.lists(st.integers(0, 300), max_size=4))
+def test_downsample_keeps_every_buckets_min_and_max(rows: list[tuple[int, str, float]], points: int,
+                                                    cuts: list[int]) -> None:
     raw = pl.DataFrame(rows, schema={"ts_event": pl.Int64, "key": pl.String, "x": pl.Float64}, orient="row")
     start, end = int(raw["ts_event"].min()), int(raw["ts_event"].max())
     with tempfile.TemporaryDirectory() as d:
@@ -116,8 +119,15 @@ def test_downsample_keeps_every_buckets_min_and_max(rows: list[tuple[int, str, f
         raw.write_parquet(path)
         got = downsample(_con(), "read_parquet($p)", "x", start=start, end=end, points=points, params={"p": path})
     assert got.group_by("key").len()["len"].max() <= points // 2  # buckets; two points each
-    expected, _ = _recompute(raw, "x", start, end, points)
+    expected, width = _recompute(raw, "x", start, end, points)
     assert got.select("key", "bucket", "low", "high").equals(expected)
+    # the streaming pass of the price panel: the same buckets, extremes and times, whatever the
+    # batches (time-ordered as recordings are, split anywhere)
+    ordered = raw.sort("ts_event", maintain_order=True).to_arrow()
+    cut = sorted({0, ordered.num_rows, *(c % (ordered.num_rows + 1) for c in cuts)})
+    batches = [b for lo, hi in itertools.pairwise(cut) for b in ordered.slice(lo, hi - lo).to_batches()]
+    streamed = minmax_batches(batches, "x", start=start, end=end, width=width)
+    assert streamed.equals(got)
 
 
 def _qsf(*args: str) -> subprocess.CompletedProcess[str]:
