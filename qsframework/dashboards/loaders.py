@@ -17,7 +17,7 @@ import polars as pl
 from ..errors import UserError
 from ..recording import Recording
 from .downsample import POINTS, bucket_width, downsample, points_of
-from .scan import minmax_batches, read_batches
+from .scan import minmax_files
 
 #: the tables a backtest directory may hold (each optional but report.json)
 TABLES = ("signals", "alerts", "fills", "orders", "equity")
@@ -122,8 +122,7 @@ def load_prices(recording: str | Path, *, keys: Sequence[str] | None = None, sta
     if not files or span is None:
         return points_of(_empty_buckets(), name="price")
     lo, hi = start if start is not None else span[0], end if end is not None else span[1]
-    buckets = minmax_batches(read_batches(files, "price", start=lo, end=hi), "price", start=lo, end=hi,
-                             width=bucket_width(lo, hi, points), keys=keys)
+    buckets = minmax_files(files, "price", start=lo, end=hi, width=bucket_width(lo, hi, points), keys=keys)
     return points_of(buckets, name="price")
 
 

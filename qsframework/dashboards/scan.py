@@ -7,6 +7,7 @@ each on ties), several times faster than a DuckDB group-by on large recordings."
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
@@ -48,11 +49,9 @@ def _extremes(t: np.ndarray, v: np.ndarray, bucket: np.ndarray) -> dict[str, np.
     return out
 
 
-def minmax_batches(batches: Iterable[pa.RecordBatch], value: str, *, start: int, end: int, width: int,
-                   keys: Sequence[str] | None = None) -> pl.DataFrame:
-    """Bucketed extremes of VALUE per key over BATCHES, buckets ``(ts - start) // width`` over
-    ``[start, end]``; NaN and null values are left out. Columns as :func:`downsample`'s."""
-    wanted = None if keys is None else set(keys)
+def _partials(batches: Iterable[pa.RecordBatch], value: str, *, start: int, end: int, width: int,
+              wanted: set[str] | None) -> list[pl.DataFrame]:
+    """Per batch and key, the extremes of its buckets (a bucket may recur across batches)."""
     parts: list[pl.DataFrame] = []
     for batch in batches:
         key = batch.column("key")
@@ -73,11 +72,38 @@ def minmax_batches(batches: Iterable[pa.RecordBatch], value: str, *, start: int,
             if len(t) > 1 and (np.diff(t) < 0).any():  # not in time order: order it
                 order = np.lexsort((t, bucket))
                 t, v, bucket = t[order], v[order], bucket[order]
-            parts.append(pl.DataFrame({"key": name, **_extremes(t, v, bucket)}).cast(_SCHEMA))  # type: ignore[arg-type]
+            ext = _extremes(t, v, bucket)
+            parts.append(pl.DataFrame({"key": [name] * len(ext["bucket"]), **ext}, schema=_SCHEMA))
+    return parts
+
+
+def _combine(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """One row per (key, bucket): the lowest low and highest high, the earliest time on ties."""
     if not parts:
         return pl.DataFrame(schema=_SCHEMA)
-    both = pl.concat(parts)
-    return (both.group_by("key", "bucket").agg(
+    return (pl.concat(parts).group_by("key", "bucket").agg(
         pl.col("t_low").sort_by("low", "t_low").first(), pl.col("low").min(),
         pl.col("t_high").sort_by("high", "t_high", descending=[True, False]).first(), pl.col("high").max(),
         pl.col("n").sum()).select(list(_SCHEMA)).sort("key", "bucket"))
+
+
+def minmax_batches(batches: Iterable[pa.RecordBatch], value: str, *, start: int, end: int, width: int,
+                   keys: Sequence[str] | None = None) -> pl.DataFrame:
+    """Bucketed extremes of VALUE per key over BATCHES, buckets ``(ts - start) // width`` over
+    ``[start, end]``; NaN and null values are left out. Columns as :func:`downsample`'s."""
+    wanted = None if keys is None else set(keys)
+    return _combine(_partials(batches, value, start=start, end=end, width=width, wanted=wanted))
+
+
+def minmax_files(paths: Sequence[str], value: str, *, start: int, end: int, width: int,
+                 keys: Sequence[str] | None = None, workers: int = 2) -> pl.DataFrame:
+    """:func:`minmax_batches` over Parquet files, WORKERS files at a time (pyarrow and numpy
+    release the GIL while they decode and reduce)."""
+    wanted = None if keys is None else set(keys)
+
+    def one(path: str) -> list[pl.DataFrame]:
+        batches = read_batches([path], value, start=start, end=end)
+        return _partials(batches, value, start=start, end=end, width=width, wanted=wanted)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return _combine([part for parts in pool.map(one, paths) for part in parts])
