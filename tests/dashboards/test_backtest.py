@@ -5,6 +5,7 @@ test), ``qsf dashboard``'s bad input, and the page in a real Chromium."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import re
@@ -180,3 +181,20 @@ def test_browser_shows_the_report_and_follows_the_controls(run: tuple[Path, Path
         assert requests.all and not requests.outside, requests.outside
         assert served.stop() == 0
     assert "Traceback" not in "".join(served.output)
+
+
+def test_recording_from_report_json_or_none(run: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    import shutil
+
+    from qsframework.dashboards import load_backtest
+    from qsframework.dashboards.notebooks.backtest import app
+
+    recording, out, report = run
+    assert load_backtest(out).recording == recording  # report.json names it
+    moved = tmp_path / "out"
+    shutil.copytree(out, moved)
+    (moved / "report.json").write_text(json.dumps({**report, "recording": str(tmp_path / "gone")}))
+    _, defs = app.run(defs={"inputs": {"dir": str(moved), "recording": None}})
+    assert defs["bt"].recording is None and "prices" not in defs  # the price panel says why
+    assert defs["tables"]["fills"].height == report["outputs"]["fills"]  # the rest still shows
+    assert defs["equity"].height > 0

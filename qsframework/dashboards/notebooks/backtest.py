@@ -81,20 +81,24 @@ def _(bt, html, mo):
 
 
 @app.cell
-def _(bt, end, keys, load_prices, mo, pl, start):
-    mo.stop(bt.recording is None, mo.md("No recording: pass `--recording DIR` for the price panels."))
-    prices = load_prices(bt.recording, keys=keys.value, start=start, end=end)
-
+def _(bt, end, pl, start):
     def window(name):
+        """Table NAME's rows in the chosen time range, with a UTC ``time`` column."""
         t = bt.tables[name]
         if t.is_empty():
             return t
         return t.filter(pl.col("ts_event").is_between(start, end)).with_columns(
             pl.from_epoch("ts_event", time_unit="ns").dt.replace_time_zone("UTC").alias("time"))
+    return (window,)
 
+
+@app.cell
+def _(bt, end, keys, load_prices, mo, start, window):
+    mo.stop(bt.recording is None, mo.md("No recording: pass `--recording DIR` for the price panels."))
+    prices = load_prices(bt.recording, keys=keys.value, start=start, end=end)
     fills = window("fills")
     signals = window("signals")
-    return fills, prices, signals, window
+    return fills, prices, signals
 
 
 @app.cell
