@@ -9,6 +9,8 @@ workers need the strategy file, the recording and the sweep's ``--out`` at the s
 from __future__ import annotations
 
 import os
+import socket
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -18,6 +20,19 @@ from .point import PointJob, PointResult, run_point
 
 #: CPUs of a local Ray instance started here (the machine's cores by default)
 LOCAL_CPUS = os.cpu_count() or 2
+#: seconds to reach a cluster's GCS port before giving up (Ray itself would retry for minutes)
+CONNECT_S = 15.0
+
+
+def _reachable(address: str) -> None:
+    """A ``HOST:PORT`` GCS address must accept a connection (Ray would wait minutes for one)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_S).close()
+    except OSError as exc:
+        raise UserError(f"cannot connect to Ray at {address!r}: {exc.strerror or exc}") from None
 
 
 class RayExecutor(Executor):
@@ -37,8 +52,12 @@ class RayExecutor(Executor):
                                        "configure_logging": False}
             if address is None:
                 options["num_cpus"] = num_cpus or LOCAL_CPUS
+            elif address != "auto" and not address.startswith("ray://"):
+                _reachable(address)
             try:
-                ray.init(address=address, **options)
+                with warnings.catch_warnings():  # Ray's own warnings would precede our one line
+                    warnings.simplefilter("ignore")
+                    ray.init(address=address, **options)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 raise UserError(f"cannot connect to Ray at {address!r}: {exc}") from None
         self.slots = max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -5,11 +5,13 @@ pool's table and point files."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import ray  # the ray extra, which the test extra pulls in
 
 from qsframework.durations import parse_time
 from qsframework.loader import load_strategy
@@ -20,7 +22,6 @@ from qsframework.sweep.run import run_sweep
 from qsframework.sweep.search import GridSearch
 from tests.conftest import qsf_cmd
 
-ray = pytest.importorskip("ray")  # the ray extra; CI installs it (the test extra pulls it in)
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "recordings" / "sample"
@@ -93,9 +94,12 @@ def test_cli_ray_address_equals_the_process_pool_sweep(local_ray, pool_sweep, tm
 
 
 def test_cli_ray_unreachable_address_is_one_line(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     run = subprocess.run(
         [*qsf_cmd(), "sweep", PAIRS, "--recording", str(SAMPLE), "--out", str(tmp_path), "--end", END,
-         "-g", "threshold=0.001", "--ray", "ray://127.0.0.1:9"],
+         "-g", "threshold=0.001", "--ray", f"127.0.0.1:{port}"],
         capture_output=True, text=True, timeout=900)
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith("qsf: error: cannot connect to Ray")
