@@ -71,7 +71,7 @@ def test_time_folds_cover_the_range(ts, recording, train, test, step, cut):
         assert all(a.test_end == b.test_start for a, b in zip(folds, folds[1:]))
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(train=st.integers(1, 300_000), test=st.integers(1, 200_000),
        step=st.none() | st.integers(20_000, 200_000))
 def test_count_folds_cut_at_the_ith_event(ts, recording, train, test, step):
