@@ -7,6 +7,7 @@ from . import telemetry  # noqa: F401 - registers the telemetry kinds
 from .execution.config import ExecutionConfig
 from .execution.records import Fill, Order
 from .strategy import Context, Strategy
+from . import sweep  # callable: qsframework.sweep(...) runs a sweep (see the subpackage)
 from .timers import TimerFires
 
 __version__ = "0.1.0"
@@ -25,5 +26,6 @@ __all__ = [
     "Strategy",
     "TimerFires",
     "define_kind",
+    "sweep",
     "__version__",
 ]

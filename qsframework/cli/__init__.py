@@ -1,4 +1,4 @@
-"""The ``qsf`` command line, one module per concern: ``backtest``, ``recordings``, ``live``
+"""The ``qsf`` command line, one module per concern: ``backtest``, ``sweep``, ``recordings``, ``live``
 (process, ingest replay, demo) and ``stack`` here; adapters add theirs (``qsf record binance``,
 ``qsf recordings import tlog``, ``qsf sitl``, ...) through the ``qsframework.commands`` entry
 points (see :mod:`qsframework.cli.groups`), so the core never imports an adapter.
@@ -12,12 +12,12 @@ from importlib.metadata import entry_points
 import click
 
 from ..errors import UserError
-from . import backtest, live, recordings, stack
+from . import backtest, live, recordings, stack, sweep
 from .groups import COMMANDS, ENTRY_POINTS, Commands, main
 
 __all__ = ["COMMANDS", "Commands", "main", "run"]
 
-for _module in (backtest, recordings, live, stack):
+for _module in (backtest, sweep, recordings, live, stack):
     _module.register(COMMANDS)
 
 

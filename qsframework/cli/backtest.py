@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import click
 
 from .groups import Commands
-from .options import (BATCH_DEFAULT, FLOOR_DEFAULT, MAX_FUTURE_DEFAULT, PARAM_OPTION, bounds,
-                      execution_options, progress, time_option)
+from .options import (BATCH_OPTION, END_OPTION, FLOOR_OPTION, MAX_FUTURE_OPTION, PARAM_OPTION, SEED_OPTION,
+                      START_OPTION, bounds, execution_options, progress, time_option)
 
 if TYPE_CHECKING:
     from ..execution.config import ExecutionConfig
@@ -20,16 +20,14 @@ if TYPE_CHECKING:
 @click.argument("spec")
 @click.option("--recording", "recording_dir", required=True, metavar="DIR", help="Recording directory to replay.")
 @click.option("--out", "out_dir", required=True, metavar="DIR", help="Where signals.parquet, alerts.parquet, report.json (and orders/fills/equity.parquet once the strategy orders) go.")
-@click.option("--start", metavar="T", help="First event time (ISO 8601 UTC or ns), inclusive.")
-@click.option("--end", metavar="T", help="Last event time (ISO 8601 UTC or ns), exclusive.")
-@click.option("--batch-size", default=BATCH_DEFAULT, show_default=True, type=int, help="Events per batch (outputs do not depend on it).")
+@START_OPTION
+@END_OPTION
+@BATCH_OPTION
 @PARAM_OPTION
 @click.option("--path", "path", type=click.Choice(["auto", "event", "batch"]), default="auto", show_default=True, help="Handler path: per-event, vectorized batch, or batch when the strategy has one.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the strategy's ctx.rng.")
-@click.option("--max-future", "max_future", default=MAX_FUTURE_DEFAULT, show_default=True, metavar="D",
-              help="Skip (and list in rejected.parquet) events whose ts_event is more than D ahead of their ts_recv.")
-@click.option("--floor", "floor", default=FLOOR_DEFAULT, show_default=True, metavar="T",
-              help="Skip (and list in rejected.parquet) events whose ts_event is before T.")
+@SEED_OPTION
+@MAX_FUTURE_OPTION
+@FLOOR_OPTION
 @execution_options
 @click.option("-v", "--verbose", is_flag=True, help="Show the traceback when the strategy raises.")
 def backtest(spec: str, recording_dir: str, out_dir: str, start: str | None, end: str | None,

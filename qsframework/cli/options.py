@@ -29,6 +29,17 @@ FLOOR_DEFAULT = format_time(DEFAULT_FLOOR_NS)
 
 PARAM_OPTION = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
                             help="Override a strategy parameter (repeatable); durations like 30s, 5m.")
+# what ``qsf backtest`` and ``qsf sweep`` both take
+START_OPTION = click.option("--start", metavar="T", help="First event time (ISO 8601 UTC or ns), inclusive.")
+END_OPTION = click.option("--end", metavar="T", help="Last event time (ISO 8601 UTC or ns), exclusive.")
+BATCH_OPTION = click.option("--batch-size", default=BATCH_DEFAULT, show_default=True, type=int,
+                            help="Events per batch (outputs do not depend on it).")
+SEED_OPTION = click.option("--seed", default=0, show_default=True, type=int, help="Seed of the strategy's ctx.rng.")
+MAX_FUTURE_OPTION = click.option(
+    "--max-future", "max_future", default=MAX_FUTURE_DEFAULT, show_default=True, metavar="D",
+    help="Skip (and list in rejected.parquet) events whose ts_event is more than D ahead of their ts_recv.")
+FLOOR_OPTION = click.option("--floor", "floor", default=FLOOR_DEFAULT, show_default=True, metavar="T",
+                            help="Skip (and list in rejected.parquet) events whose ts_event is before T.")
 BOOTSTRAP_OPTION = click.option("--bootstrap", metavar="HOST:PORT", help="Broker (default: $QSF_KAFKA_BOOTSTRAP).")
 
 
@@ -151,27 +162,36 @@ _EXECUTION_OPTIONS = [*map(_execution_option, _SETTINGS), click.option(
          "underscores, e.g. taker_fee_bps = 7.5, latency = \"20ms\"); options given here win.")]
 
 
-def execution_options(fn: Any) -> Any:
+def execution_options(fn: Any, *, tables: tuple[str, ...] = ()) -> Any:
     """Add the execution options (and --config) to a command, which then receives them as
-    one ``execution`` argument, an :class:`~qsframework.execution.config.ExecutionConfig`."""
+    one ``execution`` argument, an :class:`~qsframework.execution.config.ExecutionConfig`.
+    ``tables``: the command's own tables the run-config file may also hold; the command then
+    receives ``config`` too, the file's document (empty without --config)."""
     @functools.wraps(fn)
     def command(*args: Any, **kwargs: Any) -> Any:
         given = {name: kwargs.pop(name) for name in _SETTINGS}
-        kwargs["execution"] = execution_config(given, kwargs.pop("config_file"))
+        config_file = kwargs.pop("config_file")
+        doc = _config_doc(config_file, tables) if config_file is not None else {}
+        kwargs["execution"] = execution_config(given, config_file, doc=doc)
+        if tables:
+            kwargs["config"] = doc
         return fn(*args, **kwargs)
 
     return add_options(command, _EXECUTION_OPTIONS)
 
 
-def execution_config(given: dict[str, str | None], config_file: str | None) -> ExecutionConfig:
+def execution_config(given: dict[str, str | None], config_file: str | None, *,
+                     doc: dict[str, Any] | None = None) -> ExecutionConfig:
     """The settings of ``config_file``'s [execution] table, overridden by the options given
-    (None: not given); a bad value or an unknown name is a UserError."""
+    (None: not given); a bad value or an unknown name is a UserError. ``doc``: the file
+    already read."""
     from ..execution.config import ExecutionConfig
 
     values: dict[str, Any] = {}
     if config_file is not None:
+        table = _config_table(config_file, doc if doc is not None else _config_doc(config_file, ()))
         values = {name: _setting(name, value, f"--config {config_file}: execution.{name}")
-                  for name, value in _config_table(config_file).items()}
+                  for name, value in table.items()}
     for name, text in given.items():
         if text is not None:
             values[name] = _setting(name, text, f"--{name.replace('_', '-')}")
@@ -181,8 +201,8 @@ def execution_config(given: dict[str, str | None], config_file: str | None) -> E
         raise UserError(str(exc)) from None
 
 
-def _config_table(path: str) -> dict[str, Any]:
-    """The [execution] table of a run-config file, its names checked."""
+def _config_doc(path: str, tables: tuple[str, ...]) -> dict[str, Any]:
+    """A run-config file, its tables checked: [execution] and the command's ``tables``."""
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)
@@ -190,9 +210,16 @@ def _config_table(path: str) -> dict[str, Any]:
         raise UserError(f"--config {path}: cannot read it: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"--config {path}: not valid TOML: {exc}") from None
-    unknown = sorted(set(doc) - {"execution"})
+    known = ("execution", *tables)
+    unknown = sorted(set(doc) - set(known))
     if unknown:
-        raise UserError(f"--config {path}: unknown table or key {unknown[0]!r} (known: [execution])")
+        raise UserError(f"--config {path}: unknown table or key {unknown[0]!r} "
+                        f"(known: {', '.join(f'[{t}]' for t in known)})")
+    return doc
+
+
+def _config_table(path: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """The [execution] table of a run-config file, its names checked."""
     table = doc.get("execution", {})
     if not isinstance(table, dict):
         raise UserError(f"--config {path}: execution must be a table ([execution])")

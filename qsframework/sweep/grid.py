@@ -51,7 +51,7 @@ class ParamSpace(Mapping[str, tuple[Any, ...]]):
 def parse_grid(params_cls: type, specs: Sequence[str], *, owner: str = "strategy") -> ParamSpace:
     """``["window=30s,60s", "threshold=0.003:0.01:0.001"]`` -> a :class:`ParamSpace` over
     ``params_cls`` (the strategy's ``Params``); every point is checked to build."""
-    fields = {f.name for f in dataclasses.fields(params_cls)}
+    fields = [f.name for f in dataclasses.fields(params_cls)]
     hints = typing.get_type_hints(params_cls)
     values: dict[str, tuple[Any, ...]] = {}
     for spec in specs:

@@ -44,6 +44,7 @@ class Progress:
     total: int | None
     done: int = 0
     skipped: int = 0  # finished by an earlier run
+    ran: set[str] = field(default_factory=set)  # the points this run computed
     results: dict[str, PointResult] = field(default_factory=dict)  # in the order asked
 
     def best(self, n: int = 3) -> list[PointResult]:
@@ -101,6 +102,8 @@ def run_sweep(
         state.results[result.point_id] = result
         state.done += 1
         state.skipped += skipped
+        if not skipped:
+            state.ran.add(result.point_id)
         search.tell(result.params, signed(result.metrics.get(objective), direction))
         write_table(out / TABLE, state, names, pruned=sorted(pruned))
         if on_point is not None:

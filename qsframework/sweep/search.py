@@ -15,6 +15,8 @@ class Search(ABC):
     #: whether later points depend on earlier results (then a sweep asks for a few at a
     #: time, as many as run at once); a grid is known up front
     adaptive: bool = True
+    #: how many points it will ask for in all, when known (for the progress bar)
+    total: int | None = None
 
     @abstractmethod
     def ask(self, n: int) -> list[dict[str, Any]]:
@@ -32,6 +34,7 @@ class GridSearch(Search):
 
     def __init__(self, space: ParamSpace) -> None:
         self.space = space
+        self.total = space.size
         self._points = space.points()
 
     def ask(self, n: int) -> list[dict[str, Any]]:
