@@ -50,11 +50,13 @@ class RandomSearch(Search):
     """``trials`` distinct grid points drawn uniformly with ``random.Random(seed)`` (all of the
     grid when it has fewer points); the grid is never listed, so a huge space costs nothing."""
 
+    adaptive = False  # the draw is known up front
+
     def __init__(self, space: Mapping[str, Sequence[Any]], trials: int, seed: int = 0) -> None:
         _check_trials(trials)
         self.names, self.values = _points(space)
         size = prod(len(v) for v in self.values)
-        self.trials = min(trials, size)
+        self.trials = self.total = min(trials, size)
         self._order = random.Random(seed).sample(range(size), self.trials)
         self._next = 0
         self.told: dict[str, float | None] = {}
@@ -132,7 +134,7 @@ class OptunaSearch(Search):
         self.names, self.values = _points(space)
         self.dims = {n: _Dimension(v) for n, v in zip(self.names, self.values, strict=True)}
         self.size = prod(len(v) for v in self.values)
-        self.trials = min(trials, self.size)
+        self.trials = self.total = min(trials, self.size)
         self.sign = 1.0 if direction == "max" else -1.0
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, self.trials // 3)))
         self.study = optuna.create_study(direction="maximize" if direction == "max" else "minimize",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,11 @@ from ..execution.metrics import compute_metrics
 from ..recording import Recording
 from ..validity import DEFAULT_BOUNDS, TimeBounds
 from .executor import Executor
-from .folds import Fold, Windows, fold_dir, plan_folds
+from .folds import Fold, Windows, fold_dir, parse_windows, plan_folds
 from .grid import ParamSpace, format_value
 from .metrics import Direction, metric_names, metric_types, signed
-from .run import POINTS, run_sweep
+from .point import PointResult
+from .run import POINTS, Progress, run_sweep
 from .search import GridSearch, Search
 
 TABLE = "walkforward.parquet"
@@ -74,28 +75,48 @@ def run_walkforward(
     seed: int = 0,
     bounds: TimeBounds = DEFAULT_BOUNDS,
     batch_size: int = 65_536,
+    keep: int | None = None,
+    folds: list[Fold] | None = None,
+    on_start: Callable[[list[Fold]], None] | None = None,
+    on_point: Callable[[PointResult, Progress], None] | None = None,
     on_fold: Callable[[FoldResult, int], None] | None = None,
 ) -> pa.Table:
     """Walk forward over ``recording`` (or ``[start, end)``) and return the per-fold table
     (as written to ``OUT/walkforward.parquet``); ``make_search`` gives each fold's train search
-    a fresh start (the full grid by default); ``on_fold`` learns each fold and the fold count."""
+    a fresh start (the full grid by default); ``folds``: as planned from ``windows`` unless
+    given; ``keep`` prunes each train sweep's point
+    directories as ``qsf sweep --keep``; ``on_start`` learns the folds, ``on_point`` each
+    finished point (train and test), ``on_fold`` each fold and the fold count."""
     execution = execution or ExecutionConfig()
     out = Path(out)
-    folds = plan_folds(windows, Recording(recording), start=start, end=end)
+    folds = folds or plan_folds(windows, Recording(recording), start=start, end=end)
+    if on_start is not None:
+        on_start(folds)
+    per_fold = getattr(make_search(space), "total", None)
+    total = len(folds) * (per_fold + 1) if per_fold is not None else None
+    offset = 0
+
+    def counted(result: PointResult, state: Progress) -> None:
+        """A point as one of the whole walk-forward's (the train sweeps' and the tests')."""
+        if on_point is not None:
+            on_point(result, replace(state, done=offset + state.done, total=total))
+
     common = {"spec": spec, "recording": recording, "executor": executor, "objective": objective,
               "direction": direction, "execution": execution, "seed": seed, "bounds": bounds,
-              "batch_size": batch_size}
+              "batch_size": batch_size, "on_point": counted}
     results = []
     for fold in folds:
         where = fold_dir(out, fold)
         train = run_sweep(out=where / "train", search=make_search(space), start=fold.train_start,
-                          end=fold.train_end, **common)  # type: ignore[arg-type]
+                          end=fold.train_end, keep=keep, **common)  # type: ignore[arg-type]
+        offset += train.num_rows
         chosen, value = best_point(train, space, objective, direction)
         test = None
         if chosen is not None:
             one = ParamSpace({name: (v,) for name, v in chosen.items()})
             test = run_sweep(out=where / "test", search=GridSearch(one), start=fold.test_start,
                              end=fold.test_end, **common).to_pylist()[0]  # type: ignore[arg-type]
+            offset += 1
         result = FoldResult(
             fold=fold, params=chosen, train_value=value, train_points=train.num_rows,
             point=test["point"] if test else None,
@@ -115,6 +136,17 @@ def run_walkforward(
     _write(out / TABLE, lambda tmp: pq.write_table(table, tmp))
     _write(out / SUMMARY, lambda tmp: tmp.write_text(json.dumps(stitched, indent=2) + "\n"))
     return table
+
+
+def walk(spec: str, *, recording: str | Path, windows: str, executor: Callable[[], Executor],
+         start: int | None = None, end: int | None = None, **options: Any) -> pa.Table:
+    """``qsf sweep --walk-forward WINDOWS``: the windows and folds are checked before the
+    executor (a Ray instance is slow to start) is made for the run."""
+    parsed = parse_windows(windows)
+    folds = plan_folds(parsed, Recording(recording), start=start, end=end)
+    with executor() as ex:
+        return run_walkforward(spec=spec, recording=recording, windows=parsed, folds=folds,
+                               executor=ex, start=start, end=end, **options)
 
 
 def best_point(table: pa.Table, space: ParamSpace, objective: str,
@@ -182,6 +214,41 @@ def stitch(out: Path, results: list[FoldResult], execution: ExecutionConfig) -> 
     return {"folds": len(results), "folds_with_orders": len(equities), "metrics": metrics,
             "stitching": "test windows' equity concatenated, each shifted by the earlier folds' "
                          "PnL; metrics recomputed over it and the concatenated fills"}
+
+
+def summary(table: pa.Table, out: str | Path) -> list[str]:
+    """What ``qsf sweep --walk-forward`` prints: a line per fold, then the stitched metrics."""
+    from ..durations import format_time
+
+    meta = table.schema.metadata or {}
+    names = json.loads(meta[b"qsf.params"])
+    objective = meta[b"qsf.objective"].decode()
+    lines = []
+    for r in pl_rows(table):
+        chosen = " ".join(f"{n}={r[n]}" for n in names) if r["point"] else "no point (objective undefined)"
+        lines.append(f"fold {r['fold']}: train {format_time(r['train_start'])} .. "
+                     f"{format_time(r['train_end'])} -> {chosen}; test .. {format_time(r['test_end'])}: "
+                     f"{objective}={_shown(r[objective])} pnl={_shown(r['pnl'])} fills={_shown(r['fills'])}")
+    stitched = json.loads(meta[b"qsf.stitched"])
+    lines.append(f"out of sample, stitched: {objective}={_shown(stitched[objective])} "
+                 f"pnl={_shown(stitched['pnl'])} return={_shown(stitched['return'])} "
+                 f"max_drawdown={_shown(stitched['max_drawdown'])} fills={_shown(stitched['fills'])} "
+                 f"-> {out}/{TABLE}")
+    return lines
+
+
+def pl_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """The table's rows with the window bounds as int ns."""
+    times = {c: pc.cast(table.column(c), pa.int64()).to_pylist()
+             for c in ("train_start", "train_end", "test_start", "test_end")}
+    rows = table.to_pylist()
+    for i, row in enumerate(rows):
+        row.update({c: v[i] for c, v in times.items()})
+    return rows
+
+
+def _shown(value: Any) -> str:
+    return "-" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _write(path: Path, write: Callable[[Path], object]) -> None:
