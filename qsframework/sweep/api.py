@@ -126,12 +126,13 @@ def sweep(spec: str, *, recording: str | Path, out: str | Path, grid: Grid, work
           objective: str = "sharpe", direction: Direction = "max", search: str = "grid",
           trials: int | None = None, ray: str | bool | None = None, start: int | str | None = None,
           end: int | str | None = None, execution: ExecutionConfig | None = None, seed: int = 0,
-          keep: int | None = None) -> pl.DataFrame:
+          keep: int | None = None, walk_forward: str | None = None) -> pl.DataFrame:
     """Run a parameter sweep of strategy ``spec`` over ``recording`` into ``out`` and return
     its table (a row per point: parameters, metrics, events, events/s, wall time).
 
     ``grid``: parameter name -> values (a list, or text as ``-g`` takes it: ``"30s,60s"``,
     ``"0.003:0.01:0.001"``). A rerun with the same arguments skips finished points.
+    ``walk_forward`` (``"train=20m,test=5m"``): a walk-forward instead, its per-fold table.
     Example: ``qsframework.sweep("strategies/btc_eth_pairs.py:BtcEthPairs",
     recording="recordings/sample", out="out/sw", grid={"window": ["30s", "60s"]})``"""
     import polars as pl
@@ -143,5 +144,5 @@ def sweep(spec: str, *, recording: str | Path, out: str | Path, grid: Grid, work
 
     table = run(spec, recording=recording, out=out, grid=grid, workers=workers, objective=objective,
                 direction=direction, search=search, trials=trials, ray=ray, start=instant(start),
-                end=instant(end), execution=execution, seed=seed, keep=keep)
+                end=instant(end), execution=execution, seed=seed, keep=keep, walk_forward=walk_forward)
     return pl.from_arrow(table)  # type: ignore[return-value]

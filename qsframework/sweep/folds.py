@@ -83,8 +83,8 @@ def plan_folds(windows: Windows, recording: Recording, *, start: int | None = No
     else:
         folds = _count_folds(windows, recording, lo, hi)
     if not folds:
-        raise UserError(f"--walk-forward: the range holds no fold (a train window and some test "
-                        f"data after it); the train window is too long for it")
+        raise UserError("--walk-forward: the range holds no fold (a train window and some test "
+                        "data after it); the train window is too long for it")
     return folds
 
 

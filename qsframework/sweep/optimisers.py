@@ -7,6 +7,7 @@ deterministic for a seed when told in the order they asked (as the sweep driver 
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -77,7 +78,7 @@ def _steps(vals: tuple[Any, ...]) -> Decimal | None:
         return None
     exact = [Decimal(repr(float(v))) if isinstance(v, float) else Decimal(int(v)) for v in vals]
     step = exact[1] - exact[0]
-    if step <= 0 or any(b - a != step for a, b in zip(exact, exact[1:])):
+    if step <= 0 or any(b - a != step for a, b in itertools.pairwise(exact)):
         return None
     return step
 
@@ -86,8 +87,7 @@ class _Dimension:
     """One parameter as an Optuna distribution, and the grid value of a suggestion."""
 
     def __init__(self, vals: tuple[Any, ...]) -> None:
-        from optuna.distributions import (CategoricalDistribution, FloatDistribution,
-                                          IntDistribution)
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
         self.vals = vals
         step = _steps(vals)

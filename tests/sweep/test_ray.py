@@ -22,7 +22,6 @@ from qsframework.sweep.run import run_sweep
 from qsframework.sweep.search import GridSearch
 from tests.conftest import qsf_cmd
 
-
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "recordings" / "sample"
 PAIRS = f"{ROOT / 'strategies' / 'btc_eth_pairs.py'}:BtcEthPairs"
@@ -88,7 +87,7 @@ def test_cli_ray_address_equals_the_process_pool_sweep(local_ray, pool_sweep, tm
     run = subprocess.run(
         [*qsf_cmd(), "sweep", PAIRS, "--recording", str(SAMPLE), "--out", str(tmp_path), "--end", END,
          *(a for g in GRID for a in ("-g", g)), "--ray", local_ray],
-        capture_output=True, text=True, timeout=900)
+        check=False, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr
     same_sweep(pool_sweep, tmp_path)
 
@@ -100,7 +99,7 @@ def test_cli_ray_unreachable_address_is_one_line(tmp_path):
     run = subprocess.run(
         [*qsf_cmd(), "sweep", PAIRS, "--recording", str(SAMPLE), "--out", str(tmp_path), "--end", END,
          "-g", "threshold=0.001", "--ray", f"127.0.0.1:{port}"],
-        capture_output=True, text=True, timeout=900)
+        check=False, capture_output=True, text=True, timeout=900)
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith("qsf: error: cannot connect to Ray")
     assert "Traceback" not in run.stderr

@@ -68,7 +68,7 @@ def test_time_folds_cover_the_range(ts, recording, train, test, step, cut):
     assert [(f.fold, f.train_start, f.train_end, f.test_start, f.test_end) for f in folds] == expected
     if step is None:  # test windows tile everything after the first train window
         assert folds[0].test_start == lo + w.train and folds[-1].test_end == hi
-        assert all(a.test_end == b.test_start for a, b in zip(folds, folds[1:]))
+        assert all(a.test_end == b.test_start for a, b in itertools.pairwise(folds))
 
 
 @settings(max_examples=4, deadline=None)
@@ -110,7 +110,7 @@ def test_windows_parse():
 
 
 def qsf(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*qsf_cmd(), *map(str, args)], capture_output=True, text=True, timeout=900)
+    return subprocess.run([*qsf_cmd(), *map(str, args)], check=False, capture_output=True, text=True, timeout=900)
 
 
 def walk(out: Path, windows: str, *grid: str) -> subprocess.CompletedProcess:
@@ -183,6 +183,21 @@ def test_walk_forward_chooses_the_train_argmax_and_tests_it_alone(walked, ts, tm
         curve = pl.read_parquet(walked / "oos_equity.parquet")
         assert curve["ts_event"].is_sorted()
         assert math.isclose(curve["equity"][-1], CASH + stitched["pnl"], rel_tol=1e-12)
+
+
+def test_api_rerun_skips_every_finished_point_and_returns_the_table(walked):
+    """``qsframework.sweep(..., walk_forward=...)`` again on the same --out: nothing runs again
+    (every point directory is the one the CLI wrote) and the table is the file's."""
+    import qsframework
+
+    before = pl.read_parquet(walked / "walkforward.parquet")
+    points = sorted(walked.glob("folds/*/*/points/*/report.json"))
+    stamps = [p.stat().st_mtime_ns for p in points]
+    df = qsframework.sweep(PAIRS, recording=SAMPLE, out=walked, end=END, workers=2,
+                           grid={"threshold": list(THRESHOLDS), "window": list(WINDOWS)},
+                           walk_forward="train=20m,test=10m")
+    assert df.equals(before)
+    assert len(points) == 15 and [p.stat().st_mtime_ns for p in points] == stamps
 
 
 def test_walk_forward_by_event_counts(ts, tmp_path):
