@@ -86,15 +86,21 @@ def sweep(ctx: click.Context, spec: str | None, execution: ExecutionConfig, conf
                        description=f"sweep{show.best_text(state)}")
             show.point(result, state)
 
-        table = run(
-            given["spec"], recording=given["recording_dir"], out=given["out_dir"], grid=given["grid"],
-            workers=given["workers"], objective=given["objective"], direction=given["direction"],
-            search=given["search"], trials=given["trials"], ray=given["ray"],
-            start=time_option(given["start"], "--start"), end=time_option(given["end"], "--end"),
-            execution=execution, seed=given["seed"], bounds=bounds(given["max_future"], given["floor"]),
-            batch_size=given["batch_size"], keep=given["keep"], walk_forward=given["walk_forward"],
-            on_start=lambda s: bar.update(task, total=getattr(s, "total", None)), on_point=on_point,
-        )
+        try:
+            table = run(
+                given["spec"], recording=given["recording_dir"], out=given["out_dir"], grid=given["grid"],
+                workers=given["workers"], objective=given["objective"], direction=given["direction"],
+                search=given["search"], trials=given["trials"], ray=given["ray"],
+                start=time_option(given["start"], "--start"), end=time_option(given["end"], "--end"),
+                execution=execution, seed=given["seed"], bounds=bounds(given["max_future"], given["floor"]),
+                batch_size=given["batch_size"], keep=given["keep"], walk_forward=given["walk_forward"],
+                on_start=lambda s: bar.update(task, total=getattr(s, "total", None)), on_point=on_point,
+            )
+        except KeyboardInterrupt:
+            bar.stop()
+            click.echo(f"qsf: interrupted: {show.done} points finished, in {given['out_dir']}/points "
+                       "(the same command goes on from there)", err=True)
+            ctx.exit(130)
     if given["walk_forward"] is not None:
         from ..sweep.walkforward import summary
 
@@ -110,6 +116,7 @@ class Shown:
     def __init__(self, objective: str) -> None:
         self.objective = objective
         self.best_id: str | None = None
+        self.done = 0
 
     def best_text(self, state: Progress) -> str:
         best = state.best(1)
@@ -118,6 +125,7 @@ class Shown:
         return f" (best {self.objective} {_num(best[0].metrics[self.objective])}: {_params(best[0].params)})"
 
     def point(self, result: PointResult, state: Progress) -> None:
+        self.done = state.done
         total = f"/{state.total}" if state.total is not None else ""
         earlier = " (finished earlier)" if result.point_id not in state.ran else ""
         value = _num(result.metrics.get(self.objective))

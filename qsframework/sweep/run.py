@@ -111,10 +111,14 @@ def run_sweep(
 
     while asked := search.ask(executor.slots if search.adaptive else 1 << 30):
         jobs: list[PointJob] = []
+        again: dict[str, int] = {}  # a point asked for twice in a round runs once, told twice
         for params in asked:
             names.extend(k for k in params if k not in names)
             pid = point_id(spec=spec, params=params, start=start, end=end, execution=execution,
                            seed=seed, bounds=bounds)
+            if any(job.point_id == pid for job in jobs):
+                again[pid] = again.get(pid, 0) + 1
+                continue
             state.results.setdefault(pid, None)  # type: ignore[arg-type] - keeps the asked order
             done = finished(points / pid, pid, params) or pruned.get(pid)
             if done is not None:
@@ -129,9 +133,12 @@ def run_sweep(
         try:
             for result in executor.map(jobs):
                 record(result, skipped=False)
+                for _ in range(again.get(result.point_id, 0)):
+                    search.tell(result.params, signed(result.metrics.get(objective), direction))
         except BaseException:
             executor.close()  # stop the workers before their half-written points are removed
             clean_partial(points)
+            (out / f".{TABLE}.tmp").unlink(missing_ok=True)
             raise
     shutil.rmtree(out / CACHE, ignore_errors=True)  # complete: a rerun reads no recording
     if keep is not None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
 import zlib
 from decimal import Decimal
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pyarrow.parquet as pq
 import pytest
@@ -21,11 +21,11 @@ from qsframework.durations import Duration, parse_time
 from qsframework.loader import load_strategy
 from qsframework.recording import Recording
 from qsframework.sweep.optimisers import OptunaSearch, RandomSearch
-from tests.conftest import qsf_cmd
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..conftest import ROOT
+from .conftest import PAIRS, qsf
+
 SAMPLE = ROOT / "recordings" / "sample"
-PAIRS = f"{ROOT / 'strategies' / 'btc_eth_pairs.py'}:BtcEthPairs"
 END = "2026-01-05T00:40:00Z"
 RANGE = "0.001:0.004:0.0005"  # a range: Optuna gets a float distribution with that step
 THRESHOLDS = tuple(str(Decimal("0.001") + i * Decimal("0.0005")) for i in range(7))
@@ -122,12 +122,9 @@ def independent_sharpes() -> dict[tuple[float, str], float | None]:
     return out
 
 
-def sweep(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*qsf_cmd(), "sweep", PAIRS, "--recording", str(SAMPLE), "--out", str(tmp), "--end", END,
-         "-g", f"threshold={RANGE}", "-g", f"window={','.join(WINDOWS)}",
-         "--workers", "2", *extra],
-        check=False, capture_output=True, text=True, timeout=900)
+def sweep(tmp: Path, *extra: str) -> CompletedProcess:
+    return qsf("sweep", PAIRS, "--recording", SAMPLE, "--out", tmp, "--end", END,
+               "-g", f"threshold={RANGE}", "-g", f"window={','.join(WINDOWS)}", "--workers", "2", *extra)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,11 +19,11 @@ from qsframework.sweep.grid import parse_grid
 from qsframework.sweep.ray_executor import RayExecutor
 from qsframework.sweep.run import run_sweep
 from qsframework.sweep.search import GridSearch
-from tests.conftest import qsf_cmd
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..conftest import ROOT
+from .conftest import PAIRS, qsf
+
 SAMPLE = ROOT / "recordings" / "sample"
-PAIRS = f"{ROOT / 'strategies' / 'btc_eth_pairs.py'}:BtcEthPairs"
 END = "2026-01-05T00:30:00Z"
 GRID = ["threshold=0.001,0.002", "window=30s,60s"]
 TIMING = {"wall_s", "events_per_s", "prepare_s", "warm_up", "path"}
@@ -84,10 +83,8 @@ def test_ray_sweep_equals_the_process_pool_sweep(local_ray, pool_sweep, tmp_path
 
 
 def test_cli_ray_address_equals_the_process_pool_sweep(local_ray, pool_sweep, tmp_path):
-    run = subprocess.run(
-        [*qsf_cmd(), "sweep", PAIRS, "--recording", str(SAMPLE), "--out", str(tmp_path), "--end", END,
-         *(a for g in GRID for a in ("-g", g)), "--ray", local_ray],
-        check=False, capture_output=True, text=True, timeout=900)
+    run = qsf("sweep", PAIRS, "--recording", SAMPLE, "--out", tmp_path, "--end", END,
+              *(a for g in GRID for a in ("-g", g)), "--ray", local_ray)
     assert run.returncode == 0, run.stderr
     same_sweep(pool_sweep, tmp_path)
 
@@ -96,10 +93,8 @@ def test_cli_ray_unreachable_address_is_one_line(tmp_path):
     with socket.socket() as s:  # a port nothing listens on once closed
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    run = subprocess.run(
-        [*qsf_cmd(), "sweep", PAIRS, "--recording", str(SAMPLE), "--out", str(tmp_path), "--end", END,
-         "-g", "threshold=0.001", "--ray", f"127.0.0.1:{port}"],
-        check=False, capture_output=True, text=True, timeout=900)
+    run = qsf("sweep", PAIRS, "--recording", SAMPLE, "--out", tmp_path, "--end", END,
+              "-g", "threshold=0.001", "--ray", f"127.0.0.1:{port}")
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith("qsf: error: cannot connect to Ray")
     assert "Traceback" not in run.stderr

@@ -9,9 +9,9 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -25,11 +25,11 @@ from qsframework.errors import UserError
 from qsframework.loader import load_strategy
 from qsframework.recording import Recording
 from qsframework.sweep.folds import Windows, parse_windows, plan_folds
-from tests.conftest import qsf_cmd
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..conftest import ROOT
+from .conftest import METRICS, PAIRS, qsf
+
 SAMPLE = ROOT / "recordings" / "sample"
-PAIRS = f"{ROOT / 'strategies' / 'btc_eth_pairs.py'}:BtcEthPairs"
 MIN = 60 * 10**9
 END = "2026-01-05T00:50:00Z"
 THRESHOLDS = ("0.0007", "0.001")
@@ -44,14 +44,14 @@ def ts() -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def recording() -> Recording:
+def sample_rec() -> Recording:
     return Recording(SAMPLE)
 
 
 @settings(max_examples=20, deadline=None)
 @given(train=st.integers(1, 120), test=st.integers(1, 60), step=st.none() | st.integers(1, 60),
        cut=st.booleans())
-def test_time_folds_cover_the_range(ts, recording, train, test, step, cut):
+def test_time_folds_cover_the_range(ts, sample_rec, train, test, step, cut):
     lo, hi = ts[0], (parse_time(END) if cut else ts[-1] + 1)
     w = Windows(train=train * MIN, test=test * MIN, step=(step or test) * MIN, unit="time")
     expected = []
@@ -62,9 +62,9 @@ def test_time_folds_cover_the_range(ts, recording, train, test, step, cut):
         k += 1
     if not expected:
         with pytest.raises(UserError, match="no fold"):
-            plan_folds(w, recording, end=hi if cut else None)
+            plan_folds(w, sample_rec, end=hi if cut else None)
         return
-    folds = plan_folds(w, recording, end=hi if cut else None)
+    folds = plan_folds(w, sample_rec, end=hi if cut else None)
     assert [(f.fold, f.train_start, f.train_end, f.test_start, f.test_end) for f in folds] == expected
     if step is None:  # test windows tile everything after the first train window
         assert folds[0].test_start == lo + w.train and folds[-1].test_end == hi
@@ -74,7 +74,7 @@ def test_time_folds_cover_the_range(ts, recording, train, test, step, cut):
 @settings(max_examples=4, deadline=None)
 @given(train=st.integers(1, 300_000), test=st.integers(1, 200_000),
        step=st.none() | st.integers(20_000, 200_000))
-def test_count_folds_cut_at_the_ith_event(ts, recording, train, test, step):
+def test_count_folds_cut_at_the_ith_event(ts, sample_rec, train, test, step):
     w = Windows(train=train, test=test, step=step or test, unit="events")
     n, hi = len(ts), ts[-1] + 1
     expected = []
@@ -84,9 +84,9 @@ def test_count_folds_cut_at_the_ith_event(ts, recording, train, test, step):
     expected = [e for e in expected if e[1] < e[2] < e[4]]
     if not expected:
         with pytest.raises(UserError):
-            plan_folds(w, recording)
+            plan_folds(w, sample_rec)
         return
-    got = plan_folds(w, recording)
+    got = plan_folds(w, sample_rec)
     assert [(f.fold, f.train_start, f.train_end, f.test_start, f.test_end) for f in got] == expected
 
 
@@ -109,11 +109,7 @@ def test_windows_parse():
         train=200_000, test=50_000, step=25_000, unit="events")
 
 
-def qsf(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*qsf_cmd(), *map(str, args)], check=False, capture_output=True, text=True, timeout=900)
-
-
-def walk(out: Path, windows: str, *grid: str) -> subprocess.CompletedProcess:
+def walk(out: Path, windows: str, *grid: str) -> CompletedProcess:
     return qsf("sweep", PAIRS, "--recording", SAMPLE, "--out", out, "--end", END, "--workers", "2",
                "--walk-forward", windows, *grid)
 
@@ -164,8 +160,7 @@ def test_walk_forward_chooses_the_train_argmax_and_tests_it_alone(walked, ts, tm
         reports = list(pool.map(single, rows))
     metrics = [rep.get("metrics") or {} for rep in reports]
     for r, m, rep in zip(rows, metrics, reports):
-        for name in ("pnl", "return", "fees", "fills", "turnover", "max_drawdown", "sharpe",
-                     "sortino", "exposure", "win_rate"):
+        for name in METRICS:
             assert r[name] == m.get(name), (r["fold"], name)
         assert r["events"] == rep["events_in"]
 
