@@ -25,6 +25,7 @@ from qsframework.errors import UserError
 from qsframework.loader import load_strategy
 from qsframework.recording import Recording
 from qsframework.sweep.folds import Windows, parse_windows, plan_folds
+from qsframework.sweep.optimisers import RandomSearch
 
 from ..conftest import ROOT
 from .conftest import METRICS, PAIRS, qsf
@@ -195,10 +196,27 @@ def test_api_rerun_skips_every_finished_point_and_returns_the_table(walked):
     assert len(points) == 15 and [p.stat().st_mtime_ns for p in points] == stamps
 
 
-def test_walk_forward_by_event_counts(ts, tmp_path):
-    run = walk(tmp_path, "train=60000,test=40000", "-g", "threshold=0.001")
+def test_walk_forward_by_event_counts_from_a_config_with_a_random_search(ts, tmp_path):
+    """Windows, search and grid from --config's [sweep] table; each fold's train sweep is a
+    fresh seeded random search (one trial: the draw RandomSearch makes for seed 0)."""
+    config = tmp_path / "wf.toml"
+    config.write_text(f"""
+[sweep]
+spec = "{PAIRS}"
+recording = "{SAMPLE}"
+out = "{tmp_path / 'out'}"
+end = "{END}"
+workers = 2
+walk_forward = "train=60000,test=40000"
+search = "random"
+trials = 1
+
+[sweep.grid]
+threshold = ["0.0007", "0.001", "0.002"]
+""")
+    run = qsf("sweep", "--config", config)
     assert run.returncode == 0, run.stderr
-    table = pl.read_parquet(tmp_path / "walkforward.parquet")
+    table = pl.read_parquet(tmp_path / "out" / "walkforward.parquet")
     hi = parse_time(END)
     inside = [t for t in ts if t < hi]
     expected = [(inside[s], inside[s + 60000], inside[s + 60000],
@@ -206,7 +224,9 @@ def test_walk_forward_by_event_counts(ts, tmp_path):
                 for s in range(0, len(inside) - 60000, 40000)]
     got = table.select(pl.col("train_start", "train_end", "test_start", "test_end").cast(pl.Int64)).rows()
     assert got == expected
-    assert table["threshold"].to_list() == [0.001] * len(expected)
+    drawn = RandomSearch({"threshold": (0.0007, 0.001, 0.002)}, 1, 0).ask(1)[0]["threshold"]
+    assert table["threshold"].to_list() == [drawn] * len(expected)
+    assert table["train_points"].to_list() == [1] * len(expected)
 
 
 @pytest.mark.parametrize("windows, message", [
