@@ -48,12 +48,14 @@ class RayExecutor(Executor):
         self._ray = ray
         self._owned = not ray.is_initialized()
         if self._owned:
-            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                       "configure_logging": False}
+            options: dict[str, Any] = {}  # Ray Client (ray://) takes none: the server's init
             if address is None:
-                options["num_cpus"] = num_cpus or LOCAL_CPUS
-            elif address != "auto" and not address.startswith("ray://"):
-                _reachable(address)
+                options = {"num_cpus": num_cpus or LOCAL_CPUS, "include_dashboard": False,
+                           "log_to_driver": False, "configure_logging": False}
+            elif not address.startswith("ray://"):
+                options = {"log_to_driver": False, "configure_logging": False}
+                if address != "auto":
+                    _reachable(address)
             try:
                 with warnings.catch_warnings():  # Ray's own warnings would precede our one line
                     warnings.simplefilter("ignore")
