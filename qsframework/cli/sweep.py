@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -79,6 +81,8 @@ def sweep(ctx: click.Context, spec: str | None, execution: ExecutionConfig, conf
     t0 = time.perf_counter()
     show = Shown(given["objective"])
     with progress(unit="points") as bar:
+        if not bar.disable and sys.stdout.isatty():  # one terminal: the lines go above the bar
+            show.echo = lambda line: bar.console.print(line, markup=False, highlight=False)
         task = bar.add_task("sweep", total=None)
 
         def on_point(result: PointResult, state: Progress) -> None:
@@ -98,7 +102,7 @@ def sweep(ctx: click.Context, spec: str | None, execution: ExecutionConfig, conf
             )
         except KeyboardInterrupt:
             bar.stop()
-            click.echo(f"qsf: interrupted: {show.done} points finished, in {given['out_dir']}/points "
+            click.echo(f"qsf: interrupted: {show.done} point{'' if show.done == 1 else 's'} finished, in {given['out_dir']}/points "
                        "(the same command goes on from there)", err=True)
             ctx.exit(130)
     if given["walk_forward"] is not None:
@@ -117,6 +121,7 @@ class Shown:
         self.objective = objective
         self.best_id: str | None = None
         self.done = 0
+        self.echo: Callable[[str], None] = click.echo
 
     def best_text(self, state: Progress) -> str:
         best = state.best(1)
@@ -134,14 +139,12 @@ class Shown:
         if new_best:
             self.best_id = result.point_id
         mark = "  <- best so far" if new_best and sys.stdout.isatty() else ""
-        click.echo(f"point {state.done}{total} {result.point_id} {_params(result.params)}: "
+        self.echo(f"point {state.done}{total} {result.point_id} {_params(result.params)}: "
                    f"{self.objective}={value} {result.events:,} events{earlier}{mark}")
 
     def summary(self, table: Any, wall: float, out: str) -> None:
         click.echo(f"sweep: {table.num_rows} points in {wall:.1f} s -> {out}/sweep.parquet")
         rows = table.to_pylist()
-        import json
-
         names = json.loads(table.schema.metadata[b"qsf.params"])
         direction = table.schema.metadata[b"qsf.direction"].decode()
         scored = [r for r in rows if r[self.objective] is not None]
@@ -179,6 +182,8 @@ def _merged(ctx: click.Context, options: dict[str, Any], table: Any, config_file
         if ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
             if isinstance(value, int | float) and not isinstance(value, bool) and key in ("start", "end"):
                 value = str(value)
+            if key == "ray" and isinstance(value, bool):  # ray = true: a local Ray
+                value = "" if value else None
             try:
                 out[name] = params[name].type_cast_value(ctx, value)
             except click.BadParameter as exc:

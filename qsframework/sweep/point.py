@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 from ..execution.config import ExecutionConfig
 from ..validity import DEFAULT_BOUNDS, TimeBounds
 from .grid import format_value
@@ -116,6 +117,9 @@ def run_point(job: PointJob) -> PointResult:
                 shutil.rmtree(final)
             os.rename(tmp, final)
             tmp = None
+    except UserError as exc:  # name the point: which parameters made the strategy fail
+        where = " ".join(f"{k}={format_value(v)}" for k, v in job.params.items())
+        raise type(exc)(f"point {job.point_id} ({where}): {exc}") from None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -138,7 +138,12 @@ def run_sweep(
         except BaseException:
             executor.close()  # stop the workers before their half-written points are removed
             clean_partial(points)
-            (out / f".{TABLE}.tmp").unlink(missing_ok=True)
+            for job in jobs:  # finished by a worker, not yet taken in: into the table as well
+                if state.results.get(job.point_id) is None:
+                    done = finished(points / job.point_id, job.point_id, job.params)
+                    if done is not None:
+                        state.results[job.point_id] = done
+            write_table(out / TABLE, state, names, pruned=sorted(pruned))
             raise
     shutil.rmtree(out / CACHE, ignore_errors=True)  # complete: a rerun reads no recording
     if keep is not None:

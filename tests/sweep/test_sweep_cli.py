@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -93,8 +95,6 @@ def test_every_point_equals_a_single_backtest_bit_for_bit(swept, recording, firs
 def test_a_rerun_recomputes_only_the_missing_point(swept):
     rows = table(swept)
     gone = rows[1]["point"]
-    import shutil
-
     shutil.rmtree(swept / "points" / gone)
     before = {r["point"]: os.stat(swept / "points" / r["point"] / "report.json") for r in rows if r["point"] != gone}
     r = qsf("sweep", "--config", swept.parent / "study.toml", "-g", "threshold=0.001:0.002:0.001",
@@ -127,27 +127,65 @@ def test_keep_leaves_the_best_directories_and_every_row(recording, tmp_path):
     assert table(out) == rows
 
 
+GATED = '''
+import os
+from dataclasses import dataclass
+
+from qsframework import Strategy
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    n: int = 1
+
+
+class Gated(Strategy):
+    """Point n=1 runs through; the others, at their first trade, wait while the gate (a FIFO)
+    exists, for a writer to open it (none does: Ctrl-C comes while one waits)."""
+
+    Params = Params
+
+    def on_trade(self, t):
+        if self.p.n > 1 and not getattr(self, "passed", False):
+            self.passed = True
+            if os.path.exists(GATE):
+                with open(GATE):
+                    pass
+'''
+
+
 def test_ctrl_c_leaves_only_finished_points(recording, tmp_path):
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    (tmp_path / "gated.py").write_text(GATED + f"\nGATE = {str(gate)!r}\n")
     out = tmp_path / "sw"
-    proc = subprocess.Popen(
-        [*qsf_cmd(), "sweep", PAIRS, "--recording", str(recording), "--out", str(out), "--workers", "1",
-         "-g", "window=30s,1m,2m", "-g", "threshold=0.001:0.004:0.001"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = ["sweep", f"{tmp_path / 'gated.py'}:Gated", "--recording", str(recording), "--out", str(out),
+            "--workers", "1", "-g", "n=1:4:1"]
+    proc = subprocess.Popen([*qsf_cmd(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        line = proc.stdout.readline()  # the first point finished
-        assert line.startswith("point 1/12 "), line + proc.stderr.read()
+        line = proc.stdout.readline()  # the first point finished; the second waits at the gate
+        assert line.startswith("point 1/4 "), line + proc.stderr.read()
         proc.send_signal(signal.SIGINT)
         rest, err = proc.communicate(timeout=600)
     finally:
         proc.kill()
     assert proc.returncode == 130
-    assert err.startswith("qsf: interrupted: ") and err.count("\n") == 1, err
-    finished = sorted(p.name for p in (out / "points").iterdir())
-    assert 1 <= len(finished) < 12
-    for name in finished:  # each directory a complete point
-        assert {"params.json", "report.json", "signals.parquet"} <= {p.name for p in (out / "points" / name).iterdir()}
-    assert sorted(r["point"] for r in table(out)) == finished
+    assert err.startswith("qsf: interrupted: 1 point finished, in ") and err.count("\n") == 1, err
+    (finished,) = [p.name for p in (out / "points").iterdir()]  # the point under way is gone
+    assert {"params.json", "report.json", "signals.parquet"} <= {p.name for p in (out / "points" / finished).iterdir()}
+    assert [(r["point"], r["n"]) for r in table(out)] == [(finished, 1)]
     assert not [p for p in out.rglob("*") if p.name.startswith(".tmp") or p.name.endswith(".tmp")]
+    # the decoded recording stays for the rerun: every trade once, as Arrow IPC
+    (decoded,) = (out / ".cache").glob("*/decoded.json")
+    trades = pa.ipc.open_file(pa.memory_map(str(decoded.parent / "trade.arrow"))).read_all().num_rows
+    assert trades == duckdb.connect().execute(
+        f"SELECT count(*) FROM read_parquet('{recording}/kind=*/*/*.parquet')").fetchone()[0]
+    gate.unlink()
+    r = qsf(*args)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("(finished earlier)") == 1
+    assert sorted(r["n"] for r in table(out)) == [1, 2, 3, 4] and len(list((out / "points").iterdir())) == 4
+    assert not (out / ".cache").exists()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -161,3 +199,38 @@ def test_bad_input_is_one_line_and_exit_2(recording, tmp_path, args, message):
     r = qsf("sweep", PAIRS, "--recording", recording, "--out", tmp_path / "sw", *args)
     assert r.returncode == 2
     assert r.stderr.startswith(message) and r.stderr.count("\n") == 1, r.stderr
+
+
+BOOM = '''
+from dataclasses import dataclass
+
+from qsframework import Strategy
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    n: int = 1
+
+
+class Boom(Strategy):
+    """Raises on its first trade when n is 3."""
+
+    Params = Params
+
+    def on_trade(self, t):
+        if self.p.n == 3:
+            raise RuntimeError("three is bad")
+'''
+
+
+def test_a_point_whose_strategy_raises_stops_the_sweep_with_one_line(recording, tmp_path):
+    (tmp_path / "boom.py").write_text(BOOM)
+    out = tmp_path / "sw"
+    r = qsf("sweep", f"{tmp_path / 'boom.py'}:Boom", "--recording", recording, "--out", out, "-g", "n=1:4:1",
+            "--workers", "1")
+    assert r.returncode == 2
+    assert r.stderr.startswith("qsf: error: point ") and "(n=3): strategy Boom" in r.stderr, r.stderr
+    assert "RuntimeError: three is bad" in r.stderr and r.stderr.count("\n") == 1
+    finished = sorted(p.name for p in (out / "points").iterdir())
+    assert sorted(row["point"] for row in table(out)) == finished
+    assert {1, 2} <= {row["n"] for row in table(out)} and 3 not in {row["n"] for row in table(out)}
