@@ -59,7 +59,8 @@ class RayExecutor(Executor):
             try:
                 with warnings.catch_warnings():  # Ray's own warnings would precede our one line
                     warnings.simplefilter("ignore")
-                    ray.init(address=address, **options)
+                    # "local": a new instance, even where `ray start` ran (or left its address)
+                    ray.init(address=address or "local", **options)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 raise UserError(f"cannot connect to Ray at {address!r}: {exc}") from None
         self.slots = max(1, int(ray.cluster_resources().get("CPU", 1)))

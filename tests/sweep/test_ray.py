@@ -32,7 +32,8 @@ TIMING = {"wall_s", "events_per_s", "prepare_s", "warm_up", "path"}
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray instance (2 CPUs, no dashboard) for every test here."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
