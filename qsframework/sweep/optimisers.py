@@ -15,6 +15,7 @@ from decimal import Decimal
 from math import prod
 from typing import Any
 
+from ..errors import UserError
 from .search import Search
 
 #: proposals of points already run, in a row, before Optuna is handed an unseen point instead
@@ -125,7 +126,11 @@ class OptunaSearch(Search):
 
     def __init__(self, space: Mapping[str, Sequence[Any]], trials: int, seed: int = 0,
                  direction: str = "max") -> None:
-        import optuna
+        try:
+            import optuna
+        except ImportError:
+            raise UserError("--search optuna needs the sweep extra: "
+                            "pip install 'qsframework[sweep]'") from None
 
         _check_trials(trials)
         if direction not in ("max", "min"):
