@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 #: the [sweep] table of --config: the options' names (underscores), and the grid as a table
 CONFIG_KEYS = ("spec", "recording", "out", "grid", "workers", "objective", "direction", "keep", "search",
-               "trials", "ray", "start", "end", "batch_size", "seed", "max_future", "floor")
+               "trials", "ray", "walk_forward", "start", "end", "batch_size", "seed", "max_future", "floor")
 
 
 @click.command()
@@ -47,6 +47,9 @@ CONFIG_KEYS = ("spec", "recording", "out", "grid", "workers", "objective", "dire
 @click.option("--trials", type=int, metavar="N", help="Points a random or Optuna search runs.")
 @click.option("--ray", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="Run the points as Ray tasks: a local Ray, or a cluster (e.g. ray://head:10001).")
+@click.option("--walk-forward", "walk_forward", metavar="train=D,test=D[,step=D]",
+              help="Per fold choose the best point on a train window, test it on the next window "
+                   "(durations such as 20m, or event counts); -> OUT/walkforward.parquet.")
 @START_OPTION
 @END_OPTION
 @BATCH_OPTION
@@ -94,7 +97,7 @@ def sweep(ctx: click.Context, spec: str | None, execution: ExecutionConfig, conf
                 search=given["search"], trials=given["trials"], ray=given["ray"],
                 start=time_option(given["start"], "--start"), end=time_option(given["end"], "--end"),
                 execution=execution, seed=given["seed"], bounds=bounds(given["max_future"], given["floor"]),
-                batch_size=given["batch_size"], keep=given["keep"],
+                batch_size=given["batch_size"], keep=given["keep"], walk_forward=given["walk_forward"],
                 on_start=lambda s: bar.update(task, total=getattr(s, "total", None)), on_point=on_point,
             )
         except KeyboardInterrupt:
@@ -102,6 +105,12 @@ def sweep(ctx: click.Context, spec: str | None, execution: ExecutionConfig, conf
             click.echo(f"qsf: interrupted: {show.done} point{'' if show.done == 1 else 's'} finished, in {given['out_dir']}/points "
                        "(the same command goes on from there)", err=True)
             ctx.exit(130)
+    if given["walk_forward"] is not None:
+        from ..sweep.walkforward import summary
+
+        for line in summary(table, given["out_dir"]):
+            click.echo(line)
+        return
     show.summary(table, time.perf_counter() - t0, given["out_dir"])
 
 

@@ -78,9 +78,11 @@ def run(spec: str, *, recording: str | Path, out: str | Path, grid: Grid, worker
         trials: int | None = None, ray: str | bool | None = None, start: int | None = None,
         end: int | None = None, execution: ExecutionConfig | None = None, seed: int = 0,
         bounds: TimeBounds = DEFAULT_BOUNDS, batch_size: int = 65_536, keep: int | None = None,
+        walk_forward: str | None = None,
         on_start: Callable[[Search], None] | None = None,
         on_point: Callable[[PointResult, Progress], None] | None = None) -> pa.Table:
-    """Check everything, then run the sweep; returns its table (``OUT/sweep.parquet``)."""
+    """Check everything, then run the sweep; returns its table (``OUT/sweep.parquet``), or
+    with ``walk_forward`` (``train=20m,test=5m``) the walk-forward's (``OUT/walkforward.parquet``)."""
     from ..loader import load_strategy
     from .grid import parse_grid
     from .metrics import metric_names
@@ -102,6 +104,15 @@ def run(spec: str, *, recording: str | Path, out: str | Path, grid: Grid, worker
     if not Path(recording).is_dir():
         raise UserError(f"recording {str(recording)!r} does not exist or is not a directory")
     chosen = make_search(search, space, trials=trials, seed=seed, direction=direction)
+    if walk_forward is not None:
+        from .walkforward import walk
+        return walk(spec, recording=recording, out=out, space=space, windows=walk_forward,
+                    executor=lambda: make_executor(workers=workers, ray=ray),
+                    make_search=lambda sp: make_search(search, sp, trials=trials, seed=seed,
+                                                       direction=direction),
+                    objective=objective, direction=direction, start=start, end=end,
+                    execution=execution, seed=seed, bounds=bounds, batch_size=batch_size, keep=keep,
+                    on_point=on_point)
     if on_start is not None:
         on_start(chosen)
     with make_executor(workers=workers, ray=ray) as executor:
@@ -115,12 +126,13 @@ def sweep(spec: str, *, recording: str | Path, out: str | Path, grid: Grid, work
           objective: str = "sharpe", direction: Direction = "max", search: str = "grid",
           trials: int | None = None, ray: str | bool | None = None, start: int | str | None = None,
           end: int | str | None = None, execution: ExecutionConfig | None = None, seed: int = 0,
-          keep: int | None = None) -> pl.DataFrame:
+          keep: int | None = None, walk_forward: str | None = None) -> pl.DataFrame:
     """Run a parameter sweep of strategy ``spec`` over ``recording`` into ``out`` and return
     its table (a row per point: parameters, metrics, events, events/s, wall time).
 
     ``grid``: parameter name -> values (a list, or text as ``-g`` takes it: ``"30s,60s"``,
     ``"0.003:0.01:0.001"``). A rerun with the same arguments skips finished points.
+    ``walk_forward`` (``"train=20m,test=5m"``): a walk-forward instead, its per-fold table.
     Example: ``qsframework.sweep("strategies/btc_eth_pairs.py:BtcEthPairs",
     recording="recordings/sample", out="out/sw", grid={"window": ["30s", "60s"]})``"""
     import polars as pl
@@ -132,5 +144,5 @@ def sweep(spec: str, *, recording: str | Path, out: str | Path, grid: Grid, work
 
     table = run(spec, recording=recording, out=out, grid=grid, workers=workers, objective=objective,
                 direction=direction, search=search, trials=trials, ray=ray, start=instant(start),
-                end=instant(end), execution=execution, seed=seed, keep=keep)
+                end=instant(end), execution=execution, seed=seed, keep=keep, walk_forward=walk_forward)
     return pl.from_arrow(table)  # type: ignore[return-value]

@@ -1,0 +1,101 @@
+"""Sweeps on Ray: one local Ray instance for the module; the same sweep run as Ray tasks (in
+this process, and by ``qsf sweep --ray ADDRESS`` joining that instance) writes the process
+pool's table and point files."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import ray  # the ray extra, which the test extra pulls in
+
+from qsframework.durations import parse_time
+from qsframework.loader import load_strategy
+from qsframework.sweep.executor import ProcessExecutor
+from qsframework.sweep.grid import parse_grid
+from qsframework.sweep.ray_executor import RayExecutor
+from qsframework.sweep.run import run_sweep
+from qsframework.sweep.search import GridSearch
+
+from ..conftest import ROOT
+from .conftest import PAIRS, qsf
+
+SAMPLE = ROOT / "recordings" / "sample"
+END = "2026-01-05T00:30:00Z"
+GRID = ["threshold=0.001,0.002", "window=30s,60s"]
+TIMING = {"wall_s", "events_per_s", "prepare_s", "warm_up", "path"}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance (2 CPUs, no dashboard) for every test here."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def sweep_with(executor, out: Path):
+    space = parse_grid(load_strategy(PAIRS).Params, GRID)
+    with executor:
+        return run_sweep(spec=PAIRS, recording=str(SAMPLE), out=out, search=GridSearch(space),
+                         executor=executor, end=parse_time(END))
+
+
+@pytest.fixture(scope="module")
+def pool_sweep(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pool")
+    sweep_with(ProcessExecutor(2), out)
+    return out
+
+
+def same_sweep(a: Path, b: Path) -> None:
+    """Equal tables (but for the timings) and point directories with the same files, their
+    Parquet bit for bit and report.json equal but for timings."""
+    ta, tb = pq.read_table(a / "sweep.parquet"), pq.read_table(b / "sweep.parquet")
+    timing = ["events_per_s", "wall_s"]
+    assert ta.drop_columns(timing).sort_by("point").equals(tb.drop_columns(timing).sort_by("point"))
+    assert ta.schema.metadata == tb.schema.metadata
+    points = sorted(p.name for p in (a / "points").iterdir())
+    assert points == sorted(p.name for p in (b / "points").iterdir()) and len(points) == 4
+    for pid in points:
+        fa = sorted(f.name for f in (a / "points" / pid).iterdir())
+        assert fa == sorted(f.name for f in (b / "points" / pid).iterdir())
+        assert "orders.parquet" in fa
+        for name in fa:
+            x, y = a / "points" / pid / name, b / "points" / pid / name
+            if name == "report.json":
+                rx, ry = json.loads(x.read_text()), json.loads(y.read_text())
+                assert {k: v for k, v in rx.items() if k not in TIMING} == \
+                    {k: v for k, v in ry.items() if k not in TIMING}
+            else:
+                assert x.read_bytes() == y.read_bytes(), (pid, name)
+
+
+def test_ray_sweep_equals_the_process_pool_sweep(local_ray, pool_sweep, tmp_path):
+    executor = RayExecutor(None)  # joins this process's Ray instance
+    assert executor.slots == 2
+    sweep_with(executor, tmp_path)
+    assert ray.is_initialized()  # it did not start it, so it leaves it running
+    same_sweep(pool_sweep, tmp_path)
+
+
+def test_cli_ray_address_equals_the_process_pool_sweep(local_ray, pool_sweep, tmp_path):
+    run = qsf("sweep", PAIRS, "--recording", SAMPLE, "--out", tmp_path, "--end", END,
+              *(a for g in GRID for a in ("-g", g)), "--ray", local_ray)
+    assert run.returncode == 0, run.stderr
+    same_sweep(pool_sweep, tmp_path)
+
+
+def test_cli_ray_unreachable_address_is_one_line(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = qsf("sweep", PAIRS, "--recording", SAMPLE, "--out", tmp_path, "--end", END,
+              "-g", "threshold=0.001", "--ray", f"127.0.0.1:{port}")
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("qsf: error: cannot connect to Ray")
+    assert "Traceback" not in run.stderr
