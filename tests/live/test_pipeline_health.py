@@ -1,0 +1,113 @@
+"""pipeline_health: ``qsf process --sink timescale`` writes one row per interval while it runs,
+and the rows account for every event it processed and every message it dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+
+import asyncpg
+import orjson
+
+from qsframework.kafka import ensure_topics, start_producer
+from qsframework.live.dead_letters import reason_class
+from qsframework.wire import encode
+
+from ..conftest import SPREAD_SPEC, make_trades, qsf_cmd
+from ..fault.processes import wait_for
+
+BAD = [b"{oops", b"[]", b"42"]  # one malformed JSON, two valid JSON that are not objects
+
+
+def fetch(dsn: str, sql: str, *args) -> list[asyncpg.Record]:
+    async def go() -> list[asyncpg.Record]:
+        con = await asyncpg.connect(dsn)
+        try:
+            return await con.fetch(sql, *args)
+        finally:
+            await con.close()
+
+    return asyncio.run(go())
+
+
+def publish(bootstrap: str, topic: str, pairs: list[tuple[bytes, bytes]]) -> None:
+    async def go() -> None:
+        producer = await start_producer(bootstrap)
+        try:
+            for key, value in pairs:
+                await producer.send(topic, key=key, value=value)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(go())
+
+
+def test_health_rows_appear_while_processing_and_add_up(stack_endpoints, tmp_path):
+    bootstrap, dsn = stack_endpoints.kafka_bootstrap, stack_endpoints.pg_dsn
+    # recent event times, so the receive-to-durable latency is a live one (within the hour)
+    trades = make_trades(31, 1200, start=time.time_ns() - 40 * 60 * 10**9)
+    pairs = encode(trades)
+    # the rows at the latest event time wait behind the watermark (the run is stopped, not
+    # idle-ended): the engine processes those before it
+    ts = trades.column("ts_event").to_numpy()
+    expected = int((ts < ts.max()).sum())
+    prefix = f"h{uuid.uuid4().hex[:8]}"
+    group = f"g-{prefix}"
+    asyncio.run(ensure_topics(bootstrap, [f"{prefix}.trades", f"{prefix}.dlq"]))
+    env = {**os.environ, "QSF_KAFKA_BOOTSTRAP": bootstrap, "QSF_PG_DSN": dsn}
+    proc = subprocess.Popen(
+        [*qsf_cmd(), "process", SPREAD_SPEC, "--topic-prefix", prefix, "--group", group, "--no-state",
+         "--sink", "timescale", "--health-interval", "300ms"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert proc.stdout is not None and "group " + group in proc.stdout.readline()
+        rows_of = "SELECT * FROM pipeline_health WHERE group_id = $1 ORDER BY ts"
+        half = len(pairs) // 2
+        publish(bootstrap, f"{prefix}.trades", pairs[:half] + [(b"X", v) for v in BAD] + pairs[half:])
+
+        def processed() -> int:
+            try:
+                return sum(r["events"] for r in fetch(dsn, rows_of, group))
+            except asyncpg.UndefinedTableError:  # the sink has not created the tables yet
+                return 0
+
+        # rows while it runs: the intervals' events reach every event published
+        wait_for(lambda: processed() == expected, "health rows counting every event", proc=proc)
+        running = fetch(dsn, rows_of, group)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert f"processed {expected:,} events (3 rejected" in out
+    rows = fetch(dsn, rows_of, group)
+    assert len(rows) > len(running) >= 1  # a last row at the stop
+    # the events add up to the independent count, the dead letters to the bad messages
+    assert sum(r["events"] for r in rows) == expected
+    assert sum(r["dlq"] for r in rows) == len(BAD)
+    by_reason: Counter[str] = Counter()
+    for r in rows:
+        by_reason.update(orjson.loads(r["dlq_by_reason"]))
+    assert by_reason == {"malformed JSON": 1, "not a JSON object": 2}
+    for r in rows:
+        assert r["strategy"] == "BtcEthSpread" and r["processor"].endswith(f":{proc.pid}")
+        assert abs(r["events_per_s"] * r["interval_s"] - r["events"]) < 1e-6 * max(1, r["events"])
+        assert r["consumer_lag"] >= 0
+        if r["latency_ms_p50"] is not None:
+            assert 0 <= r["latency_ms_p50"] <= r["latency_ms_p99"] < 3.6e6
+    assert any(r["latency_ms_p99"] is not None for r in rows)  # the samples of the events made durable
+    assert rows[-1]["consumer_lag"] == 0 and rows[-1]["last_commit"] is not None
+    assert [r["ts"] for r in rows] == sorted({r["ts"] for r in rows})
+
+
+def test_reason_classes_drop_the_particulars():
+    assert reason_class("late: event time before the watermark 1767571200000000000") == "late"
+    assert reason_class("malformed JSON: unexpected character: line 1 column 2 (char 1)") == "malformed JSON"
+    assert reason_class("field 'price' has a bad value 'abc'") == "field 'price' has a bad value"
+    assert reason_class("not a JSON object") == "not a JSON object"
