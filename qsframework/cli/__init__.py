@@ -12,12 +12,12 @@ from importlib.metadata import entry_points
 import click
 
 from ..errors import UserError
-from . import backtest, live, recordings, stack
+from . import backtest, dashboard, live, recordings, stack
 from .groups import COMMANDS, ENTRY_POINTS, Commands, main
 
 __all__ = ["COMMANDS", "Commands", "main", "run"]
 
-for _module in (backtest, recordings, live, stack):
+for _module in (backtest, recordings, live, stack, dashboard):
     _module.register(COMMANDS)
 
 

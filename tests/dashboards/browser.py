@@ -1,0 +1,116 @@
+"""Shared by the dashboard tests: ``qsf dashboard ...`` started as a real process (its URL line
+awaited), a Playwright page on Debian's Chromium, and a recorder of requests leaving localhost."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+#: safety nets only: each wait ends on its condition (a line, an element)
+START_BOUND_S = 240.0
+PAGE_BOUND_MS = 180_000
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+
+
+@dataclass
+class Dashboard:
+    """A running ``qsf dashboard`` process, its URL and everything it printed."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    output: list[str] = field(default_factory=list)
+
+    def stop(self) -> int:
+        """Ctrl-C (SIGINT) and the exit code; the process must end on its own."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout=START_BOUND_S)
+
+
+@contextmanager
+def dashboard(*args: str, env: dict[str, str] | None = None) -> Iterator[Dashboard]:
+    """Start ``qsf dashboard ARGS``, yield once it printed its URL, stop it with SIGINT after."""
+    proc = subprocess.Popen([sys.executable, "-m", "qsframework.cli", "dashboard", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
+    assert proc.stdout is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+    output: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    url = None
+    try:
+        while url is None:
+            line = lines.get(timeout=START_BOUND_S)
+            if line is None:
+                raise AssertionError(f"qsf dashboard exited ({proc.wait()}) before its URL:\n{''.join(output)}")
+            if line.startswith("qsf dashboard ") and "http://" in line:
+                url = line.split("http://", 1)[1].split()[0]
+                url = f"http://{url}"
+        yield Dashboard(proc=proc, url=url, output=output)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=START_BOUND_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@dataclass
+class Requests:
+    """Every URL the page asked for, and those that went anywhere but localhost."""
+
+    all: list[str] = field(default_factory=list)
+
+    def record(self, url: str) -> None:
+        self.all.append(url)
+
+    @property
+    def outside(self) -> list[str]:
+        return [u for u in self.all if urlsplit(u).scheme in ("http", "https", "ws", "wss")
+                and urlsplit(u).hostname not in LOCAL_HOSTS]
+
+
+@contextmanager
+def browser_page(url: str) -> Iterator[tuple[object, Requests]]:
+    """A Chromium page (Debian's binary, never a download) on URL, with its request recorder."""
+    from playwright.sync_api import sync_playwright
+
+    requests = Requests()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(PAGE_BOUND_MS)
+            page.on("request", lambda r: requests.record(r.url))
+            page.on("websocket", lambda ws: requests.record(ws.url))
+            page.goto(url, wait_until="load")
+            yield page, requests
+        finally:
+            browser.close()
+
+
+def wait_for_charts(page: object, count: int) -> None:
+    """Until COUNT vega charts have drawn (a canvas or an svg inside each .vega-embed)."""
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "n => document.querySelectorAll('.vega-embed canvas, .vega-embed svg.marks').length >= n",
+        arg=count)
