@@ -111,7 +111,7 @@ def _scale(timescale: bool | None, dsn: str) -> bool:
     return has_timescale(dsn) if timescale is None else timescale
 
 
-def load_prices(dsn: str, *, window_s: float = 900, bucket_s: float = 2, timescale: bool | None = None) -> pl.DataFrame:
+def load_live_prices(dsn: str, *, window_s: float = 900, bucket_s: float = 2, timescale: bool | None = None) -> pl.DataFrame:
     """Each key's last trade price and trade count per bucket: bucket, key, price, trades."""
     sql = series_sql("trades", "ts_event", "{last:price} AS price, count(*) AS trades", by="key",
                      timescale=_scale(timescale, dsn))
@@ -119,7 +119,7 @@ def load_prices(dsn: str, *, window_s: float = 900, bucket_s: float = 2, timesca
                    window_s=window_s, bucket_s=bucket_s)
 
 
-def load_spread(dsn: str, *, window_s: float = 900, bucket_s: float = 2, timescale: bool | None = None) -> pl.DataFrame:
+def load_live_spread(dsn: str, *, window_s: float = 900, bucket_s: float = 2, timescale: bool | None = None) -> pl.DataFrame:
     """The spread strategy's ``spread`` signal per bucket (its last value and the legs'
     correlation in its attrs): bucket, key (the pair), spread, corr."""
     sql = series_sql("signals", "ts_event", "{last:value} AS spread, {last:(attrs::jsonb->>'corr')::float8} AS corr",
@@ -128,7 +128,7 @@ def load_spread(dsn: str, *, window_s: float = 900, bucket_s: float = 2, timesca
                    window_s=window_s, bucket_s=bucket_s)
 
 
-def load_equity(dsn: str, *, window_s: float = 900, bucket_s: float = 2, timescale: bool | None = None) -> pl.DataFrame:
+def load_live_equity(dsn: str, *, window_s: float = 900, bucket_s: float = 2, timescale: bool | None = None) -> pl.DataFrame:
     """Paper trading's equity per bucket and strategy (its last sample): bucket, strategy, equity, cash."""
     sql = series_sql("equity", "ts_event", "{last:equity} AS equity, {last:cash} AS cash", by="strategy",
                      timescale=_scale(timescale, dsn))
@@ -140,7 +140,7 @@ HEALTH_SERIES = ("sum(events)::float8 / ($1::bigint / 1e9) AS events_per_s, max(
                  "max(latency_ms_p50) AS latency_ms_p50, max(latency_ms_p99) AS latency_ms_p99, sum(dlq) AS dlq")
 
 
-def load_health(dsn: str, *, window_s: float = 900, bucket_s: float = 2, timescale: bool | None = None) -> pl.DataFrame:
+def load_live_health(dsn: str, *, window_s: float = 900, bucket_s: float = 2, timescale: bool | None = None) -> pl.DataFrame:
     """pipeline_health per bucket and consumer group: events/s (the bucket's events over its
     width), the largest lag and latency percentiles of its rows, dead letters."""
     sql = series_sql("pipeline_health", "ts", HEALTH_SERIES, by="group_id", timescale=_scale(timescale, dsn))
@@ -165,7 +165,7 @@ GROUP BY 1 ORDER BY 2 DESC, 1
 """
 
 
-def load_health_latest(dsn: str) -> pl.DataFrame:
+def load_live_health_latest(dsn: str) -> pl.DataFrame:
     """Each processor's latest pipeline_health row (its events/s, lag, latency, last commit),
     the most recent first."""
     return _frame(fetch(dsn, LATEST_HEALTH_SQL), {
@@ -173,7 +173,7 @@ def load_health_latest(dsn: str) -> pl.DataFrame:
         "consumer_lag": pl.Int64, "latency_ms_p50": pl.Float64, "latency_ms_p99": pl.Float64, "last_commit": pl.Int64})
 
 
-def load_dead_letters(dsn: str, *, window_s: float = 900) -> pl.DataFrame:
+def load_live_dead_letters(dsn: str, *, window_s: float = 900) -> pl.DataFrame:
     """Dead letters by reason class over the window (summed from pipeline_health): reason, dead_letters."""
     return _frame(fetch(dsn, DLQ_SQL, int(window_s * NS)), {"reason": pl.Utf8, "dead_letters": pl.Int64})
 
@@ -189,7 +189,7 @@ RECENT = {
 }
 
 
-def load_recent(dsn: str, table: str, *, limit: int = 50, exclude_names: Sequence[str] = ()) -> pl.DataFrame:
+def load_live_recent(dsn: str, table: str, *, limit: int = 50, exclude_names: Sequence[str] = ()) -> pl.DataFrame:
     """The latest ``limit`` rows of ``signals``, ``alerts`` or ``fills``, newest first
     (``exclude_names``: signal or alert names left out, e.g. the periodic ``spread``)."""
     columns, schema = RECENT[table]

@@ -87,7 +87,7 @@ def test_prices_are_each_buckets_last_trade(live_db):
     expected = (trades.filter(pl.col("ts_event") >= since).sort("ts_event", "seq")
                 .group_by(floor(pl.col("ts_event"), width).alias("bucket"), "key", maintain_order=True)
                 .agg(pl.col("price").last(), pl.len().cast(pl.Int64).alias("trades")).sort("bucket", "key"))
-    got = L.load_prices(dsn, window_s=WINDOW_S, bucket_s=BUCKET_S, timescale=False)
+    got = L.load_live_prices(dsn, window_s=WINDOW_S, bucket_s=BUCKET_S, timescale=False)
     assert got.equals(expected.select(got.columns))
 
 
@@ -98,7 +98,7 @@ def test_spread_and_health_series(live_db):
     expected = (spread.filter(pl.col("ts_event") >= since)
                 .group_by(floor(pl.col("ts_event"), width).alias("bucket"), maintain_order=True)
                 .agg(pl.col("value").last().alias("spread"), pl.col("corr").last()).sort("bucket"))
-    got = L.load_spread(dsn, window_s=WINDOW_S, bucket_s=BUCKET_S, timescale=False)
+    got = L.load_live_spread(dsn, window_s=WINDOW_S, bucket_s=BUCKET_S, timescale=False)
     assert got.drop("key").equals(expected) and set(got["key"]) == {"BTCUSDT/ETHUSDT"}
     width = 6 * NS
     since = health["ts"].max() - int(WINDOW_S * NS)
@@ -106,9 +106,9 @@ def test_spread_and_health_series(live_db):
                 .group_by(floor(pl.col("ts"), width).alias("bucket"), maintain_order=True)
                 .agg((pl.col("events").sum() / 6.0).alias("events_per_s"), pl.col("consumer_lag").max(),
                      pl.col("p99").max().alias("latency_ms_p99")).sort("bucket"))
-    got = L.load_health(dsn, window_s=WINDOW_S, bucket_s=6, timescale=False)
+    got = L.load_live_health(dsn, window_s=WINDOW_S, bucket_s=6, timescale=False)
     assert_frame_equal(got.select(expected.columns), expected, check_exact=False)  # sum / width: rounding
-    dlq = L.load_dead_letters(dsn, window_s=1e6)
+    dlq = L.load_live_dead_letters(dsn, window_s=1e6)
     assert dlq.to_dicts() == [{"reason": "late", "dead_letters": sum(i % 3 for i in range(30))}]
 
 
