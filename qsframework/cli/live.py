@@ -235,6 +235,7 @@ def demo(duration: float | None, speed: float | None, stack_dir: str | None, bro
                f"{result.alerts:,} alerts, {result.rows_in_db:,} rows in PostgreSQL")
     if result.complete:
         click.echo(f"demo done: {summary}")
+        click.echo(f"live dashboard of these tables: {result.dashboard}")
         return
     why = {"duration": "by --duration", "signal": "by a signal"}.get(result.stopped_by or "", "early")
     click.echo(f"qsf: demo stopped {why} before the end: {summary}", err=True)

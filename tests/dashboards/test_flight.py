@@ -75,7 +75,7 @@ def test_flight_view_in_chromium(flight_dir, tmp_path):
             wait_for_drawn(page, 2)  # the track and the timeline
             page.get_by_text("detected as").first.wait_for()
             page.get_by_role("heading", name="injected faults and detection delays").wait_for()
-            shot = screenshot(page, tmp_path / "dashboard-flight.png")
+            shot = screenshot(page, tmp_path / "dashboard-flight.png", charts=2)
         assert dash.stop() == 0
     assert requests.all and not requests.outside, requests.outside
     assert shot.stat().st_size > 10_000

@@ -20,7 +20,11 @@ def _(F, dashboard_inputs, mo):
     # input: `-- --dir DIR` (a qsf sitl scenario run directory or a telemetry recording), else $QSF_DASHBOARD_DIR
     flight_dir = dashboard_inputs(mo.cli_args())["dir"]
     mo.stop(not flight_dir, mo.md("**No flight**: pass `-- --dir DIR` or set `QSF_DASHBOARD_DIR`."))
-    flight = F.load_flight(flight_dir)
+    try:
+        flight = F.load_flight(flight_dir)
+    except F.UserError as _exc:
+        flight = None
+        mo.stop(True, mo.md(f"**{_exc}**"))
     track = F.load_track(flight)
     panels = F.load_panels(flight)
     home, fence = F.home_and_fence(flight)

@@ -86,9 +86,9 @@ def _(health_latest, mo, refresh, signals, timescale):
 def _(alt, mo, prices, spread):
     _price = (alt.Chart(prices).mark_line().encode(
         x=alt.X("bucket:T", title=None), y=alt.Y("price:Q", scale=alt.Scale(zero=False)), color="key:N")
-        .properties(height=110, width=520).facet(row=alt.Row("key:N", title=None))
+        .properties(height=110, width=460).facet(row=alt.Row("key:N", title=None))
         .resolve_scale(y="independent").properties(title="latest prices"))
-    _base = alt.Chart(spread).encode(x=alt.X("bucket:T", title=None)).properties(height=110, width=520)
+    _base = alt.Chart(spread).encode(x=alt.X("bucket:T", title=None)).properties(height=110, width=460)
     _spread = alt.vconcat(_base.mark_line(color="#4c78a8").encode(y=alt.Y("spread:Q", title="spread (log-return gap)")),
                           _base.mark_line(color="#f58518").encode(y=alt.Y("corr:Q", title="correlation")),
                           title="spread and correlation")
@@ -100,11 +100,9 @@ def _(alt, mo, prices, spread):
 @app.cell
 def _(alerts, fills, mo, signals):
     mo.vstack([
-        mo.hstack([
-            mo.vstack([mo.md("### recent signals"), mo.ui.table(signals, page_size=8, selection=None)]),
-            mo.vstack([mo.md("### recent alerts"), mo.ui.table(alerts, page_size=8, selection=None)]),
-        ], widths="equal"),
-        mo.vstack([mo.md("### paper fills"), mo.ui.table(fills, page_size=8, selection=None)]),
+        mo.md("### recent signals"), mo.ui.table(signals, page_size=5, selection=None),
+        mo.md("### recent alerts"), mo.ui.table(alerts, page_size=5, selection=None),
+        mo.md("### paper fills"), mo.ui.table(fills, page_size=5, selection=None),
     ])
     return
 
@@ -113,7 +111,7 @@ def _(alerts, fills, mo, signals):
 def _(alt, equity, mo):
     _chart = (alt.Chart(equity).mark_line().encode(
         x=alt.X("bucket:T", title=None), y=alt.Y("equity:Q", scale=alt.Scale(zero=False)), color="strategy:N")
-        .properties(height=140, width=1080, title="paper equity"))
+        .properties(height=140, width=1000, title="paper equity"))
     mo.ui.altair_chart(_chart, chart_selection=False, legend_selection=False) if not equity.is_empty() \
         else mo.md("paper equity: no fills yet (a strategy that orders writes equity)")
     return
@@ -124,7 +122,7 @@ def _(alt, dead_letters, health, mo):
     def _panel(field, title):
         return (alt.Chart(health).mark_line().encode(
             x=alt.X("bucket:T", title=None), y=alt.Y(f"{field}:Q", title=title), color="group_id:N")
-            .properties(height=120, width=330))
+            .properties(height=120, width=300))
 
     _charts = alt.hconcat(_panel("events_per_s", "events/s"), _panel("consumer_lag", "consumer lag"),
                           _panel("latency_ms_p99", "latency p99 (ms)"), title="pipeline health")
