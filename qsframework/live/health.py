@@ -142,7 +142,7 @@ class HealthSink(Sink):
                 self._con = await asyncpg.connect(self.dsn, timeout=5)
             await self._con.copy_records_to_table("pipeline_health", records=[r.record() for r in rows],
                                                   columns=list(COLUMNS))
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("pipeline_health: %d rows not written yet (%s: %s)", len(rows), type(exc).__name__, exc)
             if self._con is not None:
                 self._con.terminate()

@@ -43,8 +43,8 @@ from ..window import Window
 from .checkpoints import Checkpoints
 from .config import ProcessConfig, ProcessStats, StrategyFailed
 from .dead_letters import DeadLetters
-from .health import health_sink
 from .delivery import Delivery, delivery_mode, transactional_id
+from .health import health_sink
 from .kafka_source import KafkaSource
 from .pending import Pending
 from .report import write_report

@@ -12,17 +12,15 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
-
-import asyncpg
 
 from qsframework.backtest import run_backtest
-from qsframework.kafka import ensure_topics, start_producer
+from qsframework.kafka import ensure_topics
 from qsframework.recording import Recording, RecordingWriter
 from qsframework.wire import encode
 
 from ..conftest import SPREAD_SPEC, make_trades, qsf_cmd
 from ..fault.processes import wait_for
+from ..live.feeds import fetch, fresh_database, publish
 from .browser import browser_page, dashboard
 from .drawn import screenshot, wait_for_drawn
 
@@ -30,45 +28,10 @@ PARAMS = ["-p", "window=2s", "-p", "sample=500ms", "-p", "threshold=0.004"]
 OVERRIDES = {"window": "2s", "sample": "500ms", "threshold": "0.004"}
 
 
-def new_database(dsn: str) -> str:
-    """A database of its own on the server of ``dsn`` (the dashboard reads whole tables)."""
-    name = f"livebrowser_{uuid.uuid4().hex[:8]}"
-
-    async def create() -> None:
-        con = await asyncpg.connect(dsn)
-        try:
-            await con.execute(f"CREATE DATABASE {name}")
-        finally:
-            await con.close()
-
-    asyncio.run(create())
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
-
-
 def divergences(dsn: str) -> int:
-    async def count() -> int:
-        con = await asyncpg.connect(dsn)
-        try:
-            if await con.fetchval("SELECT to_regclass('signals')") is None:
-                return 0
-            return int(await con.fetchval("SELECT count(*) FROM signals WHERE name = 'divergence'"))
-        finally:
-            await con.close()
-
-    return asyncio.run(count())
-
-
-def publish(bootstrap: str, topic: str, pairs: list[tuple[bytes, bytes]]) -> None:
-    async def go() -> None:
-        producer = await start_producer(bootstrap)
-        try:
-            for key, value in pairs:
-                await producer.send(topic, key=key, value=value)
-            await producer.flush()
-        finally:
-            await producer.stop()
-
-    asyncio.run(go())
+    if fetch(dsn, "SELECT to_regclass('signals') AS t")[0]["t"] is None:
+        return 0
+    return fetch(dsn, "SELECT count(*) AS n FROM signals WHERE name = 'divergence'")[0]["n"]
 
 
 def shown(ts_ns: int) -> str:
@@ -78,7 +41,7 @@ def shown(ts_ns: int) -> str:
 
 def test_live_dashboard_shows_a_new_signal_without_reload(stack_endpoints, tmp_path, spread_cls):
     bootstrap = stack_endpoints.kafka_bootstrap
-    dsn = new_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "livebrowser")
     trades = make_trades(41, 1600, start=time.time_ns() - 40 * 60 * 10**9)
     with RecordingWriter(tmp_path / "rec") as w:
         w.write("trade", trades)
@@ -114,7 +77,7 @@ def test_live_dashboard_shows_a_new_signal_without_reload(stack_endpoints, tmp_p
             assert dash.stop() == 0
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert requests.all and not requests.outside, requests.outside
     assert shot.stat().st_size > 10_000

@@ -5,11 +5,8 @@ and the notebook, run headless, shows the health figures of the pipeline_health 
 from __future__ import annotations
 
 import asyncio
-import os
 import runpy
-import uuid
 from importlib import resources
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import numpy as np
@@ -20,6 +17,8 @@ from polars.testing import assert_frame_equal
 
 from qsframework.dashboards import live_loaders as L
 from qsframework.sinks.postgres import schema_sql
+
+from ..live.feeds import fetch, fresh_database
 
 NS = 1_000_000_000
 T0 = 1_767_571_200_000_000_000  # 2026-01-05T00:00:00Z
@@ -33,10 +32,7 @@ def run(coro):
 @pytest.fixture(scope="module")
 def live_db(stack_endpoints):
     """A database of its own on the embedded PostgreSQL with the sink tables and known rows."""
-    base = stack_endpoints.pg_dsn
-    name = f"live_{uuid.uuid4().hex[:8]}"
-    parts = urlsplit(base)
-    dsn = urlunsplit(parts._replace(path=f"/{name}"))
+    dsn = fresh_database(stack_endpoints.pg_dsn, "live")
     rng = np.random.default_rng(5)
     n = 400
     trades = pl.DataFrame({
@@ -53,9 +49,6 @@ def live_db(stack_endpoints):
     })
 
     async def setup() -> None:
-        con = await asyncpg.connect(base)
-        await con.execute(f"CREATE DATABASE {name}")
-        await con.close()
         con = await asyncpg.connect(dsn)
         await con.execute(schema_sql("001_schema.sql"))
         await con.copy_records_to_table("trades", records=[
@@ -125,19 +118,11 @@ def test_notebook_headless_shows_the_health_table(live_db, monkeypatch):
     monkeypatch.setenv("QSF_PG_DSN", dsn)
     notebook = resources.files("qsframework.dashboards").joinpath("notebooks/live.py")
     outputs, defs = runpy.run_path(str(notebook))["app"].run()
-    latest = run(_fetch(dsn, "SELECT ts, events_per_s, consumer_lag, latency_ms_p99 FROM pipeline_health "
-                             "ORDER BY ts DESC LIMIT 1"))[0]
+    latest = fetch(dsn, "SELECT ts, events_per_s, consumer_lag, latency_ms_p99 FROM pipeline_health "
+                             "ORDER BY ts DESC LIMIT 1")[0]
     shown = defs["health_latest"].row(0, named=True)
     assert shown["events_per_s"] == latest["events_per_s"] and shown["consumer_lag"] == latest["consumer_lag"]
     assert shown["latency_ms_p99"] == latest["latency_ms_p99"]
     html = "".join(getattr(o, "text", "") for o in outputs if o is not None)
     assert f"{latest['events_per_s']:,.0f}" in html and f"{latest['latency_ms_p99']:.1f} ms" in html
     assert "latest signal: <strong>divergence BTCUSDT/ETHUSDT at 2026-01-05 00:01:20.123000 UTC</strong>" in html
-
-
-async def _fetch(dsn: str, sql: str) -> list[asyncpg.Record]:
-    con = await asyncpg.connect(dsn)
-    try:
-        return await con.fetch(sql)
-    finally:
-        await con.close()

@@ -14,38 +14,15 @@ from collections import Counter
 import asyncpg
 import orjson
 
-from qsframework.kafka import ensure_topics, start_producer
+from qsframework.kafka import ensure_topics
 from qsframework.live.dead_letters import reason_class
 from qsframework.wire import encode
 
 from ..conftest import SPREAD_SPEC, make_trades, qsf_cmd
 from ..fault.processes import wait_for
+from .feeds import fetch, publish
 
 BAD = [b"{oops", b"[]", b"42"]  # one malformed JSON, two valid JSON that are not objects
-
-
-def fetch(dsn: str, sql: str, *args) -> list[asyncpg.Record]:
-    async def go() -> list[asyncpg.Record]:
-        con = await asyncpg.connect(dsn)
-        try:
-            return await con.fetch(sql, *args)
-        finally:
-            await con.close()
-
-    return asyncio.run(go())
-
-
-def publish(bootstrap: str, topic: str, pairs: list[tuple[bytes, bytes]]) -> None:
-    async def go() -> None:
-        producer = await start_producer(bootstrap)
-        try:
-            for key, value in pairs:
-                await producer.send(topic, key=key, value=value)
-            await producer.flush()
-        finally:
-            await producer.stop()
-
-    asyncio.run(go())
 
 
 def test_health_rows_appear_while_processing_and_add_up(stack_endpoints, tmp_path):

@@ -43,7 +43,6 @@ def _(faults, flight, flight_dir, mo):
         _lines.append(f"- fault **{_f['fault']}** at {_f['onset_s']:.1f} s: " + (
             f"detected as **{_f['alert']}** after **{_f['delay_s']:.3f} s**" if _f["alert"] else "**not detected**"))
     mo.md("\n".join(_lines))
-    return
 
 
 @app.cell
@@ -58,7 +57,6 @@ def _(alt, fence, home, mo, pl, track):
         shape="square", size=120, color="black", filled=True).encode(x="lon:Q", y="lat:Q", tooltip=["what:N"])
     track_chart = (_fence + _path + _home).properties(width=480, height=480, title="track, home and fence")
     mo.ui.altair_chart(track_chart, chart_selection=False, legend_selection=False)
-    return
 
 
 @app.cell
@@ -79,7 +77,6 @@ def _(alerts, alt, faults, mo, panels, pl):
 
     timeline = alt.vconcat(*(_panel(n) for n in panels)).resolve_scale(color="independent")
     mo.ui.altair_chart(timeline, chart_selection=False, legend_selection=False)
-    return
 
 
 @app.cell
@@ -90,7 +87,6 @@ def _(alerts, faults, mo):
         mo.md("### alerts"),
         mo.ui.table(alerts, selection=None, page_size=10) if not alerts.is_empty() else mo.md("no alerts"),
     ])
-    return
 
 
 if __name__ == "__main__":

@@ -33,12 +33,12 @@ def _(mo):
 
 @app.cell
 def _(L, bucket_s, dsn, mo, refresh, window_s):
-    refresh.value  # each tick runs this cell (and the panels after it) again
+    _tick = refresh.value  # each tick runs this cell (and the panels after it) again
     missing = L.missing_tables(dsn)
     mo.stop(bool(missing), mo.vstack([refresh, mo.md(
         f"Waiting for `qsf process --sink timescale` to create {', '.join(missing)} ...")]))
     timescale = L.has_timescale(dsn)
-    opts = dict(window_s=window_s, bucket_s=bucket_s, timescale=timescale)
+    opts = {"window_s": window_s, "bucket_s": bucket_s, "timescale": timescale}
     prices = L.load_live_prices(dsn, **opts)
     spread = L.load_live_spread(dsn, **opts)
     equity = L.load_live_equity(dsn, **opts)
@@ -79,7 +79,6 @@ def _(health_latest, mo, refresh, signals, timescale):
         mo.md(f"{'TimescaleDB (time_bucket)' if timescale else 'PostgreSQL'} · {_latest_signal()}"),
         _stats(),
     ])
-    return
 
 
 @app.cell
@@ -94,7 +93,6 @@ def _(alt, mo, prices, spread):
                           title="spread and correlation")
     mo.hstack([mo.ui.altair_chart(_price, chart_selection=False, legend_selection=False),
                mo.ui.altair_chart(_spread, chart_selection=False, legend_selection=False)], justify="start")
-    return
 
 
 @app.cell
@@ -104,7 +102,6 @@ def _(alerts, fills, mo, signals):
         mo.md("### recent alerts"), mo.ui.table(alerts, page_size=5, selection=None),
         mo.md("### paper fills"), mo.ui.table(fills, page_size=5, selection=None),
     ])
-    return
 
 
 @app.cell
@@ -114,7 +111,6 @@ def _(alt, equity, mo):
         .properties(height=140, width=1000, title="paper equity"))
     mo.ui.altair_chart(_chart, chart_selection=False, legend_selection=False) if not equity.is_empty() \
         else mo.md("paper equity: no fills yet (a strategy that orders writes equity)")
-    return
 
 
 @app.cell
@@ -131,7 +127,6 @@ def _(alt, dead_letters, health, mo):
         mo.md("### dead letters by reason (window)"),
         mo.ui.table(dead_letters, selection=None) if not dead_letters.is_empty() else mo.md("none"),
     ])
-    return
 
 
 if __name__ == "__main__":
