@@ -5,7 +5,7 @@ every spike."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import duckdb
 import polars as pl
@@ -23,9 +23,9 @@ def bucket_width(start: int, end: int, points: int = POINTS) -> int:
 
 def downsample(con: duckdb.DuckDBPyConnection, source: str, value: str, *, start: int, end: int,
                points: int = POINTS, keys: Sequence[str] | None = None,
-               params: Sequence[object] = ()) -> pl.DataFrame:
-    """Bucketed min/max of VALUE (an SQL expression) per ``key`` over SOURCE (a relation with
-    ``ts_event`` and ``key``) in ``[start, end]``: one row per (key, bucket) with ``bucket`` (its
+               params: Mapping[str, object] | None = None) -> pl.DataFrame:
+    """Bucketed min/max of VALUE (an SQL expression) per ``key`` over SOURCE (SQL of a relation
+    with ``ts_event`` and ``key``, its ``$name`` parameters in PARAMS) in ``[start, end]``: one row per (key, bucket) with ``bucket`` (its
     index), ``t_low``/``low`` and ``t_high``/``high`` (the extremes and their times, the earliest
     on ties) and ``n``; sorted by key and bucket."""
     width = bucket_width(start, end, points)
@@ -41,14 +41,14 @@ def downsample(con: duckdb.DuckDBPyConnection, source: str, value: str, *, start
         GROUP BY ALL ORDER BY key, bucket
     """
     named = {"start": start, "end": end, "width": width, "keys": list(keys) if keys is not None else None}
-    named.update({f"p{i}": p for i, p in enumerate(params)})
-    return con.execute(sql, named).pl()
+    named.update(params or {})
+    return pl.from_arrow(con.sql(sql, params=named).to_arrow_table())  # type: ignore[return-value]
 
 
 def points_of(buckets: pl.DataFrame, *, name: str = "value") -> pl.DataFrame:
     """The chart's rows of a bucketed frame: each bucket's low and high as ``key, time, NAME``
-    (one row when both are the same point), in time order, with ``time`` as a UTC datetime."""
+    (one row when both are the same point; two trades may share a time), in time order, with ``time`` as a UTC datetime."""
     low = buckets.select("key", pl.col("t_low").alias("t"), pl.col("low").alias(name))
     high = buckets.select("key", pl.col("t_high").alias("t"), pl.col("high").alias(name))
-    both = pl.concat([low, high]).unique(subset=["key", "t"], keep="first").sort("key", "t")
+    both = pl.concat([low, high]).unique(subset=["key", "t", name], keep="first", maintain_order=True).sort("key", "t")
     return both.with_columns(pl.from_epoch("t", time_unit="ns").dt.replace_time_zone("UTC").alias("time"))

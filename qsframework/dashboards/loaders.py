@@ -54,8 +54,9 @@ class Backtest:
             found = {k for f in rec.files("trade") for k in (f.keys or ())}
             if found or not rec.files("trade"):
                 return sorted(found)
-            return sorted(_con().execute(
-                "SELECT DISTINCT key FROM read_parquet(?)", [[str(f.path) for f in rec.files("trade")]]).pl()["key"])
+            rows = _con().sql("SELECT DISTINCT key FROM read_parquet($files)",
+                              params={"files": [str(f.path) for f in rec.files("trade")]}).fetchall()
+            return sorted(str(r[0]) for r in rows)
         return sorted({k for t in ("fills", "orders") for k in self.tables[t]["key"]} if self.tables else set())
 
 
@@ -120,36 +121,35 @@ def load_prices(recording: str | Path, *, keys: Sequence[str] | None = None, sta
     if not files or span is None:
         return points_of(_empty_buckets(), name="price")
     lo, hi = start if start is not None else span[0], end if end is not None else span[1]
+    return points_of(downsample(_con(), "read_parquet($files)", "price", start=lo, end=hi, points=points,
+                                keys=keys, params={"files": files}), name="price")
+
+
+def _series(source: str, value: str, params: Mapping[str, object], *, start: int | None, end: int | None,
+            points: int, name: str) -> pl.DataFrame:
+    """Downsampled VALUE of SOURCE over ``[start, end]``, the whole of it by default."""
     con = _con()
-    con.execute("CREATE VIEW src AS SELECT ts_event, key, price FROM read_parquet($files)", {"files": files})
-    return points_of(downsample(con, "src", "price", start=lo, end=hi, points=points, keys=keys), name="price")
+    lo_hi = con.sql(f"SELECT min(ts_event), max(ts_event) FROM {source}", params=dict(params)).fetchall()[0]
+    if lo_hi[0] is None:
+        return points_of(_empty_buckets(), name=name)
+    lo, hi = start if start is not None else int(lo_hi[0]), end if end is not None else int(lo_hi[1])
+    return points_of(downsample(con, source, value, start=lo, end=hi, points=points, params=params), name=name)
 
 
 def load_series(path: str | Path, value: str, *, where: str = "TRUE", start: int | None = None,
                 end: int | None = None, points: int = POINTS) -> pl.DataFrame:
     """A downsampled series of one output table (e.g. ``equity.parquet``, ``value`` or
     ``equity``): VALUE and WHERE are SQL over its columns; columns ``key, t, value, time``."""
-    con = _con()
-    con.execute(f"CREATE VIEW src AS SELECT * FROM read_parquet($p) WHERE {where}", {"p": str(path)})
-    lo_hi = con.execute("SELECT min(ts_event), max(ts_event) FROM src").fetchone()
-    if lo_hi is None or lo_hi[0] is None:
-        return points_of(_empty_buckets())
-    lo, hi = start if start is not None else int(lo_hi[0]), end if end is not None else int(lo_hi[1])
-    return points_of(downsample(con, "src", value, start=lo, end=hi, points=points))
+    source = f"(SELECT * FROM read_parquet($path) WHERE {where})"
+    return _series(source, value, {"path": str(path)}, start=start, end=end, points=points, name="value")
 
 
 def load_drawdown(path: str | Path, *, start: int | None = None, end: int | None = None,
                   points: int = POINTS) -> pl.DataFrame:
     """Drawdown of ``equity.parquet`` (``equity / running max - 1``, <= 0) downsampled."""
-    con = _con()
-    con.execute("CREATE VIEW src AS SELECT ts_event, key, equity / max(equity) OVER "
-                "(PARTITION BY key ORDER BY ts_event ROWS UNBOUNDED PRECEDING) - 1 AS dd "
-                "FROM read_parquet($p)", {"p": str(path)})
-    lo_hi = con.execute("SELECT min(ts_event), max(ts_event) FROM src").fetchone()
-    if lo_hi is None or lo_hi[0] is None:
-        return points_of(_empty_buckets(), name="drawdown")
-    lo, hi = start if start is not None else int(lo_hi[0]), end if end is not None else int(lo_hi[1])
-    return points_of(downsample(con, "src", "dd", start=lo, end=hi, points=points), name="drawdown")
+    source = ("(SELECT ts_event, key, equity / max(equity) OVER (PARTITION BY key ORDER BY ts_event "
+              "ROWS UNBOUNDED PRECEDING) - 1 AS dd FROM read_parquet($path))")
+    return _series(source, "dd", {"path": str(path)}, start=start, end=end, points=points, name="drawdown")
 
 
 def _empty_buckets() -> pl.DataFrame:

@@ -99,7 +99,8 @@ def browser_page(url: str) -> Iterator[tuple[object, Requests]]:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # tall: every panel is on screen, so each draws and the screenshots show the whole page
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
             page.set_default_timeout(PAGE_BOUND_MS)
             page.on("request", lambda r: requests.record(r.url))
             page.on("websocket", lambda ws: requests.record(ws.url))
@@ -111,6 +112,5 @@ def browser_page(url: str) -> Iterator[tuple[object, Requests]]:
 
 def wait_for_charts(page: object, count: int) -> None:
     """Until COUNT vega charts have drawn (a canvas or an svg inside each .vega-embed)."""
-    page.wait_for_function(  # type: ignore[attr-defined]
-        "n => document.querySelectorAll('.vega-embed canvas, .vega-embed svg.marks').length >= n",
-        arg=count)
+    # a locator, not document.querySelectorAll: it pierces the shadow roots marimo renders into
+    page.locator(".vega-embed canvas, .vega-embed svg.marks").nth(count - 1).wait_for()  # type: ignore[attr-defined]

@@ -1,5 +1,5 @@
-"""Waiting for marimo's charts in the dashboard tests of the live and flight views: marimo
-draws each vega chart inside a shadow root, which Playwright's locators pierce (a
+"""Waiting for marimo's charts in the live and flight browser tests, and their screenshots:
+marimo draws each vega chart inside a shadow root, which Playwright's locators pierce (a
 ``document.querySelectorAll`` does not)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 CHART = ".vega-embed canvas, .vega-embed svg.marks"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def wait_for_drawn(page: object, count: int) -> None:
@@ -16,13 +17,11 @@ def wait_for_drawn(page: object, count: int) -> None:
     page.locator(CHART).nth(count - 1).wait_for(state="attached")  # type: ignore[attr-defined]
 
 
-def screenshot(page: object, path: Path, *, charts: int, height: int = 2200) -> Path:
-    """The page in one tall viewport (marimo scrolls inside the page, so a full-page shot would
-    cut it), once ``charts`` charts are drawn; also copied to $QSF_SCREENSHOTS_DIR when set (``QSF_SCREENSHOTS_DIR=docs``
-    regenerates the README's screenshots)."""
-    page.set_viewport_size({"width": 1400, "height": height})  # type: ignore[attr-defined]
-    wait_for_drawn(page, charts)  # a refresh may be redrawing them
+def screenshot(page: object, path: Path, *, charts: int) -> Path:
+    """The page once ``charts`` charts are drawn (a refresh may be redrawing them); also the
+    README's copy in docs/ with QSF_UPDATE_SCREENSHOTS=1 (``python docs/screenshots.py``)."""
+    wait_for_drawn(page, charts)
     page.screenshot(path=str(path))  # type: ignore[attr-defined]
-    if os.environ.get("QSF_SCREENSHOTS_DIR"):
-        shutil.copy(path, Path(os.environ["QSF_SCREENSHOTS_DIR"]) / path.name)
+    if os.environ.get("QSF_UPDATE_SCREENSHOTS") == "1":
+        shutil.copy(path, DOCS / path.name)
     return path

@@ -69,7 +69,7 @@ def test_notebook_headless_delays_track_and_fence(flight_dir, monkeypatch):
     assert kinds["ekf"] >= {"velocity_variance", "pos_horiz_variance"} and kinds["gps"] == {"satellites", "hdop"}
 
 
-def test_flight_view_in_chromium(flight_dir, tmp_path):
+def test_flight_view_in_the_browser(flight_dir, tmp_path):
     with dashboard("flight", str(flight_dir)) as dash:
         with browser_page(dash.url) as (page, requests):
             wait_for_drawn(page, 2)  # the track and the timeline

@@ -58,10 +58,10 @@ def _(alt, heatmap_cells, metric, mo, sweep, x_param, y_param):
                                             reverse=sweep.direction == "min")),
             tooltip=[x_param.value, y_param.value, alt.Tooltip(f"{metric.value}:Q", format=".6g"), "points"],
         )
-        .properties(width=520, height=360,
-                    title=f"best {metric.value} per ({x_param.value}, {y_param.value})")
+        .properties(width=520, height=360)
     )
-    heatmap
+    mo.vstack([mo.Html(f"<p class='qsf-heatmap'>best {metric.value} per ({x_param.value}, {y_param.value})</p>"),
+               heatmap])
     return (cells,)
 
 
