@@ -5,7 +5,8 @@ reason class (a JSON object) and the last commit.
 
 The writer is a :class:`~qsframework.io.Sink` that takes no rows: the processor starts,
 commits and closes it like its other sinks, so it learns each commit's time and writes a last
-row at the end (the rows' ``events`` add up to the run's processed events). Its own
+row at close, within the processor's stop grace (the rows' ``events`` add up to the run's
+processed events). Its own
 connection; a database away is retried at the next interval, rows kept meanwhile (at most
 :data:`MAX_BACKLOG`): health rows never stop or slow the pipeline.
 """
