@@ -83,6 +83,11 @@ class HealthSink(Sink):
         self._last_commit: int | None = None
         self._mark: tuple[float, int, int, Counter[str]] = (time.monotonic(), 0, 0, Counter())  # (when, processed, latency samples, dead letters)
 
+    @property
+    def waiting(self) -> tuple[HealthRow, ...]:
+        """Rows not written yet (the database away)."""
+        return tuple(self._backlog)
+
     async def start(self) -> None:
         self._mark = (time.monotonic(), self.stats.processed, self.latency.total, Counter(self._dead_letters()))
         self._task = asyncio.create_task(self._run())

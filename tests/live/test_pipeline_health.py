@@ -88,3 +88,29 @@ def test_reason_classes_drop_the_particulars():
     assert reason_class("malformed JSON: unexpected character: line 1 column 2 (char 1)") == "malformed JSON"
     assert reason_class("field 'price' has a bad value 'abc'") == "field 'price' has a bad value"
     assert reason_class("not a JSON object") == "not a JSON object"
+
+
+def test_health_rows_wait_while_the_database_is_away():
+    """A database that cannot be reached never fails the run: the rows wait for the next try."""
+    import socket
+
+    from qsframework.latency import LatencyWindow
+    from qsframework.live.config import ProcessConfig, ProcessStats
+    from qsframework.live.health import HealthSink
+    from qsframework.live.kafka_source import KafkaSource
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = ProcessConfig(bootstrap="127.0.0.1:9", group="g")
+    stats = ProcessStats(processed=0)
+    sink = HealthSink(f"postgresql://qsf@127.0.0.1:{port}/qsf", group="g", strategy="S", interval_s=3600,
+                      stats=stats, latency=LatencyWindow(), source=KafkaSource(config, {}))
+
+    async def run() -> None:
+        await sink.start()
+        stats.processed = 42
+        await sink.close()  # the last row: not written, kept, and no error
+
+    asyncio.run(run())
+    assert sink.rows_written == 0 and [r.events for r in sink.waiting] == [42]
