@@ -105,6 +105,35 @@ def test_spread_and_health_series(live_db):
     assert dlq.to_dicts() == [{"reason": "late", "dead_letters": sum(i % 3 for i in range(30))}]
 
 
+# TimescaleDB's time_bucket and last() on integer time, written out in plain SQL, so the
+# TimescaleDB branch's queries run on the embedded PostgreSQL (which has no extension)
+TIMESCALE_STANDINS = """
+CREATE FUNCTION time_bucket(width bigint, ts bigint) RETURNS bigint LANGUAGE sql IMMUTABLE
+  AS $$ SELECT ts - (((ts % width) + width) % width) $$;
+CREATE TYPE last_state AS (v double precision, t bigint);
+CREATE FUNCTION last_step(s last_state, v double precision, t bigint) RETURNS last_state LANGUAGE sql IMMUTABLE
+  AS $$ SELECT CASE WHEN s IS NULL OR t >= (s).t THEN ROW(v, t)::last_state ELSE s END $$;
+CREATE FUNCTION last_value_of(s last_state) RETURNS double precision LANGUAGE sql IMMUTABLE AS $$ SELECT (s).v $$;
+CREATE AGGREGATE last(double precision, bigint) (SFUNC = last_step, STYPE = last_state, FINALFUNC = last_value_of);
+"""
+
+
+def test_the_timescale_branch_gives_the_plain_branch_s_series(live_db):
+    dsn = live_db[0]
+
+    async def define() -> None:
+        con = await asyncpg.connect(dsn)
+        try:
+            await con.execute(TIMESCALE_STANDINS)
+        finally:
+            await con.close()
+
+    run(define())
+    for load in (L.load_live_prices, L.load_live_spread, L.load_live_health, L.load_live_equity):
+        plain = load(dsn, window_s=WINDOW_S, bucket_s=BUCKET_S, timescale=False)
+        assert_frame_equal(load(dsn, window_s=WINDOW_S, bucket_s=BUCKET_S, timescale=True), plain)
+
+
 def test_both_branches_sql():
     ts = L.series_sql("trades", "ts_event", "{last:price} AS price", by="key", timescale=True)
     plain = L.series_sql("trades", "ts_event", "{last:price} AS price", by="key", timescale=False)
