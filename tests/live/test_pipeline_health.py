@@ -12,7 +12,10 @@ import uuid
 from collections import Counter
 
 import asyncpg
+import numpy as np
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qsframework.kafka import ensure_topics
 from qsframework.live.dead_letters import reason_class
@@ -114,3 +117,22 @@ def test_health_rows_wait_while_the_database_is_away():
 
     asyncio.run(run())
     assert sink.rows_written == 0 and [r.events for r in sink.waiting] == [42]
+
+
+@given(chunks=st.lists(st.lists(st.floats(0, 1e6), max_size=12), max_size=8), mark_at=st.integers(0, 8))
+@settings(max_examples=60)
+def test_latency_samples_since_a_mark_are_those_added_after_it(chunks, mark_at):
+    """An interval's latency samples: those added after its mark, as far as the ring holds them."""
+    from qsframework.latency import LatencyWindow
+
+    window = LatencyWindow(size=16)
+    mark, after = 0, []
+    for i, chunk in enumerate(chunks):
+        if i == mark_at:
+            mark = window.total
+        window.add(np.array(chunk, np.float64))
+        if i >= mark_at:
+            after += chunk
+    if mark_at >= len(chunks):  # the mark after everything: nothing since
+        mark = window.total
+    assert window.since(mark).tolist() == after[len(after) - min(len(after), 16):]
