@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qsframework.backtest import run_backtest
@@ -24,8 +23,9 @@ MINUTES = 30
 
 def make_recording(root: Path, *, minutes: float = MINUTES, seed: int = 3) -> Path:
     """A synthetic BTC/ETH trade recording (the market simulator, as ``qsf demo`` uses)."""
-    from qsframework.recording import RecordingWriter
     from qsframework.sim.market import simulate_trades
+
+    from qsframework.recording import RecordingWriter
 
     with RecordingWriter(root) as writer:
         for table in simulate_trades(["BTCUSDT", "ETHUSDT"], minutes=minutes, seed=seed):

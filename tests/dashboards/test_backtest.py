@@ -4,9 +4,11 @@ test), ``qsf dashboard``'s bad input, and the page in a real Chromium."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
-import re
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -19,6 +21,7 @@ from hypothesis import strategies as st
 
 from qsframework.dashboards import POINTS, downsample
 from qsframework.dashboards.loaders import _con
+from qsframework.dashboards.scan import minmax_batches
 
 from .browser import browser_page, dashboard, wait_for_charts
 from .data import make_backtest, make_recording
@@ -99,15 +102,17 @@ def test_equity_and_spread_extremes(notebook: dict, run: tuple[Path, Path, dict]
 
 def test_fills_and_alerts_tables(notebook: dict, run: tuple[Path, Path, dict]) -> None:
     _, out, report = run
-    assert notebook["tables"]["fills"].height == report["outputs"]["fills"]
-    assert notebook["tables"]["alerts"].height == report["outputs"]["alerts"]
+    for name in ("fills", "alerts"):
+        assert notebook["tables"][name].height == report["outputs"][name]
+        assert notebook["tables"][name].equals(pl.read_parquet(out / f"{name}.parquet"))
 
 
 @settings(max_examples=15)
 @given(rows=st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from(["a", "b"]),
                                st.floats(-1e6, 1e6, allow_nan=False)), min_size=1, max_size=300),
-       points=st.integers(2, 64))
-def test_downsample_keeps_every_buckets_min_and_max(rows: list[tuple[int, str, float]], points: int) -> None:
+       points=st.integers(2, 64), cuts=st.lists(st.integers(0, 300), max_size=4))
+def test_downsample_keeps_every_buckets_min_and_max(rows: list[tuple[int, str, float]], points: int,
+                                                    cuts: list[int]) -> None:
     raw = pl.DataFrame(rows, schema={"ts_event": pl.Int64, "key": pl.String, "x": pl.Float64}, orient="row")
     start, end = int(raw["ts_event"].min()), int(raw["ts_event"].max())
     with tempfile.TemporaryDirectory() as d:
@@ -115,13 +120,21 @@ def test_downsample_keeps_every_buckets_min_and_max(rows: list[tuple[int, str, f
         raw.write_parquet(path)
         got = downsample(_con(), "read_parquet($p)", "x", start=start, end=end, points=points, params={"p": path})
     assert got.group_by("key").len()["len"].max() <= points // 2  # buckets; two points each
-    expected, _ = _recompute(raw, "x", start, end, points)
+    expected, width = _recompute(raw, "x", start, end, points)
     assert got.select("key", "bucket", "low", "high").equals(expected)
+    # the streaming pass of the price panel: the same buckets, extremes and times, whatever the
+    # batches (time-ordered as recordings are, split anywhere)
+    ordered = raw.sort("ts_event", maintain_order=True).to_arrow()
+    cut = sorted({0, ordered.num_rows, *(c % (ordered.num_rows + 1) for c in cuts)})
+    batches = [b for lo, hi in itertools.pairwise(cut) for b in ordered.slice(lo, hi - lo).to_batches()]
+    streamed = minmax_batches(batches, "x", start=start, end=end, width=width)
+    assert streamed.equals(got)
 
 
 def _qsf(*args: str) -> subprocess.CompletedProcess[str]:
+    # check=False: the exit code is what the tests look at
     return subprocess.run([sys.executable, "-m", "qsframework.cli", "dashboard", *args],
-                          capture_output=True, text=True, timeout=300)
+                          check=False, capture_output=True, text=True, timeout=300)
 
 
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, run: tuple[Path, Path, dict]) -> None:
@@ -168,3 +181,20 @@ def test_browser_shows_the_report_and_follows_the_controls(run: tuple[Path, Path
         assert requests.all and not requests.outside, requests.outside
         assert served.stop() == 0
     assert "Traceback" not in "".join(served.output)
+
+
+def test_recording_from_report_json_or_none(run: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    import shutil
+
+    from qsframework.dashboards import load_backtest
+    from qsframework.dashboards.notebooks.backtest import app
+
+    recording, out, report = run
+    assert load_backtest(out).recording == recording  # report.json names it
+    moved = tmp_path / "out"
+    shutil.copytree(out, moved)
+    (moved / "report.json").write_text(json.dumps({**report, "recording": str(tmp_path / "gone")}))
+    _, defs = app.run(defs={"inputs": {"dir": str(moved), "recording": None}})
+    assert defs["bt"].recording is None and "prices" not in defs  # the price panel says why
+    assert defs["tables"]["fills"].height == report["outputs"]["fills"]  # the rest still shows
+    assert defs["equity"].height > 0

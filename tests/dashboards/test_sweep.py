@@ -76,7 +76,7 @@ def test_browser_heatmap_and_sortable_table(sweep_dir: Path, tmp_path: Path) -> 
             page.screenshot(path=str(tmp_path / "dashboard-sweep.png"), full_page=True)
             assert (tmp_path / "dashboard-sweep.png").stat().st_size > 10_000
             if os.environ.get("QSF_UPDATE_SCREENSHOTS") == "1":  # docs/screenshots.py
-                page.screenshot(path=str(SHOTS / "dashboard-sweep.png"), full_page=True)
+                page.screenshot(path=str(SHOTS / "dashboard-sweep.png"), clip={"x": 0, "y": 0, "width": 1400, "height": 1050})
             page.locator("select").first.select_option("pnl")  # the metric dropdown
             page.locator(".qsf-heatmap").filter(has_text="best pnl per (threshold, window)").wait_for()
             wait_for_charts(page, 1)

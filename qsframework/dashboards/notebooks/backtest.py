@@ -19,11 +19,18 @@ def _():
     import marimo as mo
     import polars as pl
 
-    from qsframework.dashboards import (dashboard_inputs, load_backtest, load_drawdown, load_prices,
-                                        load_series)
+    from qsframework.dashboards import (
+        dashboard_inputs,
+        load_backtest,
+        load_drawdown,
+        load_prices,
+        load_series,
+    )
 
     WIDTH = 1000  # px of every time chart, so the panels line up
-    return WIDTH, alt, dashboard_inputs, html, load_backtest, load_drawdown, load_prices, load_series, mo, pl
+    # the time axis in UTC, as every time in qsf
+    TIME = alt.X("time:T", title=None, scale=alt.Scale(type="utc"), axis=alt.Axis(format="%m-%d %H:%M"))
+    return TIME, WIDTH, alt, dashboard_inputs, html, load_backtest, load_drawdown, load_prices, load_series, mo, pl
 
 
 @app.cell
@@ -74,27 +81,31 @@ def _(bt, html, mo):
 
 
 @app.cell
-def _(bt, end, keys, load_prices, mo, pl, start):
-    mo.stop(bt.recording is None, mo.md("No recording: pass `--recording DIR` for the price panels."))
-    prices = load_prices(bt.recording, keys=keys.value, start=start, end=end)
-
+def _(bt, end, pl, start):
     def window(name):
+        """Table NAME's rows in the chosen time range, with a UTC ``time`` column."""
         t = bt.tables[name]
         if t.is_empty():
             return t
         return t.filter(pl.col("ts_event").is_between(start, end)).with_columns(
             pl.from_epoch("ts_event", time_unit="ns").dt.replace_time_zone("UTC").alias("time"))
-
-    fills = window("fills")
-    signals = window("signals")
-    return fills, prices, signals, window
+    return (window,)
 
 
 @app.cell
-def _(alt, fills, keys, mo, pl, prices, signals):
+def _(bt, end, keys, load_prices, mo, start, window):
+    mo.stop(bt.recording is None, mo.md("No recording: pass `--recording DIR` for the price panels."))
+    prices = load_prices(bt.recording, keys=keys.value, start=start, end=end)
+    fills = window("fills")
+    signals = window("signals")
+    return fills, prices, signals
+
+
+@app.cell
+def _(TIME, WIDTH, alt, fills, keys, mo, pl, prices, signals):
     def leg(key):
         line = alt.Chart(prices.filter(pl.col("key") == key)).mark_line(strokeWidth=1).encode(
-            x=alt.X("time:T", title=None), y=alt.Y("price:Q", scale=alt.Scale(zero=False), title=key))
+            x=TIME, y=alt.Y("price:Q", scale=alt.Scale(zero=False), title=key))
         layers = [line]
         if not fills.is_empty():
             f = fills.filter(pl.col("key") == key).with_columns(
@@ -118,7 +129,7 @@ def _(alt, fills, keys, mo, pl, prices, signals):
 
 
 @app.cell
-def _(alt, bt, end, load_series, mo, start):
+def _(TIME, WIDTH, alt, bt, end, load_series, mo, start):
     mo.stop(bt.tables["signals"].is_empty(), mo.md("No signals."))
     sig_path = bt.dir / "signals.parquet"
     main = bt.tables["signals"]["name"].mode().first()
@@ -126,27 +137,27 @@ def _(alt, bt, end, load_series, mo, start):
     corr = load_series(sig_path, "try_cast(json_extract_string(attrs, '$.corr') AS DOUBLE)",
                        where=f"name = '{main}' AND attrs IS NOT NULL", start=start, end=end)
     spread_chart = alt.Chart(spread).mark_line(strokeWidth=1).encode(
-        x=alt.X("time:T", title=None), y=alt.Y("value:Q", title=main)).properties(width=WIDTH, height=150)
+        x=TIME, y=alt.Y("value:Q", title=main)).properties(width=WIDTH, height=150)
     charts = [spread_chart]
     if not corr.is_empty():
         charts.append(alt.Chart(corr).mark_line(strokeWidth=1, color="#e66101").encode(
-            x=alt.X("time:T", title=None), y=alt.Y("value:Q", title="correlation")).properties(width=WIDTH, height=120))
+            x=TIME, y=alt.Y("value:Q", title="correlation")).properties(width=WIDTH, height=120))
     mo.vstack([mo.md(f"## {main} and correlation"), alt.vconcat(*charts)])
     return corr, spread
 
 
 @app.cell
-def _(alt, bt, end, load_drawdown, load_series, mo, start):
+def _(TIME, WIDTH, alt, bt, end, load_drawdown, load_series, mo, start):
     mo.stop(bt.tables["equity"].is_empty(), mo.md("No equity: the strategy placed no orders."))
     eq_path = bt.dir / "equity.parquet"
     equity = load_series(eq_path, "equity", start=start, end=end)
     drawdown = load_drawdown(eq_path, start=start, end=end)
     mo.vstack([mo.md("## Equity and drawdown"), alt.vconcat(
         alt.Chart(equity).mark_line(strokeWidth=1).encode(
-            x=alt.X("time:T", title=None), y=alt.Y("value:Q", scale=alt.Scale(zero=False), title="equity")
+            x=TIME, y=alt.Y("value:Q", scale=alt.Scale(zero=False), title="equity")
         ).properties(width=WIDTH, height=150),
         alt.Chart(drawdown).mark_area(opacity=0.6, color="#d73027").encode(
-            x=alt.X("time:T", title=None), y=alt.Y("drawdown:Q", axis=alt.Axis(format="%"), title="drawdown")
+            x=TIME, y=alt.Y("drawdown:Q", axis=alt.Axis(format="%"), title="drawdown")
         ).properties(width=WIDTH, height=110))])
     return drawdown, equity
 

@@ -68,7 +68,7 @@ def _(alt, heatmap_cells, metric, mo, sweep, x_param, y_param):
 @app.cell
 def _(mo, sweep):
     table = mo.ui.table(sweep.table, selection=None, page_size=25, label="sweep table (click a header to sort)")
-    table
+    mo.output.replace(table)
     return (table,)
 
 
