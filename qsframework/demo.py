@@ -10,6 +10,7 @@ them (however long the machine takes), or at ``--duration``, or on Ctrl-C.
 from __future__ import annotations
 
 import asyncio
+import shlex
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -42,6 +43,7 @@ class DemoResult:
     wall_s: float
     complete: bool  # every published event processed and its offset committed
     stopped_by: str | None  # "duration" or "signal" when it ended before that
+    dashboard: str = "qsf dashboard live"  # the command that shows the run's tables (the live dashboard)
 
 
 async def run_demo(
@@ -92,11 +94,19 @@ async def run_demo(
         return DemoResult(published=published.events if published else stats.consumed,
                           processed=stats.processed, signals=stats.signals, alerts=stats.alerts,
                           rows_in_db=rows, wall_s=time.monotonic() - t0, complete=complete,
-                          stopped_by=stopped_by)
+                          stopped_by=stopped_by, dashboard=dashboard_command(stack))
     finally:
         if stack is not None:
             report("stopping the embedded stack ...")
             stack.down()
+
+
+def dashboard_command(stack: Stack | None) -> str:
+    """How to see the demo's tables on the live dashboard: the embedded stack keeps its data
+    when the demo stops it, so starting it again (same directory) and the dashboard shows them."""
+    if stack is None:  # QSF_PG_DSN names the database
+        return "qsf dashboard live"
+    return f'eval "$(qsf stack up --dir {shlex.quote(str(stack.root))})" && qsf dashboard live'
 
 
 async def _watch(proc: Processor, feeder: asyncio.Task, worker: asyncio.Task, signalled: asyncio.Event,

@@ -28,6 +28,19 @@ class LatencyWindow:
     def clear(self) -> None:
         self._next = 0
 
+    @property
+    def total(self) -> int:
+        """Samples ever added (a mark for :meth:`since`)."""
+        return self._next
+
+    def since(self, mark: int) -> np.ndarray:
+        """The samples added after ``total`` was ``mark`` (those the ring still holds)."""
+        n = min(self._next - mark, len(self))
+        if n <= 0:
+            return self._ring[:0]
+        end = self._next % len(self._ring)
+        return self._ring[end - n:end] if n <= end else np.concatenate((self._ring[end - n:], self._ring[:end]))
+
     def percentile(self, q: float) -> float | None:
         """The ``q``-th percentile of the samples held, or None when there are none."""
         n = len(self)

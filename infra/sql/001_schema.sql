@@ -88,3 +88,27 @@ CREATE TABLE IF NOT EXISTS equity (
     positions  jsonb,
     PRIMARY KEY (strategy, ts_event)
 );
+
+-- Pipeline health (qsframework.live.health): each qsf process run with --sink timescale
+-- writes one row per --health-interval (2 s by default) of wall time, and one when it stops.
+-- ts, last_commit: UTC ns; events: processed in the interval (they add up to the run's
+-- processed events); consumer_lag: records between what was consumed and the log ends,
+-- summed over the assigned partitions; latency: ts_recv -> the sinks hold the event, over the
+-- interval's events (null when none); dlq_by_reason: dead letters of the interval by reason
+-- class, e.g. {"malformed JSON": 2, "late": 1} (dlq is their sum).
+CREATE TABLE IF NOT EXISTS pipeline_health (
+    ts              bigint           NOT NULL,
+    group_id        text             NOT NULL,
+    processor       text             NOT NULL,
+    strategy        text             NOT NULL,
+    interval_s      double precision NOT NULL,
+    events          bigint           NOT NULL,
+    events_per_s    double precision NOT NULL,
+    consumer_lag    bigint           NOT NULL,
+    latency_ms_p50  double precision,
+    latency_ms_p99  double precision,
+    dlq             bigint           NOT NULL,
+    dlq_by_reason   jsonb            NOT NULL,
+    last_commit     bigint,
+    PRIMARY KEY (group_id, processor, ts)
+);

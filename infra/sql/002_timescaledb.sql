@@ -9,6 +9,7 @@ SELECT create_hypertable('alerts',  'ts_event', chunk_time_interval => 604800000
 SELECT create_hypertable('orders',  'ts_event', chunk_time_interval => 604800000000000, if_not_exists => TRUE, migrate_data => TRUE);
 SELECT create_hypertable('fills',   'ts_event', chunk_time_interval => 604800000000000, if_not_exists => TRUE, migrate_data => TRUE);
 SELECT create_hypertable('equity',  'ts_event', chunk_time_interval => 604800000000000, if_not_exists => TRUE, migrate_data => TRUE);
+SELECT create_hypertable('pipeline_health', 'ts', chunk_time_interval => 86400000000000, if_not_exists => TRUE, migrate_data => TRUE);
 
 -- Policies on integer time need "now" in the same unit.
 CREATE OR REPLACE FUNCTION qsf_now_ns() RETURNS bigint LANGUAGE sql STABLE AS
@@ -19,6 +20,7 @@ SELECT set_integer_now_func('alerts',  'qsf_now_ns', replace_if_exists => TRUE);
 SELECT set_integer_now_func('orders',  'qsf_now_ns', replace_if_exists => TRUE);
 SELECT set_integer_now_func('fills',   'qsf_now_ns', replace_if_exists => TRUE);
 SELECT set_integer_now_func('equity',  'qsf_now_ns', replace_if_exists => TRUE);
+SELECT set_integer_now_func('pipeline_health', 'qsf_now_ns', replace_if_exists => TRUE);
 
 -- Compression: segments per instrument, ordered like the engine's total order.
 DO $$
@@ -34,7 +36,9 @@ BEGIN
 END $$;
 
 -- Trades: compressed after 7 days, dropped after 90; signals: compressed after 7 days,
--- kept; alerts, orders, fills, equity: kept. Change the numbers (nanoseconds) to taste.
+-- kept; alerts, orders, fills, equity: kept; pipeline_health: dropped after 30 days.
+-- Change the numbers (nanoseconds) to taste.
 SELECT add_compression_policy('trades',  compress_after => BIGINT '604800000000000', if_not_exists => TRUE);
 SELECT add_compression_policy('signals', compress_after => BIGINT '604800000000000', if_not_exists => TRUE);
 SELECT add_retention_policy('trades', drop_after => BIGINT '7776000000000000', if_not_exists => TRUE);
+SELECT add_retention_policy('pipeline_health', drop_after => BIGINT '2592000000000000', if_not_exists => TRUE);

@@ -56,6 +56,9 @@ BUILTIN_SINKS = ("kafka", "timescale", "telegram")
               help="A committed or snapshot offset the broker's log no longer has: stop with an error, or read the partition from its start.")
 @click.option("--commit-interval", default="1s", show_default=True, metavar="DURATION",
               help="At most one commit (offsets, state snapshot, --out part file) per interval.")
+@click.option("--health-interval", default="2s", show_default=True, metavar="DURATION",
+              help="With --sink timescale: one pipeline_health row (events/s, lag, latency, dead letters, last commit) "
+                   "per interval; 0: none.")
 @BOOTSTRAP_OPTION
 @topic_prefix_option()
 @execution_options
@@ -63,7 +66,7 @@ BUILTIN_SINKS = ("kafka", "timescale", "telegram")
 def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[str, ...], out_dir: str | None,
             record_dir: str | None, exit_when_idle: float | None, state_dir: str | None, no_state: bool, lateness: str,
             max_future: str, floor: str, idle_timeout: str, max_held: int, on_reset: str, commit_interval: str,
-            bootstrap: str | None, topic_prefix: str, execution: ExecutionConfig, verbose: bool) -> None:
+            health_interval: str, bootstrap: str | None, topic_prefix: str, execution: ExecutionConfig, verbose: bool) -> None:
     """Run strategy SPEC live on Kafka topics with the backtest's engine.
 
     Stops cleanly on SIGTERM/SIGINT: outputs flushed, offsets committed, exit code 0; a sink
@@ -95,7 +98,8 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
     cls = load_strategy(spec)
     build_params(cls.Params, overrides, owner=f"strategy {cls.__name__}")
     durations = {name: duration_option(value, name) for name, value in (
-        ("--lateness", lateness), ("--idle-timeout", idle_timeout), ("--commit-interval", commit_interval))}
+        ("--lateness", lateness), ("--idle-timeout", idle_timeout), ("--commit-interval", commit_interval),
+        ("--health-interval", health_interval))}
     if max_held < 1:
         raise UserError("--max-held must be at least 1")
     limits = bounds(max_future, floor)
@@ -106,6 +110,7 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
         bootstrap=broker_address(bootstrap), group=group or f"qsf-{cls.name}", prefix=topic_prefix,
         lateness_ns=durations["--lateness"], idle_timeout_s=durations["--idle-timeout"] / 1e9, max_held=max_held,
         on_reset=on_reset, commit_interval_s=durations["--commit-interval"] / 1e9,  # type: ignore[arg-type]
+        health_interval_s=durations["--health-interval"] / 1e9,
         exit_when_idle_s=exit_when_idle, out=Path(out_dir) if out_dir else None,
         record=Path(record_dir) if record_dir else None, sinks=sinks, overrides=overrides,
         pg_dsn=os.environ.get("QSF_PG_DSN"), state=state, bounds=limits,
@@ -230,6 +235,7 @@ def demo(duration: float | None, speed: float | None, stack_dir: str | None, bro
                f"{result.alerts:,} alerts, {result.rows_in_db:,} rows in PostgreSQL")
     if result.complete:
         click.echo(f"demo done: {summary}")
+        click.echo(f"live dashboard of these tables: {result.dashboard}")
         return
     why = {"duration": "by --duration", "signal": "by a signal"}.get(result.stopped_by or "", "early")
     click.echo(f"qsf: demo stopped {why} before the end: {summary}", err=True)

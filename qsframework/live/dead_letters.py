@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 
 from aiokafka.errors import KafkaError
 
@@ -18,9 +19,11 @@ class DeadLetters:
         self.producer = producer
         self.topic = dlq_topic(prefix)
         self.failures = 0  # dead letters the broker did not take (logged; never fatal)
+        self.by_reason: Counter[str] = Counter()  # records sent, by reason_class (pipeline_health)
 
     async def send(self, letter: DeadLetter) -> None:
         """Send one record to the DLQ (its delivery is checked when it is decided)."""
+        self.by_reason[reason_class(dict(letter.headers).get("reason", b"").decode(errors="replace"))] += 1
         try:
             sent = await self.producer.send(self.topic, key=letter.key, value=letter.value, headers=letter.headers)
         except KafkaError as exc:
@@ -37,3 +40,12 @@ class DeadLetters:
         where = {k: v.decode(errors="replace") for k, v in letter.headers}
         log.error("could not dead-letter a message (%s: %s) from %s offset %s: %s", type(exc).__name__, exc,
                   where.get("topic", "?"), where.get("offset", "?"), where.get("reason", ""))
+
+
+def reason_class(reason: str) -> str:
+    """A dead letter's reason without its particulars, to count by: the text before the first
+    ``": "`` or a ``" bad value "`` (``late: event time before the watermark 17...`` -> ``late``,
+    ``field 'price' has a bad value 'x'`` -> ``field 'price' has a bad value``)."""
+    head = reason.split(": ", 1)[0]
+    cut = head.find(" bad value ")
+    return head if cut < 0 else head[:cut + len(" bad value")]

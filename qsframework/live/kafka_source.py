@@ -120,6 +120,15 @@ class KafkaSource(Source):
             return False
         return all(pos >= ends[tp] for pos, tp in zip(positions, tps))
 
+    def lag(self) -> int:
+        """Records between what was consumed and the log ends the last fetches saw, summed
+        over the assigned partitions (a partition not consumed yet counts from its start)."""
+        consumer = self.consumer
+        if consumer is None:
+            return 0
+        ends = ((tp, consumer.highwater(tp)) for tp in consumer.assignment())
+        return sum(max(0, end - self._next_offset.get(tp, 0)) for tp, end in ends if end is not None)
+
     @property
     def assigned(self) -> bool:
         """Whether the consumer has partitions (False while it joins the group)."""

@@ -44,6 +44,7 @@ from .checkpoints import Checkpoints
 from .config import ProcessConfig, ProcessStats, StrategyFailed
 from .dead_letters import DeadLetters
 from .delivery import Delivery, delivery_mode, transactional_id
+from .health import health_sink
 from .kafka_source import KafkaSource
 from .pending import Pending
 from .report import write_report
@@ -91,6 +92,10 @@ class Processor:
         self._keys = None if keys is None else pa.array(keys, pa.string())
         for sink in sinks_of(config, self.engine):
             self.add_sink(sink)
+        health = health_sink(config, strategy=self.strategy_name, stats=self.stats, latency=self._latency,
+                             source=self.source)
+        if health is not None:  # pipeline_health rows: started, committed and closed as a sink
+            self.add_sink(health)
 
     def add_sink(self, sink: Sink) -> None:
         """Write to ``sink`` too: the outputs and/or the input rows the engine consumed, as

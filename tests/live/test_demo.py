@@ -39,6 +39,9 @@ def test_demo_runs_the_whole_pipeline_and_stops_cleanly(tmp_path):
     rows = Recording(SAMPLE).rows()
     assert f"demo done: {rows:,} events processed" in r.stdout
     assert "alerts" in r.stdout and "processed" in r.stdout.splitlines()[2]
+    # the last line: how to see these tables on the live dashboard (the stack keeps its data)
+    assert r.stdout.splitlines()[-1] == (f'live dashboard of these tables: eval "$(qsf stack up --dir {tmp_path / "stack"})" '
+                                         "&& qsf dashboard live")
     password = (tmp_path / "stack" / "postgres.password").read_text().strip()
     assert password not in r.stdout + r.stderr and "postgres:***@" in r.stdout
     assert "Unclosed" not in r.stderr and "Traceback" not in r.stderr
