@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -70,6 +70,9 @@ class KafkaSource(Source):
         self.committer: AIOKafkaConsumer | None = None
         #: where the standby/active lines go (the processor's start-up line's channel)
         self.announce: Callable[[str], None] = log.info
+        #: a standby member's partitions arrive (the active one left or died): reload the state
+        #: snapshot, which the active member kept writing since this one started
+        self.on_takeover: Callable[[], Awaitable[None]] | None = None
         self._standby = False
         self.dlq: DeadLetters | None = None  # set by start()
 
@@ -400,10 +403,12 @@ class _OnAssign(ConsumerRebalanceListener):
                 source._standby = True
                 source.announce(f"standby: another member of group {source.cfg.group} is active")
             return
-        if source._standby:
-            source._standby = False
-            source.announce(f"active: taking over {len(assigned)} partitions of group {source.cfg.group}")
         try:
+            if source._standby:
+                source._standby = False
+                source.announce(f"active: taking over {len(assigned)} partitions of group {source.cfg.group}")
+                if source.on_takeover is not None:
+                    await source.on_takeover()
             await source._seek_assigned(assigned)
         except Exception as exc:
             self.source._fatal = exc

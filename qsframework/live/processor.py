@@ -87,6 +87,7 @@ class Processor:
         self.source = KafkaSource(config, self.topics, stats=self.stats,
                                   on_first_assignment=lambda positions: self._checkpoints.settle(positions))
         self.source.announce = self.announce  # standby/active lines (scale = "single")
+        self.source.on_takeover = lambda: self._checkpoints.load()  # a standby resumes from the latest snapshot
         # the sinks' writes run while the next poll is fetched and processed; a checkpoint
         # waits for them, then flushes every sink, and only then commits (see qsframework.io)
         self._writes = SinkWrites(self.sinks, source=self.source, stats=self.stats, latency=self._latency)
