@@ -4,17 +4,24 @@ and take over when it leaves or dies), ``"key"`` gives partition N of every inpu
 same member (a key's events of every kind meet in one engine; see :mod:`.scale_out`).
 
 Members of one group must agree on the protocol name, so a ``"key"`` and a ``"single"``
-processor cannot join the same group by mistake (the broker refuses the second).
+processor cannot join the same group by mistake (the broker refuses the second). Also the
+listener of a ``"single"`` member, which says when it stands by and when it takes over.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from aiokafka import ConsumerRebalanceListener
 
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
+
+if TYPE_CHECKING:
+    from .kafka_source import KafkaSource
 
 
 class KeyRanges(RangePartitionAssignor):
@@ -48,3 +55,33 @@ class OneActive(AbstractPartitionAssignor):
     @classmethod
     def on_assignment(cls, assignment: ConsumerProtocolMemberAssignment) -> None:
         pass
+
+
+class OnAssign(ConsumerRebalanceListener):
+    """A :class:`~.kafka_source.KafkaSource`'s listener: says when its member stands by or
+    takes over (``scale = "single"``) and seeks each assigned partition (see
+    ``KafkaSource._seek_assigned``). aiokafka only logs a listener's exceptions: they are kept
+    for :meth:`KafkaSource.poll` to raise."""
+
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        source = self.source
+        if not assigned:  # the group's partitions are all with another member (scale = "single")
+            if not source._standby:
+                source._standby = True
+                source.announce(f"standby: another member of group {source.cfg.group} is active")
+            return
+        try:
+            if source._standby:
+                source._standby = False
+                source.announce(f"active: taking over {len(assigned)} partitions of group {source.cfg.group}")
+                if source.on_takeover is not None:
+                    await source.on_takeover()
+            await source._seek_assigned(assigned)
+        except Exception as exc:
+            self.source._fatal = exc

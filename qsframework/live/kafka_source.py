@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import pyarrow as pa
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import (
     IllegalStateError,
     KafkaError,
@@ -26,7 +26,7 @@ from ..io import Batch, Rejected, Source
 from ..kafka import KIND_HEADER, dead_letter, shares_topic
 from ..wire import decode
 from .config import LogReset, ProcessConfig, ProcessStats
-from .assignors import OneActive
+from .assignors import OnAssign, OneActive
 from .dead_letters import DeadLetters
 from .watermark import Watermark, tp_name
 
@@ -97,7 +97,7 @@ class KafkaSource(Source):
             client_id=f"qsf-{time.time_ns():020d}",
         )
         if cfg.partition is None:
-            self.consumer.subscribe(list(self.topics), listener=_OnAssign(self))
+            self.consumer.subscribe(list(self.topics), listener=OnAssign(self))
             await self.consumer.start()
             return
         await self.consumer.start()  # a scale-out worker: its partition, given by its process
@@ -385,30 +385,3 @@ class KafkaSource(Source):
                 consumer.seek(tp, target)
                 self._unverified[tp] = (target, what, starts[tp])
 
-
-class _OnAssign(ConsumerRebalanceListener):
-    """Seeks each assigned partition (see ``KafkaSource._seek_assigned``). aiokafka only logs
-    a listener's exceptions: they are kept for :meth:`KafkaSource.poll` to raise."""
-
-    def __init__(self, source: KafkaSource) -> None:
-        self.source = source
-
-    async def on_partitions_revoked(self, revoked) -> None:
-        pass
-
-    async def on_partitions_assigned(self, assigned) -> None:
-        source = self.source
-        if not assigned:  # the group's partitions are all with another member (scale = "single")
-            if not source._standby:
-                source._standby = True
-                source.announce(f"standby: another member of group {source.cfg.group} is active")
-            return
-        try:
-            if source._standby:
-                source._standby = False
-                source.announce(f"active: taking over {len(assigned)} partitions of group {source.cfg.group}")
-                if source.on_takeover is not None:
-                    await source.on_takeover()
-            await source._seek_assigned(assigned)
-        except Exception as exc:
-            self.source._fatal = exc
