@@ -170,7 +170,12 @@ class Context:
     def _next_seq(self, key: str) -> int:
         if self.sim.on_output is not None:  # the equity samples due before now come first
             self.sim.on_output()
-        return self._reserve_seq(1, key)
+        per_key = self._key_seq
+        if per_key is not None:
+            seq = per_key[key] = per_key.get(key, -1) + 1
+            return seq
+        self._seq += 1
+        return self._seq - 1
 
     def _reserve_seq(self, n: int, key: str | None = None) -> int:
         """The first of ``n`` consecutive output sequence numbers (of ``key``'s count with

@@ -122,10 +122,12 @@ class ScaledOut:
     async def _hand_over(self, partitions: set[int]) -> None:
         """Stop the workers of ``partitions`` (an idle one has ended already) and add their
         counts to :attr:`stats`."""
-        for n in sorted(partitions):
-            proc, task = self.workers.pop(n)
+        for n in partitions:  # all at once: they commit concurrently
+            proc, task = self.workers[n]
             if not task.done():
                 proc.hand_over()
+        for n in sorted(partitions):
+            proc, task = self.workers.pop(n)
             try:
                 await asyncio.wait({task})
             finally:
