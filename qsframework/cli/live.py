@@ -74,6 +74,10 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
     transactions, outputs, state and offsets commit in one transaction (exactly-once for
     read_committed consumers); otherwise at-least-once with idempotent sinks. The first line
     printed says which state store and which guarantee are in force.
+
+    Several processes with the same --group share the input partitions by the strategy's
+    scale: "key" (e.g. UavAnomaly) runs one engine per assigned partition (files under
+    --out DIR/p<N>), "single" (the default) keeps one active member and the others stand by.
     """
     import asyncio
     import logging

@@ -68,8 +68,8 @@ class ScaledOut:
 
     async def run(self) -> ProcessStats:
         """Until :meth:`stop`, or with ``exit_when_idle_s`` until every worker of this
-        process's partitions ended idle and the group consumed every partition; a worker's failure ends the run (after the others
-        handed over)."""
+        process's partitions ended idle and the group consumed every partition; a worker's
+        failure ends the run (after the others handed over)."""
         cfg = self.cfg
         await ensure_topics(cfg.bootstrap, self.topics)
         self.member = member = AIOKafkaConsumer(
