@@ -73,7 +73,8 @@ class Engine:
             params = build_params(
                 strategy_cls.Params, overrides or {}, owner=f"strategy {strategy_cls.__name__}"
             )
-        self.ctx = Context(strategy=strategy_cls.name, seed=seed, execution=execution)
+        self.ctx = Context(strategy=strategy_cls.name, seed=seed, execution=execution,
+                           per_key=strategy_cls.scale == "key")
         self.sim = self.ctx.sim
         self.sim.on_begin = self._begin_trading
         self.sim.spill = self._spill
@@ -81,6 +82,9 @@ class Engine:
         if "trade" not in strategy_cls.kinds:
             self.sim.refusal = (f"orders need trades: {strategy_cls.__name__} does not subscribe "
                                 "to trade events (kinds)")
+        elif strategy_cls.scale == "key":  # a portfolio spans keys: its orders, fills, equity too
+            self.sim.refusal = (f"orders need one engine over every key: {strategy_cls.__name__} declares "
+                                'scale = "key" (independent keys); declare scale = "single" to order')
         try:
             self.strategy = strategy_cls(params, self.ctx)
         except Exception as exc:
@@ -275,6 +279,7 @@ class Engine:
             "strategy": state,
             "timers": (list(timers._heap), timers._count, timers.due),
             "seq": ctx._seq,
+            "key_seq": ctx._key_seq,
             "rng": ctx.rng.getstate(),
             "now": ctx.now,
             "started": self._started,
@@ -291,6 +296,8 @@ class Engine:
         ctx, timers = self.ctx, self.ctx.timers
         timers._heap, timers._count, timers.due = snap["timers"]
         ctx._seq, ctx.now = snap["seq"], snap["now"]
+        if ctx._key_seq is not None:
+            ctx._key_seq = dict(snap.get("key_seq") or {})
         ctx.rng.setstate(snap["rng"])
         self._started, self.events_in = snap["started"], snap["events_in"]
         self.duplicates, self._last = snap.get("duplicates", 0), snap.get("last", {})

@@ -150,8 +150,11 @@ class PartsOutput:
             return None
         table = pa.concat_tables(self._buffer)
         self._buffer = []
-        path = hidden_part(self.dir, self._next, 6)
-        self._next += 1
+        # the directory asked again: another processor may have written it since (a standby
+        # that took over, a partition's next owner: qsf process scale-out)
+        index = max(self._next, next_part(self.dir))
+        path = hidden_part(self.dir, index, 6)
+        self._next = index + 1
         write_part(path, table, offsets=offsets, checkpoint=checkpoint, compression="zstd")
         self.rows += table.num_rows
         return path

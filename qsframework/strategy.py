@@ -69,10 +69,11 @@ class Context:
     """What a strategy sees of the world: event time, timers, emitters, a seeded RNG, and
     its simulated orders and portfolio."""
 
-    __slots__ = ("now", "strategy", "source", "timers", "outputs", "rng", "_seq", "sim", "switch",
+    __slots__ = ("now", "strategy", "source", "timers", "outputs", "rng", "_seq", "_key_seq", "sim", "switch",
                  "batch")
 
-    def __init__(self, *, strategy: str, seed: int = 0, execution: ExecutionConfig | None = None) -> None:
+    def __init__(self, *, strategy: str, seed: int = 0, execution: ExecutionConfig | None = None,
+                 per_key: bool = False) -> None:
         self.now: int = 0
         self.strategy = strategy
         self.source = f"qsf:{strategy}"
@@ -80,6 +81,9 @@ class Context:
         self.outputs = Outputs()
         self.rng = random.Random(seed)
         self._seq = 0
+        #: ``scale = "key"``: output sequence numbers count per key (None: one count for all), so
+        #: a key's outputs are the same whichever other keys share its engine
+        self._key_seq: dict[str, int] | None = {} if per_key else None
         self.sim = Simulator(execution or ExecutionConfig(), self.outputs, strategy=strategy,
                              source=self.source, reserve_seq=self._reserve_seq)
         #: the strategy just placed its first order: the engine leaves its plain loop
@@ -163,14 +167,24 @@ class Context:
         return self.sim.portfolio.equity()
 
     # emitters --------------------------------------------------------------------
-    def _next_seq(self) -> int:
+    def _next_seq(self, key: str) -> int:
         if self.sim.on_output is not None:  # the equity samples due before now come first
             self.sim.on_output()
+        per_key = self._key_seq
+        if per_key is not None:
+            seq = per_key[key] = per_key.get(key, -1) + 1
+            return seq
         self._seq += 1
         return self._seq - 1
 
-    def _reserve_seq(self, n: int) -> int:
-        """The first of ``n`` consecutive output sequence numbers, taken for rows emitted at once."""
+    def _reserve_seq(self, n: int, key: str | None = None) -> int:
+        """The first of ``n`` consecutive output sequence numbers (of ``key``'s count with
+        ``scale = "key"``), taken for rows emitted at once."""
+        per_key = self._key_seq
+        if per_key is not None and key is not None:
+            first = per_key.get(key, 0)
+            per_key[key] = first + n
+            return first
         self._seq += n
         return self._seq - n
 
@@ -188,7 +202,7 @@ class Context:
         if value is not None and not math.isfinite(value):
             value = None
         self.outputs.signals.append(
-            (t, t, self.source, key, self._next_seq(), self.strategy, name, value, attrs_json(attrs))
+            (t, t, self.source, key, self._next_seq(key), self.strategy, name, value, attrs_json(attrs))
         )
 
     def signals(
@@ -214,7 +228,7 @@ class Context:
             attrs_text = [attrs_json(a) for a in attrs] if attrs is not None else [None] * n
         if self.sim.on_output is not None:
             self.sim.on_output()
-        start = self._reserve_seq(n)
+        start = self._reserve_seq(n, key)
         self.outputs.signals.extend([
             t,
             t,
@@ -241,7 +255,7 @@ class Context:
         t = self.now if ts is None else ts
         dk = dedup_key or f"{self.strategy}:{key}:{name}:{t}"
         self.outputs.alerts.append(
-            (t, t, self.source, key, self._next_seq(), self.strategy, name, severity, text, dk)
+            (t, t, self.source, key, self._next_seq(key), self.strategy, name, severity, text, dk)
         )
 
 
@@ -270,11 +284,18 @@ class Strategy:
     #: order (``ts, key, price = t``), which saves building an object per event.
     rows: ClassVar[Literal["named", "tuple"]] = "named"
     Params: ClassVar[type] = NoParams
+    #: how ``qsf process`` scales out over a consumer group (README "Scale-out"). "single": one
+    #: engine sees every key (a spread across symbols): one member of a group is active, the
+    #: others stand by. "key": each key is independent of the others (outputs, timers, state per
+    #: key, no orders): one engine per partition, partitions spread over the members.
+    scale: ClassVar[Literal["single", "key"]] = "single"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not cls.__dict__.get("name"):
             cls.name = _snake(cls.__name__)
+        if cls.scale not in ("single", "key"):
+            raise TypeError(f'{cls.__name__}.scale must be "single" or "key", not {cls.scale!r}')
 
     def __init__(self, params: Any, ctx: Context) -> None:
         self.p = params

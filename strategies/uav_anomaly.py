@@ -104,6 +104,9 @@ class UavAnomaly(Strategy):
         "fence": ("key", "breach_status", "breach_type"),
     }
     Params = UavAnomalyParams
+    #: each vehicle is independent: ``qsf process`` runs one engine per partition, spread over
+    #: the group's members (README "Scale-out")
+    scale = "key"
 
     def __init__(self, params: UavAnomalyParams, ctx: Context) -> None:
         super().__init__(params, ctx)

@@ -77,6 +77,10 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
     transactions, outputs, state and offsets commit in one transaction (exactly-once for
     read_committed consumers); otherwise at-least-once with idempotent sinks. The first line
     printed says which state store and which guarantee are in force.
+
+    Several processes with the same --group share the input partitions by the strategy's
+    scale: "key" (e.g. UavAnomaly) runs one engine per assigned partition (files under
+    --out DIR/p<N>), "single" (the default) keeps one active member and the others stand by.
     """
     import asyncio
     import logging
@@ -87,7 +91,7 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
 
     from ..loader import load_sink, load_strategy
     from ..params import build_params, parse_overrides
-    from ..live import ProcessConfig, Processor, StrategyFailed, install_signal_handlers
+    from ..live import ProcessConfig, Processor, ScaledOut, StrategyFailed, install_signal_handlers
     from ..errors import PublishError
     from ..sinks.telegram import TelegramError
 
@@ -128,7 +132,8 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
         raise UserError("--sink telegram needs QSF_TELEGRAM_TOKEN and QSF_TELEGRAM_CHAT_ID in the environment")
 
     async def main_async():
-        proc = Processor(cls, cfg, announce=lambda line: click.echo(line))
+        runner = ScaledOut if cls.scale == "key" else Processor  # one engine per partition, or one for all
+        proc = runner(cls, cfg, announce=lambda line: click.echo(line))
         install_signal_handlers(proc)
         return await proc.run()
 

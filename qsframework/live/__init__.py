@@ -4,5 +4,6 @@
 from .config import LogReset, ProcessConfig, ProcessStats, StrategyFailed
 from .kafka_source import KafkaSource
 from .processor import Processor, install_signal_handlers
+from .scale_out import ScaledOut
 
-__all__ = ["KafkaSource", "LogReset", "ProcessConfig", "ProcessStats", "Processor", "StrategyFailed", "install_signal_handlers"]
+__all__ = ["KafkaSource", "LogReset", "ProcessConfig", "ProcessStats", "Processor", "ScaledOut", "StrategyFailed", "install_signal_handlers"]

@@ -120,5 +120,5 @@ def store_of(config: ProcessConfig) -> StateStore:
     if config.state == "none":
         return NoState()
     if config.state == "kafka":
-        return TopicState(config.bootstrap, state_topic(config.prefix, config.group), config.group)
+        return TopicState(config.bootstrap, state_topic(config.prefix, config.group), config.state_key)
     return DirState(config.state)

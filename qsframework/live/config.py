@@ -39,6 +39,15 @@ class ProcessConfig:
     poll_ms: int = 200
     max_records: int = 20_000
     log_every_s: float = 5.0
+    # a worker of a scaled-out ``scale = "key"`` strategy (:mod:`.scale_out`): it reads partition
+    # ``partition`` of every input topic, assigned by the group's member in its process; None:
+    # the group's assignor gives this processor its partitions
+    partition: int | None = None
+
+    @property
+    def state_key(self) -> str:
+        """Whose snapshot and transactions these are: the group, or ``<group>/p<N>`` for a worker."""
+        return self.group if self.partition is None else f"{self.group}/p{self.partition}"
 
 
 @dataclass(kw_only=True)

@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import pyarrow as pa
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import (
     IllegalStateError,
     KafkaError,
@@ -26,6 +26,7 @@ from ..io import Batch, Rejected, Source
 from ..kafka import KIND_HEADER, dead_letter, shares_topic
 from ..wire import decode
 from .config import LogReset, ProcessConfig, ProcessStats
+from .assignors import OnAssign, OneActive
 from .dead_letters import DeadLetters
 from .watermark import Watermark, tp_name
 
@@ -58,12 +59,21 @@ class KafkaSource(Source):
         self._watermark = Watermark(config)
         self._part_ids: dict[TopicPartition, int] = {}  # a small id per partition (the _part column)
         self._next_offset: dict[TopicPartition, int] = {}  # last consumed + 1
-        self._resume: dict[TopicPartition, int] = {}  # the --state snapshot's offsets
+        self._resume: dict[TopicPartition, int] = {}  # the state snapshot's offsets
         self._handled_below: dict[TopicPartition, int] = {}  # restored: rows below were handled before
         self._unverified: dict[TopicPartition, tuple[int, str, int]] = {}  # sought, log end not yet seen
         self._fatal: BaseException | None = None  # found by the rebalance listener, raised by poll
         self._stopped = False
         self.consumer: AIOKafkaConsumer | None = None
+        #: the group member that commits the offsets (a scale-out worker's is its process's
+        #: member, which owns the partition in the group); None: this source's consumer
+        self.committer: AIOKafkaConsumer | None = None
+        #: where the standby/active lines go (the processor's start-up line's channel)
+        self.announce: Callable[[str], None] = log.info
+        #: a standby member's partitions arrive (the active one left or died): reload the state
+        #: snapshot, which the active member kept writing since this one started
+        self.on_takeover: Callable[[], Awaitable[None]] | None = None
+        self._standby = False
         self.dlq: DeadLetters | None = None  # set by start()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -79,9 +89,21 @@ class KafkaSource(Source):
             enable_auto_commit=False, auto_offset_reset="none",
             # big fetches (one partition per topic carries everything) and short waits
             max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20, fetch_max_wait_ms=50,
+            # one engine sees every key (scale = "single"): one member gets every partition, the
+            # others stand by; a worker of a scaled-out strategy never joins (its member does)
+            partition_assignment_strategy=(OneActive,),
+            # member ids start with the client id, and OneActive picks the first: the longest
+            # running member stays active when another joins (a standby does not take over)
+            client_id=f"qsf-{time.time_ns():020d}",
         )
-        self.consumer.subscribe(list(self.topics), listener=_OnAssign(self))
-        await self.consumer.start()
+        if cfg.partition is None:
+            self.consumer.subscribe(list(self.topics), listener=OnAssign(self))
+            await self.consumer.start()
+            return
+        await self.consumer.start()  # a scale-out worker: its partition, given by its process
+        mine = {TopicPartition(topic, cfg.partition) for topic in self.topics}
+        self.consumer.assign(list(mine))
+        await self._seek_assigned(mine)
 
     def stop(self) -> None:
         self._stopped = True
@@ -134,7 +156,7 @@ class KafkaSource(Source):
         """Whether the consumer has partitions (False while it joins the group)."""
         return self.consumer is not None and bool(self.consumer.assignment())
 
-    # -- the --state snapshot's part -------------------------------------------------------
+    # -- the state snapshot's part ---------------------------------------------------------
     def snapshot(self) -> dict:
         """What a restart needs besides the offsets: the watermark's state and how far each
         partition was consumed (rows below read again are recognised, see :meth:`restore`)."""
@@ -287,7 +309,7 @@ class KafkaSource(Source):
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit, retrying across rebalances and broker restarts; a reset log is an error."""
-        consumer = self.consumer
+        consumer = self.committer or self.consumer
         assert consumer is not None
         delay = 0.2
         while True:
@@ -333,7 +355,8 @@ class KafkaSource(Source):
         problem = f"{tp_name(tp)}: the {what} offset {offset} is {where} of the log ({bounds}); the broker lost or reset it"
         if self.cfg.on_reset != "earliest":
             raise LogReset(f"{problem}. Nothing was skipped: rerun with --on-reset earliest to read "
-                           "the partition from its start, or use a new --group and --state")
+                           "the partition from its start, or start afresh with a new --group (its state "
+                           "topic starts empty) or a new --state DIR")
         log.warning("%s: reading it from offset %d (--on-reset earliest)", problem, start)
         assert self.consumer is not None
         self.consumer.seek(tp, start)
@@ -341,8 +364,8 @@ class KafkaSource(Source):
         self._handled_below.pop(tp, None)
 
     async def _seek_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Start each assigned partition where this run left it, else at the --state
-        snapshot's offset, else at the group's committed offset, else at its start; an
+        """Start each assigned partition where this run left it, else at the state
+        snapshot's offset (the group's topic or --state DIR), else at the group's committed offset, else at its start; an
         offset outside the log follows the reset policy. At the first assignment, before any
         seek (so nothing of this run is staged yet), hand the starts to
         ``on_first_assignment`` (the processor settles what a crash left)."""
@@ -357,7 +380,7 @@ class KafkaSource(Source):
             if tp in self._next_offset:
                 target, what = self._next_offset[tp], "consumed"
             elif tp in self._resume:
-                target, what = self._resume[tp], "--state snapshot's"
+                target, what = self._resume[tp], "state snapshot's"
             else:
                 target, what = await consumer.committed(tp), "committed"
             targets.append((tp, starts[tp] if target is None else target, what))
@@ -371,19 +394,3 @@ class KafkaSource(Source):
                 consumer.seek(tp, target)
                 self._unverified[tp] = (target, what, starts[tp])
 
-
-class _OnAssign(ConsumerRebalanceListener):
-    """Seeks each assigned partition (see ``KafkaSource._seek_assigned``). aiokafka only logs
-    a listener's exceptions: they are kept for :meth:`KafkaSource.poll` to raise."""
-
-    def __init__(self, source: KafkaSource) -> None:
-        self.source = source
-
-    async def on_partitions_revoked(self, revoked) -> None:
-        pass
-
-    async def on_partitions_assigned(self, assigned) -> None:
-        try:
-            await self.source._seek_assigned(assigned)
-        except Exception as exc:
-            self.source._fatal = exc

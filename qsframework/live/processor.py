@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -52,6 +53,9 @@ from .sink_options import OUTPUT_KINDS, sinks_of
 from .state_topic import TopicState
 from .writes import SinkWrites
 
+if TYPE_CHECKING:
+    from .scale_out import ScaledOut
+
 log = logging.getLogger("qsf.process")
 _COUNTED = ("signals", "alerts", "orders", "fills")  # output buffers counted in ProcessStats
 
@@ -75,6 +79,7 @@ class Processor:
             self.topics[topic] = (*self.topics.get(topic, ()), k)
         self.stats = ProcessStats()
         self._stop = asyncio.Event()
+        self._handover = False  # stopping to hand the partitions over: the strategy does not stop
         self._input_ended = False
         self._pending = Pending()  # consumed, waiting behind the watermark
         self._producer = None
@@ -82,6 +87,8 @@ class Processor:
         self.sinks: list[Sink] = []
         self.source = KafkaSource(config, self.topics, stats=self.stats,
                                   on_first_assignment=lambda positions: self._checkpoints.settle(positions))
+        self.source.announce = self.announce  # standby/active lines (scale = "single")
+        self.source.on_takeover = lambda: self._checkpoints.load()  # a standby resumes from the latest snapshot
         # the sinks' writes run while the next poll is fetched and processed; a checkpoint
         # waits for them, then flushes every sink, and only then commits (see qsframework.io)
         self._writes = SinkWrites(self.sinks, source=self.source, stats=self.stats, latency=self._latency)
@@ -103,6 +110,12 @@ class Processor:
         self.sinks.append(sink)
 
     def stop(self) -> None:
+        self._stop.set()
+
+    def hand_over(self) -> None:
+        """Stop at the next poll, committing what was processed, without ending the strategy
+        (no ``on_stop``): another engine resumes from this one's snapshot (a rebalance)."""
+        self._handover = True
         self._stop.set()
 
     def _seal_outputs(self) -> None:
@@ -199,6 +212,8 @@ class Processor:
                     self._log_progress(source.consumer, t0)
             else:
                 await commit(self._pending, producer, drain=True)
+                if self._handover:
+                    return
             self._guarded(self.engine.finish, "on_stop")
             self._flush_outputs()  # whatever on_stop emitted (covered by no input offsets)
             self._writes.schedule([])
@@ -216,7 +231,7 @@ class Processor:
         cfg, checkpoints = self.cfg, self._checkpoints
         mode = await delivery_mode(cfg)
         store = checkpoints.store
-        tx_id = transactional_id(cfg, cfg.group) if mode.mode == "exactly-once" else None
+        tx_id = transactional_id(cfg, cfg.state_key) if mode.mode == "exactly-once" else None
         self._producer = producer = await start_producer(cfg.bootstrap, ProducerConfig(), transactional_id=tx_id)
         checkpoints.delivery = Delivery(mode, producer=producer, source=self.source, group=cfg.group)
         if isinstance(store, TopicState):
@@ -362,6 +377,6 @@ def _quiet_kafka_leftovers(loop: asyncio.AbstractEventLoop, context: dict) -> No
     loop.default_exception_handler(context)
 
 
-def install_signal_handlers(processor: Processor) -> None:
+def install_signal_handlers(processor: Processor | ScaledOut) -> None:
     stop_on_signals(processor.stop)
 

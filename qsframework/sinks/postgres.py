@@ -105,16 +105,18 @@ class PostgresSink(Sink):
                 await asyncio.sleep(delay)
             except asyncpg.PostgresError as exc:  # e.g. a wrong password, no such database
                 raise UserError(f"PostgreSQL: {_one_line(exc)}") from None
-        try:
-            await self.con.execute(schema_sql("001_schema.sql"))
+        try:  # one creator at a time: concurrent CREATE TABLE IF NOT EXISTS collide (scaled-out processors)
+            async with self.con.transaction():
+                await self.con.execute("SELECT pg_advisory_xact_lock(hashtext('qsf schema'))")
+                await self.con.execute(schema_sql("001_schema.sql"))
+                available = await self.con.fetchval(
+                    "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
+                )
+                if available:
+                    await self.con.execute(schema_sql("002_timescaledb.sql"))
+                    self.timescale = True
         except asyncpg.PostgresError as exc:
             raise UserError(f"PostgreSQL: cannot create the tables: {_one_line(exc)}") from None
-        available = await self.con.fetchval(
-            "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
-        )
-        if available:
-            await self.con.execute(schema_sql("002_timescaledb.sql"))
-            self.timescale = True
         log.info("postgres sink ready (%s)", "TimescaleDB hypertables" if self.timescale else "plain tables")
 
     async def write(self, kind: str, table: pa.Table) -> list[Refused]:

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from qsframework.backtest import run_backtest
+from qsframework.live.assignors import OneActive
 from qsframework.loader import load_strategy
 from qsframework.recording import Recording, RecordingWriter
 
@@ -65,7 +66,7 @@ class Member:
 
         async def run() -> None:
             consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, client_id=client_id,
-                                        enable_auto_commit=False)
+                                        enable_auto_commit=False, partition_assignment_strategy=(OneActive,))
             consumer.subscribe([topic], listener=Listener())
             await consumer.start()
             try:

@@ -96,7 +96,7 @@ def test_a_reset_broker_log_stops_the_run_unless_on_reset_earliest(tmp_path, spr
         r = run_process(SPREAD_SPEC, *argv, env=env)
         assert r.returncode == 2, r.stderr
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
-        assert (f"{prefix}.trades[0]: the --state snapshot's offset {old.num_rows} is past the end of the log "
+        assert (f"{prefix}.trades[0]: the state snapshot's offset {old.num_rows} is past the end of the log "
                 f"(offsets 0..{new.num_rows})") in r.stderr
         assert "--on-reset earliest" in r.stderr
         assert rows_in(tmp_path / "live" / "signals.parquet") == _backtest(spread_cls, old, tmp_path / "r1").signals

@@ -40,9 +40,10 @@ def test_uav_anomaly_live_equals_backtest(stack_endpoints, tmp_path):
     backtest = run_backtest(cls, rec)
     names = set(backtest.tables["alerts"].column("name").to_pylist())
     assert {"gps_glitch", "vibration_high", "link_loss", "gps_loss"} <= names
+    # UavAnomaly scales per key: one engine per partition, its files under p<N> (one partition here)
     for out in ("signals", "alerts"):
-        assert pq.read_table(tmp_path / "live" / f"{out}.parquet").equals(backtest.tables[out]), out
-    again = run_backtest(cls, Recording(tmp_path / "rec-live"))
+        assert pq.read_table(tmp_path / "live" / "p0" / f"{out}.parquet").equals(backtest.tables[out]), out
+    again = run_backtest(cls, Recording(tmp_path / "rec-live" / "p0"))
     assert again.tables["alerts"].equals(backtest.tables["alerts"])
     dlq = asyncio.run(_consume_all(stack_endpoints.kafka_bootstrap, f"{prefix}.dlq", f"{prefix}-d", 2))
     assert sorted(dlq) == [b'{"kind": "mystery"}', b'{"no": "header"}']
