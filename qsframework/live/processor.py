@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from ..durations import format_time
@@ -209,7 +209,7 @@ class Processor:
                 await commit(self._pending, producer)
                 if time.monotonic() - last_log >= cfg.log_every_s:
                     last_log = time.monotonic()
-                    self._log_progress(source.consumer, t0)
+                    self._log_progress(source.lag(), t0)
             else:
                 await commit(self._pending, producer, drain=True)
                 if self._handover:
@@ -347,23 +347,14 @@ class Processor:
             if name in _COUNTED:
                 setattr(self.stats, name, getattr(self.stats, name) + table.num_rows)
 
-    def _log_progress(self, consumer: AIOKafkaConsumer | None, t0: float) -> None:
+    def _log_progress(self, lag: int, t0: float) -> None:
         rate = self.stats.processed / max(time.monotonic() - t0, 1e-9)
         p99 = self._latency.percentile(99)
         log.info("processed %d events (%.0f/s), lag %d, signals %d, alerts %d%s%s",
-                 self.stats.processed, rate, 0 if consumer is None else _lag(consumer), self.stats.signals,
+                 self.stats.processed, rate, lag, self.stats.signals,
                  self.stats.alerts, f", fills {self.stats.fills}" if self.stats.orders else "",
                  "" if p99 is None else f", p99 latency {p99:.1f} ms")
 
-
-def _lag(consumer: AIOKafkaConsumer) -> int:
-    """Records between the consumer's positions and the log ends, over its partitions."""
-    total = 0
-    for tp in consumer.assignment():
-        hw = consumer.highwater(tp)
-        pos = consumer.last_stable_offset(tp) if hw is None else hw
-        total += max(0, (hw or 0) - (pos or 0))
-    return total
 
 
 def _quiet_kafka_leftovers(loop: asyncio.AbstractEventLoop, context: dict) -> None:
