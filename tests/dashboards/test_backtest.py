@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -23,10 +22,8 @@ from qsframework.dashboards import POINTS, downsample
 from qsframework.dashboards.loaders import _con
 from qsframework.dashboards.scan import minmax_batches
 
-from .browser import browser_page, dashboard, wait_for_charts
+from .browser import CHART, browser_page, dashboard, screenshot, wait_for_charts
 from .data import make_backtest, make_recording
-
-SHOTS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @pytest.fixture(scope="module")
@@ -163,12 +160,10 @@ def test_browser_shows_the_report_and_follows_the_controls(run: tuple[Path, Path
             shown = {page.locator(f"td[data-metric='{m}']").get_attribute("data-metric"):
                      page.locator(f"td[data-metric='{m}']").inner_text() for m in report["metrics"]}
             assert {m: float(v) for m, v in shown.items()} == {m: float(v) for m, v in report["metrics"].items()}
-            page.screenshot(path=str(tmp_path / "dashboard-backtest.png"), full_page=True)
-            assert (tmp_path / "dashboard-backtest.png").stat().st_size > 10_000
-            if os.environ.get("QSF_UPDATE_SCREENSHOTS") == "1":  # docs/screenshots.py
-                page.screenshot(path=str(SHOTS / "dashboard-backtest.png"), full_page=True)
+            shot = screenshot(page, tmp_path / "dashboard-backtest.png", charts=3, full_page=True)
+            assert shot.stat().st_size > 10_000
             before = page.locator(".qsf-range").inner_text()
-            canvas = page.locator(".vega-embed canvas, .vega-embed svg.marks").first
+            canvas = page.locator(CHART).first
             picture = canvas.screenshot()
             thumb = page.locator("[role=slider]").first
             thumb.focus()
