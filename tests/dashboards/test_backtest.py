@@ -173,9 +173,28 @@ def test_browser_shows_the_report_and_follows_the_controls(run: tuple[Path, Path
             assert after != before
             wait_for_charts(page, 3)
             assert canvas.screenshot() != picture  # the prices chart redrew on the new range
+            # the keys: without ETHUSDT the prices hold BTCUSDT's points only and one leg is drawn
+            both, tall = page.locator(".qsf-range").inner_text(), canvas.bounding_box()["height"]
+            assert both.endswith("points of BTCUSDT, ETHUSDT")
+            page.locator("marimo-multiselect button").first.click()
+            page.get_by_role("option", name="ETHUSDT").click()
+            page.locator(".qsf-range").filter(has_text=re.compile(r"points of BTCUSDT$")).wait_for()
+            wait_for_charts(page, 3)
+            one = page.locator(".qsf-range").inner_text()
+            assert _points(one) < _points(both) and canvas.bounding_box()["height"] < 0.6 * tall
+            if not page.get_by_role("option", name="ETHUSDT").is_visible():  # the list closed
+                page.locator("marimo-multiselect button").first.click()
+            page.get_by_role("option", name="ETHUSDT").click()  # and back: the same points as before
+            page.locator(".qsf-range").filter(has_text=re.compile(r"points of BTCUSDT, ETHUSDT$")).wait_for()
+            assert page.locator(".qsf-range").inner_text() == both
         assert requests.all and not requests.outside, requests.outside
         assert served.stop() == 0
     assert "Traceback" not in "".join(served.output)
+
+
+def _points(shown: str) -> int:
+    """The number of points in the price panel's caption (``... : 4,275 points of KEYS``)."""
+    return int(re.search(r": ([\d,]+) points of", shown).group(1).replace(",", ""))  # type: ignore[union-attr]
 
 
 def test_recording_from_report_json_or_none(run: tuple[Path, Path, dict], tmp_path: Path) -> None:
