@@ -31,8 +31,8 @@ from ..user_cache import writable_cache_dir
 from .scan import minmax_files, read_batches
 
 #: fine buckets per file of each level (coarse levels serve wide views with fewer rows)
-LEVELS = (1 << 8, 1 << 10, 1 << 12)
-ROW_GROUP = 65_536
+LEVELS = (1 << 6, 1 << 8, 1 << 10)
+ROW_GROUP = 65_536  # rows per row group: a range reads only the groups it overlaps
 
 
 def levels_of(ts_min: int, ts_max: int, counts: Sequence[int] = LEVELS) -> list[int]:
@@ -103,7 +103,7 @@ class Overviews:
             if path is None:
                 return
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            pq.write_table(kept, tmp, row_group_size=ROW_GROUP)
+            pq.write_table(kept, tmp, row_group_size=ROW_GROUP, compression="zstd")
             os.replace(tmp, path)
 
     def batches(self, f: FileInfo, *, start: int, end: int, width: int) -> Iterator[pa.RecordBatch]:
