@@ -8,14 +8,16 @@ inside their fine bucket ``t >> k`` (per key): a new low or high from the bucket
 lowest and highest row (earliest on ties) is one of those rows; so the extremes over the kept
 rows equal those over every row. The two fine buckets holding the range's ends are read raw.
 Overviews live in the user cache (``~/.cache/qsf/overview``), keyed by the file's path, size
-and modification time (a changed file gets a new one), written atomically on first use.
+and modification time (a changed file gets a new one), written atomically on first use; one that cannot be written or read is passed by (the rows are read).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -102,7 +104,7 @@ class Overviews:
             path = self._path(f, shift)
             if path is None:
                 return
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             pq.write_table(kept, tmp, row_group_size=ROW_GROUP, compression="zstd")
             os.replace(tmp, path)
 
@@ -111,26 +113,31 @@ class Overviews:
         overview of the coarsest level no wider than WIDTH, raw rows in the end buckets (all raw
         when no level fits or there is no cache)."""
         shifts = [k for k in levels_of(f.ts_min, f.ts_max, self.counts) if (1 << k) <= width]
-        path = self._path(f, max(shifts)) if shifts else None
-        if path is not None and not path.exists():
-            try:
-                self.build(f)
-            except OSError:
-                path = None
-        if path is None:
-            yield from _raw(f, self.value, start, end)
-            return
-        shift = max(shifts)
+        shift = max(shifts, default=0)
         first, last = start >> shift, end >> shift
-        if first == last:
+        kept = self._kept(f, shift, (first + 1) << shift, (last << shift) - 1) if shifts and last > first + 1 else None
+        if kept is None:  # no level fits, no cache, or the ends are (nearly) one fine bucket
             yield from _raw(f, self.value, start, end)
             return
         yield from _raw(f, self.value, start, ((first + 1) << shift) - 1)
-        if last > first + 1:
-            lo, hi = (first + 1) << shift, (last << shift) - 1
-            kept = pq.read_table(path, filters=[("ts_event", ">=", lo), ("ts_event", "<=", hi)])
-            yield from kept.to_batches()
+        yield from kept.to_batches()
         yield from _raw(f, self.value, last << shift, end)
+
+    def _kept(self, f: FileInfo, shift: int, lo: int, hi: int) -> pa.Table | None:
+        """F's overview rows at level SHIFT with times in ``[lo, hi]``, building it if need be;
+        None when there is no cache or it cannot be written or read (then the rows are read; a
+        damaged one is removed, to be built again next time)."""
+        path = self._path(f, shift)
+        if path is None:
+            return None
+        try:
+            if not path.exists():
+                self.build(f)
+            return pq.read_table(path, filters=[("ts_event", ">=", lo), ("ts_event", "<=", hi)])
+        except (OSError, pa.ArrowException):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)  # the next view builds it again
+            return None
 
     def minmax(self, files: Sequence[FileInfo], *, start: int, end: int, width: int,
                keys: Sequence[str] | None = None) -> pl.DataFrame:

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -61,7 +62,7 @@ def test_overview_equals_every_row(rows: list[tuple[int, str, float]], cut: tupl
             assert any(Path(d).glob("*.parquet"))
 
 
-def test_a_changed_file_gets_a_new_overview(tmp_path: Path) -> None:
+def test_a_changed_file_gets_a_new_overview_a_damaged_one_is_passed_by(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
     path = tmp_path / "part.parquet"
@@ -79,3 +80,9 @@ def test_a_changed_file_gets_a_new_overview(tmp_path: Path) -> None:
     assert overviews.minmax([f], start=f.ts_min, end=f.ts_max, width=width).select(COLUMNS).equals(
         _exact(f, f.ts_min, f.ts_max, width))
     assert len(list(cache.iterdir())) == 2
+    for made in cache.iterdir():  # a damaged overview is passed by (the rows are read), then rebuilt
+        made.write_bytes(b"not parquet")
+    for _ in range(2):
+        assert overviews.minmax([f], start=f.ts_min, end=f.ts_max, width=width).select(COLUMNS).equals(
+            _exact(f, f.ts_min, f.ts_max, width))
+    assert sum(pq.ParquetFile(p).metadata.num_rows > 0 for p in cache.iterdir() if p.stat().st_size > 100) == 1
