@@ -2,7 +2,8 @@
 recordings are sorted by time, so each key's buckets are runs of rows and numpy's ``reduceat``
 finds their extremes in O(n); row groups outside the time range are skipped from the footers.
 Same result as :func:`downsample` (per key and bucket: the min and max, the earliest time of
-each on ties), several times faster than a DuckDB group-by on large recordings."""
+each on ties), several times faster than a DuckDB group-by on large recordings. It reduces the
+rows :mod:`.overview` picks (its kept rows, raw rows at the range's ends) or every row."""
 
 from __future__ import annotations
 
