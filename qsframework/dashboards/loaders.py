@@ -17,7 +17,7 @@ import polars as pl
 from ..errors import UserError
 from ..recording import Recording
 from .downsample import POINTS, bucket_width, downsample, points_of
-from .scan import minmax_files
+from .overview import Overviews
 
 #: the tables a backtest directory may hold (each optional but report.json)
 TABLES = ("signals", "alerts", "fills", "orders", "equity")
@@ -114,15 +114,16 @@ def load_backtest(dir: str | Path, recording: str | Path | None = None) -> Backt
 
 def load_prices(recording: str | Path, *, keys: Sequence[str] | None = None, start: int | None = None,
                 end: int | None = None, points: int = POINTS, kind: str = "trade") -> pl.DataFrame:
-    """The recording's prices in ``[start, end]`` (ns, default: all), downsampled in one streaming
-    pass (:mod:`.scan`) to at most POINTS rows per key: columns ``key, t, price, time`` (each bucket's low and high)."""
+    """The recording's prices in ``[start, end]`` (ns, default: all), downsampled to at most
+    POINTS rows per key: columns ``key, t, price, time`` (each bucket's low and high). Read from
+    the files' min/max overviews (:mod:`.overview`, built on first use) and raw rows at the ends."""
     rec = Recording(recording)
-    files = [str(f.path) for f in rec.files(kind)]
+    files = rec.files(kind)
     span = rec.span()
     if not files or span is None:
         return points_of(_empty_buckets(), name="price")
     lo, hi = start if start is not None else span[0], end if end is not None else span[1]
-    buckets = minmax_files(files, "price", start=lo, end=hi, width=bucket_width(lo, hi, points), keys=keys)
+    buckets = Overviews("price").minmax(files, start=lo, end=hi, width=bucket_width(lo, hi, points), keys=keys)
     return points_of(buckets, name="price")
 
 

@@ -2,11 +2,12 @@
 recordings are sorted by time, so each key's buckets are runs of rows and numpy's ``reduceat``
 finds their extremes in O(n); row groups outside the time range are skipped from the footers.
 Same result as :func:`downsample` (per key and bucket: the min and max, the earliest time of
-each on ties), several times faster than a DuckDB group-by on large recordings."""
+each on ties), several times faster than a DuckDB group-by on large recordings. It reduces the
+rows :mod:`.overview` picks (its kept rows, raw rows at the range's ends) or every row."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -96,13 +97,15 @@ def minmax_batches(batches: Iterable[pa.RecordBatch], value: str, *, start: int,
 
 
 def minmax_files(paths: Sequence[str], value: str, *, start: int, end: int, width: int,
-                 keys: Sequence[str] | None = None, workers: int = 2) -> pl.DataFrame:
+                 keys: Sequence[str] | None = None, workers: int = 2,
+                 batches_of: Callable[[str], Iterable[pa.RecordBatch]] | None = None) -> pl.DataFrame:
     """:func:`minmax_batches` over Parquet files, WORKERS files at a time (pyarrow and numpy
-    release the GIL while they decode and reduce)."""
+    release the GIL while they decode and reduce); BATCHES_OF a path gives the rows to reduce
+    (default: its row groups in the range)."""
     wanted = None if keys is None else set(keys)
 
     def one(path: str) -> list[pl.DataFrame]:
-        batches = read_batches([path], value, start=start, end=end)
+        batches = batches_of(path) if batches_of else read_batches([path], value, start=start, end=end)
         return _partials(batches, value, start=start, end=end, width=width, wanted=wanted)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -1,10 +1,12 @@
-"""Shared by the dashboard tests: ``qsf dashboard ...`` started as a real process (its URL line
-awaited), a Playwright page on Debian's Chromium, and a recorder of requests leaving localhost."""
+"""Shared by every dashboard browser test: ``qsf dashboard ...`` started as a real process (its
+URL line awaited), a Playwright page on Debian's Chromium, a recorder of requests leaving
+localhost, waiting for marimo's charts (drawn inside shadow roots) and the screenshots."""
 
 from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 CHROMIUM = "/usr/bin/chromium"
@@ -20,6 +23,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 START_BOUND_S = 240.0
 PAGE_BOUND_MS = 180_000
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+#: a drawn vega chart: a canvas or an svg of marks inside its .vega-embed
+CHART = ".vega-embed canvas, .vega-embed svg.marks"
+#: the README's screenshots, rewritten with QSF_UPDATE_SCREENSHOTS=1 (``python docs/screenshots.py``)
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @dataclass
@@ -111,6 +118,20 @@ def browser_page(url: str) -> Iterator[tuple[object, Requests]]:
 
 
 def wait_for_charts(page: object, count: int) -> None:
-    """Until COUNT vega charts have drawn (a canvas or an svg inside each .vega-embed)."""
-    # a locator, not document.querySelectorAll: it pierces the shadow roots marimo renders into
-    page.locator(".vega-embed canvas, .vega-embed svg.marks").nth(count - 1).wait_for()  # type: ignore[attr-defined]
+    """Until COUNT vega charts have drawn. A locator, not ``document.querySelectorAll``: it pierces
+    the shadow roots marimo renders into; attached, not visible: a refresh may be redrawing one."""
+    page.locator(CHART).nth(count - 1).wait_for(state="attached")  # type: ignore[attr-defined]
+
+
+def screenshot(page: object, path: Path, *, charts: int, full_page: bool = False,
+               clip: dict[str, float] | None = None) -> Path:
+    """The page, once CHARTS charts are drawn, into PATH; also the README's copy in docs/ (CLIP
+    of it, if given) with QSF_UPDATE_SCREENSHOTS=1."""
+    wait_for_charts(page, charts)
+    page.screenshot(path=str(path), full_page=full_page)  # type: ignore[attr-defined]
+    if os.environ.get("QSF_UPDATE_SCREENSHOTS") == "1":
+        if clip is None:
+            shutil.copy(path, DOCS / path.name)
+        else:
+            page.screenshot(path=str(DOCS / path.name), clip=clip)  # type: ignore[attr-defined]
+    return path

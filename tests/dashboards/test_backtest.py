@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -23,10 +22,8 @@ from qsframework.dashboards import POINTS, downsample
 from qsframework.dashboards.loaders import _con
 from qsframework.dashboards.scan import minmax_batches
 
-from .browser import browser_page, dashboard, wait_for_charts
+from .browser import CHART, browser_page, dashboard, screenshot, wait_for_charts
 from .data import make_backtest, make_recording
-
-SHOTS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @pytest.fixture(scope="module")
@@ -163,12 +160,10 @@ def test_browser_shows_the_report_and_follows_the_controls(run: tuple[Path, Path
             shown = {page.locator(f"td[data-metric='{m}']").get_attribute("data-metric"):
                      page.locator(f"td[data-metric='{m}']").inner_text() for m in report["metrics"]}
             assert {m: float(v) for m, v in shown.items()} == {m: float(v) for m, v in report["metrics"].items()}
-            page.screenshot(path=str(tmp_path / "dashboard-backtest.png"), full_page=True)
-            assert (tmp_path / "dashboard-backtest.png").stat().st_size > 10_000
-            if os.environ.get("QSF_UPDATE_SCREENSHOTS") == "1":  # docs/screenshots.py
-                page.screenshot(path=str(SHOTS / "dashboard-backtest.png"), full_page=True)
+            shot = screenshot(page, tmp_path / "dashboard-backtest.png", charts=3, full_page=True)
+            assert shot.stat().st_size > 10_000
             before = page.locator(".qsf-range").inner_text()
-            canvas = page.locator(".vega-embed canvas, .vega-embed svg.marks").first
+            canvas = page.locator(CHART).first
             picture = canvas.screenshot()
             thumb = page.locator("[role=slider]").first
             thumb.focus()
@@ -178,9 +173,28 @@ def test_browser_shows_the_report_and_follows_the_controls(run: tuple[Path, Path
             assert after != before
             wait_for_charts(page, 3)
             assert canvas.screenshot() != picture  # the prices chart redrew on the new range
+            # the keys: without ETHUSDT the prices hold BTCUSDT's points only and one leg is drawn
+            both, tall = page.locator(".qsf-range").inner_text(), canvas.bounding_box()["height"]
+            assert both.endswith("points of BTCUSDT, ETHUSDT")
+            page.locator("marimo-multiselect button").first.click()
+            page.get_by_role("option", name="ETHUSDT").click()
+            page.locator(".qsf-range").filter(has_text=re.compile(r"points of BTCUSDT$")).wait_for()
+            wait_for_charts(page, 3)
+            one = page.locator(".qsf-range").inner_text()
+            assert _points(one) < _points(both) and canvas.bounding_box()["height"] < 0.6 * tall
+            if not page.get_by_role("option", name="ETHUSDT").is_visible():  # the list closed
+                page.locator("marimo-multiselect button").first.click()
+            page.get_by_role("option", name="ETHUSDT").click()  # and back: the same points as before
+            page.locator(".qsf-range").filter(has_text=re.compile(r"points of BTCUSDT, ETHUSDT$")).wait_for()
+            assert page.locator(".qsf-range").inner_text() == both
         assert requests.all and not requests.outside, requests.outside
         assert served.stop() == 0
     assert "Traceback" not in "".join(served.output)
+
+
+def _points(shown: str) -> int:
+    """The number of points in the price panel's caption (``... : 4,275 points of KEYS``)."""
+    return int(re.search(r": ([\d,]+) points of", shown).group(1).replace(",", ""))  # type: ignore[union-attr]
 
 
 def test_recording_from_report_json_or_none(run: tuple[Path, Path, dict], tmp_path: Path) -> None:

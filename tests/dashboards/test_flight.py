@@ -15,8 +15,7 @@ import duckdb
 import pytest
 
 from ..conftest import qsf_cmd
-from .browser import browser_page, dashboard
-from .drawn import screenshot, wait_for_drawn
+from .browser import browser_page, dashboard, screenshot, wait_for_charts
 
 EARLY_S = 10.0  # how early before the onset an alert may count (qsf sitl scenario run's default)
 
@@ -72,7 +71,7 @@ def test_notebook_headless_delays_track_and_fence(flight_dir, monkeypatch):
 def test_flight_view_in_the_browser(flight_dir, tmp_path):
     with dashboard("flight", str(flight_dir)) as dash:
         with browser_page(dash.url) as (page, requests):
-            wait_for_drawn(page, 2)  # the track and the timeline
+            wait_for_charts(page, 2)  # the track and the timeline
             page.get_by_text("detected as").first.wait_for()
             page.get_by_role("heading", name="injected faults and detection delays").wait_for()
             shot = screenshot(page, tmp_path / "dashboard-flight.png", charts=2)

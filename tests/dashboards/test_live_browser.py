@@ -21,8 +21,7 @@ from qsframework.wire import encode
 from ..conftest import SPREAD_SPEC, make_trades, qsf_cmd
 from ..fault.processes import wait_for
 from ..live.feeds import fetch, fresh_database, publish
-from .browser import browser_page, dashboard
-from .drawn import screenshot, wait_for_drawn
+from .browser import browser_page, dashboard, screenshot, wait_for_charts
 
 PARAMS = ["-p", "window=2s", "-p", "sample=500ms", "-p", "threshold=0.004"]
 OVERRIDES = {"window": "2s", "sample": "500ms", "threshold": "0.004"}
@@ -66,7 +65,7 @@ def test_live_dashboard_shows_a_new_signal_without_reload(stack_endpoints, tmp_p
         wait_for(lambda: divergences(dsn) > 0, "the first signals in PostgreSQL", proc=proc)
         with dashboard("live", env={"QSF_PG_DSN": dsn}) as dash:
             with browser_page(dash.url) as (page, requests):
-                wait_for_drawn(page, 3)  # prices, spread and correlation, pipeline health
+                wait_for_charts(page, 3)  # prices, spread and correlation, pipeline health
                 page.get_by_text("latest signal: ").wait_for()
                 page.get_by_text("events/s").first.wait_for()
                 with ThreadPoolExecutor(1) as pool:  # Playwright's sync API runs a loop in this thread

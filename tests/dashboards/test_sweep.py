@@ -4,7 +4,6 @@ it, the table sorts by a header)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import polars as pl
@@ -12,10 +11,8 @@ import pytest
 
 from qsframework.dashboards import heatmap_cells, load_sweep
 
-from .browser import browser_page, dashboard, wait_for_charts
+from .browser import CHART, browser_page, dashboard, screenshot, wait_for_charts
 from .data import GRID, make_recording, make_sweep
-
-SHOTS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +68,11 @@ def test_browser_heatmap_and_sortable_table(sweep_dir: Path, tmp_path: Path) -> 
     with dashboard("sweep", str(sweep_dir)) as served:
         with browser_page(served.url) as (page, requests):
             wait_for_charts(page, 1)
-            chart = page.locator(".vega-embed canvas, .vega-embed svg.marks").first
+            chart = page.locator(CHART).first
             picture = chart.screenshot()
-            page.screenshot(path=str(tmp_path / "dashboard-sweep.png"), full_page=True)
-            assert (tmp_path / "dashboard-sweep.png").stat().st_size > 10_000
-            if os.environ.get("QSF_UPDATE_SCREENSHOTS") == "1":  # docs/screenshots.py
-                page.screenshot(path=str(SHOTS / "dashboard-sweep.png"), clip={"x": 0, "y": 0, "width": 1400, "height": 1050})
+            shot = screenshot(page, tmp_path / "dashboard-sweep.png", charts=1, full_page=True,
+                              clip={"x": 0, "y": 0, "width": 1400, "height": 1050})
+            assert shot.stat().st_size > 10_000
             page.locator("select").first.select_option("pnl")  # the metric dropdown
             page.locator(".qsf-heatmap").filter(has_text="best pnl per (threshold, window)").wait_for()
             wait_for_charts(page, 1)

@@ -20,6 +20,7 @@ from qsframework.wire import encode
 
 from ..conftest import SPREAD_SPEC, make_trades, qsf_cmd
 from ..fault.processes import committed, wait_for
+from .feeds import fresh_database
 
 PARAMS = ["-p", "window=2s", "-p", "sample=500ms", "-p", "threshold=0.004"]
 OVERRIDES = {"window": "2s", "sample": "500ms", "threshold": "0.004"}
@@ -131,22 +132,6 @@ def test_sigterm_stops_cleanly(stack_endpoints, tmp_path):
     assert pq.read_table(tmp_path / "live" / "signals.parquet").num_rows > 0
 
 
-def _fresh_database(dsn: str) -> str:
-    name = f"t{uuid.uuid4().hex[:10]}"
-
-    async def create() -> None:
-        import asyncpg
-
-        con = await asyncpg.connect(dsn)
-        try:
-            await con.execute(f"CREATE DATABASE {name}")
-        finally:
-            await con.close()
-
-    asyncio.run(create())
-    return dsn.rsplit("/", 1)[0] + "/" + name
-
-
 def test_timescale_sink_is_complete_and_idempotent(stack_endpoints, tmp_path, spread_cls):
     import asyncpg
 
@@ -155,7 +140,7 @@ def test_timescale_sink_is_complete_and_idempotent(stack_endpoints, tmp_path, sp
         w.write("trade", trades)
     prefix = f"t{uuid.uuid4().hex[:8]}"
     asyncio.run(replay(Recording(tmp_path / "rec"), stack_endpoints.kafka_bootstrap, prefix=prefix))
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "sink")
     env = {**os.environ, "QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap, "QSF_PG_DSN": dsn}
 
     def run(group: str) -> None:
@@ -196,7 +181,7 @@ def test_telegram_sink_sends_each_alert_once_across_redeliveries(stack_endpoints
         w.write("trade", trades)
     prefix = f"t{uuid.uuid4().hex[:8]}"
     asyncio.run(replay(Recording(tmp_path / "rec"), stack_endpoints.kafka_bootstrap, prefix=prefix))
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "sink")
     token = "123456:TEST-token-secret"
     expected = run_backtest(spread_cls, Recording(tmp_path / "rec"), overrides=OVERRIDES)
     assert expected.alerts > 0

@@ -122,7 +122,7 @@ def _(TIME, WIDTH, alt, fills, keys, mo, pl, prices, signals):
         x="time:T", tooltip=["time:T", "name:N", "key:N", "value:Q"]) if not events.is_empty() else None)
     legs = [leg(k) + marks if marks is not None else leg(k) for k in keys.value]
     shown = (f"<p class='qsf-range'>{prices['time'].min()} .. {prices['time'].max()}: "
-             f"{prices.height:,} points of {', '.join(keys.value)}</p>") if not prices.is_empty() else ""
+             f"{prices.height:,} points of {', '.join(prices['key'].unique(maintain_order=True))}</p>") if not prices.is_empty() else ""
     mo.vstack([mo.md("## Prices (fills: triangles; other signals: dashed lines)"), mo.Html(shown),
                alt.vconcat(*legs).resolve_scale(color="shared") if legs else mo.md("Choose a key.")])
     return (leg,)
