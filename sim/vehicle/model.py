@@ -16,7 +16,7 @@ from pymavlink.dialects.v20 import ardupilotmega as apm
 
 from qsframework.geo import inside_polygon, m_per_deg_lon
 
-from .physics import _SEV_CRITICAL, _SEV_EMERGENCY, _SEV_INFO, _WP_RADIUS, VehiclePhysics
+from .physics import _SEV_CRITICAL, _SEV_INFO, _WP_RADIUS, VehiclePhysics
 from .scenario import FAULT_PARAMS, Incident, Scenario
 
 BOOT_OFFSET_S = 20.0
