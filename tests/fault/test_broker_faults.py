@@ -36,7 +36,7 @@ from qsframework.wire import decode
 
 from ..conftest import SPREAD_SPEC, make_trades, qsf_cmd
 from ..live.test_outage import OVERRIDES, _assert_equal_to_clean_run, _tables
-from ..live.test_process import _fresh_database
+from ..live.feeds import fresh_database
 from .processes import committed, records_in, start_process, topic_values, wait_for
 
 N = 6000
@@ -89,7 +89,7 @@ def _run_with_fault(tmp_path: Path, spread_cls, seed: int, fault: Callable[[Stac
     ep = stack.up()
     prefix = f"t{uuid.uuid4().hex[:8]}"
     group = f"g-{prefix}"
-    dsn = _fresh_database(ep.pg_dsn)
+    dsn = fresh_database(ep.pg_dsn, "t")
     env = {"QSF_KAFKA_BOOTSTRAP": ep.kafka_bootstrap, "QSF_PG_DSN": dsn}
     out = tmp_path / "out"
     procs: list[subprocess.Popen] = []

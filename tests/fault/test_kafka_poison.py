@@ -35,7 +35,7 @@ from qsframework.validity import DEFAULT_FLOOR_NS
 from qsframework.wire import encode
 
 from ..conftest import SPREAD_SPEC, T0, make_trades, qsf_cmd
-from ..live.test_process import _fresh_database
+from ..live.feeds import fresh_database
 
 PARAMS = {"window": "2s", "sample": "500ms", "threshold": "0.004"}
 SUBSCRIBED = ("BTCUSDT", "ETHUSDT")  # the spread strategy's symbols; SOLUSDT is published too
@@ -236,7 +236,7 @@ def test_each_poison_kind_is_dead_lettered_and_the_rest_is_processed(stack_endpo
         messages.append(pair)
     prefix = f"p{uuid.uuid4().hex[:8]}"
     offsets = _publish(bootstrap, f"{prefix}.trades", messages)
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "t")
 
     r = _process(bootstrap, dsn, prefix, tmp_path / "live")
     assert r.returncode == 0, r.stderr
@@ -261,7 +261,7 @@ def test_a_restart_does_not_meet_the_poison_again(stack_endpoints, tmp_path):
     poison = POISONS["null value"](rows[0], random.Random(0))
     prefix = f"p{uuid.uuid4().hex[:8]}"
     _publish(bootstrap, f"{prefix}.trades", [*encode(valid)[:150], (poison.key, poison.value), *encode(valid)[150:]])
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "t")
     first = _process(bootstrap, dsn, prefix, tmp_path / "one")
     assert first.returncode == 0, first.stderr
     assert "processed 300 events (1 rejected" in first.stdout
@@ -281,7 +281,7 @@ def test_an_input_row_the_database_refuses_is_dead_lettered_with_its_origin(stac
     table = pa.Table.from_pylist(rows, schema=TRADE.schema)
     prefix = f"p{uuid.uuid4().hex[:8]}"
     offsets = _publish(bootstrap, f"{prefix}.trades", encode(table))
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "t")
     r = _process(bootstrap, dsn, prefix, tmp_path / "live")
     assert r.returncode == 0, r.stderr
     assert "(0 rejected, 0 late)" in r.stdout
@@ -329,7 +329,7 @@ def test_rows_the_database_refuses_go_to_the_dlq_and_the_rest_is_written(stack_e
     valid = make_trades(33, 3000)
     prefix = f"p{uuid.uuid4().hex[:8]}"
     _publish(bootstrap, f"{prefix}.trades", encode(valid))
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "t")
     r = _process(bootstrap, dsn, prefix, tmp_path / "live", spec=spec, params={})
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
@@ -470,7 +470,7 @@ def test_the_sink_writes_a_batch_around_its_bad_rows(stack_endpoints):
     PostgreSQL does not name the row and the batch is halved) adds nothing."""
     from qsframework.sinks.postgres import PostgresSink
 
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "t")
     rows = make_trades(34, 1000).to_pylist()
     rows[123]["source"] = "bin\x00ance"
     rows[777]["source"] = "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(200))  # 12.8 KB
@@ -524,7 +524,7 @@ def test_a_batch_of_only_bad_rows_is_refused_whole(stack_endpoints):
     """1,500 rows, every one refused: more than Python's recursion limit, yet each is found."""
     from qsframework.sinks.postgres import PostgresSink
 
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "t")
     table = make_trades(36, 1500)
     table = table.set_column(2, "source", pa.array(["bin\x00ance"] * table.num_rows))
 
@@ -546,7 +546,7 @@ def test_a_table_of_another_shape_is_one_clear_error(stack_endpoints):
     from qsframework.errors import UserError
     from qsframework.sinks.postgres import PostgresSink
 
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "t")
 
     async def go() -> None:
         con = await asyncpg.connect(dsn)
@@ -591,7 +591,7 @@ def test_random_poison_and_duplicates_change_nothing(stack_endpoints, tmp_path, 
     spec_file.write_text(TALLY_STRATEGY)
     prefix = f"p{uuid.uuid4().hex[:8]}"
     offsets = _publish(bootstrap, f"{prefix}.trades", messages)
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "t")
 
     r = _process(bootstrap, dsn, prefix, tmp_path / "live", spec=f"{spec_file}:Tally", params={})
     assert r.returncode == 0, r.stderr

@@ -22,7 +22,7 @@ from qsframework.stack import Stack
 
 from ..conftest import SPREAD_SPEC, live_broker, make_trades
 from ..live.test_outage import OVERRIDES, _assert_equal_to_clean_run, _tables
-from ..live.test_process import _fresh_database
+from ..live.feeds import fresh_database
 from .processes import publish, records_in, restart_empty, rows_in, run_process, start_process, state_offsets, wait_for
 from .test_process_record import assert_recorded_exactly, inside_record_window
 from .test_process_record import split_at as _split
@@ -154,7 +154,7 @@ def test_sigkills_at_random_points_lose_and_double_nothing(stack_endpoints, tmp_
     shuffled = trades.take(arrival)
     prefix = f"t{uuid.uuid4().hex[:8]}"
     topic = f"{prefix}.trades"
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "t")
     hold = tmp_path / "hold"  # while this FIFO exists, checkpoints wait after staging (gate_sink.py)
     env = {"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap, "QSF_PG_DSN": dsn, "QSF_TEST_HOLD": str(hold)}
     state, out, record = tmp_path / "state", tmp_path / "live", tmp_path / "record"

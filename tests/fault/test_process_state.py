@@ -24,7 +24,7 @@ from qsframework.recording import Recording, RecordingWriter
 
 from ..conftest import SPREAD_SPEC, make_trades, qsf_cmd
 from ..live.test_outage import OVERRIDES, _assert_equal_to_clean_run, _tables
-from ..live.test_process import _fresh_database
+from ..live.feeds import fresh_database
 from .processes import committed, publish, records_in, wait_for
 
 PARAMS = [f"-p{k}={v}" for k, v in OVERRIDES.items()]
@@ -65,7 +65,7 @@ class Stream:
 
 def stream(stack_endpoints, seed: int, n: int, **env: str) -> Stream:
     bootstrap = stack_endpoints.kafka_bootstrap
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "t")
     return Stream(trades=make_trades(seed, n, gaps_ms=(0, 1, 5, 10, 20, 250)), prefix=f"t{uuid.uuid4().hex[:8]}",
                   bootstrap=bootstrap, dsn=dsn, env={"QSF_KAFKA_BOOTSTRAP": bootstrap, "QSF_PG_DSN": dsn, **env})
 

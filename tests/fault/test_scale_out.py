@@ -36,7 +36,7 @@ from qsframework.wire import decode, encode
 
 from ..conftest import SPREAD_SPEC, live_broker, make_trades, qsf_cmd
 from ..live.test_outage import OVERRIDES
-from ..live.test_process import _fresh_database
+from ..live.feeds import fresh_database
 from .fleet import fleet_recording
 from .processes import topic_values, wait_for
 
@@ -189,7 +189,7 @@ def test_key_scaled_members_join_and_die_outputs_equal_backtest(stack_endpoints,
     rec, expected = fleet
     bootstrap = stack_endpoints.kafka_bootstrap
     prefix = f"s{uuid.uuid4().hex[:8]}"
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "t")
     env = {"QSF_KAFKA_BOOTSTRAP": bootstrap, "QSF_PG_DSN": dsn}
     asyncio.run(ensure_topics(bootstrap, [topic_of("position", prefix)], partitions=6))
     thirds = _thirds(rec)
@@ -220,7 +220,7 @@ def test_key_scaled_members_join_and_die_outputs_equal_backtest(stack_endpoints,
 def test_single_scaled_member_stands_by_then_takes_over(stack_endpoints, spread_cls, tmp_path):
     bootstrap = stack_endpoints.kafka_bootstrap
     prefix = f"s{uuid.uuid4().hex[:8]}"
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "t")
     env = {"QSF_KAFKA_BOOTSTRAP": bootstrap, "QSF_PG_DSN": dsn}
     with RecordingWriter(tmp_path / "rec") as w:
         w.write("trade", make_trades(5, 4000))

@@ -15,7 +15,7 @@ import pyarrow as pa
 from qsframework.recording import Recording, RecordingWriter
 
 from ..conftest import T0, make_trades, qsf_cmd
-from .test_process import _fresh_database
+from .feeds import fresh_database
 
 SAMPLE = Path(__file__).resolve().parents[2] / "recordings" / "sample"
 
@@ -81,7 +81,7 @@ def test_demo_waits_through_a_quiet_stretch_of_the_replay(stack_endpoints, tmp_p
     second = second.set_column(4, second.schema.field("seq"), pa.array(range(5000, 5300), pa.int64()))
     with RecordingWriter(tmp_path / "rec") as w:
         w.write("trade", pa.concat_tables([first, second]))
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "t")
     monkeypatch.setenv("QSF_KAFKA_BOOTSTRAP", stack_endpoints.kafka_bootstrap)
     monkeypatch.setenv("QSF_PG_DSN", dsn)
     lines: list[str] = []
@@ -104,7 +104,7 @@ def test_demo_waits_through_a_quiet_stretch_of_the_replay(stack_endpoints, tmp_p
 
 def test_demo_stops_cleanly_on_ctrl_c(stack_endpoints):
     env = {**os.environ, "QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap,
-           "QSF_PG_DSN": _fresh_database(stack_endpoints.pg_dsn), "PYTHONWARNINGS": "default"}
+           "QSF_PG_DSN": fresh_database(stack_endpoints.pg_dsn, "t"), "PYTHONWARNINGS": "default"}
     # real time: the sample would take hours, so Ctrl-C lands mid-run
     proc = subprocess.Popen([*qsf_cmd(), "demo", "--speed", "1"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)

@@ -29,7 +29,7 @@ from qsframework.demo import sample_recording
 
 from ..conftest import qsf_cmd
 from ..fault.processes import rows_in, run_process, start_process, wait_for
-from .test_process import _fresh_database
+from .feeds import fresh_database
 
 PAIRS = ("qsframework.strategies.btc_eth_pairs:BtcEthPairs",)  # market orders
 #: limit orders 2 bps through the last price, cancelled after a minute, partial fills (--max-participation)
@@ -138,7 +138,7 @@ def test_paper_trading_live_equals_the_backtest_bit_for_bit(stack_endpoints, tmp
     PostgreSQL and Kafka: every one holds exactly the backtest's rows."""
     tables, report = _backtest(tmp_path, strategy)
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "t")
     env = {"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap, "QSF_PG_DSN": dsn}
     _replay(prefix, env, *HOUR)
     out, config = tmp_path / "live", tmp_path / "run.toml"  # the same settings as a run-config file
@@ -162,7 +162,7 @@ def test_paper_trading_after_a_sigkill_and_a_restart_from_state_equals_the_backt
     backtest, each row once in the database."""
     tables, report = _backtest(tmp_path, strategy)
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "t")
     env = {"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap, "QSF_PG_DSN": dsn}
     _replay(prefix, env, "--end", HALF)
     out, state = tmp_path / "live", tmp_path / "state"
@@ -187,7 +187,7 @@ def test_a_strategy_that_never_orders_writes_exactly_what_it_did_whatever_the_se
     from ..conftest import SPREAD_SPEC
 
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    dsn = _fresh_database(stack_endpoints.pg_dsn)
+    dsn = fresh_database(stack_endpoints.pg_dsn, "t")
     env = {"QSF_KAFKA_BOOTSTRAP": stack_endpoints.kafka_bootstrap, "QSF_PG_DSN": dsn}
     _replay(prefix, env, "--end", "2026-01-05T00:10:00Z")
     out = tmp_path / "live"
