@@ -1,4 +1,5 @@
-"""PostgreSQL/TimescaleDB sink (asyncpg): binary COPY straight into the table; a batch that
+"""PostgreSQL/TimescaleDB sink (asyncpg): binary COPY straight into the table (encoded from
+Arrow by pgpq, no Python object per value); a batch that
 overlaps stored rows (a re-delivery) is instead copied into a staging table and merged with
 ``INSERT ... ON CONFLICT DO NOTHING`` on natural keys, so re-delivered batches add nothing.
 
@@ -15,6 +16,7 @@ raised as a one-line :class:`UserError`.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 from importlib import resources
@@ -23,6 +25,9 @@ import asyncpg
 import asyncpg.exceptions._base as asyncpg_client
 import orjson
 import pyarrow as pa
+from pgpq import ArrowToPostgresBinaryEncoder
+from pgpq.encoders import StringEncoderBuilder
+from pgpq.schema import Jsonb
 
 from ..errors import UserError
 from ..io import Refused, Sink
@@ -58,11 +63,29 @@ def _failed_row(exc: Exception, n: int) -> int | None:
     return int(m.group(1)) - 1 if m and 0 < int(m.group(1)) <= n else None
 
 
-def _values(column: pa.ChunkedArray) -> list:
-    """A column's values as COPY takes them; a map (equity's positions) as a JSON object."""
+_JSONB = b"jsonb"
+
+
+def _stored(table: pa.Table, name: str) -> tuple[pa.Field, pa.ChunkedArray | pa.Array]:
+    """A column as its table stores it: a map (equity's positions) as a JSON object for a
+    jsonb column (so marked in the field's metadata)."""
+    column = table.column(name)
     if pa.types.is_map(column.type):
-        return [None if v is None else orjson.dumps(dict(v)).decode() for v in column.to_pylist()]
-    return column.to_pylist()
+        text = [None if v is None else orjson.dumps(dict(v)).decode() for v in column.to_pylist()]
+        return pa.field(name, pa.string(), metadata={b"pg": _JSONB}), pa.array(text, pa.string())
+    return table.schema.field(name), column
+
+
+def copy_data(table: pa.Table) -> bytes:
+    """``table`` in PostgreSQL's binary COPY format (no Python object per value)."""
+    encoder = ArrowToPostgresBinaryEncoder.new_with_encoders(table.schema, {
+        f.name: StringEncoderBuilder.new_with_output(f, Jsonb()) if (f.metadata or {}).get(b"pg") == _JSONB
+        else ArrowToPostgresBinaryEncoder.infer_encoder(f)
+        for f in table.schema})
+    parts = [encoder.write_header()]
+    parts += [encoder.write_batch(batch) for batch in table.to_batches()]
+    parts.append(encoder.finish())
+    return b"".join(parts)
 
 
 def schema_sql(name: str) -> str:
@@ -126,25 +149,25 @@ class PostgresSink(Sink):
         if target is None or table.num_rows == 0:
             return []
         names = [n for n in table.schema.names if not n.startswith("_")]
-        records = list(zip(*(_values(table.column(n)) for n in names)))
+        fields, columns = zip(*(_stored(table, n) for n in names))
+        rows = pa.table(list(columns), schema=pa.schema(fields))
         refused: list[Refused] = []
-        await self._write_span(target, names, records, 0, refused)
-        self.rows_written += len(records) - len(refused)
+        await self._write_span(target, rows, 0, refused)
+        self.rows_written += rows.num_rows - len(refused)
         if refused:
-            log.warning("%s: %d of %d rows refused for their data (first: %s)", target, len(refused), len(records),
+            log.warning("%s: %d of %d rows refused for their data (first: %s)", target, len(refused), rows.num_rows,
                         refused[0].reason)
         return refused
 
-    async def _write_span(self, target: str, names: list[str], records: list[tuple], first: int,
-                          refused: list[Refused]) -> None:
-        """Write ``records`` (rows ``first``... of the table); on a data error, the rows
+    async def _write_span(self, target: str, rows: pa.Table, first: int, refused: list[Refused]) -> None:
+        """Write ``rows`` (rows ``first``... of the batch); on a data error, the rows
         before the one COPY names, that row alone, and each half of the rest (or each half,
         when no row is named), down to the single rows at fault. Halving the rest keeps the
         depth O(log n) and the rows sent O(n log n) even when every row is bad."""
         try:
-            await self._copy(target, names, records)
+            await self._copy(target, rows)
         except _DATA_ERRORS as exc:
-            n = len(records)
+            n = rows.num_rows
             if n == 1:
                 refused.append(Refused(first, f"postgres refused the row: {type(exc).__name__}: {_one_line(exc)}"))
                 return
@@ -153,11 +176,12 @@ class PostgresSink(Sink):
             cuts = [0, n // 2, n] if at is None else [0, at, at + 1, at + 1 + (n - at - 1) // 2, n]
             for lo, hi in zip(cuts, cuts[1:]):
                 if hi > lo:
-                    await self._write_span(target, names, records[lo:hi], first + lo, refused)
+                    await self._write_span(target, rows.slice(lo, hi - lo), first + lo, refused)
 
-    async def _copy(self, target: str, names: list[str], records: list[tuple]) -> None:
+    async def _copy(self, target: str, rows: pa.Table) -> None:
         """One transaction: COPY, or a merge when the rows overlap stored ones; retried
         while the database is unavailable, raised for anything else."""
+        names, data = rows.schema.names, copy_data(rows)
         attempt = 0
         while True:
             try:
@@ -167,13 +191,14 @@ class PostgresSink(Sink):
                 self.copies += 1
                 try:  # fast path: new rows go straight in by COPY
                     async with self.con.transaction():
-                        await self.con.copy_records_to_table(target, records=records, columns=names)
+                        await self.con.copy_to_table(target, source=io.BytesIO(data), columns=names, format="binary")
                 except asyncpg.UniqueViolationError:  # a re-delivery: merge, keeping what is there
                     async with self.con.transaction():
                         await self.con.execute(
                             f"CREATE TEMP TABLE IF NOT EXISTS stage_{target} (LIKE {target}) ON COMMIT DELETE ROWS"
                         )
-                        await self.con.copy_records_to_table(f"stage_{target}", records=records, columns=names)
+                        await self.con.copy_to_table(f"stage_{target}", source=io.BytesIO(data), columns=names,
+                                                     format="binary")
                         await self.con.execute(
                             f"INSERT INTO {target} SELECT * FROM stage_{target} ON CONFLICT DO NOTHING"
                         )
