@@ -7,12 +7,13 @@ import math
 
 import orjson
 import pyarrow as pa
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from qsframework.events import TRADE, define_kind
 from qsframework.validity import DEFAULT_FLOOR_NS
-from qsframework.wire import decode
+from qsframework.wire import _decode_block, decode
 
 T = 1_767_571_200_000_000_000
 
@@ -45,7 +46,29 @@ def test_a_kind_of_ones_own_with_narrow_types_rejects_what_does_not_fit():
                                                        (2, "field 'level' has a bad value 'x'")]
 
 
-good = st.integers(0, 10**6).map(lambda seq: (orjson.dumps(_trade(seq)), True))
+good = st.builds(lambda seq, price, qty, key: (orjson.dumps(_trade(seq, price=price, qty=qty, key=key)), True),
+                 st.integers(0, 10**6), st.floats(1e-300, 1e300) | st.integers(1, 2**62), st.floats(1e-12, 1e12),
+                 st.text(min_size=1, max_size=12).filter(lambda k: "\x00" not in k))
+
+
+# bytes no JSON encoder would write: each is judged as orjson parses it on its own
+SPLICES = [
+    lambda v: v.replace(b'"seq":', b'"seq":\n', 1),  # a newline inside: still one valid message
+    lambda v: b" " + v,  # leading blank: valid
+    lambda v: v + b"\n",  # trailing newline: valid
+    lambda v: v.replace(b'"price":', b'"price":NaN,"x":', 1),
+    lambda v: v.replace(b'"qty":0.5', b'"qty":Infinity', 1),
+    lambda v: v.replace(b'"seq":', b'"seq":1,"seq":', 1),  # a repeated field: the last counts
+    lambda v: v.replace(b'"seq":', b'"seq":1.0,"y":', 1),
+    lambda v: v.replace(b'"seq":', b'"seq":1e3,"y":', 1),
+    lambda v: v.replace(b'"BTCUSDT"', b'"BTC\xffUSDT"', 1),  # not UTF-8
+    lambda v: v.replace(b'"BTCUSDT"', b'"BTC\\ud800"', 1),  # a lone surrogate
+    lambda v: v + v,  # two events in one message
+    lambda v: v + b"\n" + v,
+    lambda v: b"",
+    lambda v: b"\n",
+]
+spliced = st.builds(lambda seq, change: change(orjson.dumps(_trade(seq))), st.integers(0, 100), st.sampled_from(SPLICES))
 mutated = st.one_of(  # mostly bad: _is_valid decides
     st.none(),
     st.binary(max_size=60),
@@ -55,6 +78,7 @@ mutated = st.one_of(  # mostly bad: _is_valid decides
                                T + 10**12, "a\x00b", "K" * 300])),
     st.builds(lambda seq, field: orjson.dumps({k: v for k, v in _trade(seq).items() if k != field}),
               st.integers(0, 100), st.sampled_from(sorted(_trade(0)))),
+    spliced,
 ).map(lambda v: (v, False))
 
 
@@ -81,12 +105,39 @@ def _is_valid(value: bytes | None) -> bool:
             and obj["ts_recv"] <= NOW + 60 * 10**9)
 
 
+@pytest.mark.parametrize("splice", range(len(SPLICES)))
+def test_one_odd_message_among_good_ones_is_judged_on_its_own(splice):
+    """Each odd message between good ones: the block read must not take what a
+    message-by-message read refuses, nor lose what it takes."""
+    values = [orjson.dumps(_trade(1)), SPLICES[splice](orjson.dumps(_trade(2))), orjson.dumps(_trade(3))]
+    _every_message_is_an_event_or_a_reject_with_a_reason(values)
+
+
 @given(st.lists(st.one_of(good, mutated), max_size=40))
 def test_every_message_is_an_event_or_a_reject_with_a_reason(messages):
-    values = [v for v, _ in messages]
+    _every_message_is_an_event_or_a_reject_with_a_reason([v for v, _ in messages])
+    expected = [i for i, (v, _) in enumerate(messages) if _is_valid(v)]
+    assert {i for i, (_, ok) in enumerate(messages) if ok} <= set(expected)  # every good one passes
+
+
+def _every_message_is_an_event_or_a_reject_with_a_reason(values: list[bytes | None]) -> None:
     table, rejected = decode(TRADE, values, now_ns=NOW)
     expected = [i for i, v in enumerate(values) if _is_valid(v)]
     assert [r.index for r in rejected] == [i for i in range(len(values)) if i not in set(expected)]
     assert all(r.reason for r in rejected)
-    assert table.column("seq").to_pylist() == [orjson.loads(values[i])["seq"] for i in expected]
-    assert {i for i, (_, ok) in enumerate(messages) if ok} <= set(expected)  # every good one passes
+    # every value as the message says, exactly (the floats too)
+    as_float = {"price", "qty"}
+    assert table.to_pylist() == [{f: float(v) if f in as_float else v for f, v in orjson.loads(values[i]).items()
+                                  if f in TRADE.schema.names} for i in expected]
+
+
+@given(st.lists(good, min_size=1, max_size=40))
+def test_a_batch_of_good_messages_is_read_in_one_block_exactly(messages):
+    """The usual case, a batch with no bad message, goes through Arrow's JSON reader whole
+    (not message by message), and gives every value as the message says."""
+    values = [v for v, _ in messages]
+    block = _decode_block(TRADE, values)
+    assert block is not None
+    table, rejected = decode(TRADE, values, now_ns=NOW)
+    assert not rejected and table.equals(block)
+    assert table.column("price").to_pylist() == [float(orjson.loads(v)["price"]) for v in values]
