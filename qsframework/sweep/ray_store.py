@@ -4,8 +4,6 @@ recording (put once per sweep, read zero-copy by every worker) and each point's 
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -14,8 +12,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .point import TMP_PREFIX, PointJob, PointResult, run_point
-from .shared import hold
+from .point import PointJob, PointResult, run_point
+from .shared import MANIFEST, hold
+from .staging import staged_dir
 
 #: a point's files: path relative to its directory -> contents
 Files = dict[str, bytes]
@@ -43,25 +42,15 @@ def run_task(job: PointJob, recording: dict[str, np.ndarray] | None) -> tuple[Po
 
 
 def write_point(out: str | Path, files: Files) -> None:
-    """A point's files under ``out``: written to a temporary directory renamed into place,
-    as a process-pool worker does (a point directory always holds a finished point)."""
-    final = Path(out)
-    tmp = final.with_name(f"{TMP_PREFIX}{final.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    """A point's files under ``out``, written whole or not at all as a process-pool worker
+    writes them (a point directory always holds a finished point)."""
+    with staged_dir(Path(out)) as tmp:
         for name, data in files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_bytes(data)
-        if final.exists():  # another run finished the same point meanwhile: same bits
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def stored(ray: Any, source: str) -> Any:
     """The ObjectRef of the decoded recording at ``source``, None for a recording directory
     (read by path: the workers need it at the same path)."""
-    from .shared import MANIFEST
-
     return ray.put(pack(source)) if (Path(source) / MANIFEST).is_file() else None

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 from ..errors import UserError
+from ..recording.files import first_line
+from .staging import staged_dir
 
 STAGED = "recording-"  # OUT/.cache/recording-<hash>: a URI's files, copied here
 
@@ -32,22 +32,21 @@ def _open(uri: str) -> tuple[pafs.FileSystem, str]:
     try:
         return pafs.FileSystem.from_uri(uri)
     except (pa.ArrowException, ValueError, OSError) as exc:
-        raise UserError(f"recording {uri!r}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"recording {uri!r}: {first_line(exc)}") from None
 
 
 def _files(uri: str) -> tuple[pafs.FileSystem, str, list[pafs.FileInfo]]:
     """The recording's files (a missing bucket, key or an empty prefix: one line)."""
     fs, root = _open(uri)
+    root = root.rstrip("/")
+    if not root:
+        raise UserError(f"recording {uri!r}: no bucket and path")
     try:
         if fs.get_file_info(root).type != pafs.FileType.Directory:
             raise UserError(f"recording {uri!r} does not exist or is not a directory")
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
     except (pa.ArrowException, OSError) as exc:
-        raise UserError(f"recording {uri!r}: {_first_line(exc)}") from None
+        raise UserError(f"recording {uri!r}: {first_line(exc)}") from None
     files = sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
     if not files:
         raise UserError(f"recording {uri!r} does not exist or is not a directory")
@@ -68,19 +67,13 @@ def stage(uri: str, cache: Path) -> Path:
     dest = cache / (STAGED + hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16])
     if dest.is_dir():
         return dest
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f".tmp-{dest.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    local = pafs.LocalFileSystem()
     try:
-        local = pafs.LocalFileSystem()
-        for f in files:
-            target = tmp / f.path[len(root):].lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            pafs.copy_files(f.path, str(target), source_filesystem=fs, destination_filesystem=local)
-        if not dest.is_dir():  # else another process staged it meanwhile
-            os.rename(tmp, dest)
+        with staged_dir(dest) as tmp:
+            for f in files:
+                target = tmp / f.path[len(root):].lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                pafs.copy_files(f.path, str(target), source_filesystem=fs, destination_filesystem=local)
     except (pa.ArrowException, OSError) as exc:
-        raise UserError(f"cannot read recording {uri!r}: {_first_line(exc)}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"recording {uri!r} cannot be read: {first_line(exc)}") from None
     return dest

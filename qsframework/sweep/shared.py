@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +27,7 @@ from ..recording.files import FileInfo
 from ..recording.reader import Rejected, _rebatch
 from ..validity import DEFAULT_BOUNDS, TimeBounds
 from ..window import Window
+from .staging import staged_dir
 
 MANIFEST = "decoded.json"
 _CALL, _REASON, _FILE = "__qsf_call", "__qsf_reason", "__qsf_file"  # a rejected row's extras
@@ -75,11 +75,7 @@ def decode(recording: str | Path, cache: Path, *, kinds: Sequence[str], keys: Se
     dest = cache / name
     if is_shared(dest):
         return dest
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f".tmp-{name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with staged_dir(dest, complete=is_shared) as tmp:
         _write(rec, tmp, kinds=kinds, keys=keys, start=start, end=end, bounds=bounds,
                columns=columns, batch_size=batch_size)
         manifest = {
@@ -92,13 +88,6 @@ def decode(recording: str | Path, cache: Path, *, kinds: Sequence[str], keys: Se
                           for f in rec.files(k)] for k in rec.kinds},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest))
-        if is_shared(dest):  # another process decoded it meanwhile
-            shutil.rmtree(tmp)
-        else:
-            shutil.rmtree(dest, ignore_errors=True)
-            os.rename(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
