@@ -29,7 +29,9 @@ CONFIG_KEYS = ("spec", "recording", "out", "grid", "workers", "objective", "dire
 
 @click.command()
 @click.argument("spec", required=False)
-@click.option("--recording", "recording_dir", metavar="DIR", help="Recording directory to replay.  [required]")
+@click.option("--recording", "recording_dir", metavar="DIR|URI",
+              help="Recording directory to replay, or a pyarrow filesystem URI (s3://bucket/path, "
+                   "file:///path; S3 set up by the AWS_* environment variables).  [required]")
 @click.option("--out", "out_dir", metavar="DIR",
               help="Where sweep.parquet and points/<id>/ (each as qsf backtest --out) go.  [required]")
 @click.option("-g", "--grid", "grid", multiple=True, metavar="NAME=VALUES",

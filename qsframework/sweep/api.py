@@ -101,7 +101,13 @@ def run(spec: str, *, recording: str | Path, out: str | Path, grid: Grid, worker
     if not options:
         raise UserError("no grid: give at least one -g NAME=VALUES")
     space = parse_grid(cls.Params, options, owner=f"strategy {cls.__name__}")
-    if not Path(recording).is_dir():
+    from .remote import check, is_uri
+
+    if is_uri(recording):  # object storage: read by the decode step alone
+        if walk_forward is not None:
+            raise UserError("--walk-forward needs a local --recording directory, not a URI")
+        check(str(recording))
+    elif not Path(recording).is_dir():
         raise UserError(f"recording {str(recording)!r} does not exist or is not a directory")
     chosen = make_search(search, space, trials=trials, seed=seed, direction=direction)
     if walk_forward is not None:

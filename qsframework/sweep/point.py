@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -18,10 +17,10 @@ from ..errors import UserError
 from ..execution.config import ExecutionConfig
 from ..validity import DEFAULT_BOUNDS, TimeBounds
 from .grid import format_value
+from .staging import staged_dir
 
 PARAMS_FILE = "params.json"
 REPORT_FILE = "report.json"
-TMP_PREFIX = ".tmp-"  # a point being written: OUT/points/.tmp-<point_id>-<pid>
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,31 +97,19 @@ def run_point(job: PointJob) -> PointResult:
 
     cls = strategy(job.spec)
     recording = open_source(job.source)
-    tmp: Path | None = None
-    if job.out is not None:
-        final = Path(job.out)
-        tmp = final.with_name(f"{TMP_PREFIX}{final.name}-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
     try:
-        result = run_backtest(
-            cls, recording, out=tmp, overrides=dict(job.params), start=job.start, end=job.end,
-            batch_size=job.batch_size, seed=job.seed, spec=job.spec, bounds=job.bounds,
-            execution=job.execution,
-        )
-        if tmp is not None:
-            params = {k: format_value(v) for k, v in job.params.items()}
-            (tmp / PARAMS_FILE).write_text(json.dumps(params, indent=2) + "\n")
-            final = Path(job.out)  # type: ignore[arg-type]
-            if final.exists():  # another run finished the same point meanwhile: same bits
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-            tmp = None
+        with staged_dir(Path(job.out)) if job.out is not None else nullcontext() as tmp:
+            result = run_backtest(
+                cls, recording, out=tmp, overrides=dict(job.params), start=job.start, end=job.end,
+                batch_size=job.batch_size, seed=job.seed, spec=job.spec, bounds=job.bounds,
+                execution=job.execution,
+            )
+            if tmp is not None:
+                params = {k: format_value(v) for k, v in job.params.items()}
+                (tmp / PARAMS_FILE).write_text(json.dumps(params, indent=2) + "\n")
     except UserError as exc:  # name the point: which parameters made the strategy fail
         where = " ".join(f"{k}={format_value(v)}" for k, v in job.params.items())
         raise type(exc)(f"point {job.point_id} ({where}): {exc}") from None
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
     return result_of(job.point_id, job.params, result.report)
 
 

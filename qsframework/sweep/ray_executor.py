@@ -1,9 +1,10 @@
 """Points as Ray tasks: a local Ray instance, or a cluster (``ray://head:10001``).
 
 Each task is :func:`~qsframework.sweep.point.run_point` on a :class:`PointJob`, so a point's
-files are those of a process-pool sweep bit for bit. The recording is shared by path: the
-workers need the strategy file, the recording and the sweep's ``--out`` at the same paths
-(one machine, or shared storage on a cluster; see the README's "Sweeps on a Ray cluster").
+files are those of a process-pool sweep bit for bit. The decoded recording goes into Ray's
+object store once and each task returns its point's files, which the driver writes under
+``OUT/points/``: the workers share no filesystem with the driver (they need qsframework and
+the strategy file at its path; see the README's "Sweeps on a Ray cluster").
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 from ..errors import UserError
 from .executor import Executor
-from .point import PointJob, PointResult, run_point
+from .point import PointJob, PointResult
+from .ray_store import run_task, stored, write_point
 
 #: CPUs of a local Ray instance started here (the machine's cores by default)
 LOCAL_CPUS = os.cpu_count() or 2
@@ -64,26 +66,38 @@ class RayExecutor(Executor):
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 raise UserError(f"cannot connect to Ray at {address!r}: {exc}") from None
         self.slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self._task = ray.remote(num_cpus=1, max_retries=0)(run_point)
-        self._running: list[Any] = []
+        self._task = ray.remote(num_cpus=1, max_retries=0)(run_task)
+        self._running: dict[Any, PointJob] = {}
+        self._stored: dict[str, Any] = {}  # decoded recording's path -> its ObjectRef
+
+    def put(self, source: str) -> Any:
+        """The decoded recording at ``source`` in the object store (put once per executor)."""
+        if source not in self._stored:
+            self._stored[source] = stored(self._ray, source)
+        return self._stored[source]
 
     def map(self, jobs: Sequence[PointJob]) -> Iterator[PointResult]:
         ray = self._ray
-        self._running = [self._task.remote(job) for job in jobs]
+        self._running = {self._task.remote(job, self.put(job.source)): job for job in jobs}
         while self._running:
-            done, self._running = ray.wait(self._running, num_returns=1)
+            done, _ = ray.wait(list(self._running), num_returns=1)
+            job = self._running.pop(done[0])
             try:
-                yield ray.get(done[0])
+                result, files = ray.get(done[0])
             except ray.exceptions.RayTaskError as exc:  # the point's own error, as a pool raises it
                 cause = getattr(exc, "cause", None)
                 if isinstance(cause, BaseException):
                     raise cause from None
                 raise
+            if files is not None and job.out is not None:
+                write_point(job.out, files)
+            yield result
 
     def close(self) -> None:
         """Cancel the points under way; stop Ray when this executor started it."""
         for ref in self._running:
             self._ray.cancel(ref, force=True)
-        self._running = []
+        self._running = {}
+        self._stored = {}
         if self._owned and self._ray.is_initialized():
             self._ray.shutdown()

@@ -24,8 +24,9 @@ from ..validity import DEFAULT_BOUNDS, TimeBounds
 from .executor import Executor
 from .grid import format_value
 from .metrics import Direction, metric_names, metric_types, signed
-from .point import TMP_PREFIX, PointJob, PointResult, finished, point_id
+from .point import PointJob, PointResult, finished, point_id
 from .search import Search
+from .staging import TMP_PREFIX
 
 TABLE = "sweep.parquet"
 POINTS = "points"

@@ -4,15 +4,16 @@ memory-maps, instead of each point reading and decoding the Parquet files again.
 
 :class:`SharedRecording` reads them as :class:`~qsframework.recording.Recording` would read
 the original: the same batches, the same rejected rows in the same order, the same counts;
-a point's outputs are those of a backtest over the recording itself, bit for bit."""
+a point's outputs are those of a backtest over the recording itself, bit for bit.
+
+A Ray worker reads them from Ray's object store instead (:func:`hold`): nothing on its disk."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,26 +27,45 @@ from ..recording.files import FileInfo
 from ..recording.reader import Rejected, _rebatch
 from ..validity import DEFAULT_BOUNDS, TimeBounds
 from ..window import Window
+from .staging import staged_dir
 
 MANIFEST = "decoded.json"
 _CALL, _REASON, _FILE = "__qsf_call", "__qsf_reason", "__qsf_file"  # a rejected row's extras
+#: decoded recordings this process holds in memory, by their path: file name -> bytes
+_HELD: dict[str, Mapping[str, Any]] = {}
+HELD_MAX = 4
+
+
+def hold(path: str, files: Mapping[str, Any]) -> None:
+    """Read the decoded recording ``path`` from ``files`` (its file names -> buffers, e.g.
+    arrays in Ray's object store) instead of the disk; the last few are kept."""
+    _HELD.pop(path, None)
+    _HELD[path] = files
+    while len(_HELD) > HELD_MAX:
+        del _HELD[next(iter(_HELD))]
 
 
 def is_shared(source: str | Path) -> bool:
     """Whether ``source`` is a decoded recording (else: a recording directory)."""
-    return (Path(source) / MANIFEST).is_file()
+    return str(source) in _HELD or (Path(source) / MANIFEST).is_file()
 
 
 def decode(recording: str | Path, cache: Path, *, kinds: Sequence[str], keys: Sequence[str] | None,
            start: int | None, end: int | None, bounds: TimeBounds = DEFAULT_BOUNDS,
            columns: dict[str, list[str]], batch_size: int = 65_536) -> Path:
     """Decode ``recording`` under ``cache`` (once: a directory named by what it holds, reused
-    while the recording's files are unchanged); returns the directory."""
+    while the recording's files are unchanged); returns the directory. A URI (``s3://``)
+    is copied under ``cache`` first (:mod:`.remote`), and named by its URI."""
+    from .remote import is_uri, stage
+
+    origin = str(recording) if is_uri(recording) else None
+    if origin is not None:
+        recording = stage(origin, cache)
     rec = Recording(recording)
     kinds = [k for k in kinds if k in rec.kinds]
     files = {k: rec.files(k) for k in kinds}
     what = {
-        "recording": str(Path(recording).resolve()),
+        "recording": origin or str(Path(recording).resolve()),
         "files": {k: [[str(f.path), os.stat(f.path).st_size, os.stat(f.path).st_mtime_ns] for f in fs]
                   for k, fs in files.items()},
         "kinds": kinds, "keys": None if keys is None else sorted(keys), "start": start, "end": end,
@@ -55,15 +75,11 @@ def decode(recording: str | Path, cache: Path, *, kinds: Sequence[str], keys: Se
     dest = cache / name
     if is_shared(dest):
         return dest
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f".tmp-{name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with staged_dir(dest, complete=is_shared) as tmp:
         _write(rec, tmp, kinds=kinds, keys=keys, start=start, end=end, bounds=bounds,
                columns=columns, batch_size=batch_size)
         manifest = {
-            "recording": str(rec.root), "kinds": rec.kinds, "decoded": kinds,
+            "recording": origin or str(rec.root), "kinds": rec.kinds, "decoded": kinds,
             "keys": what["keys"], "start": start, "end": end, "batch_size": batch_size,
             "span": rec.span(),
             "count": rec.count(kinds, start=start, end=end, keys=keys),
@@ -72,13 +88,6 @@ def decode(recording: str | Path, cache: Path, *, kinds: Sequence[str], keys: Se
                           for f in rec.files(k)] for k in rec.kinds},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest))
-        if is_shared(dest):  # another process decoded it meanwhile
-            shutil.rmtree(tmp)
-        else:
-            shutil.rmtree(dest, ignore_errors=True)
-            os.rename(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
@@ -130,12 +139,24 @@ class SharedRecording:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.doc: dict[str, Any] = json.loads((self.path / MANIFEST).read_text())
-        self.root = Path(self.doc["recording"])
+        self._held = _HELD.get(str(path))
+        manifest = (self.path / MANIFEST).read_text() if self._held is None else \
+            bytes(self._held[MANIFEST]).decode()
+        self.doc: dict[str, Any] = json.loads(manifest)
+        origin = self.doc["recording"]
+        self.root: Path | str = origin if "://" in origin else Path(origin)
         self._files = {k: [FileInfo(path=Path(f["path"]), kind=k, rows=f["rows"], ts_min=f["ts_min"],
                                     ts_max=f["ts_max"], source=f["source"],
                                     keys=None if f["keys"] is None else frozenset(f["keys"]))
                            for f in fs] for k, fs in self.doc["files"].items()}
+
+    def _has(self, name: str) -> bool:
+        return (self.path / name).exists() if self._held is None else name in self._held
+
+    def _open(self, name: str) -> pa.ipc.RecordBatchFileReader:
+        if self._held is None:
+            return _mapped(self.path / name)
+        return pa.ipc.open_file(pa.BufferReader(pa.py_buffer(self._held[name])))
 
     @property
     def kinds(self) -> list[str]:
@@ -179,8 +200,8 @@ class SharedRecording:
         total = 0
         for kind in kinds:
             for name in (f"{kind}.arrow", f"rejected-{kind}.arrow"):
-                if (self.path / name).exists():
-                    reader = _mapped(self.path / name)
+                if self._has(name):
+                    reader = self._open(name)
                     for i in range(reader.num_record_batches):
                         total += _mask(reader.get_batch(i), start, end, keys).true_count
         return total
@@ -200,11 +221,11 @@ class SharedRecording:
             for r in self._rejected(decoded, None if same else (start, end, keys)):
                 on_reject(r)
         streams = {k: self._stream(k, None if same else (start, end, keys), batch_size) for k in decoded
-                   if (self.path / f"{k}.arrow").exists()}
+                   if self._has(f"{k}.arrow")}
         return merge_windows(streams) if streams else iter(())
 
     def _stream(self, kind: str, narrower: tuple | None, batch_size: int) -> Iterator[pa.RecordBatch]:
-        reader = _mapped(self.path / f"{kind}.arrow")
+        reader = self._open(f"{kind}.arrow")
         batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
         if narrower is None:
             yield from batches
@@ -215,10 +236,10 @@ class SharedRecording:
     def _rejected(self, kinds: list[str], narrower: tuple | None) -> list[Rejected]:
         parts: list[tuple[int, Rejected]] = []
         for kind in kinds:
-            path = self.path / f"rejected-{kind}.arrow"
-            if not path.exists():
+            name = f"rejected-{kind}.arrow"
+            if not self._has(name):
                 continue
-            table = _mapped(path).read_all()
+            table = self._open(name).read_all()
             if narrower is not None:
                 table = table.filter(_mask(table, *narrower))
             calls = table.column(_CALL).to_numpy()

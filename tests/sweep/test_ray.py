@@ -1,10 +1,10 @@
 """Sweeps on Ray: one local Ray instance for the module; the same sweep run as Ray tasks (in
 this process, and by ``qsf sweep --ray ADDRESS`` joining that instance) writes the process
-pool's table and point files."""
+pool's table and point files, the workers reading the decoded recording from the object store."""
 
 from __future__ import annotations
 
-import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -13,20 +13,23 @@ import pytest
 import ray  # the ray extra, which the test extra pulls in
 
 from qsframework.durations import parse_time
+from qsframework.execution.config import ExecutionConfig
 from qsframework.loader import load_strategy
 from qsframework.sweep.executor import ProcessExecutor
 from qsframework.sweep.grid import parse_grid
+from qsframework.sweep.point import PointJob, point_id
 from qsframework.sweep.ray_executor import RayExecutor
-from qsframework.sweep.run import run_sweep
+from qsframework.sweep.run import _decode, run_sweep
 from qsframework.sweep.search import GridSearch
+from qsframework.validity import DEFAULT_BOUNDS
 
 from ..conftest import ROOT
 from .conftest import PAIRS, qsf
+from .same import same_points, same_sweep
 
 SAMPLE = ROOT / "recordings" / "sample"
 END = "2026-01-05T00:30:00Z"
 GRID = ["threshold=0.001,0.002", "window=30s,60s"]
-TIMING = {"wall_s", "events_per_s", "prepare_s", "warm_up", "path"}
 
 
 @pytest.fixture(scope="module")
@@ -50,29 +53,6 @@ def pool_sweep(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pool")
     sweep_with(ProcessExecutor(2), out)
     return out
-
-
-def same_sweep(a: Path, b: Path) -> None:
-    """Equal tables (but for the timings) and point directories with the same files, their
-    Parquet bit for bit and report.json equal but for timings."""
-    ta, tb = pq.read_table(a / "sweep.parquet"), pq.read_table(b / "sweep.parquet")
-    timing = ["events_per_s", "wall_s"]
-    assert ta.drop_columns(timing).sort_by("point").equals(tb.drop_columns(timing).sort_by("point"))
-    assert ta.schema.metadata == tb.schema.metadata
-    points = sorted(p.name for p in (a / "points").iterdir())
-    assert points == sorted(p.name for p in (b / "points").iterdir()) and len(points) == 4
-    for pid in points:
-        fa = sorted(f.name for f in (a / "points" / pid).iterdir())
-        assert fa == sorted(f.name for f in (b / "points" / pid).iterdir())
-        assert "orders.parquet" in fa
-        for name in fa:
-            x, y = a / "points" / pid / name, b / "points" / pid / name
-            if name == "report.json":
-                rx, ry = json.loads(x.read_text()), json.loads(y.read_text())
-                assert {k: v for k, v in rx.items() if k not in TIMING} == \
-                    {k: v for k, v in ry.items() if k not in TIMING}
-            else:
-                assert x.read_bytes() == y.read_bytes(), (pid, name)
 
 
 def test_ray_sweep_equals_the_process_pool_sweep(local_ray, pool_sweep, tmp_path):
@@ -99,3 +79,29 @@ def test_cli_ray_unreachable_address_is_one_line(tmp_path):
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith("qsf: error: cannot connect to Ray")
     assert "Traceback" not in run.stderr
+
+
+def test_ray_workers_read_the_recording_from_the_object_store(local_ray, pool_sweep, tmp_path):
+    """The decoded recording is put in the store, then its directory is removed: the points
+    still run (no worker opens OUT/.cache) and the driver writes the pool sweep's files."""
+    space = parse_grid(load_strategy(PAIRS).Params, GRID)
+    search, end, execution = GridSearch(space), parse_time(END), ExecutionConfig()
+    grid = search.ask(1 << 30)
+    decoded = _decode(PAIRS, str(SAMPLE), tmp_path / "cache", search, grid[0], start=None, end=end,
+                      execution=execution, bounds=DEFAULT_BOUNDS, batch_size=65_536)
+    jobs = [PointJob(point_id=(pid := point_id(spec=PAIRS, params=p, start=None, end=end,
+                                               execution=execution)),
+                     params=p, spec=PAIRS, source=str(decoded), start=None, end=end,
+                     execution=execution, out=str(tmp_path / "points" / pid)) for p in grid]
+    (tmp_path / "points").mkdir()
+    with RayExecutor(None) as executor:
+        executor.put(str(decoded))
+        shutil.rmtree(tmp_path / "cache")
+        results = {r.point_id: r for r in executor.map(jobs)}
+    assert not decoded.exists()
+    same_points(pool_sweep, tmp_path)
+    table = {row["point"]: row for row in pq.read_table(pool_sweep / "sweep.parquet").to_pylist()}
+    assert set(results) == set(table)
+    for pid, result in results.items():
+        assert result.events == table[pid]["events"]
+        assert result.metrics == {k: table[pid][k] for k in result.metrics}
