@@ -1,6 +1,11 @@
 """The sinks' side of ``qsf process``: each poll's rows (outputs, and the input rows the engine
-consumed) are written by a task chained after the previous poll's, so the writes run while
-the next poll is fetched and processed; rows a sink refuses for their data are dead-lettered."""
+consumed) are written by one writer task, so the writes run while the next poll is fetched and
+processed; rows a sink refuses for their data are dead-lettered.
+
+Polls that come while a write is under way are written together next, one write per kind
+(group commit): a sink's cost is mostly per write (a PostgreSQL COPY is a transaction, and
+its commit waits for the disk), so one write per poll falls behind at a few thousand events/s
+in small polls, and every row's latency grows with the queue."""
 
 from __future__ import annotations
 
@@ -28,7 +33,9 @@ class SinkWrites:
         self.stats = stats
         self.latency = latency
         self.items: list[tuple[str, pa.Table, bool]] = []  # (kind, rows, is an output) of this poll
-        self.task: asyncio.Task | None = None
+        self.queued: list[tuple[str, pa.Table, bool]] = []  # polls' rows the writer has not taken yet
+        self.queued_recv: list[np.ndarray] = []
+        self.task: asyncio.Task | None = None  # the writer: runs while rows are queued
         self.written = False  # something was written since the last checkpoint (which resets it)
 
     def add(self, kind: str, table: pa.Table, *, output: bool) -> None:
@@ -36,14 +43,23 @@ class SinkWrites:
         self.items.append((kind, table, output))
 
     def schedule(self, recv: list[np.ndarray]) -> None:
-        """This poll's rows to the sinks, in a task chained after the previous poll's;
+        """This poll's rows to the sinks, after the rows queued before them;
         ``recv`` (receive times of the input) gives the receive-to-durable latency."""
         items, self.items = self.items, []
-        if items:
-            self.written = True
-            self.task = asyncio.create_task(self._write(self.task, items, recv))
-        elif recv:
-            self._durable_now(recv)
+        if not items and not self.queued:
+            if recv:
+                self._durable_now(recv)
+            return
+        self.written = self.written or bool(items)
+        self.queued += items
+        self.queued_recv += recv
+        if self.task is None or self.task.done() and not self._failed():
+            self.task = asyncio.create_task(self._writer())
+
+    def _failed(self) -> bool:
+        """The writer stopped on a sink's failure (:meth:`wait` raises it; nothing more is written)."""
+        task = self.task
+        return task is not None and task.done() and (task.cancelled() or task.exception() is not None)
 
     async def wait(self) -> None:
         """Until every write scheduled so far is done (raises a sink's failure)."""
@@ -55,14 +71,18 @@ class SinkWrites:
         if self.task is not None and not self.task.done():
             self.task.cancel()
             await asyncio.wait({self.task})
-        self.items = []
+        self.items, self.queued, self.queued_recv = [], [], []
 
-    async def _write(self, previous: asyncio.Task | None, items: list[tuple[str, pa.Table, bool]],
-                     recv: list[np.ndarray]) -> None:
-        """Write one poll's rows to every sink that takes them, after the previous poll's
-        (in order); rows a sink refuses for their data go to the DLQ with its reason."""
-        if previous is not None:
-            await previous
+    async def _writer(self) -> None:
+        """Write what is queued, then what was queued meanwhile, until nothing is."""
+        while self.queued or self.queued_recv:
+            items, recv = _together(self.queued), self.queued_recv
+            self.queued, self.queued_recv = [], []
+            await self._write(items, recv)
+
+    async def _write(self, items: list[tuple[str, pa.Table, bool]], recv: list[np.ndarray]) -> None:
+        """Write rows to every sink that takes them; rows a sink refuses for their data go to
+        the DLQ with its reason."""
         for kind, table, is_output in items:
             for sink in self.sinks:
                 if sink.outputs if is_output else sink.inputs:
@@ -93,3 +113,12 @@ class SinkWrites:
             # meaningful for live data only (not replays of old recordings): keep the
             # samples received within the last hour
             self.latency.add(lat_ms[(lat_ms >= 0) & (lat_ms < 3.6e6)])
+
+
+def _together(items: list[tuple[str, pa.Table, bool]]) -> list[tuple[str, pa.Table, bool]]:
+    """Queued polls' rows as one table per kind and role (and columns), in first-come order."""
+    groups: dict[tuple, list[pa.Table]] = {}
+    for kind, table, is_output in items:
+        groups.setdefault((kind, is_output, table.schema), []).append(table)
+    return [(kind, tables[0] if len(tables) == 1 else pa.concat_tables(tables), is_output)
+            for (kind, is_output, _), tables in groups.items()]
