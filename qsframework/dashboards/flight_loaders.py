@@ -21,8 +21,6 @@ import pyarrow.parquet as pq
 
 from ..errors import UserError
 from ..geo import offset_latlon
-from ..sim.vehicle.model import BOOT_OFFSET_S
-from ..sim.vehicle.runs import score
 from ..sim.vehicle.scenario import Scenario
 
 MAX_POINTS = 4000  # per series: every n-th row past it, so the browser never gets millions
@@ -142,6 +140,11 @@ def load_faults(flight: Flight) -> pl.DataFrame:
               "alert_s": pl.Float64, "delay_s": pl.Float64, "in_time": pl.Boolean}
     if flight.truth is None or flight.alerts is None:
         return pl.DataFrame(schema=schema)
+    # a scored run (truth.json) is the emulator's, which needs the mavlink extra: imported
+    # here, so the other dashboards need no pymavlink
+    from ..sim.vehicle.model import BOOT_OFFSET_S
+    from ..sim.vehicle.runs import score
+
     report = score(flight.truth, pq.read_table(flight.alerts).to_pylist(), epoch_ns=flight.t0_ns - int(BOOT_OFFSET_S * 1e9))
     rows = [{"fault": f["fault"], "onset_s": f["onset_s"], "end_s": f["end_s"], "alert": f["alert"],
              "alert_s": f["alert_s"], "delay_s": f["latency_s"], "in_time": f["in_time"]} for f in report["faults"]]
