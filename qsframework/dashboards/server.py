@@ -71,8 +71,10 @@ def free_port() -> int:
 
 
 def marimo_command(config: DashboardConfig, port: int) -> list[str]:
-    """The ``python -m marimo`` command line serving CONFIG's notebook on PORT."""
-    cmd = [sys.executable, "-m", "marimo", "-q", "edit" if config.edit else "run", "--headless",
+    """The ``python -P -m marimo`` command line serving CONFIG's notebook on PORT. ``-P``: the
+    working directory is not put on ``sys.path``, so a checkout's ``qsframework/`` source folder
+    (where a user may well stand) does not shadow the installed package in the notebook."""
+    cmd = [sys.executable, "-P", "-m", "marimo", "-q", "edit" if config.edit else "run", "--headless",
            "--host", HOST, "--port", str(port), "--no-token", "--no-sandbox"]
     if config.edit:
         cmd.append("--skip-update-check")

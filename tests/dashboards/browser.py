@@ -45,11 +45,12 @@ class Dashboard:
 
 
 @contextmanager
-def dashboard(*args: str, env: dict[str, str] | None = None) -> Iterator[Dashboard]:
-    """Start ``qsf dashboard ARGS``, yield once it printed its URL, stop it with SIGINT after."""
-    proc = subprocess.Popen([sys.executable, "-m", "qsframework.cli", "dashboard", *args],
+def dashboard(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Iterator[Dashboard]:
+    """Start ``qsf dashboard ARGS`` (in CWD), yield once it printed its URL, stop it with SIGINT
+    after. ``-P``: run as the ``qsf`` script runs, without the working directory on sys.path."""
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "qsframework.cli", "dashboard", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, cwd=cwd)
     assert proc.stdout is not None
     lines: queue.Queue[str | None] = queue.Queue()
     output: list[str] = []

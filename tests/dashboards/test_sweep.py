@@ -65,7 +65,12 @@ def test_notebook_headless(sweep_dir: Path) -> None:
 
 def test_browser_heatmap_and_sortable_table(sweep_dir: Path, tmp_path: Path) -> None:
     table = pl.read_parquet(sweep_dir / "sweep.parquet")
-    with dashboard("sweep", str(sweep_dir)) as served:
+    # started where a folder named qsframework is not the package (a user in a checkout stands
+    # beside its source folder): the notebook must still import the installed package
+    decoy = tmp_path / "checkout"
+    (decoy / "qsframework").mkdir(parents=True)
+    (decoy / "qsframework" / "__init__.py").write_text('raise ImportError("the working directory\'s qsframework")\n')
+    with dashboard("sweep", str(sweep_dir), cwd=decoy) as served:
         with browser_page(served.url) as (page, requests):
             wait_for_charts(page, 1)
             chart = page.locator(CHART).first
