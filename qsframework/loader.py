@@ -58,12 +58,18 @@ def load_sink(spec: str) -> type[Sink]:
     return _load_class(spec, Sink, "sink")
 
 
+def spec_file(spec: str) -> Path | None:
+    """The Python file a ``file.py:Class`` spec names (None for ``module:Class``)."""
+    target, sep, _ = spec.rpartition(":")
+    return Path(target) if sep and (target.endswith(".py") or "/" in target or "\\" in target) else None
+
+
 def _load_class(spec: str, base: type, what: str):
     """``what`` (strategy, sink) names the kind of file or module in the one-line errors."""
     target, sep, cls_name = spec.rpartition(":")
     if not sep or not target or not cls_name:
         raise UserError(f"{what} spec {spec!r} must be path/to/file.py:Class or module:Class")
-    if target.endswith(".py") or "/" in target or "\\" in target:
+    if spec_file(spec) is not None:
         module = _from_file(Path(target), spec, what)
     else:
         module = _from_import(target, spec, what)

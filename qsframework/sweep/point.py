@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -39,6 +41,8 @@ class PointJob:
     seed: int = 0
     batch_size: int = 65_536
     bounds: TimeBounds = field(default=DEFAULT_BOUNDS)
+    #: the strategy file's text, for a worker that may not have the file (a Ray cluster's)
+    code: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,12 +94,31 @@ def open_source(source: str) -> Any:
     return Recording(source)
 
 
+def strategy_of(job: PointJob) -> type:
+    """The job's strategy class: from its spec, or from the file's text it carries (written
+    once per machine under the temporary directory, named by its content)."""
+    if job.code is None:
+        return strategy(job.spec)
+    from ..loader import spec_file
+
+    file = spec_file(job.spec)
+    assert file is not None, "code comes with file specs only"
+    digest = hashlib.sha256(job.code.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / "qsf-strategies" / digest / file.name
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f".{path.name}.{os.getpid()}")
+        part.write_text(job.code)
+        os.replace(part, path)
+    return strategy(f"{path}:{job.spec.rpartition(':')[2]}")
+
+
 def run_point(job: PointJob) -> PointResult:
     """Run one point; its files go to a temporary directory renamed to ``job.out`` once
     complete, so a point directory always holds a finished point."""
     from ..backtest import run_backtest
 
-    cls = strategy(job.spec)
+    cls = strategy_of(job)
     recording = open_source(job.source)
     try:
         with staged_dir(Path(job.out)) if job.out is not None else nullcontext() as tmp:

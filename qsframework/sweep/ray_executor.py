@@ -3,8 +3,8 @@
 Each task is :func:`~qsframework.sweep.point.run_point` on a :class:`PointJob`, so a point's
 files are those of a process-pool sweep bit for bit. The decoded recording goes into Ray's
 object store once and each task returns its point's files, which the driver writes under
-``OUT/points/``: the workers share no filesystem with the driver (they need qsframework and
-the strategy file at its path; see the README's "Sweeps on a Ray cluster").
+``OUT/points/``: the workers share no filesystem with the driver (they need qsframework; a
+strategy file's text goes with each task; see the README's "Sweeps on a Ray cluster").
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import os
 import socket
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..errors import UserError
+from ..loader import spec_file
 from .executor import Executor
 from .point import PointJob, PointResult
 from .ray_store import run_task, stored, write_point
@@ -35,6 +37,18 @@ def _reachable(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=CONNECT_S).close()
     except OSError as exc:
         raise UserError(f"cannot connect to Ray at {address!r}: {exc.strerror or exc}") from None
+
+
+def with_code(job: PointJob) -> PointJob:
+    """``job`` carrying its strategy file's text (a ``file.py:Class`` spec): a cluster's workers
+    need not have the file, at its path or at all (a relative path is the driver's)."""
+    file = spec_file(job.spec)
+    if file is None or job.code is not None:
+        return job
+    try:
+        return replace(job, code=file.read_text())
+    except OSError as exc:
+        raise UserError(f"strategy file {str(file)!r}: {exc.strerror or exc}") from None
 
 
 class RayExecutor(Executor):
@@ -78,7 +92,7 @@ class RayExecutor(Executor):
 
     def map(self, jobs: Sequence[PointJob]) -> Iterator[PointResult]:
         ray = self._ray
-        self._running = {self._task.remote(job, self.put(job.source)): job for job in jobs}
+        self._running = {self._task.remote(with_code(job), self.put(job.source)): job for job in jobs}
         while self._running:
             done, _ = ray.wait(list(self._running), num_returns=1)
             job = self._running.pop(done[0])

@@ -15,8 +15,8 @@ METRICS = ["pnl", "return", "fees", "fills", "turnover", "max_drawdown", "sharpe
            "exposure", "win_rate"]  # report.json's, as the README defines them
 
 
-def qsf(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*qsf_cmd(), *map(str, args)], capture_output=True, text=True, timeout=900)
+def qsf(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*qsf_cmd(), *map(str, args)], capture_output=True, text=True, timeout=900, cwd=cwd)
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,21 @@ def test_cli_ray_address_equals_the_process_pool_sweep(local_ray, pool_sweep, tm
     same_sweep(pool_sweep, tmp_path)
 
 
+def test_a_strategy_file_the_workers_lack_goes_with_the_tasks(local_ray, tmp_path):
+    """A relative strategy path names the driver's file: the workers (whose working directory is
+    another) get its text with each task, and the points equal a process-pool sweep's."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(PAIRS.rpartition(":")[0], mine / "pairs_copy.py")
+    args = ("sweep", "mine/pairs_copy.py:BtcEthPairs", "--recording", SAMPLE, "--end", END,
+            *(a for g in GRID for a in ("-g", g)))
+    pool = qsf(*args, "--out", tmp_path / "pool", "--workers", "2", cwd=tmp_path)
+    assert pool.returncode == 0, pool.stderr
+    run = qsf(*args, "--out", tmp_path / "ray", "--ray", local_ray, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    same_sweep(tmp_path / "pool", tmp_path / "ray")
+
+
 def test_cli_ray_unreachable_address_is_one_line(tmp_path):
     with socket.socket() as s:  # a port nothing listens on once closed
         s.bind(("127.0.0.1", 0))
