@@ -22,7 +22,11 @@ def test_broker_round_trip_with_a_consumer_group(stack_endpoints):
         await admin.start()
         try:
             await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-            assert topic in await admin.list_topics()
+            # the controller took it; the broker's metadata shows it a moment later (Kafka)
+            bound = time.monotonic() + 60  # a safety net only: the wait ends when it shows
+            while topic not in await admin.list_topics():
+                assert time.monotonic() < bound, f"{topic} never listed"
+                await asyncio.sleep(0.05)
         finally:
             await admin.close()
         producer = AIOKafkaProducer(
