@@ -39,14 +39,15 @@ def _reachable(address: str) -> None:
         raise UserError(f"cannot connect to Ray at {address!r}: {exc.strerror or exc}") from None
 
 
-def with_code(job: PointJob) -> PointJob:
-    """``job`` carrying its strategy file's text (a ``file.py:Class`` spec): a cluster's workers
-    need not have the file, at its path or at all (a relative path is the driver's)."""
-    file = spec_file(job.spec)
-    if file is None or job.code is not None:
-        return job
+def strategy_code(spec: str) -> str | None:
+    """The text of the strategy file a ``file.py:Class`` spec names (None for ``module:Class``):
+    a cluster's workers need not have the file, at its path or at all (a relative path is the
+    driver's), so it goes with each task."""
+    file = spec_file(spec)
+    if file is None:
+        return None
     try:
-        return replace(job, code=file.read_text())
+        return file.read_text()
     except OSError as exc:
         raise UserError(f"strategy file {str(file)!r}: {exc.strerror or exc}") from None
 
@@ -83,6 +84,7 @@ class RayExecutor(Executor):
         self._task = ray.remote(num_cpus=1, max_retries=0)(run_task)
         self._running: dict[Any, PointJob] = {}
         self._stored: dict[str, Any] = {}  # decoded recording's path -> its ObjectRef
+        self._code: dict[str, str | None] = {}  # strategy spec -> its file's text, read once
 
     def put(self, source: str) -> Any:
         """The decoded recording at ``source`` in the object store (put once per executor)."""
@@ -90,9 +92,16 @@ class RayExecutor(Executor):
             self._stored[source] = stored(self._ray, source)
         return self._stored[source]
 
+    def _with_code(self, job: PointJob) -> PointJob:
+        """``job`` carrying its strategy file's text (read once per spec)."""
+        if job.spec not in self._code:
+            self._code[job.spec] = strategy_code(job.spec)
+        code = self._code[job.spec]
+        return job if code is None or job.code is not None else replace(job, code=code)
+
     def map(self, jobs: Sequence[PointJob]) -> Iterator[PointResult]:
         ray = self._ray
-        self._running = {self._task.remote(with_code(job), self.put(job.source)): job for job in jobs}
+        self._running = {self._task.remote(self._with_code(job), self.put(job.source)): job for job in jobs}
         while self._running:
             done, _ = ray.wait(list(self._running), num_returns=1)
             job = self._running.pop(done[0])
