@@ -179,6 +179,11 @@ class Sink(ABC):
         sink refused for their data (the caller dead-letters them); an unavailable
         destination is waited for or raised, never reported as refused rows."""
 
+    async def write_all(self, tables: list[tuple[str, pa.Table]]) -> list[list[Refused]]:
+        """:meth:`write` each (kind, rows) in turn; a sink that can take them together (one
+        transaction) does so. Returns each table's refused rows."""
+        return [await self.write(kind, table) for kind, table in tables]
+
     async def flush(self, checkpoint: Checkpoint | None = None) -> None:
         """Make everything written so far durable, or staged as part of ``checkpoint`` (a
         processor's commit; None from a recorder or an importer)."""

@@ -116,7 +116,8 @@ def _plain(schema: pa.Schema) -> bool:
                or pa.types.is_boolean(f.type) for f in schema)
 
 
-_READ = pj.ReadOptions(use_threads=True, block_size=1 << 20)
+# one thread: a poll's block is small, and handing it to Arrow's pool costs more than it saves
+_READ = pj.ReadOptions(use_threads=False, block_size=1 << 20)
 
 
 def _decode_block(kind: EventKind, values: list[bytes | None]) -> pa.Table | None:

@@ -89,8 +89,9 @@ class Processor:
                                   on_first_assignment=lambda positions: self._checkpoints.settle(positions))
         self.source.announce = self.announce  # standby/active lines (scale = "single")
         self.source.on_takeover = lambda: self._checkpoints.load()  # a standby resumes from the latest snapshot
-        # the sinks' writes run while the next poll is fetched and processed; a checkpoint
-        # waits for them, then flushes every sink, and only then commits (see qsframework.io)
+        # the sinks' writes run while the next poll is fetched and processed; a checkpoint is a
+        # barrier among them: the sinks are flushed once the rows before it are written, and
+        # only then is it committed (see qsframework.io), while the processor goes on
         self._writes = SinkWrites(self.sinks, source=self.source, stats=self.stats, latency=self._latency)
         self._checkpoints = Checkpoints(config, source=self.source, sinks=self.sinks, engine=self.engine,
                                         writes=self._writes, stats=self.stats)
@@ -249,6 +250,7 @@ class Processor:
         """Failing or cut short: nothing more is committed; what the sinks hold that is not
         committed is dropped (a restart reads its input again)."""
         await self._writes.cancel()
+        await self._checkpoints.cancel()
         delivery = self._checkpoints.delivery
         if delivery is not None:
             try:

@@ -1,6 +1,8 @@
 """The processor's writer (qsframework.live.writes): polls that come while a write is under way
 are written together next, one write per kind, in their order; nothing is lost or doubled,
-and after a sink fails nothing more is written and the failure reaches the checkpoint."""
+and after a sink fails nothing more is written and the failure reaches the checkpoint. A
+checkpoint's barrier runs once exactly the rows scheduled before it are written, never a row
+after it (no write spans two checkpoints)."""
 
 from __future__ import annotations
 
@@ -127,3 +129,68 @@ def test_wait_returns_when_nothing_is_queued(rows):
         return sink.writes
 
     assert asyncio.run(run()) == ([("trade", [0, 1, 2])] if rows else [])
+
+
+@settings(deadline=None)
+@given(steps=st.lists(st.one_of(st.just("barrier"), st.just("yield"), st.integers(1, 4)), min_size=1, max_size=20),
+       opened_at=st.integers(0, 20))
+def test_a_barrier_runs_after_exactly_the_rows_scheduled_before_it(steps, opened_at):
+    async def run() -> tuple[list[tuple[list[int], list[int]]], Gated]:
+        sink = Gated()
+        writes = _writer(sink)
+        seen: list[tuple[list[int], list[int]]] = []  # (rows scheduled before it, rows written when it ran)
+        seq = 0
+        for i, step in enumerate(steps):
+            if i == opened_at:
+                sink.gate.set()
+            if step == "barrier":
+                before = list(range(seq))
+
+                async def at_barrier(before=before) -> None:
+                    seen.append((before, [s for _, seqs in sink.writes for s in seqs]))
+                    await asyncio.sleep(0)  # rows scheduled meanwhile wait for it
+
+                writes.barrier(at_barrier)
+            elif step == "yield":
+                await asyncio.sleep(0)
+            else:
+                writes.add("trade", _rows("trade", list(range(seq, seq + step))), output=False)
+                seq += step
+                writes.schedule([])
+        sink.gate.set()
+        await writes.wait()
+        return seen, sink
+
+    seen, sink = asyncio.run(run())
+    assert len(seen) == steps.count("barrier")
+    for before, written in seen:
+        assert written == before
+    rows = sum(s for s in steps if isinstance(s, int))
+    assert [s for _, seqs in sink.writes for s in seqs] == list(range(rows))
+
+
+def test_a_failing_barrier_stops_the_writer_and_cancels_the_barriers_after_it():
+    async def run() -> tuple[Gated, BaseException | None, bool]:
+        sink = Gated()
+        sink.gate.set()
+        writes = _writer(sink)
+
+        async def broken() -> None:
+            raise RuntimeError("flush failed")
+
+        async def fine() -> None:
+            pass
+
+        writes.add("trade", _rows("trade", [0]), output=False)
+        writes.barrier(broken)
+        writes.add("trade", _rows("trade", [1]), output=False)
+        later = writes.barrier(fine)
+        try:
+            await writes.wait()
+        except RuntimeError as exc:
+            return sink, exc, later.passed.cancelled()
+        return sink, None, later.passed.cancelled()
+
+    sink, failure, cancelled = asyncio.run(run())
+    assert isinstance(failure, RuntimeError) and cancelled
+    assert sink.writes == [("trade", [0])]
