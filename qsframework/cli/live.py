@@ -54,8 +54,9 @@ BUILTIN_SINKS = ("kafka", "timescale", "telegram")
               help="Rows that may wait behind the watermark; past it the oldest are released early (counted).")
 @click.option("--on-reset", type=click.Choice(["fail", "earliest"]), default="fail", show_default=True,
               help="A committed or snapshot offset the broker's log no longer has: stop with an error, or read the partition from its start.")
-@click.option("--commit-interval", default="1s", show_default=True, metavar="DURATION",
-              help="At most one commit (offsets, state snapshot, --out part file) per interval.")
+@click.option("--commit-interval", default=None, metavar="DURATION",
+              help="At most one commit (offsets, state snapshot, --out part file) per interval "
+                   "[default: 1s with exactly-once delivery, else 5s].")
 @click.option("--health-interval", default="2s", show_default=True, metavar="DURATION",
               help="With --sink timescale: one pipeline_health row (events/s, lag, latency, dead letters, last commit) "
                    "per interval; 0: none.")
@@ -103,7 +104,7 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
     build_params(cls.Params, overrides, owner=f"strategy {cls.__name__}")
     durations = {name: duration_option(value, name) for name, value in (
         ("--lateness", lateness), ("--idle-timeout", idle_timeout), ("--commit-interval", commit_interval),
-        ("--health-interval", health_interval))}
+        ("--health-interval", health_interval)) if value is not None}
     if max_held < 1:
         raise UserError("--max-held must be at least 1")
     limits = bounds(max_future, floor)
@@ -113,7 +114,7 @@ def process(spec: str, params: tuple[str, ...], group: str | None, sinks: tuple[
     cfg = ProcessConfig(
         bootstrap=broker_address(bootstrap), group=group or f"qsf-{cls.name}", prefix=topic_prefix,
         lateness_ns=durations["--lateness"], idle_timeout_s=durations["--idle-timeout"] / 1e9, max_held=max_held,
-        on_reset=on_reset, commit_interval_s=durations["--commit-interval"] / 1e9,  # type: ignore[arg-type]
+        on_reset=on_reset, commit_interval_s=durations["--commit-interval"] / 1e9 if commit_interval else None,  # type: ignore[arg-type]
         health_interval_s=durations["--health-interval"] / 1e9,
         exit_when_idle_s=exit_when_idle, out=Path(out_dir) if out_dir else None,
         record=Path(record_dir) if record_dir else None, sinks=sinks, overrides=overrides,

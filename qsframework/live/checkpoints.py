@@ -28,7 +28,7 @@ log = logging.getLogger("qsf.process")
 
 class Checkpoints:
     """Numbers checkpoints across restarts (the number is kept in the snapshot) and commits
-    at most every ``commit_interval_s``."""
+    at most every :attr:`interval_s`."""
 
     def __init__(self, config: ProcessConfig, *, source: KafkaSource, sinks: list[Sink], engine: Engine,
                  writes: SinkWrites, stats: ProcessStats) -> None:
@@ -50,7 +50,7 @@ class Checkpoints:
     async def commit(self, pending: Pending, producer, *, final: bool = False, drain: bool = False) -> None:
         """Commit what the engine has fully consumed, once the sinks hold it.
 
-        At most every ``commit_interval_s`` (always with ``final``/``drain``): take a
+        At most every :attr:`interval_s` (always with ``final``/``drain``): take a
         checkpoint (offsets up to the oldest row still waiting behind the watermark; all with
         ``final``) and the engine's snapshot as of it; once the sinks' writes scheduled before
         it are done, flush every sink as part of it (durable, or staged), save the snapshot,
@@ -66,10 +66,10 @@ class Checkpoints:
             await self.writes.wait()  # a sink's failure ends the run
         if self._inflight is not None and self._inflight.done():
             await self._settled()
-        if not (final or drain or time.monotonic() - self._last_commit >= self.cfg.commit_interval_s):
+        assert self.delivery is not None
+        if not (final or drain or time.monotonic() - self._last_commit >= self.interval_s):
             return
         self._last_commit = time.monotonic()
-        assert self.delivery is not None
         wait = final or drain or self.delivery.transactional
         if wait:
             await self.writes.wait()
@@ -93,6 +93,12 @@ class Checkpoints:
             finish.add_done_callback(lambda task: _settle(done, task))
 
         self.writes.barrier(at_barrier).passed.add_done_callback(lambda barrier: barrier.cancelled() and done.cancel())
+
+    @property
+    def interval_s(self) -> float:
+        """``commit_interval_s``, or the delivery mode's default."""
+        assert self.delivery is not None
+        return self.delivery.mode.commit_interval_s(self.cfg.commit_interval_s)
 
     async def _flush(self, checkpoint: Checkpoint) -> None:
         for sink in self.sinks:

@@ -30,7 +30,9 @@ class ProcessConfig:
     state: Path | Literal["kafka", "none"] = "kafka"
     bounds: TimeBounds = DEFAULT_BOUNDS  # events outside them go to the DLQ, not the engine
     on_reset: Literal["fail", "earliest"] = "fail"  # a resume offset the log does not have
-    commit_interval_s: float = 1.0  # at most one commit (and --out part) per interval
+    # at most one commit (offsets, snapshot, --out part) per interval; None: the delivery mode's
+    # (see qsframework.live.delivery: 1 s exactly-once, 5 s at-least-once)
+    commit_interval_s: float | None = None
     health_interval_s: float = 2.0  # one pipeline_health row per interval with --sink timescale (0: none)
     stop_grace_s: float = 5.0  # after a stop request, how long work in progress may take
     overrides: dict[str, str] = field(default_factory=dict)

@@ -219,9 +219,8 @@ class PostgresSink(Sink):
                     await self._connect()
                 assert self.con is not None
                 self.copies += 1
-                try:  # fast path: new rows go straight in by COPY
-                    async with self.con.transaction():
-                        await self.con.copy_to_table(target, source=io.BytesIO(data), columns=names, format="binary")
+                try:  # fast path: new rows go straight in by COPY (one statement: its own transaction)
+                    await self.con.copy_to_table(target, source=io.BytesIO(data), columns=names, format="binary")
                 except asyncpg.UniqueViolationError:  # a re-delivery: merge, keeping what is there
                     async with self.con.transaction():
                         await self.con.execute(

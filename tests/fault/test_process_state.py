@@ -157,6 +157,7 @@ def test_no_state_keeps_no_snapshot_and_says_so(stack_endpoints, tmp_path):
         r = run_to_the_end(*PARAMS, "--topic-prefix", prefix, "--group", group, *flag, env=env, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         assert "state: none (--no-state" in r.stdout.splitlines()[0]
+        assert r.stdout.splitlines()[0].endswith("checkpoint every 5 s")  # at-least-once's default
         assert records_in(bootstrap, f"{prefix}.state.{group}") == 0
     r = run_to_the_end(*PARAMS, "--topic-prefix", prefix, "--state", str(tmp_path / "s"), env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
