@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -80,6 +81,14 @@ def qsf_cmd() -> list[str]:
     """The installed ``qsf`` next to this interpreter (falls back to ``python -m``)."""
     exe = Path(sys.executable).with_name("qsf")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "qsframework.cli"]
+
+
+def run_qsf(*args: object, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """``qsf ARGS`` as a user runs it, in a subprocess (stdout and stderr captured as text);
+    ``env`` adds to this process's environment. The exit code is left to the caller."""
+    return subprocess.run([*qsf_cmd(), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env}, cwd=cwd)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,11 +13,7 @@ from qsframework.loader import load_strategy
 from qsframework.recording import Recording
 from qsframework.backtest import run_backtest
 
-from ..conftest import ROOT, SPREAD_SPEC, qsf_cmd
-
-
-def qsf(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*qsf_cmd(), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+from ..conftest import ROOT, SPREAD_SPEC, run_qsf as qsf
 
 
 @pytest.fixture(scope="module")

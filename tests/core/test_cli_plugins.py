@@ -8,7 +8,7 @@ import os
 import subprocess
 import textwrap
 
-from ..conftest import qsf_cmd
+from ..conftest import run_qsf
 
 
 def _package(root, name: str, body: str, *, target: str) -> None:
@@ -21,8 +21,8 @@ def _package(root, name: str, body: str, *, target: str) -> None:
 
 
 def _qsf(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([*qsf_cmd(), *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    return run_qsf(*args, env={"PYTHONPATH": path}, cwd=tmp_path, timeout=120)
 
 
 def test_a_package_adds_a_record_command_and_a_broken_one_costs_only_its_own(tmp_path):

@@ -3,7 +3,6 @@ what was being loaded (a strategy for qsf backtest, a sink for qsf process --sin
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from qsframework.errors import UserError
 from qsframework.loader import load_sink, load_strategy
 
-from ..conftest import SPREAD_SPEC, qsf_cmd
+from ..conftest import SPREAD_SPEC, run_qsf
 
 
 @pytest.mark.parametrize(("load", "spec", "message"), [
@@ -27,8 +26,8 @@ def test_a_missing_file_or_module_names_what_was_loaded(load, spec, message):
 
 
 def _qsf(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "QSF_KAFKA_BOOTSTRAP": "127.0.0.1:9"}  # never reached: the spec fails first
-    return subprocess.run([*qsf_cmd(), *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    # the broker is never reached: the spec fails first
+    return run_qsf(*args, env={"QSF_KAFKA_BOOTSTRAP": "127.0.0.1:9"}, cwd=tmp_path, timeout=120)
 
 
 @pytest.mark.parametrize(("args", "line"), [

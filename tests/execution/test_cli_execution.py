@@ -4,13 +4,12 @@ file, the new outputs, and a strategy that never orders left exactly as it was."
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from ..conftest import SPREAD_SPEC, qsf_cmd
+from ..conftest import SPREAD_SPEC, run_qsf as qsf
 
 TRADER = '''
 from qsframework import Strategy
@@ -35,10 +34,6 @@ class Trader(Strategy):
 '''
 SETTINGS = {"latency": "5ms", "slippage_bps": 3.0, "taker_fee_bps": 4.0, "maker_fee_bps": 2.0,
             "cash": 50_000.0, "mark_every": "250ms", "max_participation": 0.5}
-
-
-def qsf(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*qsf_cmd(), *map(str, args)], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ progress total (the first run on a cold cache: test_first_run.py)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import duckdb
@@ -15,7 +13,7 @@ from qsframework.backtest import run_backtest
 from qsframework.recording import Recording, RecordingWriter
 from qsframework.sim.market import simulate_trades
 
-from ..conftest import SPREAD_SPEC, qsf_cmd
+from ..conftest import SPREAD_SPEC, run_qsf as qsf
 
 RAISING = '''
 from qsframework import Strategy
@@ -33,11 +31,6 @@ class Fragile(Strategy):
         elif t.key == self.first[0]:
             self.ctx.signal(t.key, "inverse", 1.0 / (t.price - self.first[1]))
 '''
-
-
-def qsf(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*qsf_cmd(), *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module")

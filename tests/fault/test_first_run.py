@@ -6,7 +6,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import subprocess
 import threading
 from pathlib import Path
 
@@ -18,12 +17,7 @@ from qsframework.recording import RecordingWriter
 from qsframework.sim.market import simulate_trades
 from qsframework.strategy import Strategy
 
-from ..conftest import SPREAD_SPEC, qsf_cmd
-
-
-def qsf(*args: str, env: dict, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*qsf_cmd(), *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **env}, cwd=cwd)
+from ..conftest import SPREAD_SPEC, run_qsf as qsf
 
 
 def wait_for_warm_up(lock: str) -> None:

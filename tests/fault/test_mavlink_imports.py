@@ -20,15 +20,11 @@ from pymavlink import mavutil
 from qsframework.adapters.mavlink.tlog import TlogStats, read_tlog
 from qsframework.recording import MANIFEST, Recording
 
-from ..conftest import qsf_cmd
+from ..conftest import run_qsf as qsf
 from ..fakes.dataflash_gen import write_boot_time_log, write_dataflash
 from ..adapters.mavlink.test_dataflash import reference_counts
 from ..fakes.tlog_gen import _Sink, mavlink, packets
 from ..fakes.tlog_gen import write_tlog as write_good_tlog
-
-
-def qsf(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*qsf_cmd(), *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
 def one_error_line(r: subprocess.CompletedProcess) -> str:

@@ -20,13 +20,9 @@ from qsframework.recording import Recording, RecordingWriter
 from qsframework.recording.files import runs as _runs
 from qsframework.sim.market import simulate_trades
 
-from ..conftest import SPREAD_SPEC, qsf_cmd
+from ..conftest import SPREAD_SPEC, run_qsf as qsf
 
 PARAMS = ("-p", "window=20s", "-p", "sample=1s", "-p", "threshold=0.002")
-
-
-def qsf(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*qsf_cmd(), *args], capture_output=True, text=True, timeout=600)
 
 
 def backtest(rec: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 from pathlib import Path
 
 from qsframework.recording import Recording
 
-from ..conftest import qsf_cmd
-
-
-def qsf(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([*qsf_cmd(), *map(str, args)], capture_output=True, text=True, timeout=600)
+from ..conftest import run_qsf as qsf
 
 
 def test_emulate_a_scenario_with_a_fault_ends_with_its_summary(tmp_path):

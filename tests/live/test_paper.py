@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import time
 import uuid
@@ -27,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from qsframework.demo import sample_recording
 
-from ..conftest import qsf_cmd
+from ..conftest import qsf_cmd, run_qsf
 from ..fault.processes import rows_in, run_process, start_process, wait_for
 from .feeds import fresh_database
 
@@ -44,7 +43,7 @@ KINDS = ("orders", "fills", "equity")
 
 
 def _qsf(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    r = subprocess.run([*qsf_cmd(), *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+    r = run_qsf(*args, env=env)
     assert r.returncode == 0, r.stderr
     return r
 

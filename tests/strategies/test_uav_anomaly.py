@@ -24,7 +24,7 @@ from qsframework.order import merge_kinds, sort_table
 from qsframework.recording import RecordingWriter
 from qsframework.telemetry import TELEMETRY_KINDS
 
-from ..conftest import ROOT, T0, qsf_cmd
+from ..conftest import ROOT, T0, run_qsf
 
 SPEC = str(ROOT / "strategies" / "uav_anomaly.py") + ":UavAnomaly"
 UAV = load_strategy(SPEC)
@@ -504,7 +504,7 @@ def test_bad_parameters_are_user_errors():
 
 # -- command line ----------------------------------------------------------------------
 def qsf(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*qsf_cmd(), *args], capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+    return run_qsf(*args, cwd=ROOT, timeout=300)
 
 
 @pytest.fixture(scope="module")

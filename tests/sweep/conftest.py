@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import ROOT, qsf_cmd
+from ..conftest import ROOT, run_qsf
 
 PAIRS = str(ROOT / "strategies" / "btc_eth_pairs.py") + ":BtcEthPairs"
 METRICS = ["pnl", "return", "fees", "fills", "turnover", "max_drawdown", "sharpe", "sortino",
@@ -16,7 +16,7 @@ METRICS = ["pnl", "return", "fees", "fills", "turnover", "max_drawdown", "sharpe
 
 
 def qsf(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*qsf_cmd(), *map(str, args)], capture_output=True, text=True, timeout=900, cwd=cwd)
+    return run_qsf(*args, cwd=cwd, timeout=900)
 
 
 @pytest.fixture(scope="session")
