@@ -20,6 +20,7 @@ A stop request ends retries within ``stop_grace_s``: what is durable is committe
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
@@ -187,10 +188,7 @@ class Processor:
         delivery = self._checkpoints.delivery
         assert delivery is not None
         await delivery.begin()
-        # what is alive now (modules, clients, the strategy) lives as long as the run: kept out
-        # of the cyclic collector's passes, whose full pass otherwise holds the loop ~80 ms
-        gc.collect()
-        gc.freeze()
+        _freeze_start_up_heap()
         last_log = idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -363,6 +361,15 @@ class Processor:
                  self.stats.alerts, f", fills {self.stats.fills}" if self.stats.orders else "",
                  "" if p99 is None else f", p99 latency {p99:.1f} ms")
 
+
+
+@functools.cache
+def _freeze_start_up_heap() -> None:
+    """What is alive at the first processor's start (modules, clients) lives as long as the
+    process: kept out of the cyclic collector's passes, whose full pass otherwise holds the loop
+    ~80 ms. Once a process: a scaled-out member starts a processor per partition it is given."""
+    gc.collect()
+    gc.freeze()
 
 
 def _quiet_kafka_leftovers(loop: asyncio.AbstractEventLoop, context: dict) -> None:

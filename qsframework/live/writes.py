@@ -50,7 +50,8 @@ class Barrier:
 
 
 class SinkWrites:
-    """The chain of write tasks; a checkpoint :meth:`wait`\\ s for it before flushing the sinks."""
+    """The chain of write tasks; a checkpoint is a :meth:`barrier` in it, or (waiting for the
+    whole checkpoint) :meth:`wait`\\ s for it before flushing the sinks."""
 
     def __init__(self, sinks: list[Sink], *, source: KafkaSource, stats: ProcessStats,
                  latency: LatencyWindow) -> None:
@@ -119,14 +120,13 @@ class SinkWrites:
         to the next barrier together, then the barrier."""
         try:
             while self.queued:
-                first = self.queued.pop(0)
-                if isinstance(first, Barrier):
-                    self.queued.insert(0, first)  # still pending while it runs (a failure cancels it)
-                    await first.run()
+                head = self.queued[0]
+                if isinstance(head, Barrier):  # queued while it runs, so a failure cancels it too
+                    await head.run()
                     self.queued.pop(0)
-                    first.passed.set_result(None)
+                    head.passed.set_result(None)
                     continue
-                polls = [first]
+                polls: list[_Poll] = []
                 while self.queued and isinstance(self.queued[0], _Poll):
                     polls.append(self.queued.pop(0))  # type: ignore[arg-type]
                 await self._write(_together([i for p in polls for i in p.items]), [r for p in polls for r in p.recv])

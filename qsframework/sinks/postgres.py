@@ -181,7 +181,7 @@ class PostgresSink(Sink):
             try:
                 async with self.con.transaction():
                     for target, names, block in data:
-                        await self.con.copy_to_table(target, source=io.BytesIO(block), columns=names, format="binary")
+                        await self._copy_in(target, names, block)
             except (asyncpg.PostgresError, *_RETRYABLE):
                 pass  # one at a time below, which knows what to do with each failure
             else:
@@ -220,14 +220,13 @@ class PostgresSink(Sink):
                 assert self.con is not None
                 self.copies += 1
                 try:  # fast path: new rows go straight in by COPY (one statement: its own transaction)
-                    await self.con.copy_to_table(target, source=io.BytesIO(data), columns=names, format="binary")
+                    await self._copy_in(target, names, data)
                 except asyncpg.UniqueViolationError:  # a re-delivery: merge, keeping what is there
                     async with self.con.transaction():
                         await self.con.execute(
                             f"CREATE TEMP TABLE IF NOT EXISTS stage_{target} (LIKE {target}) ON COMMIT DELETE ROWS"
                         )
-                        await self.con.copy_to_table(f"stage_{target}", source=io.BytesIO(data), columns=names,
-                                                     format="binary")
+                        await self._copy_in(f"stage_{target}", names, data)
                         await self.con.execute(
                             f"INSERT INTO {target} SELECT * FROM stage_{target} ON CONFLICT DO NOTHING"
                         )
@@ -246,6 +245,11 @@ class PostgresSink(Sink):
                 await asyncio.sleep(delay)
             except asyncpg.PostgresError as exc:  # neither the rows' fault nor a passing outage
                 raise UserError(f"PostgreSQL cannot store {target}: {_one_line(exc)}") from None
+
+    async def _copy_in(self, table: str, names: list[str], data: bytes) -> None:
+        """One COPY of binary ``data`` (:func:`copy_data`) into ``table``."""
+        assert self.con is not None
+        await self.con.copy_to_table(table, source=io.BytesIO(data), columns=names, format="binary")
 
     async def close(self) -> None:
         if self.con is not None:
