@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import state_pickle
 from .batch_path import FIRE_CHUNK, run_batch
 from .durations import format_time
 from .errors import StrategyError, UserError
@@ -275,7 +276,7 @@ class Engine:
         """The strategy's and context's state, to resume exactly where this engine is."""
         ctx, timers = self.ctx, self.ctx.timers
         state = {k: v for k, v in self.strategy.__dict__.items() if k not in ("ctx", "p")}
-        return pickle.dumps({
+        return state_pickle.dumps({
             "strategy": state,
             "timers": (list(timers._heap), timers._count, timers.due),
             "seq": ctx._seq,
@@ -287,7 +288,7 @@ class Engine:
             "duplicates": self.duplicates,
             "last": self._last,
             "sim": self.sim.state(),
-        }, protocol=pickle.HIGHEST_PROTOCOL)
+        })
 
     def restore(self, blob: bytes) -> None:
         """Resume from :meth:`snapshot` of an engine running the same strategy and parameters."""

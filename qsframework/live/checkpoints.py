@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 import time
 
 from aiokafka import TopicPartition
 
+from .. import state_pickle
 from ..engine import Engine
 from ..io import Checkpoint, Offsets, Sink
 from .config import ProcessConfig, ProcessStats
@@ -146,12 +146,12 @@ class Checkpoints:
     # -- state for exact restarts ---------------------------------------------------------
     def _state_blob(self, offsets: dict[TopicPartition, int]) -> bytes:
         """The engine's state as of ``offsets`` (taken now, saved once they are durable)."""
-        return pickle.dumps({
+        return state_pickle.dumps({
             "offsets": {(tp.topic, tp.partition): off for tp, off in offsets.items()},
             **self.source.snapshot(),
             "checkpoint": self.number,
             "engine": self.engine.snapshot(),
-        }, protocol=pickle.HIGHEST_PROTOCOL)
+        })
 
     async def load(self) -> None:
         """Resume the engine and the source from the latest snapshot, if there is one."""

@@ -2,14 +2,18 @@
 ``PREFIX.state.<group>`` (one partition), the way Kafka Streams and Quix Streams keep their
 changelogs, so a processor restarted anywhere with the same group resumes exactly.
 
-A snapshot is written as chunks (each at most ``chunk_bytes``, far below the 1 MiB a broker
-accepts by default) keyed ``<key>@<checkpoint>/<index>``, then one header record keyed
-``<key>`` naming the checkpoint, the chunk count, the size and a SHA-256 of the whole: a
-reader takes the last header whose chunks it has all seen and whose digest matches, so it
-never mixes two snapshots, whether the broker compacts (Apache Kafka, Redpanda) or keeps
-everything (Tansu). After a header, the chunks of older snapshots get tombstones, so
-compaction keeps exactly the latest snapshot. ``<key>`` is the group today; a per-partition
-snapshot (scale-out) will use ``<group>/<partition-set>`` beside it in the same topic.
+A snapshot is cut into content-defined chunks (FastCDC: a cut depends on the bytes around it,
+so bytes that did not change give the same chunks wherever they moved), each a record keyed
+``<key>@<digest>`` (a SHA-256 of its bytes), then one header record keyed ``<key>`` names the
+checkpoint and the chunks' digests in order. A save sends only the chunks the topic does not
+hold: a strategy's window that slid by 5 s of 60 s sends about a tenth of its snapshot (the
+engine pickles so that it does, :mod:`qsframework.state_pickle`). Once the header is
+acknowledged, the chunks it does not name get tombstones, so compaction keeps exactly the
+latest snapshot. A reader takes the last header whose chunks are all there with their digests
+right, so it never mixes two snapshots, whether the broker compacts (Apache Kafka, Redpanda) or
+keeps everything (Tansu); topics written by earlier versions (chunks keyed
+``<key>@<checkpoint>/<index>``) still load. ``<key>`` is the group, or ``<group>/p<partitions>``
+for a scale-out member's snapshot beside it in the same topic.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import json
 import logging
 import pickle
 import re
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from pyfastcdc import FastCDC
 
 from ..errors import describe
 from ..kafka import ensure_topics
@@ -34,8 +38,9 @@ from .state import StateStore
 
 log = logging.getLogger("qsf.process")
 
-#: a chunk fits any broker's default record limit (1 MiB) with room for its key and headers
-STATE_CHUNK_BYTES = 512 << 10
+#: the chunks' average size: a change costs about one chunk around it; a snapshot is this many
+#: records. At most 4x it (64 KiB), far below the 1 MiB a broker accepts by default
+CHUNK_AVG_BYTES = 16 << 10
 #: compacted, one partition; segments roll often so compaction keeps the topic near one snapshot
 STATE_TOPIC_CONFIG = {"cleanup.policy": "compact", "segment.ms": "60000", "min.cleanable.dirty.ratio": "0.1",
                       "delete.retention.ms": "60000"}
@@ -53,33 +58,40 @@ def state_topic(prefix: str, group: str) -> str:
     return legal
 
 
-def snapshot_records(key: str, blob: bytes, *, checkpoint: int, chunk_bytes: int = STATE_CHUNK_BYTES,
-                     nonce: str | None = None) -> list[Record]:
-    """The records of one snapshot, in the order they must be written: chunks, then the header."""
-    if chunk_bytes < 1:
-        raise ValueError("chunk_bytes must be positive")
-    nonce = nonce or uuid.uuid4().hex
-    count = max(1, -(-len(blob) // chunk_bytes))
-    common = [("checkpoint", str(checkpoint).encode()), ("snapshot", nonce.encode())]
-    records: list[Record] = [
-        (chunk_key(key, checkpoint, i), blob[i * chunk_bytes:(i + 1) * chunk_bytes],
-         [(_KIND, b"chunk"), *common, ("chunk", str(i).encode())])
-        for i in range(count)
-    ]
-    header = {"checkpoint": checkpoint, "chunks": count, "bytes": len(blob),
-              "sha256": hashlib.sha256(blob).hexdigest(), "snapshot": nonce}
-    records.append((key.encode(), json.dumps(header).encode(), [(_KIND, b"snapshot"), *common,
-                                                                ("chunks", str(count).encode())]))
-    return records
+def _digest(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
-def chunk_key(key: str, checkpoint: int, index: int) -> bytes:
-    return f"{key}@{checkpoint}/{index}".encode()
+def chunk_key(key: str, digest: str) -> bytes:
+    return f"{key}@{digest}".encode()
+
+
+def snapshot_records(key: str, blob: bytes, *, checkpoint: int, held: frozenset[bytes] = frozenset(),
+                     avg_bytes: int = CHUNK_AVG_BYTES) -> tuple[list[Record], set[bytes]]:
+    """The records that write one snapshot, in order: its chunks the topic does not hold yet
+    (``held``: the chunk keys it holds), then the header naming all of them; and the keys of
+    the snapshot's chunks."""
+    view = memoryview(blob)
+    cuts = FastCDC(avg_bytes, min_size=avg_bytes // 4, max_size=avg_bytes * 4).cut_buf(blob)
+    parts = [view[c.offset:c.offset + c.length] for c in cuts]
+    digests = [_digest(p) for p in parts]
+    common = [("checkpoint", str(checkpoint).encode())]
+    records: list[Record] = []
+    sent = set(held)
+    for digest, part in zip(digests, parts):
+        k = chunk_key(key, digest)
+        if k not in sent:
+            sent.add(k)
+            records.append((k, bytes(part), [(_KIND, b"chunk"), *common]))
+    header = {"checkpoint": checkpoint, "bytes": len(blob), "parts": digests}
+    records.append((key.encode(), json.dumps(header).encode(), [(_KIND, b"snapshot"), *common]))
+    return records, {chunk_key(key, d) for d in digests}
 
 
 @dataclass(slots=True)
 class Latest:
-    """What reading the topic found: the latest complete snapshot and every other chunk key."""
+    """What reading the topic found: the latest complete snapshot, the keys of its chunks,
+    and every other chunk key the topic holds."""
 
     checkpoint: int | None = None
     blob: bytes | None = None
@@ -88,70 +100,80 @@ class Latest:
 
 
 def latest_snapshot(records: Iterable[Record], key: str) -> Latest:
-    """The last snapshot of ``key`` in log order whose header follows all its chunks and whose
-    digest matches; chunks of incomplete or older snapshots are listed as stale."""
+    """The last snapshot of ``key`` in log order whose chunks the log holds (not tombstoned)
+    with their digests right; the other chunk keys are stale. (A header of the old layout is
+    judged when it comes: a later rewrite of its chunk keys must not be mixed in.)"""
     head, prefix = key.encode(), f"{key}@".encode()
-    chunks: dict[tuple[str, int], tuple[bytes, bytes]] = {}  # (snapshot nonce, index) -> (record key, bytes)
-    where: dict[bytes, tuple[str, int]] = {}  # record key -> its chunk's place in ``chunks``
-    seen: set[bytes] = set()  # chunk record keys not tombstoned
-    found = Latest()
+    held: dict[bytes, tuple[bytes, bytes]] = {}  # chunk key -> (bytes, the old layout's snapshot nonce)
+    snapshots: list[dict | tuple[int, bytes, set[bytes]]] = []  # headers, or old ones assembled
     for rkey, value, headers in records:
-        if rkey != head and not rkey.startswith(prefix):
-            continue  # another key's snapshot (a later per-partition one)
-        meta = {k: v.decode(errors="replace") for k, v in headers}
-        if value is None:  # a tombstone: that chunk is gone
-            seen.discard(rkey)
-            chunks.pop(where.pop(rkey, ("", -1)), None)
-        elif meta.get(_KIND) == "chunk" and meta.get("chunk", "").isdigit():
-            place = (meta.get("snapshot", ""), int(meta["chunk"]))
-            chunks.pop(where.pop(rkey, ("", -1)), None)  # the same key written again: the older is gone
-            chunks[place], where[rkey] = (rkey, value), place
-            seen.add(rkey)
-        elif meta.get(_KIND) == "snapshot":
-            blob, parts = _assemble(value, chunks)
-            if blob is not None:
-                found.checkpoint, found.blob, found.live = int(json.loads(value)["checkpoint"]), blob, set(parts)
-                for place in parts.values():  # assembled: no need to hold them twice
-                    chunks.pop(place, None)
-    found.live &= seen
-    found.stale = seen - found.live
+        if rkey.startswith(prefix):
+            if value is None:  # a tombstone: that chunk is gone
+                held.pop(rkey, None)
+            else:
+                held[rkey] = (value, next((v for k, v in headers if k == "snapshot"), b""))
+        elif rkey == head and value is not None:
+            try:
+                meta = json.loads(value)
+                if "parts" in meta:
+                    snapshots.append(meta)
+                elif (old := _assemble_old(key, meta, held)) is not None:
+                    snapshots.append(old)
+            except (ValueError, KeyError, TypeError):
+                continue
+    found = Latest()
+    for snapshot in reversed(snapshots):
+        try:
+            assembled = _assemble(key, snapshot, held) if isinstance(snapshot, dict) else snapshot
+        except (ValueError, KeyError, TypeError):
+            continue
+        if assembled is not None:
+            found.checkpoint, found.blob, found.live = assembled
+            break
+    found.live &= held.keys()
+    found.stale = set(held) - found.live
     return found
 
 
-def _assemble(header: bytes, chunks: dict[tuple[str, int], tuple[bytes, bytes]]
-              ) -> tuple[bytes | None, dict[bytes, tuple[str, int]]]:
-    """The snapshot a header names, if all its chunks were seen and the digest matches, with
-    its chunks' record keys and places."""
-    try:
-        meta = json.loads(header)
-        nonce, count, digest = str(meta["snapshot"]), int(meta["chunks"]), str(meta["sha256"])
-    except (ValueError, KeyError, TypeError):
-        return None, {}
-    places = [(nonce, i) for i in range(count)]
-    if any(p not in chunks for p in places):
-        return None, {}
-    blob = b"".join(chunks[p][1] for p in places)
-    if hashlib.sha256(blob).hexdigest() != digest:
-        return None, {}
-    return blob, {chunks[p][0]: p for p in places}
+def _assemble(key: str, meta: dict, held: dict[bytes, tuple[bytes, bytes]]) -> tuple[int, bytes, set[bytes]] | None:
+    """The checkpoint, bytes and chunk keys of the snapshot header ``meta`` names, if its
+    chunks are all held with their digests right."""
+    digests = [str(d) for d in meta["parts"]]
+    keys = [chunk_key(key, d) for d in digests]
+    if any(k not in held or _digest(held[k][0]) != d for k, d in zip(keys, digests)):
+        return None
+    return int(meta["checkpoint"]), b"".join(held[k][0] for k in keys), set(keys)
+
+
+def _assemble_old(key: str, meta: dict, held: dict[bytes, tuple[bytes, bytes]]) -> tuple[int, bytes, set[bytes]] | None:
+    """:func:`_assemble` for the old layout: chunks numbered per checkpoint, each tagged with
+    the snapshot's nonce, and a digest of the whole."""
+    checkpoint, nonce = int(meta["checkpoint"]), str(meta["snapshot"]).encode()
+    keys = [f"{key}@{checkpoint}/{i}".encode() for i in range(int(meta["chunks"]))]
+    if any(k not in held or held[k][1] != nonce for k in keys):
+        return None
+    blob = b"".join(held[k][0] for k in keys)
+    if hashlib.sha256(blob).hexdigest() != str(meta["sha256"]):
+        return None
+    return checkpoint, blob, set(keys)
 
 
 class TopicState(StateStore):
     """Snapshots in ``topic`` under ``key``, sent through the processor's producer (inside its
     transaction in exactly-once mode, so an aborted checkpoint's snapshot is never read)."""
 
-    def __init__(self, bootstrap: str, topic: str, key: str, *, chunk_bytes: int = STATE_CHUNK_BYTES,
+    def __init__(self, bootstrap: str, topic: str, key: str, *, avg_bytes: int = CHUNK_AVG_BYTES,
                  backoff: Backoff = Backoff(initial_s=0.2)) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.key = key
-        self.chunk_bytes = chunk_bytes
+        self.avg_bytes = avg_bytes
         self.backoff = backoff
         self.label = f"Kafka topic {topic}"
         self.producer: AIOKafkaProducer | None = None  # set by the processor before the first save
         self.transactional = False  # the producer's transaction makes a save durable (no retry here)
-        self._stale: set[bytes] = set()  # chunk keys of older snapshots, tombstoned with the next one
-        self._last: set[bytes] = set()
+        self.held: frozenset[bytes] = frozenset()  # the chunk keys the topic holds (not tombstoned)
+        self.sent_bytes = 0  # chunk bytes sent by the saves so far
 
     async def ensure(self) -> None:
         """Create the topic (compacted, one partition) if it does not exist."""
@@ -161,26 +183,25 @@ class TopicState(StateStore):
         """Read the topic to its end (committed records only) and unpickle the latest
         complete snapshot."""
         found = latest_snapshot(await self._read_all(), self.key)
-        self._stale, self._last = found.stale, found.live
+        self.held = frozenset(found.live | found.stale)
         if found.blob is None:
             return None
         return pickle.loads(found.blob)
 
     async def save(self, blob: bytes, *, checkpoint: int) -> None:
-        """Chunks, header, then tombstones for the older snapshots' chunks; acknowledged before
-        it returns (or, in a transaction, committed with it). A broker that is away is waited
-        for: the offsets are not committed before the snapshot is kept."""
+        """The chunks the topic lacks and the header, acknowledged; then tombstones for the
+        chunks no longer named (or, in a transaction, all committed with it). The chunks are
+        cut and digested on a worker thread (both let go of the GIL). A broker that is away is
+        waited for: the offsets are not committed before the snapshot is kept."""
         assert self.producer is not None, "the processor sets the producer first"
-        records = snapshot_records(self.key, blob, checkpoint=checkpoint, chunk_bytes=self.chunk_bytes)
-        written = {k for k, _, _ in records[:-1]}
-        stale = (self._stale | self._last) - written
-        records += [(k, None, []) for k in sorted(stale)]
+        records, parts = await asyncio.to_thread(snapshot_records, self.key, blob, checkpoint=checkpoint,
+                                                 held=self.held, avg_bytes=self.avg_bytes)
+        tombstones: list[Record] = [(k, None, []) for k in sorted(self.held - parts)]
         attempt = 0
         while True:
             try:
-                sent = [await self.producer.send(self.topic, key=k, value=v, headers=h, partition=0)
-                        for k, v, h in records]
-                await asyncio.gather(*sent)
+                await self._send(records)
+                await self._send(tombstones)  # only once the header names the chunks kept
                 break
             except KafkaError as exc:
                 if self.transactional:
@@ -190,7 +211,14 @@ class TopicState(StateStore):
                 log.warning("saving the state snapshot to %s failed (%s); retrying in %.1f s",
                             self.topic, describe(exc), delay)
                 await asyncio.sleep(delay)
-        self._stale, self._last = set(), written
+        self.held = frozenset(parts)
+        self.sent_bytes += sum(len(v) for _, v, _ in records[:-1] if v is not None)
+
+    async def _send(self, records: list[Record]) -> None:
+        """``records`` in order on the topic's one partition, acknowledged."""
+        assert self.producer is not None
+        sent = [await self.producer.send(self.topic, key=k, value=v, headers=h, partition=0) for k, v, h in records]
+        await asyncio.gather(*sent)
 
     async def _read_all(self) -> list[Record]:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
