@@ -132,6 +132,34 @@ def _finite(t: pa.Table, name: str) -> bool:
 
 
 def _common_rules(schema: pa.Schema, bounds: TimeBounds) -> list[Rule]:
+    """The rules of every kind, for ``schema`` and ``bounds`` (made once per pair: a live
+    poll checks a few dozen rows, and making them cost more than checking)."""
+    key = (schema, bounds)
+    rules = _COMMON.get(key)
+    if rules is None:
+        rules = _COMMON[key] = _make_common_rules(schema, bounds)
+    return rules
+
+
+_COMMON: dict[tuple[pa.Schema, TimeBounds], list[Rule]] = {}
+
+
+def _max_length_holds(name: str, limit: int) -> Callable[[pa.Table], bool]:
+    """Whether no string of column ``name`` is longer than ``limit`` bytes (from the offsets)."""
+    def holds(t: pa.Table) -> bool:
+        col = t.column(name)
+        for chunk in col.chunks if isinstance(col, pa.ChunkedArray) else [col]:
+            if len(chunk) and chunk.null_count == 0 and pa.types.is_string(chunk.type):
+                offsets = np.frombuffer(chunk.buffers()[1], np.int32, len(chunk) + 1, chunk.offset * 4)
+                if np.diff(offsets).max() > limit:
+                    return False
+            elif len(chunk) and pc.max(pc.binary_length(chunk)).as_py() > limit:
+                return False
+        return True
+    return holds
+
+
+def _make_common_rules(schema: pa.Schema, bounds: TimeBounds) -> list[Rule]:
     rules = [
         Rule(f"ts_event before the floor {format_time(bounds.floor_ns)}",
              lambda t: pc.greater_equal(t.column("ts_event"), bounds.floor_ns),
@@ -144,7 +172,7 @@ def _common_rules(schema: pa.Schema, bounds: TimeBounds) -> list[Rule]:
              f"ts_event::HUGEINT - ts_recv <= {int(bounds.max_future_ns)}"),
         Rule(f"key longer than {MAX_KEY_BYTES} bytes",
              lambda t: pc.less_equal(pc.binary_length(t.column("key")), MAX_KEY_BYTES),
-             lambda t: pc.max(pc.binary_length(t.column("key"))).as_py() <= MAX_KEY_BYTES,
+             _max_length_holds("key", MAX_KEY_BYTES),
              f"strlen(key) <= {MAX_KEY_BYTES}"),
     ]
     for field in schema:
