@@ -1,14 +1,14 @@
 """Live pipeline benchmark: broker -> qsf process -> PostgreSQL, Apache Kafka and Tansu side by side.
 
-Usage: python bench/live_pipeline.py [--brokers kafka,tansu] [--events 300000] [--rate 5000] [--seconds 20]
+Usage: python bench/live_pipeline.py [--brokers kafka,tansu] [--events 300000] [--rate 5000] [--seconds 20] [--warmup 65]
 
 Prints, for each broker in one run (the same PostgreSQL; targets from issues 3 and 13 in brackets):
 1. sustained events/s end to end: a backlog of --events trades on the broker, processed by
    the spread strategy with the PostgreSQL sink, timed from the first processed batch to
    the last one made durable [>= 50k events/s];
 2. p50/p99 latency from ts_recv (stamped when published) to durable in PostgreSQL, with
-   events published at a fixed --rate for --seconds by another process, after a 3 s
-   warm-up [p99 < 100 ms at 5k events/s];
+   events published at a fixed --rate for --seconds by another process, after --warmup
+   seconds (65: the strategy's 60 s window full, its snapshot at its steady size) [p99 < 100 ms at 5k events/s];
 and once, broker aside:
 3. the sink's rows/s next to a raw asyncpg COPY of the same rows [>= 70%].
 Uses QSF_KAFKA_BOOTSTRAP/QSF_PG_DSN when set (one column, that broker), else starts the
@@ -83,9 +83,12 @@ async def throughput(bootstrap: str, dsn: str, events: int) -> tuple[int, float]
 
 
 async def _publish_at_rate(bootstrap: str, topic: str, rate: int, seconds: float) -> int:
-    """Publish trades stamped ts_recv = now at ``rate`` events/s for ``seconds``."""
+    """Publish trades stamped ts_recv = now at ``rate`` events/s for ``seconds``; each
+    symbol's price a random walk of 1 bp steps, as trades move (uniform noise would make
+    every trade a 0.5% divergence, and the strategy a firehose of signals)."""
     producer = await start_producer(bootstrap)
     rng = np.random.default_rng(0)
+    last = {"BTCUSDT": 95_000.0, "ETHUSDT": 3_300.0}
     sent = 0
     t0 = time.monotonic()
     try:
@@ -93,10 +96,16 @@ async def _publish_at_rate(bootstrap: str, topic: str, rate: int, seconds: float
             due = int((time.monotonic() - t0) * rate) - sent
             if due > 0:
                 now = time.time_ns()
+                keys = rng.choice(["BTCUSDT", "ETHUSDT"], due).tolist()
+                steps = np.exp(rng.normal(0, 1e-4, due)).tolist()
+                prices = []
+                for key, step in zip(keys, steps):
+                    last[key] *= step
+                    prices.append(last[key])
                 table = pa.table({
                     "ts_event": np.full(due, now, np.int64), "ts_recv": np.full(due, now, np.int64),
-                    "source": ["bench"] * due, "key": rng.choice(["BTCUSDT", "ETHUSDT"], due).tolist(),
-                    "seq": np.arange(sent, sent + due, dtype=np.int64), "price": 100 + rng.random(due),
+                    "source": ["bench"] * due, "key": keys,
+                    "seq": np.arange(sent, sent + due, dtype=np.int64), "price": prices,
                     "qty": np.ones(due), "is_buyer_maker": np.zeros(due, bool),
                 }, schema=TRADE.schema)
                 for key, value in encode(table):
@@ -113,9 +122,13 @@ def _publisher(bootstrap: str, topic: str, rate: int, seconds: float, out) -> No
     out.put(asyncio.run(_publish_at_rate(bootstrap, topic, rate, seconds)))
 
 
-async def latency(bootstrap: str, dsn: str, rate: int, seconds: float) -> tuple[float, float, int]:
+async def latency(bootstrap: str, dsn: str, rate: int, seconds: float,
+                  warmup: float = 3.0) -> tuple[float, float, int]:
     """The publisher runs in its own process, as a feed would: the processor's event loop
-    and CPU time are its own."""
+    and CPU time are its own. Measured after ``warmup`` seconds of publishing (the
+    consumer's first fetches and the publisher's start-up are not the steady state; nor is
+    the strategy's window before it filled: its state, and with it each checkpoint's
+    snapshot, grows until then)."""
     import multiprocessing as mp
 
     prefix = f"b{uuid.uuid4().hex[:6]}"
@@ -130,7 +143,6 @@ async def latency(bootstrap: str, dsn: str, rate: int, seconds: float) -> tuple[
         await asyncio.sleep(0.05)
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    warmup = 3.0  # the consumer's first fetches and the publisher's start-up are not the steady state
     publisher = ctx.Process(target=_publisher, args=(bootstrap, topic, rate, seconds + warmup, out))
     publisher.start()
     while proc.stats.consumed == 0 and publisher.is_alive():
@@ -185,7 +197,7 @@ class Figures:
 
 async def measure(broker: str, bootstrap: str, dsn: str, args) -> Figures:
     n, secs = await throughput(bootstrap, dsn, args.events)
-    p50, p99, sent = await latency(bootstrap, dsn, args.rate, args.seconds)
+    p50, p99, sent = await latency(bootstrap, dsn, args.rate, args.seconds, args.warmup)
     return Figures(broker, n, secs, p50, p99, sent)
 
 
@@ -242,6 +254,9 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--rate", type=int, default=5_000)
     ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--warmup", type=float, default=65,
+                    help="seconds published before the latency is measured (default: the spread "
+                         "strategy's 60 s window filled, and a checkpoint)")
     ap.add_argument("--copy-rows", type=int, default=200_000)
     asyncio.run(main_async(ap.parse_args()))
 

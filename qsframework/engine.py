@@ -228,13 +228,18 @@ class Engine:
         one, many = handlers
         if self.sim.trading:
             run_trading(self, kind, row, batch, full, one)
-        elif many is None or (batch.num_rows < self._small and one is not None):
+        elif many is None or (one is not None and batch.num_rows < self._small_rows()):
             self._run_events(kind, row, batch, full, one)
         else:
             run_batch(self, kind, row, batch, full, one, many)
         if self.ctx.switch:  # the first order came from the batch's last event
             self.settle_switch()
             deliver_notices(self)
+
+    def _small_rows(self) -> int:
+        """Below this many rows a batch goes to the per-event handler: with path "auto" the
+        engine's ``small_batch`` or the strategy's :meth:`~Strategy.batch_min_rows`."""
+        return max(self._small, self.strategy.batch_min_rows()) if self._small else 0
 
     def _begin_trading(self) -> None:
         """The first order: the per-event loop hands over to the execution loop at its next

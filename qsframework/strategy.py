@@ -319,6 +319,13 @@ class Strategy:
         a small backtest runs per event instead of waiting for a compile."""
         return True
 
+    def batch_min_rows(self) -> int:
+        """With path "auto": the fewest rows a batch must have for ``on_<kind>_batch`` to take
+        it instead of the per-event handler (0: the engine's threshold alone). A batch handler
+        whose set-up grows with the state (it converts the state to arrays and back) raises it
+        with the state, so a live micro-batch after a pause does not pay for the whole state."""
+        return 0
+
     def on_start(self) -> None:
         """Called once, before the first event; ``ctx.now`` is that event's time."""
 

@@ -62,16 +62,37 @@ class Layout:
 
     def pickled(self, c: Any) -> dict[str, Any]:
         """:meth:`values`, sequences as arrays of their types: a window that slid keeps its
-        pickled bytes (see :mod:`qsframework.state_pickle`), and an array pickles faster
-        than its items one by one."""
-        return {name: np.array(v, self.sequences[name]) if name in self.sequences else v
-                for name, v in self.values(c).items()}
+        pickled bytes (see :mod:`qsframework.state_pickle`). The legs' trades are converted
+        only from where the last snapshot's arrays end: a checkpoint every 5 s of a 60 s
+        window converts a twelfth of it (300,000 trades at 5k/s took ~30-100 ms)."""
+        memo = c.memo if isinstance(c.memo, dict) else {}
+        values = {name: getattr(c, name) for name in self.scalars}
+        for (ts, px), start, cut in ((("a_ts", "a_px"), c.ia, c.cut_a), (("b_ts", "b_px"), c.ib, c.cut_b)):
+            for name in (ts, px):
+                memo[name] = _window_array(getattr(c, name), start, cut, self.sequences[name], memo.get(name))
+                values[name] = memo[name][2]
+        c.memo = memo
+        for name in ("ra", "rb", "ok"):
+            values[name] = np.array(getattr(c, name), self.sequences[name])
+        return values
 
     def load(self, c: Any, values: dict[str, Any]) -> None:
         """Put ``values`` (by field name, sequences as lists) into core ``c``."""
         for name in self.scalars:
             setattr(c, name, values[name])
         c.load(**{name: values[name] for name in self.sequences})
+
+
+def _window_array(items: list[Any], start: int, cut: int, dtype: Any,
+                  last: tuple[list[Any], int, np.ndarray] | None) -> tuple[list[Any], int, np.ndarray]:
+    """``items[start:]`` as an array, with the list and its trades' first place (``cut``
+    counts the items trimmed off its front); the array made from the same list ``last``
+    time gives the trades both hold."""
+    first, end = cut + start, cut + len(items)
+    if last is not None and last[0] is items and last[1] <= first and first <= last[1] + len(last[2]) <= end:
+        held = last[2][first - last[1]:]
+        return items, first, np.concatenate((held, np.array(items[start + len(held):], dtype)))
+    return items, first, np.array(items[start:], dtype)
 
 
 def _core(args: tuple[Any, ...], values: dict[str, Any]) -> Any:
@@ -127,6 +148,14 @@ def accelerated(plain: S) -> S:
 
         def on_restore(self) -> None:
             self.s.diverged = self.diverged
+
+        def batch_min_rows(self) -> int:
+            """The kernel takes the windows' trades as arrays and gives them back as lists on
+            every batch (about 0.1 us a trade, the per-event core about 1 us an event): worth
+            it from an eighth of them. Live, a poll after a pause stays per event; a backlog
+            goes through the kernel."""
+            c = self.s
+            return (len(c.a_ts) - c.ia + len(c.b_ts) - c.ib) // 8
 
         def on_trade_batch(self, batch: pa.RecordBatch, fires: TimerFires) -> None:
             """The rule over a whole batch, compiled: same operations, same bits."""

@@ -102,6 +102,12 @@ class SpreadCore:
         self.nb = -1
         self.next = -1
         self.k = NAN
+        # trades trim() took off the front of each leg's lists (load() makes new lists): a
+        # list index plus it is a trade's place in its leg, which lets a snapshot reuse the
+        # arrays of the one before for the trades still held (spread.py: Layout.pickled)
+        self.cut_a = 0
+        self.cut_b = 0
+        self.memo: Any = None
         # Fast path: d = ln(x) up to rounding (< 1e-15), x = (last_a/last_b) * (lag_b/lag_a).
         # x well inside the threshold band means no divergence; well outside the re-arm band
         # no re-arm. Only near a boundary (or while a lag is missing) is d computed exactly.
@@ -222,10 +228,12 @@ class SpreadCore:
         if self.ia > keep:
             del self.a_ts[: self.ia]
             del self.a_px[: self.ia]
+            self.cut_a += self.ia
             self.ia = 0
         if self.ib > keep:
             del self.b_ts[: self.ib]
             del self.b_px[: self.ib]
+            self.cut_b += self.ib
             self.ib = 0
 
     def sequences(self) -> dict[str, list[Any]]:
@@ -242,6 +250,8 @@ class SpreadCore:
         the scalar fields were set): what the batch path and a restore hand over."""
         self.a_ts, self.a_px, self.b_ts, self.b_px = a_ts, a_px, b_ts, b_px
         self.ia = self.ib = 0
+        self.cut_a = self.cut_b = 0
+        self.memo = None
         self.ra = deque(ra, maxlen=self.n)
         self.rb = deque(rb, maxlen=self.n)
         self.ok = deque(ok, maxlen=self.n)

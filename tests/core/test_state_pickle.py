@@ -89,3 +89,20 @@ def test_the_spread_strategys_snapshot_after_5_s_of_a_60_s_window_sends_a_fracti
         after = engine.snapshot()
         assert len(after) > 4_000_000
         assert _sent_fraction(before, after) < 0.2, cls
+
+
+def test_the_compiled_spreads_snapshots_reuse_the_last_arrays_and_restore_exactly():
+    """A snapshot converts only the trades that came since the one before (the arrays of
+    the last snapshot give the rest): across trims of the legs' lists and the batch path's
+    new lists, every snapshot restores to the engine's state, ints as ints, floats as floats."""
+    engine = Engine(BtcEthSpread)
+    for i, batch in enumerate(_trades(70).to_batches(2500)):
+        engine.process_window(Window.single("trade", batch))
+        if i % 9 == 4:
+            restored = Engine(BtcEthSpread)
+            restored.restore(engine.snapshot())
+            got, want = restored.strategy.s.sequences(), engine.strategy.s.sequences()
+            assert got == want
+            assert {type(v) for v in got["a_ts"] + got["b_ts"]} == {int}
+            assert {type(v) for v in got["a_px"] + got["b_px"]} == {float}
+    assert engine.strategy.s.cut_a > 0 and engine.strategy.s.cut_b > 0  # the lists were trimmed
