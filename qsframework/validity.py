@@ -13,6 +13,7 @@ over decades).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -131,17 +132,12 @@ def _finite(t: pa.Table, name: str) -> bool:
     return not len(v) or bool(np.isfinite(v.min()) and np.isfinite(v.max()))
 
 
+@functools.cache
 def _common_rules(schema: pa.Schema, bounds: TimeBounds) -> list[Rule]:
     """The rules of every kind, for ``schema`` and ``bounds`` (made once per pair: a live
-    poll checks a few dozen rows, and making them cost more than checking)."""
-    key = (schema, bounds)
-    rules = _COMMON.get(key)
-    if rules is None:
-        rules = _COMMON[key] = _make_common_rules(schema, bounds)
-    return rules
-
-
-_COMMON: dict[tuple[pa.Schema, TimeBounds], list[Rule]] = {}
+    poll checks a few dozen rows, and making them cost more than checking; callers only
+    read the list)."""
+    return _make_common_rules(schema, bounds)
 
 
 def _max_length_holds(name: str, limit: int) -> Callable[[pa.Table], bool]:

@@ -72,8 +72,9 @@ class Layout:
                 memo[name] = _window_array(getattr(c, name), start, cut, self.sequences[name], memo.get(name))
                 values[name] = memo[name][2]
         c.memo = memo
-        for name in ("ra", "rb", "ok"):
-            values[name] = np.array(getattr(c, name), self.sequences[name])
+        for name, dtype in self.sequences.items():  # the sample window's returns
+            if name not in values:
+                values[name] = np.array(getattr(c, name), dtype)
         return values
 
     def load(self, c: Any, values: dict[str, Any]) -> None:
