@@ -1,6 +1,6 @@
 """Live pipeline benchmark: broker -> qsf process -> PostgreSQL, Apache Kafka and Tansu side by side.
 
-Usage: python bench/live_pipeline.py [--brokers kafka,tansu] [--events 300000] [--rate 5000] [--seconds 20] [--warmup 65]
+Usage: python bench/live_pipeline.py [--brokers kafka,tansu] [--events 300000] [--rate 5000] [--seconds 60] [--warmup 65]
 
 Prints, for each broker in one run (the same PostgreSQL; targets from issues 3 and 13 in brackets):
 1. sustained events/s end to end: a backlog of --events trades on the broker, processed by
@@ -57,6 +57,15 @@ async def fresh_db(dsn: str) -> str:
     return dsn.rsplit("/", 1)[0] + "/" + name
 
 
+def simulated(rows: int, *, seed: int) -> pa.Table:
+    """``rows`` simulated BTC/ETH trades (the simulator's rate is an estimate: longer until enough)."""
+    symbols = ["BTCUSDT", "ETHUSDT"]
+    minutes = rows / estimate_rate(symbols) / 60
+    while (table := pa.concat_tables(simulate_trades(symbols, minutes=minutes, seed=seed))).num_rows < rows:
+        minutes *= 1.1 * rows / max(table.num_rows, 1)
+    return table.slice(0, rows)
+
+
 async def publish(bootstrap: str, topic: str, table: pa.Table) -> None:
     producer = await start_producer(bootstrap)
     try:
@@ -69,9 +78,7 @@ async def publish(bootstrap: str, topic: str, table: pa.Table) -> None:
 
 async def throughput(bootstrap: str, dsn: str, events: int) -> tuple[int, float]:
     prefix = f"b{uuid.uuid4().hex[:6]}"
-    minutes = events / estimate_rate(["BTCUSDT", "ETHUSDT"]) / 60 * 1.1  # margin: at least `events`
-    table = pa.concat_tables(simulate_trades(["BTCUSDT", "ETHUSDT"], minutes=minutes, seed=3))
-    table = table.slice(0, events)
+    table = simulated(events, seed=3)
     await ensure_topics(bootstrap, [topic_of("trade", prefix)])
     await publish(bootstrap, topic_of("trade", prefix), table)
     proc = Processor(SPREAD, ProcessConfig(bootstrap=bootstrap, group=f"{prefix}-g", prefix=prefix,
@@ -122,13 +129,54 @@ def _publisher(bootstrap: str, topic: str, rate: int, seconds: float, out) -> No
     out.put(asyncio.run(_publish_at_rate(bootstrap, topic, rate, seconds)))
 
 
-async def latency(bootstrap: str, dsn: str, rate: int, seconds: float,
-                  warmup: float = 3.0) -> tuple[float, float, int]:
+@dataclass(frozen=True)
+class Flushes:
+    """What the disk did meanwhile: latencies (ms) of 8 KiB write + fdatasync probes, the
+    pattern of a PostgreSQL commit, on the database's file system."""
+
+    p50: float
+    p99: float
+    max: float
+    stalls: int  # probes over STALL_MS
+
+    STALL_MS = 50.0
+
+
+def _flush_probe(directory: str, seconds: float, every_s: float, out) -> None:
+    """Every ``every_s``: 8 KiB into a preallocated file and fdatasync (as PostgreSQL writes
+    its WAL); the latencies' summary to ``out``. In its own process: nothing else waits."""
+    import os
+
+    path = os.path.join(directory, "flush-probe")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        os.write(fd, bytes(16 << 20))
+        os.fsync(fd)
+        lat, block, end = [], b"x" * 8192, time.monotonic() + seconds
+        while time.monotonic() < end:
+            if os.lseek(fd, 0, os.SEEK_CUR) >= 16 << 20:
+                os.lseek(fd, 0, os.SEEK_SET)
+            t = time.monotonic()
+            os.write(fd, block)
+            os.fdatasync(fd)
+            lat.append((time.monotonic() - t) * 1000)
+            time.sleep(every_s)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    a = np.array(lat)
+    out.put(Flushes(float(np.percentile(a, 50)), float(np.percentile(a, 99)), float(a.max()),
+                    int((a > Flushes.STALL_MS).sum())))
+
+
+async def latency(bootstrap: str, dsn: str, rate: int, seconds: float, warmup: float = 3.0, *,
+                  disk: str | None) -> tuple[float, float, int, Flushes]:
     """The publisher runs in its own process, as a feed would: the processor's event loop
     and CPU time are its own. Measured after ``warmup`` seconds of publishing (the
     consumer's first fetches and the publisher's start-up are not the steady state; nor is
     the strategy's window before it filled: its state, and with it each checkpoint's
-    snapshot, grows until then)."""
+    snapshot, grows until then). A probe in a third process times the disk's flushes (in
+    ``disk``) over the measurement: every durable commit waits for one."""
     import multiprocessing as mp
 
     prefix = f"b{uuid.uuid4().hex[:6]}"
@@ -148,7 +196,12 @@ async def latency(bootstrap: str, dsn: str, rate: int, seconds: float,
     while proc.stats.consumed == 0 and publisher.is_alive():
         await asyncio.sleep(0.05)
     await asyncio.sleep(warmup)
-    proc.restart_latency_window()
+    proc.restart_latency_window(samples=int(rate * seconds * 1.2) + 10_000)  # every row measured
+    flushes = ctx.Queue()
+    probe = None
+    if disk is not None:
+        probe = ctx.Process(target=_flush_probe, args=(disk, seconds, 0.05, flushes))
+        probe.start()
     while publisher.is_alive():
         await asyncio.sleep(0.2)
     sent = out.get(timeout=10)
@@ -156,14 +209,17 @@ async def latency(bootstrap: str, dsn: str, rate: int, seconds: float,
         await asyncio.sleep(0.05)
     proc.end_of_input()
     stats = await worker
-    return stats.latency_ms_p50 or float("nan"), stats.latency_ms_p99 or float("nan"), sent
+    probed = Flushes(*[float("nan")] * 3, 0)
+    if probe is not None:
+        probed = flushes.get(timeout=30)
+        probe.join()
+    return stats.latency_ms_p50 or float("nan"), stats.latency_ms_p99 or float("nan"), sent, probed
 
 
 async def sink_vs_copy(dsn: str, rows: int) -> tuple[float, float]:
     import asyncpg
 
-    minutes = rows / estimate_rate(["BTCUSDT", "ETHUSDT"]) / 60 * 1.1
-    table = pa.concat_tables(simulate_trades(["BTCUSDT", "ETHUSDT"], minutes=minutes, seed=4)).slice(0, rows)
+    table = simulated(rows, seed=4)
     sink = PostgresSink(dsn)
     await sink.start()
     t = time.monotonic()
@@ -193,12 +249,13 @@ class Figures:
     p50: float
     p99: float
     sent: int
+    flushes: Flushes
 
 
-async def measure(broker: str, bootstrap: str, dsn: str, args) -> Figures:
+async def measure(broker: str, bootstrap: str, dsn: str, args, disk: str | None) -> Figures:
     n, secs = await throughput(bootstrap, dsn, args.events)
-    p50, p99, sent = await latency(bootstrap, dsn, args.rate, args.seconds, args.warmup)
-    return Figures(broker, n, secs, p50, p99, sent)
+    p50, p99, sent, flushes = await latency(bootstrap, dsn, args.rate, args.seconds, args.warmup, disk=disk)
+    return Figures(broker, n, secs, p50, p99, sent, flushes)
 
 
 def table(figures: list[Figures], rate: int) -> list[str]:
@@ -208,7 +265,10 @@ def table(figures: list[Figures], rate: int) -> list[str]:
             ("  (events, seconds)", [f"{f.events:,} in {f.secs:.1f} s" for f in figures], ""),
             (f"latency p50 at {rate:,}/s", [f"{f.p50:.1f} ms" for f in figures], ""),
             (f"latency p99 at {rate:,}/s", [f"{f.p99:.1f} ms" for f in figures], "[< 100 ms]"),
-            ("  (events published)", [f"{f.sent:,}" for f in figures], "")]
+            ("  (events published)", [f"{f.sent:,}" for f in figures], ""),
+            ("disk flush p50/p99/max", [f"{f.flushes.p50:.1f}/{f.flushes.p99:.0f}/{f.flushes.max:.0f} ms" for f in figures],
+             "(probe beside it)"),
+            (f"  flushes over {Flushes.STALL_MS:.0f} ms", [f"{f.flushes.stalls}" for f in figures], "")]
     width = max(22, *(len(f.broker) + 2 for f in figures))
     return [f"{name:<28}" + "".join(f"{c:>{width}}" for c in cells) + f"  {target}".rstrip()
             for name, cells, target in rows]
@@ -221,7 +281,8 @@ async def main_async(args) -> None:
     try:
         if external is not None:
             dsn = await fresh_db(external.pg_dsn)
-            figures.append(await measure(external.kafka_bootstrap, external.kafka_bootstrap, dsn, args))
+            figures.append(await measure(external.kafka_bootstrap, external.kafka_bootstrap, dsn, args,
+                                         disk=None))  # the database's disk is not here to probe
         else:
             brokers = [b for b in args.brokers.split(",") if b != "kafka" or kafka_usable()]
             pg = None
@@ -235,7 +296,7 @@ async def main_async(args) -> None:
                 print(f"{stack.broker.title} {stack.broker.version} ...", file=sys.stderr, flush=True)
                 dsn = await fresh_db(pg.dsn)
                 figures.append(await measure(f"{stack.broker.title} {stack.broker.version}",
-                                             stack.broker.bootstrap, dsn, args))
+                                             stack.broker.bootstrap, dsn, args, disk=str(pg.root)))
                 stack.broker.stop()  # the next broker runs alone on the machine
         for line in table(figures, args.rate):
             print(line)
@@ -253,7 +314,8 @@ def main() -> None:
                     help="embedded brokers to compare, in order (kafka is left out where Java 17+ is missing)")
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--rate", type=int, default=5_000)
-    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--seconds", type=float, default=60,
+                    help="seconds the latency is measured (default 60: a p99 over 300k events at 5k/s)")
     ap.add_argument("--warmup", type=float, default=65,
                     help="seconds published before the latency is measured (default: the spread "
                          "strategy's 60 s window filled, and a checkpoint)")

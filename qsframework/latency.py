@@ -25,7 +25,10 @@ class LatencyWindow:
         self._ring[:len(samples) - head] = samples[head:]
         self._next += len(samples)
 
-    def clear(self) -> None:
+    def clear(self, *, size: int | None = None) -> None:
+        """Forget every sample; ``size``: hold that many from now on."""
+        if size is not None and size != len(self._ring):
+            self._ring = np.empty(size, np.float64)
         self._next = 0
 
     @property

@@ -133,9 +133,10 @@ class Processor:
         rows held behind the watermark, commit, and stop (as ``exit_when_idle_s`` does)."""
         self._input_ended = True
 
-    def restart_latency_window(self) -> None:
-        """Forget the latency samples so far (e.g. a benchmark's warm-up)."""
-        self._latency.clear()
+    def restart_latency_window(self, *, samples: int | None = None) -> None:
+        """Forget the latency samples so far (e.g. a benchmark's warm-up); ``samples``: how
+        many to hold from now on (a measurement's every row, not only the most recent)."""
+        self._latency.clear(size=samples)
 
     async def run(self) -> ProcessStats:
         """Process until the input is idle (``exit_when_idle_s``) or :meth:`stop`; a stop lets
@@ -314,7 +315,7 @@ class Processor:
             self.source.released_upto = upto
         self._flush_outputs()
         if tables:
-            self._writes.schedule([t.column("ts_recv").to_numpy()[-1000:] for t in tables.values()])
+            self._writes.schedule([t.column("ts_recv").to_numpy() for t in tables.values()])
 
     def _consumed(self, batch: pa.RecordBatch) -> pa.Table:
         """The rows of ``batch`` the engine consumes (the strategy's keys), for the sinks."""

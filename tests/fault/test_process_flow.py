@@ -265,3 +265,18 @@ def test_latency_window_is_bounded_and_gives_the_recent_percentiles():
         assert window.percentile(q) == float(np.percentile(recent, q))
     window.add(samples[:5000])  # more than the window at once: the last 1000 of them
     assert window.percentile(50) == float(np.percentile(samples[4000:5000], 50))
+
+
+def test_restarting_the_latency_window_with_a_size_keeps_every_sample_of_the_measurement():
+    async def measured() -> tuple[float | None, float | None, int]:
+        proc = Processor(load_strategy(FAILS_AT), ProcessConfig(bootstrap="127.0.0.1:1", group="g"))
+        proc._latency.add(np.full(70_000, 900.0))  # the warm-up: forgotten
+        proc.restart_latency_window(samples=200_000)
+        for chunk in np.array_split(samples, 53):
+            proc._latency.add(chunk)
+        return proc._latency.percentile(50), proc._latency.percentile(99), len(proc._latency)
+
+    samples = np.random.default_rng(3).exponential(20.0, 150_000)  # more than the default ring holds
+    p50, p99, n = asyncio.run(measured())
+    assert n == len(samples)
+    assert (p50, p99) == (float(np.percentile(samples, 50)), float(np.percentile(samples, 99)))
