@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 STRATEGY = str(ROOT / "strategies" / "btc_eth_spread.py") + ":BtcEthSpread"

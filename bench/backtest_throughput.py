@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from qsframework import Strategy, TimerFires  # noqa: E402
 from qsframework.backtest import run_backtest  # noqa: E402

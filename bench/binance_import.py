@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import shutil
-import sys
 import tempfile
 import time
 import zipfile
@@ -24,10 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 from qsframework.adapters.binance.importer import import_binance_csv
+
+ROOT = Path(__file__).resolve().parent.parent
 
 START_US = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z
 

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qsframework.adapters.binance.protocol import TradeParser  # noqa: E402
 

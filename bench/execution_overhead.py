@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from backtest_throughput import ensure_recording  # noqa: E402
 

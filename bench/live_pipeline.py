@@ -30,7 +30,6 @@ import numpy as np
 import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from qsframework.events import TRADE  # noqa: E402
 from qsframework.kafka import ensure_topics, start_producer, topic_of  # noqa: E402

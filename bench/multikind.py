@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import struct
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,7 +32,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from qsframework import Strategy, define_kind  # noqa: E402
 from qsframework.backtest import run_backtest  # noqa: E402

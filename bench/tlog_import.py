@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT))  # tests.fakes (the tests' log generator); qsframework: the installed one
 
 from qsframework.adapters.mavlink.tlog import TlogStats, import_tlog, read_tlog  # noqa: E402
 from tests.fakes.tlog_gen import write_tlog  # noqa: E402
