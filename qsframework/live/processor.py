@@ -133,6 +133,11 @@ class Processor:
         rows held behind the watermark, commit, and stop (as ``exit_when_idle_s`` does)."""
         self._input_ended = True
 
+    @property
+    def latency(self) -> LatencyWindow:
+        """Receive-to-durable latency (ms) of the events made durable, in that order."""
+        return self._latency
+
     def restart_latency_window(self, *, samples: int | None = None) -> None:
         """Forget the latency samples so far (e.g. a benchmark's warm-up); ``samples``: how
         many to hold from now on (a measurement's every row, not only the most recent)."""
