@@ -78,6 +78,7 @@ class DataflashStats:
     system_id: int = 1
     first_ts: int | None = None
     last_ts: int | None = None
+    boot_clock: bool = False  # the log has no GPS time: its times count from boot
     by_kind: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)  # events that break a rule, by "kind: reason"
 
@@ -222,6 +223,16 @@ class _Columns:
         return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def stamp_ns(seconds: float, *, boot_start_ns: int | None = None) -> int:
+    """A message's time (pymavlink's ``_timestamp``, s) in ns, to the microsecond. In a log
+    without GPS time it counts from boot (1970-01-01 on the clock): with ``boot_start_ns`` it
+    counts from there instead."""
+    ns = round(seconds * 1e6) * 1000
+    if boot_start_ns is not None and ns < DEFAULT_FLOOR_NS:
+        ns += boot_start_ns
+    return ns
+
+
 def _open(path: Path) -> Any:
     from pymavlink.DFReader import DFReader_binary
 
@@ -254,15 +265,17 @@ class DataflashSource(LogSource):
     """The telemetry in the DataFlash log ``path`` as ``(kind, table)`` batches, about
     ``chunk`` events at a time, counted in :attr:`stats`. Events that break a validity rule
     are counted (``stats.rejected``) and, with :attr:`on_reject`, handed over as JSON with
-    their reason."""
+    their reason. A log without GPS time is timed from boot, before every validity floor:
+    refused, unless ``boot_start_ns`` says where its clock starts (see :func:`stamp_ns`)."""
 
     stats: DataflashStats
 
     def __init__(self, path: str | Path, *, stats: DataflashStats | None = None, chunk: int = 100_000,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, boot_start_ns: int | None = None) -> None:
         super().__init__(path, stats if stats is not None else DataflashStats(), source=SOURCE,
                          format="dataflash", progress=progress)
         self.chunk = chunk
+        self.boot_start_ns = boot_start_ns  # where a log without GPS time starts (None: refused)
 
     def __iter__(self) -> Iterator[Batch]:
         from pymavlink import mavutil
@@ -289,7 +302,9 @@ class DataflashSource(LogSource):
                     stats.other_instance += 1
                     continue
                 stats.messages += 1
-                ts = round(m._timestamp * 1e6) * 1000
+                if stats.messages == 1:
+                    stats.boot_clock = m._timestamp * 1e9 < DEFAULT_FLOOR_NS
+                ts = stamp_ns(m._timestamp, boot_start_ns=self.boot_start_ns)
                 for kind, row in _rows(m, name, st, modes):
                     cols = pending.get(kind)
                     if cols is None:

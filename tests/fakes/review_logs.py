@@ -70,10 +70,11 @@ def motor_outputs(truth: dict) -> Callable[[float, bool], list[int]]:
 def write_dataflash_from_tlog(tlog: Path, out: Path, *, params: dict[str, float] | None = None,
                               defaults: dict[str, float] | None = None,
                               motors: Callable[[float, bool], list[int]] | None = None,
-                              vcc: Callable[[float], float] | None = None) -> Path:
+                              vcc: Callable[[float], float] | None = None, gps: bool = True) -> Path:
     """The vehicle's flight in ``tlog`` as an ArduCopter DataFlash log: POS, GPS, BAT, ATT, VIBE,
     XKF4, MODE, ARM, MSG; with ``params`` PARM messages (``defaults`` their Default column),
-    with ``motors`` RCOU at each ATTITUDE, with ``vcc`` POWR at each SYS_STATUS."""
+    with ``motors`` RCOU at each ATTITUDE, with ``vcc`` POWR at each SYS_STATUS; without
+    ``gps`` no GPS message (the log is timed from boot, as an indoor flight's)."""
     w = Writer({**FORMATS, **EXTRA_FORMATS})
     defaults = defaults or {}
     for name, value in (params or {}).items():
@@ -85,7 +86,7 @@ def write_dataflash_from_tlog(tlog: Path, out: Path, *, params: dict[str, float]
         kind = m.get_type()
         if kind == "GLOBAL_POSITION_INT":
             w.write("POS", t_us, m.lat / 1e7, m.lon / 1e7, m.alt / 1e3, m.relative_alt / 1e3, m.relative_alt / 1e3)
-        elif kind == "GPS_RAW_INT":
+        elif kind == "GPS_RAW_INT" and gps:
             week, ms = gps_week_ms(us)
             w.write("GPS", t_us, 0, m.fix_type, ms, week, m.satellites_visible, m.eph / 100, m.lat / 1e7, m.lon / 1e7,
                     m.alt / 1e3, m.vel / 100, m.cog / 100, 0.0, 0.0, 1)

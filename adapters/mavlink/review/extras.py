@@ -101,11 +101,15 @@ def read_tlog_extras(path: Path, *, system_id: int | None, component_id: int | N
                   **_sensors(imus, mag, throttle))
 
 
-def read_dataflash_extras(path: Path) -> Extras:
-    """The servo outputs, supply voltage and parameters (with defaults) in the DataFlash log ``path``."""
+def read_dataflash_extras(path: Path, *, boot_start_ns: int | None = None) -> Extras:
+    """The servo outputs, supply voltage and parameters (with defaults) in the DataFlash log
+    ``path``; times as :class:`~..dataflash.DataflashSource` gives them (``boot_start_ns``)."""
     from pymavlink.DFReader import DFReader_binary
 
-    from ..dataflash import _Complaints, _quiet
+    from ..dataflash import _Complaints, _quiet, stamp_ns
+
+    def ns(seconds: float) -> int:  # this log's clock
+        return stamp_ns(seconds, boot_start_ns=boot_start_ns)
 
     with _quiet(_Complaints(), native=True):
         reader = DFReader_binary(str(path), zero_time_base=False)
@@ -122,21 +126,21 @@ def read_dataflash_extras(path: Path) -> Extras:
                 name, fields = m.get_type(), m._fieldnames
                 if name == "RCOU":
                     prefix = "C" if "C1" in fields else "Chan"
-                    servo.append((_ns(m._timestamp), *(float(getattr(m, f"{prefix}{i}", 0.0))
+                    servo.append((ns(m._timestamp), *(float(getattr(m, f"{prefix}{i}", 0.0))
                                                        for i in range(1, MOTOR_CHANNELS + 1))))
                 elif name == "POWR":
-                    power.append((_ns(m._timestamp), float(m.Vcc)))
+                    power.append((ns(m._timestamp), float(m.Vcc)))
                 elif name.startswith("IMU"):
                     inst = int(m.I) if "I" in fields else int(name[3:] or 1) - 1
-                    imus.setdefault(inst, []).append((_ns(m._timestamp), *(float(getattr(m, f)) for f in (
+                    imus.setdefault(inst, []).append((ns(m._timestamp), *(float(getattr(m, f)) for f in (
                         "AccX", "AccY", "AccZ", "GyrX", "GyrY", "GyrZ"))))
                 elif name == "MAG":
                     if int(getattr(m, "I", 0)) == 0:
-                        mag.append((_ns(m._timestamp), float(m.MagX), float(m.MagY), float(m.MagZ)))
+                        mag.append((ns(m._timestamp), float(m.MagX), float(m.MagY), float(m.MagZ)))
                 elif name == "CTUN":
                     out = "ThO" if "ThO" in fields else "ThrOut" if "ThrOut" in fields else None
                     if out is not None:
-                        throttle.append((_ns(m._timestamp), float(getattr(m, out))))
+                        throttle.append((ns(m._timestamp), float(getattr(m, out))))
                 else:
                     params[str(m.Name)] = float(m.Value)
                     if "Default" in fields:

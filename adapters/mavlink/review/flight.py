@@ -20,6 +20,7 @@ from typing import Any, Literal
 import polars as pl
 
 from qsframework.errors import UserError
+from qsframework.validity import DEFAULT_FLOOR_NS
 
 from .extras import Extras, read_dataflash_extras, read_tlog_extras
 
@@ -51,6 +52,7 @@ class Flight:
     alerts: pl.DataFrame
     t0: int
     t1: int
+    boot_clock: bool = False  # a DataFlash log without GPS time: t0 is its boot (see BOOT_START_NS)
 
     def kind(self, name: str) -> pl.DataFrame | None:
         """The events of kind ``name``, None when the flight has none."""
@@ -91,6 +93,11 @@ Progress = Callable[[str, int | None], Callable[[int], None]]
 the function to tell it how many more events are done."""
 
 
+#: a DataFlash log without GPS time (an indoor or bench flight) is timed from boot: reviewed as
+#: if it booted at 2000-01-01T00:00:00Z (the validity floor), so its times read as time since boot
+BOOT_START_NS = DEFAULT_FLOOR_NS
+
+
 def load_flight(path: str | Path, *, keep: str | Path | None = None, overrides: Mapping[str, str] | None = None,
                 detectors: bool = True, progress: Progress | None = None) -> Flight:
     """Import ``path`` (tlog, DataFlash or a recording directory), read it, run UavAnomaly on it
@@ -105,6 +112,7 @@ def load_flight(path: str | Path, *, keep: str | Path | None = None, overrides: 
     if fmt == "recording" and keep is not None:
         raise UserError(f"{path} is a recording already: --keep-recording applies to a log file")
     extras = Extras()
+    boot_clock = False
     advance = progress("import", None) if progress is not None and fmt != "recording" else None
     with _recording_dir(Path(keep) if keep is not None else None) as rec_dir:
         if fmt == "recording":
@@ -118,9 +126,10 @@ def load_flight(path: str | Path, *, keep: str | Path | None = None, overrides: 
         else:
             from ..dataflash import DataflashSource
 
-            df_source = DataflashSource(path, progress=advance)
+            df_source = DataflashSource(path, progress=advance, boot_start_ns=BOOT_START_NS)
             import_recording(df_source, rec_dir)
-            extras = read_dataflash_extras(path)
+            extras = read_dataflash_extras(path, boot_start_ns=BOOT_START_NS)
+            boot_clock = df_source.stats.boot_clock
         recording = Recording(rec_dir)
         onboard = fmt == "dataflash" or (recording.origin or {}).get("format") == "dataflash"
         frames = _frames(recording)
@@ -130,7 +139,7 @@ def load_flight(path: str | Path, *, keep: str | Path | None = None, overrides: 
         params, merged = _params(extras.params, overrides or {}, onboard=onboard)
         alerts = _alerts(recording, merged, progress) if detectors else _no_alerts()
     return Flight(path=path, format=fmt, onboard=onboard, frames=frames, extras=extras, params=params,
-                  overrides=merged, alerts=alerts, t0=span[0], t1=span[1])
+                  overrides=merged, alerts=alerts, t0=span[0], t1=span[1], boot_clock=boot_clock)
 
 
 def _frames(recording: Any) -> dict[str, pl.DataFrame]:

@@ -71,7 +71,8 @@ def document(flight: Any, checks: list[Check]) -> dict[str, Any]:
     statuses = [c.status for c in checks]
     return {
         "schema": SCHEMA_VERSION,
-        "log": {"path": str(flight.path), "format": flight.format, "onboard": flight.onboard, "start": format_time(flight.t0),
+        "log": {"path": str(flight.path), "format": flight.format, "onboard": flight.onboard,
+                "boot_clock": flight.boot_clock, "start": format_time(flight.t0),
                 "end": format_time(flight.t1), "duration_s": round((flight.t1 - flight.t0) / 1e9, 3),
                 "events": {k: f.height for k, f in sorted(flight.frames.items())}},
         "verdict": worst(*statuses) if any(s != "na" for s in statuses) else "na",
@@ -106,7 +107,8 @@ def print_table(doc: dict[str, Any], *, console: Any = None) -> None:
 
     console = console or Console()
     log = doc["log"]
-    table = Table(title=f"{log['path']} ({log['format']}, {log['duration_s']:.0f} s from {log['start']})",
+    since = "boot (the log has no GPS time)" if log.get("boot_clock") else log["start"]
+    table = Table(title=f"{log['path']} ({log['format']}, {log['duration_s']:.0f} s from {since})",
                   title_justify="left")
     for col in ("status", "test", "summary", "at (s)"):
         table.add_column(col, no_wrap=col != "summary")

@@ -79,6 +79,31 @@ def _tests(doc: dict) -> dict[str, dict]:
     return {t["name"]: t for t in doc["tests"]}
 
 
+def test_a_log_without_gps_time_is_reviewed_from_its_boot(flights, tmp_path):
+    """An indoor flight's log has no GPS time: its times count from boot. It is reviewed (the
+    import alone refuses it), as if it booted at the validity floor, and says so; every test
+    that needs no GPS gives what the same flight with GPS gives, at the same times."""
+    tlog, truth = flights["vibration"]
+    params = {"FENCE_ENABLE": 0, "BATT_LOW_VOLT": 10.5, "ARMING_CHECK": 1}
+    log = write_dataflash_from_tlog(tlog, tmp_path / "indoor.bin", params=params, motors=motor_outputs(truth),
+                                    vcc=lambda t: 5.1, gps=False)
+    doc = review(log, out=tmp_path / "review")
+    assert doc["log"]["boot_clock"] is True
+    assert doc["log"]["start"].startswith("2000-01-01T00:")
+    with_gps = review(write_dataflash_from_tlog(tlog, tmp_path / "outdoor.bin", params=params,
+                                                motors=motor_outputs(truth), vcc=lambda t: 5.1), out=tmp_path / "r2")
+    assert with_gps["log"]["boot_clock"] is False
+    indoor, outdoor = _tests(doc), _tests(with_gps)
+    assert indoor["gps"]["status"] == indoor["gps_glitch"]["status"] == "na"
+    assert outdoor["vibration"]["status"] == "fail"
+    for name in set(indoor) - {"gps", "gps_glitch", "ekf", "fence"}:  # (EKF and fence lean on the GPS)
+        assert indoor[name]["status"] == outdoor[name]["status"], name
+        assert [e["start"]["t_s"] for e in indoor[name]["evidence"]] == \
+            [e["start"]["t_s"] for e in outdoor[name]["evidence"]], name
+    assert [a["name"] for a in doc["alerts"] if not a["name"].startswith("gps")] == \
+        [a["name"] for a in with_gps["alerts"] if not a["name"].startswith("gps")]
+
+
 @pytest.mark.parametrize("fmt", ["tlog", "dataflash"])
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_each_fault_fails_its_test_and_the_others_pass(name, fmt, flights, reviews):
