@@ -14,7 +14,10 @@ Mapping (ArduCopter 4.x messages; SI units, angles of attitude in radians):
 - ``GPS`` Status (fix type), NSats, HDop, Lat, Lng, Alt (m), Spd (m/s), GCrs (deg) -> ``gps``
   (vdop null).
 - ``BAT`` Inst, Volt (V), Curr (A), RemPct (%, null when the log has none) -> ``battery``
-  (battery_id = Inst, msg = "BAT").
+  (battery_id = Inst, msg = "BAT"). Older logs (ArduCopter 3.2-3.3) have ``CURR`` instead:
+  Volt, Curr (integers V*100 and A*100 in 3.2, floats in V and A later) -> ``battery``
+  (battery_id 0, remaining null, msg = "CURR"), left out where the voltage is 0 or the log's
+  BATT_MONITOR is 0 (no battery monitor: the autopilot logs zeros).
 - ``ATT`` Roll, Pitch, Yaw (deg) -> ``attitude`` in radians (rates null).
 - ``VIBE`` VibeX/Y/Z (m/s^2) and clipping: ``Clip`` (newer logs, one counter -> clipping_0,
   clipping_1/2 = 0) or ``Clip0/1/2`` -> ``vibration``; ``clip_inc_*`` are the increments since
@@ -65,7 +68,7 @@ SOURCE = "dataflash"
 COPTER = 2  # MAV_TYPE_QUADROTOR
 AUTOPILOT_ARDUPILOT = 3  # MAV_AUTOPILOT_ARDUPILOTMEGA
 EV_ARMED, EV_DISARMED = 10, 11
-TYPES = frozenset({"POS", "GPS", "BAT", "ATT", "VIBE", "XKF4", "NKF4", "MODE", "ARM", "EV", "MSG"})
+TYPES = frozenset({"POS", "GPS", "BAT", "CURR", "ATT", "VIBE", "XKF4", "NKF4", "MODE", "ARM", "EV", "MSG"})
 _INSTANCE_FIELDS = {"GPS": ("I", "Instance"), "VIBE": ("IMU",), "XKF4": ("C",), "NKF4": ("C",)}
 
 
@@ -135,6 +138,8 @@ class _State:
     armed: bool = False
     mode: int | None = None
     clip: tuple[int, int, int] | None = None
+    battery_monitor: bool = True  # the log's BATT_MONITOR is not 0 (0: CURR's zeros are no battery)
+    bat: bool = False  # a BAT message was seen: CURR (if any) would say it again
 
 
 def _rad(deg: float) -> float:
@@ -152,6 +157,16 @@ def _get(m: Any, name: str, default: Any = None) -> Any:
     return getattr(m, name) if name in m._fieldnames else default
 
 
+def _scaled(m: Any, name: str, per_unit: float) -> float | None:
+    """Field ``name`` in SI units: logged as a float it is one already; as an integer (ArduCopter
+    3.2 and before) it counts 1/``per_unit`` of the unit."""
+    value = _get(m, name)
+    if value is None:
+        return None
+    is_int = m.fmt.format[m.fmt.columns.index(name)] in "bBhHiIqQ"
+    return value / per_unit if is_int else float(value)
+
+
 def _rows(m: Any, name: str, st: _State, modes: dict[int, str]) -> list[tuple[str, dict[str, Any]]]:
     """The events (kind, fields) of one message: none, one, or (heartbeat) one at a change."""
     if name == "POS":
@@ -159,7 +174,14 @@ def _rows(m: Any, name: str, st: _State, modes: dict[int, str]) -> list[tuple[st
     if name == "GPS":
         return [("gps", {"fix_type": m.Status, "satellites": m.NSats, "hdop": m.HDop, "lat": m.Lat,
                          "lon": m.Lng, "alt": m.Alt, "ground_speed": m.Spd, "course": m.GCrs})]
+    if name == "CURR":  # ArduCopter 3.2-3.3's battery: V*100 and A*100 as integers (3.2), else V and A
+        volt = _scaled(m, "Volt", 100)
+        if st.bat or not st.battery_monitor or not volt:  # a zero voltage: no battery monitor
+            return []
+        return [("battery", {"battery_id": 0, "voltage": volt, "current": _scaled(m, "Curr", 100),
+                             "remaining": None, "msg": "CURR"})]
     if name == "BAT":
+        st.bat = True
         rem = _get(m, "RemPct")
         return [("battery", {"battery_id": m.Inst, "voltage": m.Volt, "current": m.Curr,
                              "remaining": None if rem is None else float(rem), "msg": "BAT"})]
@@ -253,12 +275,12 @@ def _open(path: Path) -> Any:
     return reader
 
 
-def _system_id(reader: Any) -> int:
-    """The first SYSID_THISMAV in the log's PARM messages, else 1."""
+def _parameter(reader: Any, name: str) -> float | None:
+    """The first value of parameter ``name`` in the log's PARM messages (None: not there)."""
     with _quiet(_Complaints()):
-        m = reader.recv_match(type="PARM", condition='PARM.Name == "SYSID_THISMAV"', strict=True)
+        m = reader.recv_match(type="PARM", condition=f'PARM.Name == "{name}"', strict=True)
         reader.rewind()
-    return int(m.Value) if m is not None else 1
+    return None if m is None else float(m.Value)
 
 
 class DataflashSource(LogSource):
@@ -284,10 +306,10 @@ class DataflashSource(LogSource):
         reader = _open(path)
         complaints = _Complaints()  # of the one pass that makes the events
         try:
-            stats.system_id = _system_id(reader)
+            stats.system_id = int(_parameter(reader, "SYSID_THISMAV") or 1)
             key = str(stats.system_id)
             modes: dict[int, str] = mavutil.mode_mapping_bynumber(COPTER) or {}
-            st = _State()
+            st = _State(battery_monitor=_parameter(reader, "BATT_MONITOR") != 0)
             pending: dict[str, _Columns] = {}
             npending = seq = ts = 0
             while True:

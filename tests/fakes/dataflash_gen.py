@@ -42,6 +42,8 @@ LEGACY: dict[str, tuple[int, str, str]] = {
     "BAT": (72, "QBfffffcf", "TimeUS,Inst,Volt,VoltR,Curr,CurrTot,EnrgTot,Temp,Res"),
     "VIBE": (73, "QfffIII", "TimeUS,VibeX,VibeY,VibeZ,Clip0,Clip1,Clip2"),
     "NKF4": (76, "QcccccfbbHBHHb", "TimeUS,SV,SP,SH,SM,SVT,errRP,OFN,OFE,FS,TS,SS,GPS,PI"),
+    # ArduCopter 3.2's battery: volts and amps * 100 as integers, the board supply in mV
+    "CURR": (77, "IhIhhhf", "TimeMS,ThrOut,ThrInt,Volt,Curr,Vcc,CurrTot"),
 }
 
 # the flight: (seconds after the first fix, what happens)
@@ -101,13 +103,18 @@ def clip_count(k: int) -> int:
     return k // 20 if k < CLIP_RESET_S * 10 else (k - CLIP_RESET_S * 10) // 50 + 1
 
 
-def write_dataflash(path: str | Path, seconds: int = 120, *, legacy: bool = False, sysid: int = 1) -> Path:
+def write_dataflash(path: str | Path, seconds: int = 120, *, legacy: bool = False, sysid: int = 1,
+                    curr: bool = False, batt_monitor: int | None = None) -> Path:
     """A flight of ``seconds``: 10 Hz ATT/POS, 5 Hz GPS (2 receivers), 1 Hz BAT, 2 Hz VIBE and EKF
-    (2 IMUs / cores), mode and arming changes, text messages."""
+    (2 IMUs / cores), mode and arming changes, text messages. With ``curr`` (legacy only) the
+    battery is ArduCopter 3.2's CURR instead of BAT (see :func:`curr_volts`), with zeros in the
+    first 5 s; ``batt_monitor`` adds that BATT_MONITOR parameter."""
     w = Writer(LEGACY if legacy else FORMATS)
     path = Path(path)
     w.write("PARM", 1000, "FRAME_CLASS", 1.0, 0.0)
     w.write("PARM", 1000, "SYSID_THISMAV", float(sysid), 1.0)
+    if batt_monitor is not None:
+        w.write("PARM", 1000, "BATT_MONITOR", float(batt_monitor), 4.0)
     w.write("MSG", 1000, "ArduCopter V4.5.7 (2a3dc4b7)")
     w.write("MODE", 1000, 0, 0, 0)
     events = {ARM_S: "arm", LOITER_S: 5, AUTO_S: 3, AUTO_AGAIN_S: 3, RTL_S: 6, DISARM_S: "disarm", STAB_S: 0}
@@ -148,7 +155,10 @@ def write_dataflash(path: str | Path, seconds: int = 120, *, legacy: bool = Fals
                     w.write("XKF4", t, imu, 0.1, 0.2, 0.05, 0.3 + imu, 0.0, 0.0, 0, 0, 0, 0, 0x1FF, 0, 0)
         if tick == 0:
             volt = 16.5 - sec * 0.03125  # exact in float32
-            if legacy:
+            if legacy and curr:
+                cv, ca = curr_volts(sec)
+                w.write("CURR", t // 1000, 400, 0, cv, ca, 5012, sec * 3.5)
+            elif legacy:
                 w.write("BAT", t, 0, volt, volt, 12.5, sec * 3.5, 0.0, 25.0, 0.01)
             else:
                 w.write("BAT", t, 0, volt, volt, 12.5, sec * 3.5, 0.0, 25.0, 0.01, 100 - sec // 2, 1, 0)
@@ -156,6 +166,12 @@ def write_dataflash(path: str | Path, seconds: int = 120, *, legacy: bool = Fals
                     w.write("BAT", t, 1, 5.0, 5.0, 0.5, 0.0, 0.0, 25.0, 0.01, 90, 1, 0)
     path.write_bytes(bytes(w.buf))
     return path
+
+
+def curr_volts(sec: int) -> tuple[int, int]:
+    """CURR's Volt and Curr (centivolts, centiamps) at second ``sec``: zeros (no reading yet)
+    for the first 5 s."""
+    return (0, 0) if sec < 5 else (1650 - 3 * sec, 1250 + sec)
 
 
 def modes_expected() -> list[tuple[float, bool, str]]:

@@ -26,6 +26,7 @@ from ...fakes.dataflash_gen import (
     T0_US,
     attitude_deg,
     clip_count,
+    curr_volts,
     modes_expected,
     unix_us,
     write_dataflash,
@@ -160,6 +161,25 @@ def test_older_log_layouts(tmp_path):
     assert hb == [(False, "STABILIZE"), (True, "STABILIZE"), (True, "LOITER"), (True, "AUTO")]
     counts, _ = reference_counts(path)
     assert Counter({k: v.num_rows for k, v in t.items() if k != "heartbeat"}) == counts
+
+
+def test_curr_is_the_battery_of_older_logs(tmp_path):
+    """ArduCopter 3.2 logs CURR (V and A times 100, as integers), not BAT: it becomes the battery,
+    but not where it reads 0 V or the log's BATT_MONITOR is 0 (no monitor: zeros)."""
+    path = write_dataflash(tmp_path / "curr.bin", 60, legacy=True, curr=True)
+    bat = by_kind(read_dataflash(path))["battery"].to_pylist()
+    raw = []  # the CURR messages as pymavlink reads them
+    reader = DFReader_binary(str(path), zero_time_base=False)
+    while (m := reader.recv_match(type="CURR")) is not None:
+        raw.append((round(m._timestamp * 1e6) * 1000, m.Volt, m.Curr))
+    assert [(r[0], r[1] / 100, r[2] / 100) for r in raw if r[1]] == \
+        [(b["ts_event"], b["voltage"], b["current"]) for b in bat]
+    assert [b["voltage"] for b in bat] == [curr_volts(sec)[0] / 100 for sec in range(5, 60)]
+    assert {(b["battery_id"], b["remaining"], b["msg"]) for b in bat} == {(0, None, "CURR")}
+    monitored = write_dataflash(tmp_path / "monitored.bin", 60, legacy=True, curr=True, batt_monitor=4)
+    assert by_kind(read_dataflash(monitored))["battery"].to_pylist() == bat
+    unmonitored = write_dataflash(tmp_path / "unmonitored.bin", 60, legacy=True, curr=True, batt_monitor=0)
+    assert "battery" not in by_kind(read_dataflash(unmonitored))
 
 
 def test_a_damaged_log_yields_the_intact_messages(tmp_path):
