@@ -106,6 +106,33 @@ def schema_sql(name: str) -> str:
     return resources.files("qsframework.sql").joinpath(name).read_text()
 
 
+# TimescaleDB's library must be preloaded (shared_preload_libraries, read from pg_settings: a
+# user without the right to see it gets no row, not an error) before CREATE EXTENSION can load it
+TIMESCALE_STATE_SQL = """SELECT
+  EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') AS available,
+  EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') AS installed,
+  (SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries') AS preload"""
+
+
+def timescale_usable(*, available: bool, installed: bool, preload: str | None) -> tuple[bool, str | None]:
+    """Whether the sink makes hypertables, from the server's state (:data:`TIMESCALE_STATE_SQL`);
+    when TimescaleDB is installed on the server but cannot be used, why. Creating the extension
+    without the library preloaded fails with FATAL and drops the connection, so it is tried only
+    when the library is preloaded, or (the setting unreadable) already created in the database."""
+    if not available:
+        return False, None
+    if preload is None:
+        if installed:
+            return True, None
+        return False, ("TimescaleDB is installed on the server but this user cannot see whether it is "
+                       "preloaded (pg_read_all_settings); an administrator can run CREATE EXTENSION timescaledb")
+    libraries = {lib.strip().strip('"').rsplit("/", 1)[-1] for lib in preload.split(",")}
+    if "timescaledb" in libraries:
+        return True, None
+    return False, ("TimescaleDB is installed on the server but not preloaded (add timescaledb to "
+                   "shared_preload_libraries and restart PostgreSQL)")
+
+
 class PostgresSink(Sink):
     """Writes event tables to PostgreSQL idempotently (a COPY that returned is durable:
     :meth:`flush` has nothing to do)."""
@@ -145,12 +172,13 @@ class PostgresSink(Sink):
             async with self.con.transaction():
                 await self.con.execute("SELECT pg_advisory_xact_lock(hashtext('qsf schema'))")
                 await self.con.execute(schema_sql("001_schema.sql"))
-                available = await self.con.fetchval(
-                    "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
-                )
-                if available:
+                state = await self.con.fetchrow(TIMESCALE_STATE_SQL)
+                use, why_not = timescale_usable(**dict(state))
+                if use:
                     await self.con.execute(schema_sql("002_timescaledb.sql"))
                     self.timescale = True
+                elif why_not:
+                    log.warning("%s: plain tables", why_not)
         except asyncpg.PostgresError as exc:
             raise UserError(f"PostgreSQL: cannot create the tables: {_one_line(exc)}") from None
         log.info("postgres sink ready (%s)", "TimescaleDB hypertables" if self.timescale else "plain tables")
