@@ -85,7 +85,8 @@ def stack_status(stack_dir: str | None, as_json: bool) -> None:
             where = info.get("bootstrap") or info.get("dsn")
             what = f"{info['kind']} {info['version']}  " if "kind" in info else ""
             state = f"running (pid {info['pid']})" if info["running"] else "stopped"
-            click.echo(f"{name:<9} {state:<20} {what}{where}  log: {info['log']}")
+            preload = f"  preload: {','.join(info['preload'])}" if info.get("preload") else ""
+            click.echo(f"{name:<9} {state:<20} {what}{where}  log: {info['log']}{preload}")
     if not all(info["running"] for info in st.values()):
         sys.exit(1)
 

@@ -204,6 +204,15 @@ def _pg_bin() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
 
 
+def preloads(install: Path) -> tuple[str, ...]:
+    """The libraries PostgreSQL preloads from ``install`` (the wheel's ``pginstall``): TimescaleDB
+    where a user built it into it (its control file and its library), else none. Preloading a
+    library that is not there would stop PostgreSQL from starting."""
+    control = install / "share" / "extension" / "timescaledb.control"
+    library = any((install / "lib").glob("timescaledb*.so"))
+    return ("timescaledb",) if control.is_file() and library else ()
+
+
 def _os_user() -> str | None:
     """The OS user PostgreSQL runs as: ourselves, or a dedicated one when we are root."""
     if os.geteuid() != 0:
@@ -244,6 +253,13 @@ class PostgresService(_Service):
     @property
     def log_file(self) -> Path:
         return self.root / "postgres.log"
+
+    def preloads(self) -> tuple[str, ...]:
+        """What the server preloads (see :func:`preloads`); none when the wheel is missing."""
+        try:
+            return preloads(_pg_bin().parent)
+        except ServiceError:
+            return ()
 
     @property
     def password_file(self) -> Path:
@@ -326,6 +342,8 @@ class PostgresService(_Service):
         if port_open(self.host, self.port):
             raise ServiceError(f"port {self.port} is already in use by another program")
         opts = f"-h {self.host} -p {self.port} -k {self.pgdata}"
+        if libraries := preloads(bin_dir.parent):
+            opts += f" -c shared_preload_libraries={','.join(libraries)}"
         r = self._run([str(bin_dir / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.log_file),
                        "-w", "-t", str(int(timeout)), "-o", opts, "start"], user)
         if r.returncode:

@@ -139,5 +139,6 @@ class Stack:
                        "bootstrap": self.broker.bootstrap, "log": str(self.broker.log_file)},
             "postgres": {"running": self.postgres.running(), "pid": self.postgres.pid(),
                          "dsn": redact(self.postgres.dsn), "log": str(self.postgres.log_file),
-                         "password_file": str(self.postgres.password_file)},
+                         "password_file": str(self.postgres.password_file),
+                         "preload": list(self.postgres.preloads())},
         }

@@ -1,7 +1,9 @@
-"""The PostgreSQL sink makes TimescaleDB hypertables only where the extension can be created:
-installed on the server and preloaded (``CREATE EXTENSION`` without the library preloaded is a
-FATAL that drops the connection). The decision over every state, and the state as a real
-server reports it: to a superuser, and to a user who may not read ``shared_preload_libraries``."""
+"""TimescaleDB where it can be used. The PostgreSQL sink makes hypertables only where the
+extension can be created: installed on the server and preloaded (``CREATE EXTENSION`` without
+the library preloaded is a FATAL that drops the connection); the decision over every state, and
+the state as a real server reports it to a superuser and to a user who may not read
+``shared_preload_libraries``. The embedded stack preloads it where a user built it into the
+embedded PostgreSQL (both branches of that decision; this machine's has none)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import asyncpg
 import pytest
 
 from qsframework.sinks.postgres import TIMESCALE_STATE_SQL, PostgresSink, timescale_usable
+from qsframework.stack.services import _pg_bin, preloads
 
 from .feeds import fresh_database
 
@@ -89,3 +92,30 @@ def test_a_user_who_may_not_read_the_setting_gets_no_value_not_an_error(stack_en
 
     state = asyncio.run(go())
     assert state == {"available": False, "installed": False, "preload": None}
+
+
+@pytest.mark.parametrize("control", [False, True])
+@pytest.mark.parametrize("library", [None, "timescaledb.so", "timescaledb-2.29.0.so", "other.so"])
+def test_the_stack_preloads_timescaledb_where_it_was_built_into_the_embedded_postgresql(tmp_path, control, library):
+    install = tmp_path / "pginstall"
+    (install / "share" / "extension").mkdir(parents=True)
+    (install / "lib").mkdir()
+    if control:
+        (install / "share" / "extension" / "timescaledb.control").write_text("default_version = '2.29.0'\n")
+    if library:
+        (install / "lib" / library).write_bytes(b"")
+    built = control and library is not None and library.startswith("timescaledb")
+    assert preloads(install) == (("timescaledb",) if built else ())
+
+
+def test_the_embedded_postgresql_here_preloads_nothing(stack_endpoints):
+    """This machine's embedded PostgreSQL has no TimescaleDB: started without a preload list."""
+    async def show() -> str:
+        con = await asyncpg.connect(stack_endpoints.pg_dsn)
+        try:
+            return await con.fetchval("SHOW shared_preload_libraries")
+        finally:
+            await con.close()
+
+    assert preloads(_pg_bin().parent) == ()
+    assert asyncio.run(show()) == ""
