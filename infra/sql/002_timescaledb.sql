@@ -42,3 +42,19 @@ SELECT add_compression_policy('trades',  compress_after => BIGINT '6048000000000
 SELECT add_compression_policy('signals', compress_after => BIGINT '604800000000000', if_not_exists => TRUE);
 SELECT add_retention_policy('trades', drop_after => BIGINT '7776000000000000', if_not_exists => TRUE);
 SELECT add_retention_policy('pipeline_health', drop_after => BIGINT '2592000000000000', if_not_exists => TRUE);
+
+-- 1-minute OHLC bars of trades, kept by TimescaleDB (a continuous aggregate, refreshed each
+-- minute over the last hour; real time: the newest minutes come from the raw trades), and the
+-- BTC/ETH spread per minute (log ratio of the bars' closes) over them.
+CREATE MATERIALIZED VIEW IF NOT EXISTS trades_1m WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
+SELECT time_bucket(BIGINT '60000000000', ts_event) AS bucket, key,
+       first(price, ts_event) AS open, max(price) AS high, min(price) AS low, last(price, ts_event) AS close,
+       sum(qty) AS volume, count(*) AS trades
+FROM trades GROUP BY 1, 2 WITH NO DATA;
+SELECT add_continuous_aggregate_policy('trades_1m', start_offset => BIGINT '3600000000000',
+                                       end_offset => BIGINT '60000000000', schedule_interval => INTERVAL '1 minute',
+                                       if_not_exists => TRUE);
+CREATE OR REPLACE VIEW spread_1m AS
+SELECT b.bucket, ln(b.close / e.close) AS log_ratio
+FROM trades_1m b JOIN trades_1m e ON e.bucket = b.bucket AND e.key = 'ETHUSDT'
+WHERE b.key = 'BTCUSDT';
