@@ -12,12 +12,12 @@ from importlib.metadata import entry_points
 import click
 
 from ..errors import UserError
-from . import backtest, dashboard, live, recordings, stack, sweep
+from . import backtest, dashboard, health, live, recordings, stack, sweep
 from .groups import COMMANDS, ENTRY_POINTS, Commands, main
 
 __all__ = ["COMMANDS", "Commands", "main", "run"]
 
-for _module in (backtest, sweep, recordings, live, stack, dashboard):
+for _module in (backtest, sweep, recordings, live, stack, health, dashboard):
     _module.register(COMMANDS)
 
 
