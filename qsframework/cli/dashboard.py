@@ -11,6 +11,9 @@ from .groups import Commands
 
 _PORT = click.option("--port", type=int, default=None, metavar="P",
                      help="Port on 127.0.0.1 (default: a free one).")
+_HOST = click.option("--host", default=None, metavar="H",
+                     help="Address to serve on (default 127.0.0.1); another one (0.0.0.0: every interface, "
+                          "e.g. in a container) needs QSF_DASHBOARD_PASSWORD, which every browser is asked for.")
 _EDIT = click.option("--edit", is_flag=True, help="Open the notebook in marimo's editor (marimo edit) instead of the app view.")
 
 
@@ -24,15 +27,18 @@ def _existing_dir(path: str, what: str, marker: str | None = None) -> str:
     return str(p.resolve())
 
 
-def _serve(name: str, args: dict[str, str], port: int | None, edit: bool) -> None:
-    from ..dashboards.server import DashboardConfig, notebook_path, serve
+def _serve(name: str, args: dict[str, str], port: int | None, edit: bool, host: str | None = None) -> None:
+    from ..dashboards.server import LOOPBACK, DashboardConfig, notebook_path, serve, with_host
 
     notebook_path(name)  # a missing notebook is one line before anything starts
+    if edit and host is not None and host not in LOOPBACK:
+        raise UserError("--edit runs code the browser sends: only on 127.0.0.1, not with --host")
+    config = with_host(DashboardConfig(name=name, args=args, port=port, edit=edit), host)
 
     def announce(url: str) -> None:
         click.echo(f"qsf dashboard {name}: {url}  (Ctrl-C stops it)")
 
-    code = serve(DashboardConfig(name=name, args=args, port=port, edit=edit), on_url=announce)
+    code = serve(config, on_url=announce)
     if code:
         raise UserError(f"the marimo server exited with code {code}")
 
@@ -66,10 +72,11 @@ def dashboard_sweep(sweep_dir: str, port: int | None, edit: bool) -> None:
 
 @dashboard.command("live")
 @_PORT
+@_HOST
 @_EDIT
-def dashboard_live(port: int | None, edit: bool) -> None:
+def dashboard_live(port: int | None, host: str | None, edit: bool) -> None:
     """Live operations on $QSF_PG_DSN: prices, spread, signals, fills, pipeline health."""
-    _serve("live", {}, port, edit)
+    _serve("live", {}, port, edit, host)
 
 
 @dashboard.command("flight")

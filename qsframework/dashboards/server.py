@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -39,6 +40,25 @@ class DashboardConfig:
     args: dict[str, str] = field(default_factory=dict)
     port: int | None = None
     edit: bool = False
+    host: str = HOST  #: beyond the loopback address only with a password
+    password: str | None = field(default=None, repr=False)  #: asked of every browser (marimo's token)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+PASSWORD_ENV = "QSF_DASHBOARD_PASSWORD"
+
+
+def with_host(config: DashboardConfig, host: str | None) -> DashboardConfig:
+    """CONFIG served on HOST: anything but the loopback address serves the network, so it takes
+    the password from $QSF_DASHBOARD_PASSWORD (a one-line error without it; never on a command
+    line, where other users of the machine could read it)."""
+    if host is None or host in LOOPBACK:
+        return config if host is None else dataclasses.replace(config, host=host)
+    password = os.environ.get(PASSWORD_ENV)
+    if not password:
+        raise UserError(f"--host {host} serves the dashboard to the network: set {PASSWORD_ENV} "
+                        "(every browser is asked for it)")
+    return dataclasses.replace(config, host=host, password=password)
 
 
 def notebook_path(name: str) -> Path:
@@ -51,13 +71,13 @@ def notebook_path(name: str) -> Path:
     return path
 
 
-def check_port(port: int) -> None:
-    """Fail with one line when PORT cannot be bound on 127.0.0.1 (marimo would silently move)."""
+def check_port(port: int, host: str = HOST) -> None:
+    """Fail with one line when PORT cannot be bound on HOST (marimo would silently move)."""
     if not 0 < port < 65536:
         raise UserError(f"--port {port}: not a TCP port (1..65535)")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
-            s.bind((HOST, port))
+            s.bind((host, port))
         except OSError as exc:
             why = "in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
             raise UserError(f"--port {port}: {why}") from None
@@ -75,7 +95,8 @@ def marimo_command(config: DashboardConfig, port: int) -> list[str]:
     working directory is not put on ``sys.path``, so a checkout's ``qsframework/`` source folder
     (where a user may well stand) does not shadow the installed package in the notebook."""
     cmd = [sys.executable, "-P", "-m", "marimo", "-q", "edit" if config.edit else "run", "--headless",
-           "--host", HOST, "--port", str(port), "--no-token", "--no-sandbox"]
+           "--host", config.host, "--port", str(port), "--no-sandbox",
+           *(["--token", "--token-password-file", "-"] if config.password else ["--no-token"])]
     if config.edit:
         cmd.append("--skip-update-check")
     cmd.append(str(notebook_path(config.name)))
@@ -83,14 +104,16 @@ def marimo_command(config: DashboardConfig, port: int) -> list[str]:
     return cmd + (["--", *extra] if extra else [])
 
 
-def _wait_listening(port: int, child: subprocess.Popen[str]) -> bool:
-    """True once 127.0.0.1:PORT accepts a connection; False when the child exits first."""
+def _wait_listening(port: int, child: subprocess.Popen[str], host: str = HOST) -> bool:
+    """True once HOST:PORT accepts a connection (the loopback address for a wildcard host);
+    False when the child exits first."""
+    host = HOST if host in ("0.0.0.0", "", "::") else host
     deadline = time.monotonic() + START_BOUND_S
     while time.monotonic() < deadline:
         if child.poll() is not None:
             return False
         try:
-            with socket.create_connection((HOST, port), timeout=5):
+            with socket.create_connection((host, port), timeout=5):
                 return True
         except OSError:
             # the socket is not bound yet: block on the child's exit for a moment instead of
@@ -114,23 +137,28 @@ def serve(config: DashboardConfig, *, on_url: Callable[[str], None],
     Returns 0 after a requested stop, else the server's exit code."""
     port = config.port if config.port is not None else free_port()
     if config.port is not None:
-        check_port(port)
+        check_port(port, config.host)
     cmd = marimo_command(config, port)
     env = {**os.environ, "MARIMO_SKIP_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1"}
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env=env, start_new_session=True)
+    env.pop(PASSWORD_ENV, None)  # the notebook's code has no use for it
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                             start_new_session=True, stdin=subprocess.PIPE if config.password else None)
     assert child.stdout is not None
+    if config.password and child.stdin is not None:  # --token-password-file -
+        child.stdin.write(config.password)
+        child.stdin.close()
     pump = threading.Thread(target=_pump, args=(child.stdout, log), daemon=True)
     pump.start()
     # Ctrl-C stops the dashboard even when the parent started us with SIGINT ignored
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if not _wait_listening(port, child):
+        if not _wait_listening(port, child, config.host):
             child.wait()
             pump.join()
             raise UserError(f"the marimo server did not start (exit code {child.returncode}; its "
                             "output is above)")
-        on_url(f"http://{HOST}:{port}")
+        shown = socket.gethostname() if config.host in ("0.0.0.0", "", "::") else config.host
+        on_url(f"http://{shown}:{port}" + (" (password: $QSF_DASHBOARD_PASSWORD)" if config.password else ""))
         return child.wait()
     except KeyboardInterrupt:
         _stop(child)
