@@ -164,6 +164,19 @@ async def supports_transactions(bootstrap: str, *, wait_s: float = 30.0) -> bool
     return await _grants_producer_id(bootstrap, transactional_id="qsf.probe", wait_s=wait_s)
 
 
+async def broker_unreachable(bootstrap: str, *, timeout_s: float = 5.0) -> str | None:
+    """None when a client gets metadata naming at least one broker within ``timeout_s``, else
+    why not (one short phrase: the error's type)."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout_s)
+        return None if client.cluster.brokers() else "no broker in its metadata"
+    except Exception as exc:  # noqa: BLE001 - not there or not ready, whatever the client says
+        return type(exc).__name__
+    finally:
+        await client.close()
+
+
 async def _grants_producer_id(bootstrap: str, *, transactional_id: str | None, wait_s: float) -> bool:
     """InitProducerId (sent to the transaction coordinator for a transactional id); a
     retriable answer is asked again for up to ``wait_s`` while a fresh broker is still

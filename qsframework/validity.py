@@ -132,12 +132,6 @@ def _finite(t: pa.Table, name: str) -> bool:
     return not len(v) or bool(np.isfinite(v.min()) and np.isfinite(v.max()))
 
 
-@functools.cache
-def _common_rules(schema: pa.Schema, bounds: TimeBounds) -> list[Rule]:
-    """The rules of every kind, for ``schema`` and ``bounds`` (made once per pair: a live
-    poll checks a few dozen rows, and making them cost more than checking; callers only
-    read the list)."""
-    return _make_common_rules(schema, bounds)
 
 
 def _max_length_holds(name: str, limit: int) -> Callable[[pa.Table], bool]:
@@ -155,7 +149,11 @@ def _max_length_holds(name: str, limit: int) -> Callable[[pa.Table], bool]:
     return holds
 
 
-def _make_common_rules(schema: pa.Schema, bounds: TimeBounds) -> list[Rule]:
+@functools.cache
+def _common_rules(schema: pa.Schema, bounds: TimeBounds) -> list[Rule]:
+    """The rules of every kind, for ``schema`` and ``bounds`` (made once per pair: a live
+    poll checks a few dozen rows, and making them cost more than checking; callers only
+    read the list)."""
     rules = [
         Rule(f"ts_event before the floor {format_time(bounds.floor_ns)}",
              lambda t: pc.greater_equal(t.column("ts_event"), bounds.floor_ns),

@@ -275,12 +275,16 @@ def _open(path: Path) -> Any:
     return reader
 
 
-def _parameter(reader: Any, name: str) -> float | None:
-    """The first value of parameter ``name`` in the log's PARM messages (None: not there)."""
+def _parameters(reader: Any, *names: str) -> dict[str, float]:
+    """The first value of each parameter of ``names`` in the log's PARM messages (those it
+    has), in one pass that stops once all are found."""
+    found: dict[str, float] = {}
     with _quiet(_Complaints()):
-        m = reader.recv_match(type="PARM", condition=f'PARM.Name == "{name}"', strict=True)
+        while len(found) < len(names) and (m := reader.recv_match(type="PARM", strict=True)) is not None:
+            if m.Name in names:
+                found.setdefault(m.Name, float(m.Value))
         reader.rewind()
-    return None if m is None else float(m.Value)
+    return found
 
 
 class DataflashSource(LogSource):
@@ -306,10 +310,11 @@ class DataflashSource(LogSource):
         reader = _open(path)
         complaints = _Complaints()  # of the one pass that makes the events
         try:
-            stats.system_id = int(_parameter(reader, "SYSID_THISMAV") or 1)
+            params = _parameters(reader, "SYSID_THISMAV", "BATT_MONITOR")
+            stats.system_id = int(params.get("SYSID_THISMAV") or 1)
             key = str(stats.system_id)
             modes: dict[int, str] = mavutil.mode_mapping_bynumber(COPTER) or {}
-            st = _State(battery_monitor=_parameter(reader, "BATT_MONITOR") != 0)
+            st = _State(battery_monitor=params.get("BATT_MONITOR") != 0)
             pending: dict[str, _Columns] = {}
             npending = seq = ts = 0
             while True:

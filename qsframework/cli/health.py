@@ -27,7 +27,8 @@ def health(bootstrap: str | None, group: str | None, here: bool, max_age: str, t
     database ($QSF_PG_DSN) answer and a processor (qsf process --sink timescale) reported
     to pipeline_health within --max-age and committed within it (or has no lag); else exit 1.
     One line of status either way."""
-    from ..live.health_check import HealthCheck, check_health, this_host
+    from ..live.health import this_host
+    from ..live.health_check import HealthCheck, check_health
 
     dsn = os.environ.get("QSF_PG_DSN")
     if not dsn:

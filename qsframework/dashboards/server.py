@@ -8,6 +8,7 @@ forwards the stop.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import signal
@@ -17,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -45,6 +45,7 @@ class DashboardConfig:
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WILDCARD = ("0.0.0.0", "", "::")  #: every interface: reached here on the loopback address
 PASSWORD_ENV = "QSF_DASHBOARD_PASSWORD"
 
 
@@ -107,7 +108,7 @@ def marimo_command(config: DashboardConfig, port: int) -> list[str]:
 def _wait_listening(port: int, child: subprocess.Popen[str], host: str = HOST) -> bool:
     """True once HOST:PORT accepts a connection (the loopback address for a wildcard host);
     False when the child exits first."""
-    host = HOST if host in ("0.0.0.0", "", "::") else host
+    host = HOST if host in WILDCARD else host
     deadline = time.monotonic() + START_BOUND_S
     while time.monotonic() < deadline:
         if child.poll() is not None:
@@ -157,7 +158,7 @@ def serve(config: DashboardConfig, *, on_url: Callable[[str], None],
             pump.join()
             raise UserError(f"the marimo server did not start (exit code {child.returncode}; its "
                             "output is above)")
-        shown = socket.gethostname() if config.host in ("0.0.0.0", "", "::") else config.host
+        shown = socket.gethostname() if config.host in WILDCARD else config.host
         on_url(f"http://{shown}:{port}" + (" (password: $QSF_DASHBOARD_PASSWORD)" if config.password else ""))
         return child.wait()
     except KeyboardInterrupt:

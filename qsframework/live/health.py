@@ -38,6 +38,11 @@ COLUMNS = ("ts", "group_id", "processor", "strategy", "interval_s", "events", "e
            "latency_ms_p50", "latency_ms_p99", "dlq", "dlq_by_reason", "last_commit")
 
 
+def this_host() -> str:
+    """This machine's name as ``pipeline_health.processor`` gives it (``host:pid``)."""
+    return socket.gethostname()
+
+
 @dataclass(frozen=True, kw_only=True)
 class HealthRow:
     """One interval's figures (``ts``, ``last_commit``: UTC ns; ``dlq_by_reason``: reason class -> count)."""
@@ -73,7 +78,7 @@ class HealthSink(Sink):
                  latency: LatencyWindow, source: KafkaSource) -> None:
         self.dsn = dsn
         self.group, self.strategy, self.interval_s = group, strategy, interval_s
-        self.processor = f"{socket.gethostname()}:{os.getpid()}"
+        self.processor = f"{this_host()}:{os.getpid()}"
         self.stats, self.latency, self.source = stats, latency, source
         self.rows_written = 0
         self._backlog: deque[HealthRow] = deque(maxlen=MAX_BACKLOG)

@@ -5,13 +5,12 @@ to commit: no lag). One line either way; for a container's HEALTHCHECK and for p
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from dataclasses import dataclass
 
 import asyncpg
-from aiokafka import AIOKafkaClient
-from aiokafka.errors import KafkaError
+
+from ..kafka import broker_unreachable
 
 LATEST_SQL = """SELECT DISTINCT ON (processor) processor, ts, last_commit, consumer_lag
 FROM pipeline_health
@@ -40,14 +39,8 @@ class Health:
 
 async def _broker(check: HealthCheck) -> str | None:
     """None when the broker answers a metadata request in time, else why not."""
-    client = AIOKafkaClient(bootstrap_servers=check.bootstrap, request_timeout_ms=int(check.timeout_s * 1000))
-    try:
-        await asyncio.wait_for(client.bootstrap(), check.timeout_s)
-        return None
-    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
-        return f"broker {check.bootstrap} unreachable ({type(exc).__name__})"
-    finally:
-        await client.close()
+    why = await broker_unreachable(check.bootstrap, timeout_s=check.timeout_s)
+    return None if why is None else f"broker {check.bootstrap} unreachable ({why})"
 
 
 async def _reports(check: HealthCheck) -> tuple[str | None, list[asyncpg.Record]]:
@@ -102,8 +95,3 @@ async def check_health(check: HealthCheck) -> Health:
     if faults:
         return Health(False, "unhealthy: " + "; ".join(faults))
     return judge(check, reports, now_ns=time.time_ns())
-
-
-def this_host() -> str:
-    """The name the processors on this machine report as (``pipeline_health.processor`` is host:pid)."""
-    return socket.gethostname()

@@ -141,16 +141,9 @@ def new_cluster_id() -> str:
 
 
 async def _has_broker(bootstrap: str) -> bool:
-    from aiokafka.client import AIOKafkaClient
+    from ..kafka import broker_unreachable
 
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
-    try:
-        await client.bootstrap()
-        return bool(client.cluster.brokers())
-    except Exception:  # noqa: BLE001 - not ready yet, whatever the client says
-        return False
-    finally:
-        await client.close()
+    return await broker_unreachable(bootstrap) is None
 
 
 def metadata_ready(bootstrap: str) -> bool:
