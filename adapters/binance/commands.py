@@ -54,11 +54,13 @@ def _binance_options(fn):
     """Options shared by ``qsf record binance`` and ``qsf ingest binance``."""
     options = [
         click.option("--symbols", required=True, metavar="LIST", help="Comma-separated symbols, e.g. btcusdt,ethusdt."),
-        click.option("--url", default=None, metavar="URL", help="WebSocket base URL (default: Binance's public endpoint)."),
+        click.option("--url", default=None, metavar="URL", envvar="QSF_BINANCE_URL", show_envvar=True,
+                     help="WebSocket base URL (default: Binance's public endpoint)."),
         click.option("--stream", type=click.Choice(["trade", "aggTrade"]), default="trade", show_default=True, help="Raw trades or aggregate trades."),
         click.option("--duration", type=float, metavar="S", help="Stop after S seconds (default: run until SIGTERM/Ctrl-C)."),
         click.option("--backfill/--no-backfill", default=False, show_default=True, help="Fetch the trades of a gap from the REST API."),
-        click.option("--rest-url", default=None, metavar="URL", help="REST base URL for --backfill (default: Binance's public API)."),
+        click.option("--rest-url", default=None, metavar="URL", envvar="QSF_BINANCE_REST_URL", show_envvar=True,
+                     help="REST base URL for --backfill (default: Binance's public API)."),
         click.option("--microseconds", is_flag=True, help="Ask for timeUnit=MICROSECOND (times are exact either way)."),
         click.option("--rotate-after", default="23.5h", show_default=True, metavar="DURATION", help="Open an overlapping new connection after this long (Binance closes at 24 h)."),
         click.option("--max-future", default=MAX_FUTURE_DEFAULT, show_default=True, metavar="DURATION", help="Reject a trade timed more than this ahead of its receipt (or before 2000)."),

@@ -61,7 +61,8 @@ def producer_config(ack_timeout: str | None):
 
 
 def topic_prefix_option(topics: str = "PREFIX.trades, PREFIX.dlq, ..."):
-    return click.option("--topic-prefix", default="qsf", show_default=True, help=f"Topics are {topics}")
+    return click.option("--topic-prefix", default="qsf", show_default=True, envvar="QSF_TOPIC_PREFIX", show_envvar=True,
+                        help=f"Topics are {topics}")
 
 
 def time_option(value: str | None, name: str) -> int | None:
