@@ -5,8 +5,8 @@ broker, timescaledb:5432/qsf (user qsf) to a database and role of the test's own
 PostgreSQL, the state volume to a directory, the published port to a free one; Binance and
 Telegram to the local servers speaking their protocols (QSF_BINANCE_URL, QSF_TELEGRAM_API) and
 topics of the test's own (QSF_TOPIC_PREFIX). Each starts, does its work (Binance trades ->
-ingest -> processor -> the database, every one once; the dashboard's login; the healthchecks
-pass) and stops cleanly on SIGTERM, as ``docker compose stop`` stops it. So the compose file
+ingest -> processor -> the database, every one once; the dashboard asks for its password, then
+draws the database's series in Chromium; the healthchecks pass) and stops cleanly on SIGTERM, as ``docker compose stop`` stops it. So the compose file
 cannot name an option or a setting the commands no longer take."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from ..dashboards.browser import browser_page, wait_for_charts
 from ..dashboards.test_live_host import _get
 from ..fakes.binance_server import BinanceServer
 from ..fakes.botapi import BotApiServer
@@ -195,7 +196,11 @@ def test_the_qsf_services_run_as_composed(stack_endpoints, tmp_path):
             dashboard_health = healthcheck("dashboard")
             base = f"http://127.0.0.1:{port}/"
             login = _get(base)[0]
-            path, page = _get(base + f"?access_token={DASHBOARD_PASSWORD}")
+            # logged in, the page draws the database's series (the password only in PGPASSWORD)
+            with browser_page(base + f"?access_token={DASHBOARD_PASSWORD}") as (page, requests):
+                wait_for_charts(page, 3)  # prices, spread and correlation, pipeline health
+                page.get_by_text("events/s").first.wait_for()
+                title = page.title()
 
             assert ingest.stop() == 0, ingest.err
             published = int(ingest.line_with(" trades in ").split()[0].replace(",", ""))
@@ -224,7 +229,8 @@ def test_the_qsf_services_run_as_composed(stack_endpoints, tmp_path):
     assert (processor_health.returncode, processor_health.stdout[:8]) == (0, "healthy:"), processor_health.stdout
     assert f":{port}" in served
     assert dashboard_health.returncode == 0, dashboard_health.stderr
-    assert login == "/auth/login" and path == "/" and "QuantStream live operations" in page
+    assert login == "/auth/login" and title == "QuantStream live operations"
+    assert requests.all and not requests.outside, requests.outside
     for s in started:
         assert not any("Traceback" in line for line in s.err), (s.name, "".join(s.err))
         assert PG_PASSWORD not in "".join(s.out + s.err) and DASHBOARD_PASSWORD not in "".join(s.out + s.err)
