@@ -208,10 +208,10 @@ def test_the_qsf_services_run_as_composed(stack_endpoints, tmp_path):
             summary = processor.line_with("BtcEthPairs: processed ")
             sent = {(t.symbol, t.id): t.time_ms * 1_000_000 for symbol in binance.symbols
                     for t in binance.exchange.trades(symbol) if t.id in set(binance.sent_ids(symbol))}
-        finally:
+        finally:  # after a failure: stopped as docker does (the dashboard stops its server)
             for s in started:
                 if s.proc.poll() is None:
-                    os.killpg(s.proc.pid, signal.SIGKILL)
+                    s.stop()
 
     assert codes == {"processor": 0, "dashboard": 0}, {s.name: "".join(s.err) for s in started}
     # every trade Binance sent was published once; the database holds each processed one once;
