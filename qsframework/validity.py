@@ -132,8 +132,6 @@ def _finite(t: pa.Table, name: str) -> bool:
     return not len(v) or bool(np.isfinite(v.min()) and np.isfinite(v.max()))
 
 
-
-
 def _max_length_holds(name: str, limit: int) -> Callable[[pa.Table], bool]:
     """Whether no string of column ``name`` is longer than ``limit`` bytes (from the offsets)."""
     def holds(t: pa.Table) -> bool:

@@ -39,7 +39,7 @@ COLUMNS = ("ts", "group_id", "processor", "strategy", "interval_s", "events", "e
 
 
 def this_host() -> str:
-    """This machine's name as ``pipeline_health.processor`` gives it (``host:pid``)."""
+    """This machine's name: the host part of ``pipeline_health.processor`` (``host:pid``)."""
     return socket.gethostname()
 
 

@@ -16,7 +16,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,12 +26,14 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from qsframework.stack.services import free_port
+
 from ..dashboards.browser import browser_page, wait_for_charts
 from ..dashboards.test_live_host import _get
 from ..fakes.binance_server import BinanceServer
 from ..fakes.botapi import BotApiServer
 from ..fault.processes import wait_for
-from ..live.feeds import fetch
+from ..live.feeds import fetch, fetch_made
 from .compose import COMPOSE, Mapping, MissingVariable, argv, env_example, environment, services, variables
 
 # every character a DSN or a shell would trip on: the qsf services take it as PGPASSWORD
@@ -70,12 +71,6 @@ def _own_database(admin_dsn: str, role: str, password: str) -> tuple[str, str]:
     asyncio.run(create())
     parts = urlsplit(admin_dsn)._replace(path=f"/{role}")
     return urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}")), urlunsplit(parts)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Service:
@@ -129,27 +124,21 @@ def _rows(dsn: str) -> dict[tuple[str, int], int]:
 
 def _reported(dsn: str) -> bool:
     """The processor reported to pipeline_health after a commit (what its healthcheck reads)."""
-    try:
-        return fetch(dsn, "SELECT count(*) AS n FROM pipeline_health WHERE last_commit IS NOT NULL")[0]["n"] > 0
-    except asyncpg.UndefinedTableError:
-        return False
+    return bool(fetch_made(dsn, "SELECT 1 FROM pipeline_health WHERE last_commit IS NOT NULL LIMIT 1"))
 
 
 def _trades(dsn: str) -> tuple[int, int, int]:
     """(rows, distinct trades, symbols) in the trades table; zeros before the sink made it."""
     sql = ("SELECT count(*) AS n, count(DISTINCT (source, key, seq)) AS d, count(DISTINCT key) AS k "
            "FROM trades")
-    try:
-        row = fetch(dsn, sql)[0]
-    except asyncpg.UndefinedTableError:
-        return 0, 0, 0
-    return row["n"], row["d"], row["k"]
+    rows = fetch_made(dsn, sql)
+    return (rows[0]["n"], rows[0]["d"], rows[0]["k"]) if rows else (0, 0, 0)
 
 
 def test_the_qsf_services_run_as_composed(stack_endpoints, tmp_path):
     role = f"qsf_{uuid.uuid4().hex[:8]}"
     dsn, admin = _own_database(stack_endpoints.pg_dsn, role, PG_PASSWORD)
-    port = _free_port()
+    port = free_port()  # outside the ephemeral range: no client connection takes it meanwhile
     dotenv = {**env_example(), "QSF_PG_PASSWORD": PG_PASSWORD, "QSF_DASHBOARD_PASSWORD": DASHBOARD_PASSWORD,
               "QSF_TELEGRAM_TOKEN": TOKEN, "QSF_TELEGRAM_CHAT_ID": "42"}
     composed = services(dotenv)

@@ -16,10 +16,11 @@ import boto3
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from moto.server import ThreadedMotoServer
 
+from qsframework.stack.services import free_port
+
+from ..fakes.aws import aws_server
 from .compose import ROOT
-from .test_compose_services import _free_port
 
 SCRIPT = ROOT / "infra" / "terraform" / "qsf_compose.py"
 _spec = importlib.util.spec_from_file_location("qsf_compose", SCRIPT)
@@ -32,17 +33,13 @@ SECRET = "qsf-test-secret-key"
 @pytest.fixture(scope="module")
 def ssm_env() -> dict[str, str]:
     """A moto server speaking SSM on a free port; the AWS environment that reaches it."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "qsf-test",
-           "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_EC2_METADATA_DISABLED": "true"}
-    server.stop()
+    with aws_server(SECRET) as env:
+        yield env
 
 
 def _put(env: dict[str, str], params: dict[str, str]) -> None:
     ssm = boto3.client("ssm", region_name="eu-central-1", endpoint_url=env["AWS_ENDPOINT_URL"],
-                       aws_access_key_id="qsf-test", aws_secret_access_key=SECRET)
+                       aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=SECRET)
     for name, value in params.items():
         ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
 
@@ -106,7 +103,7 @@ def test_missing_settings_are_one_line_exit_2_before_docker(ssm_env, tmp_path):
 
 
 def test_no_ssm_endpoint_is_one_line_exit_2(tmp_path):
-    port = _free_port()  # nobody listens on it
+    port = free_port()  # nobody listens on it
     config = tmp_path / "qsf-compose.env"
     config.write_text(f"QSF_AWS_REGION=eu-central-1\nQSF_SSM_PREFIX=/qsf\nQSF_PROJECT_DIR={tmp_path}\n")
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "qsf-test",

@@ -11,7 +11,6 @@ import time
 import uuid
 from collections import Counter
 
-import asyncpg
 import numpy as np
 import orjson
 from hypothesis import given, settings
@@ -23,7 +22,7 @@ from qsframework.wire import encode
 
 from ..conftest import SPREAD_SPEC, make_trades, qsf_cmd
 from ..fault.processes import wait_for
-from .feeds import fetch, publish
+from .feeds import fetch, fetch_made, publish
 
 BAD = [b"{oops", b"[]", b"42"]  # one malformed JSON, two valid JSON that are not objects
 
@@ -53,10 +52,7 @@ def test_health_rows_appear_while_processing_and_add_up(stack_endpoints, tmp_pat
         publish(bootstrap, f"{prefix}.trades", pairs[:half] + [(b"X", v) for v in BAD] + pairs[half:])
 
         def processed() -> int:
-            try:
-                return sum(r["events"] for r in fetch(dsn, rows_of, group))
-            except asyncpg.UndefinedTableError:  # the sink has not created the tables yet
-                return 0
+            return sum(r["events"] for r in fetch_made(dsn, rows_of, group))
 
         # rows while it runs: the intervals' events reach every event published
         wait_for(lambda: processed() == expected, "health rows counting every event", proc=proc)

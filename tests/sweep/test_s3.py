@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
-from moto.server import ThreadedMotoServer
 
 from ..conftest import ROOT, qsf_cmd
+from ..fakes.aws import aws_server
 from .conftest import PAIRS
 from .same import same_sweep
 
@@ -29,18 +29,12 @@ SECRET = "qsf-test-secret-never-printed"
 def s3(tmp_path_factory) -> dict[str, str]:
     """A moto S3 server on a free port with bucket ``rec`` holding the sample recording under
     ``sample/``; returns the AWS environment that reaches it."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "qsf-test",
-           "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_EC2_METADATA_DISABLED": "true"}
-    fs = pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], access_key="qsf-test",
-                           secret_key=SECRET, region="us-east-1", allow_bucket_creation=True)
-    fs.create_dir("rec")
-    pafs.copy_files(str(SAMPLE), "rec/sample", destination_filesystem=fs)
-    yield {**os.environ, **env}
-    server.stop()
+    with aws_server(SECRET) as env:
+        fs = pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], access_key=env["AWS_ACCESS_KEY_ID"],
+                               secret_key=SECRET, region=env["AWS_DEFAULT_REGION"], allow_bucket_creation=True)
+        fs.create_dir("rec")
+        pafs.copy_files(str(SAMPLE), "rec/sample", destination_filesystem=fs)
+        yield {**os.environ, **env}
 
 
 def sweep(out: Path, recording: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
